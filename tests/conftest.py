@@ -1,0 +1,72 @@
+"""Shared fixtures. Everything stays offline and on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Offline, quiet, and state inside the project (set before Prefect or transformers are imported).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("PREFECT_HOME", str(REPO / ".shelfwise-test" / "prefect"))
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+for _var in ("OPENAI_BASE_URL", "OPENAI_API_KEY"):
+    os.environ.pop(_var, None)
+
+SHARED = Path(os.environ.get("SHELFWISE_SHARED_DATA", REPO.parent / "shared" / "data"))
+PG_URL = os.environ.get("SHELFWISE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real shared data folder (../shared/data). Required in CI; skipped in a user's clone without it."""
+    if not SHARED.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"shared data folder {SHARED} is missing; CI needs it (set SHELFWISE_SHARED_DATA)")
+        pytest.skip(f"shared data folder {SHARED} not present (set SHELFWISE_SHARED_DATA)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def sample_data() -> Path:
+    """The small real excerpt bundled in data/ (always present)."""
+    return REPO / "data"
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """One real all-MiniLM-L6-v2 embedder for the whole session (loaded lazily, once)."""
+    from classifiers import make_embedder
+
+    return make_embedder("minilm")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """URL of the real PostgreSQL on 127.0.0.1:5432. Required in CI."""
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(PG_URL)
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {PG_URL} is not reachable: {exc}")
+        pytest.skip(f"PostgreSQL at {PG_URL} is not reachable: {exc}")
+    return PG_URL
