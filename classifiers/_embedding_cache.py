@@ -1,0 +1,369 @@
+"""Content-addressed embedding cache in one SQLite file (WAL mode, safe across threads and processes)."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from shelfwise.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from classifiers.embedding import Embedder
+    from classifiers.images import ImageEmbedder
+
+__all__ = ["EmbeddingCache", "CacheStats", "text_key", "ImageBatch"]
+
+_SCHEMA_VERSION = 1
+_LOOKUP_CHUNK = 500  # well under SQLite's bound-variable limit
+_BUSY_TIMEOUT_MS = 60_000
+_PRECISIONS = {"float32": np.float32, "float16": np.float16}
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def text_key(text: str) -> bytes:
+    """The cache key of a text: sha256 of its UTF-8 bytes (exact text, no normalisation)."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Counters of one `EmbeddingCache` object (cumulative since it was opened) plus the file's size."""
+
+    path: str
+    hits: int
+    misses: int
+    encoded_batches: int
+    encode_seconds: float
+    rows: int
+    models: dict[str, int]
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+
+@dataclass(frozen=True)
+class ImageBatch:
+    """Result of `EmbeddingCache.embed_images`: vectors (zero rows where `ok` is False) and failure counts."""
+
+    vectors: np.ndarray
+    ok: np.ndarray
+    failures: dict[str, int]
+
+
+class EmbeddingCache:
+    """Embeddings on disk keyed by ``(model_id, sha256(text))``; only misses reach the embedder.
+
+    One SQLite file (WAL journal, 60 s busy timeout) that several threads and processes may open at
+    once. Vectors are stored as raw float32 (default) or float16 bytes; `embed` always returns what the
+    cache stores, so a result never depends on whether it was a hit or a miss.
+    """
+
+    def __init__(self, path: str | Path, *, precision: str = "float32") -> None:
+        if precision not in _PRECISIONS:
+            raise ConfigError(
+                f"embedding cache precision {precision!r} is not valid; use one of {', '.join(_PRECISIONS)}"
+            )
+        self.path = Path(path)
+        self.precision = precision
+        self._dtype = np.dtype(_PRECISIONS[precision])
+        self.hits = 0
+        self.misses = 0
+        self._encoded_batches = 0
+        self._encode_seconds = 0.0
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._model_rowids: dict[str, int] = {}
+        self._connect()  # create the file and schema now, so a bad path fails early
+
+    # -- connection handling ------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+                )
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS models (id INTEGER PRIMARY KEY, model_id TEXT NOT NULL UNIQUE,"
+                    " dim INTEGER NOT NULL, dtype TEXT NOT NULL)"
+                )
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS embeddings (model INTEGER NOT NULL, key BLOB NOT NULL,"
+                    " vec BLOB NOT NULL, PRIMARY KEY (model, key)) WITHOUT ROWID"
+                )
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(_SCHEMA_VERSION),)
+                )
+                row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(
+                f"embedding cache {self.path} cannot be opened as SQLite ({exc}); "
+                "delete the file or point the cache at another path (it is rebuilt on demand)"
+            ) from exc
+        if row is None or int(row[0]) != _SCHEMA_VERSION:
+            raise ConfigError(
+                f"embedding cache {self.path} has schema version {row[0] if row else None}, this shelfwise "
+                f"writes version {_SCHEMA_VERSION}; delete the file (it is rebuilt on demand)"
+            )
+        self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection (other threads' connections close when they are collected)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def __enter__(self) -> EmbeddingCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": str(self.path), "precision": self.precision}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], precision=state["precision"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"EmbeddingCache({str(self.path)!r}, hits={self.hits}, misses={self.misses})"
+
+    # -- storage ------------------------------------------------------------------------------------
+    def _model_rowid(self, model_id: str, dim: int) -> int:
+        cached = self._model_rowids.get(model_id)
+        if cached is not None:
+            return cached
+        conn = self._connect()
+        conn.execute(
+            "INSERT OR IGNORE INTO models (model_id, dim, dtype) VALUES (?, ?, ?)",
+            (model_id, dim, self.precision),
+        )
+        rowid, stored_dim, stored_dtype = conn.execute(
+            "SELECT id, dim, dtype FROM models WHERE model_id = ?", (model_id,)
+        ).fetchone()
+        if stored_dim != dim or stored_dtype != self.precision:
+            raise ConfigError(
+                f"embedding cache {self.path} stores model {model_id!r} as {stored_dim}-d {stored_dtype}, "
+                f"but it was opened with {dim}-d {self.precision}; open it with precision={stored_dtype!r} "
+                "or use another cache file"
+            )
+        self._model_rowids[model_id] = int(rowid)
+        return int(rowid)
+
+    def _lookup(self, model: int, keys: Sequence[bytes], dim: int) -> dict[bytes, np.ndarray]:
+        conn = self._connect()
+        found: dict[bytes, np.ndarray] = {}
+        for start in range(0, len(keys), _LOOKUP_CHUNK):
+            chunk = keys[start : start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for key, blob in conn.execute(
+                f"SELECT key, vec FROM embeddings WHERE model = ? AND key IN ({marks})", (model, *chunk)
+            ):
+                vec = np.frombuffer(blob, dtype=self._dtype)
+                if vec.shape[0] == dim:
+                    found[key] = vec
+        return found
+
+    def _store(self, model: int, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        stored = np.ascontiguousarray(vectors, dtype=self._dtype)
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT OR IGNORE INTO embeddings (model, key, vec) VALUES (?, ?, ?)",
+                [(model, key, stored[i].tobytes()) for i, key in enumerate(keys)],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _get_or_encode(
+        self,
+        model_id: str,
+        dim: int,
+        keys: list[bytes],
+        encode: Callable[[list[int]], tuple[np.ndarray, np.ndarray | None]],
+        *,
+        batch_size: int,
+        progress: ProgressCallback | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Shared core: rows for `keys` in order, and a mask of rows that have a vector.
+
+        `encode(positions)` embeds the first occurrence of each missing key and returns the vectors plus
+        an optional boolean mask of rows worth keeping (rows outside it are neither stored nor returned).
+        """
+        out = np.zeros((len(keys), dim), dtype=np.float32)
+        have = np.zeros(len(keys), dtype=bool)
+        if not keys:
+            return out, have
+        model = self._model_rowid(model_id, dim)
+        first_pos: dict[bytes, int] = {}
+        for pos, key in enumerate(keys):
+            first_pos.setdefault(key, pos)
+        unique = list(first_pos)
+        found = self._lookup(model, unique, dim)
+        missing = [key for key in unique if key not in found]
+        with self._lock:
+            self.hits += len(keys) - len(missing)
+            self.misses += len(missing)
+        done = 0
+        if progress is not None:
+            progress(0, len(missing))
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start : start + batch_size]
+            began = time.perf_counter()
+            vectors, keep = encode([first_pos[key] for key in chunk])
+            vectors = np.asarray(vectors, dtype=np.float32)
+            if vectors.shape != (len(chunk), dim) or not np.isfinite(vectors).all():
+                raise ModelError(
+                    f"embedder {model_id!r} returned an array of shape {vectors.shape} "
+                    f"(finite: {bool(np.isfinite(vectors).all())}) for {len(chunk)} inputs; "
+                    f"expected ({len(chunk)}, {dim}) finite values"
+                )
+            rows = range(len(chunk)) if keep is None else np.flatnonzero(keep)
+            stored = vectors.astype(self._dtype)
+            self._store(model, [chunk[i] for i in rows], stored[list(rows)])
+            for i in rows:
+                found[chunk[i]] = stored[i]
+            with self._lock:
+                self._encoded_batches += 1
+                self._encode_seconds += time.perf_counter() - began
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(missing))
+        for pos, key in enumerate(keys):
+            vec = found.get(key)
+            if vec is not None:
+                out[pos] = vec
+                have[pos] = True
+        return out, have
+
+    # -- public API ---------------------------------------------------------------------------------
+    def embed(
+        self,
+        embedder: Embedder,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 256,
+        progress: ProgressCallback | None = None,
+    ) -> np.ndarray:
+        """Embeddings of `texts` in input order, shape (len(texts), embedder.dim), float32.
+
+        Only texts not yet cached for ``embedder.model_id`` are encoded (each distinct text once), in
+        batches of `batch_size`; each batch is written in one transaction, so an interrupted run keeps
+        its finished batches. `progress(done, total)` is called after each encoded batch.
+        """
+        if batch_size < 1:
+            raise ConfigError(f"embedding batch_size must be >= 1, got {batch_size}")
+        items = list(texts)
+        for pos, text in enumerate(items):
+            if not isinstance(text, str):
+                raise TypeError(
+                    f"EmbeddingCache.embed: item {pos} is {type(text).__name__} ({text!r}), not str; "
+                    "fill missing text (e.g. with '') before embedding"
+                )
+        keys = [text_key(text) for text in items]
+        vectors, _ = self._get_or_encode(
+            embedder.model_id,
+            int(embedder.dim),
+            keys,
+            lambda positions: (embedder.encode([items[p] for p in positions]), None),
+            batch_size=batch_size,
+            progress=progress,
+        )
+        return vectors
+
+    def embed_images(
+        self,
+        embedder: ImageEmbedder,
+        paths: Sequence[str | Path | None],
+        *,
+        batch_size: int = 64,
+        progress: ProgressCallback | None = None,
+    ) -> ImageBatch:
+        """Image embeddings keyed by ``(embedder.model_id, sha256(file bytes))``.
+
+        Missing, unreadable, corrupt or over-large images get a zero row, ``ok=False`` and a count in
+        `failures` (reason -> count); failures are not cached, so a fixed file is retried next run.
+        """
+        from classifiers._embedding_images import DECODE_REASONS as _DECODE_REASONS
+        from classifiers._embedding_images import file_digest
+
+        n = len(paths)
+        ok = np.zeros(n, dtype=bool)
+        failures: dict[str, int] = {}
+        keyed: list[int] = []
+        keys: list[bytes] = []
+        for pos, raw in enumerate(paths):
+            digest, reason = file_digest(raw)
+            if digest is None:
+                failures[reason] = failures.get(reason, 0) + 1
+                continue
+            keyed.append(pos)
+            keys.append(digest)
+
+        def encode(positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
+            vectors, chunk_ok, chunk_failures = embedder.encode_paths([paths[keyed[p]] for p in positions])
+            for reason, count in chunk_failures.items():
+                failures[reason] = failures.get(reason, 0) + count
+            return vectors, np.asarray(chunk_ok, dtype=bool)
+
+        vectors = np.zeros((n, int(embedder.dim)), dtype=np.float32)
+        if keys:
+            rows, have = self._get_or_encode(
+                embedder.model_id, int(embedder.dim), keys, encode, batch_size=batch_size, progress=progress
+            )
+            vectors[keyed] = rows
+            ok[keyed] = have
+            # a file failed once but listed several times: count every copy
+            extra = int((~have).sum()) - sum(failures.get(r, 0) for r in _DECODE_REASONS)
+            if extra > 0:
+                failures["duplicate_of_failed"] = failures.get("duplicate_of_failed", 0) + extra
+        return ImageBatch(vectors=vectors, ok=ok, failures=failures)
+
+    def stats(self) -> CacheStats:
+        """Counters since this object was opened, and rows per model in the file."""
+        conn = self._connect()
+        models = {
+            model_id: int(count)
+            for model_id, count in conn.execute(
+                "SELECT m.model_id, COUNT(e.key) FROM models m LEFT JOIN embeddings e ON e.model = m.id"
+                " GROUP BY m.model_id ORDER BY m.model_id"
+            )
+        }
+        with self._lock:
+            return CacheStats(
+                path=str(self.path),
+                hits=self.hits,
+                misses=self.misses,
+                encoded_batches=self._encoded_batches,
+                encode_seconds=round(self._encode_seconds, 3),
+                rows=sum(models.values()),
+                models=models,
+            )

@@ -1,0 +1,102 @@
+"""Typed configuration for shelfwise.
+
+One `Settings` object, read (lowest to highest precedence) from defaults, a `shelfwise.toml` file in the
+working directory (or the file named by ``SHELFWISE_CONFIG``), environment variables prefixed
+``SHELFWISE_`` (nested with ``__``, e.g. ``SHELFWISE_LLM__MODEL``), and finally CLI flags.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from classifiers.llm import LLMSettings
+
+__all__ = ["Settings", "QueueCapacity", "load_settings"]
+
+
+class QueueCapacity(BaseSettings):
+    """Nightly capacity per verification queue (items kept per run, highest priority first)."""
+
+    low_confidence: int = Field(5000, ge=0)
+    suspect: int = Field(5000, ge=0)
+    llm_failed: int = Field(2000, ge=0)
+    audit: int = Field(500, ge=0)
+
+
+class Settings(BaseSettings):
+    """All shelfwise settings. Every field can be set in shelfwise.toml or as SHELFWISE_<NAME>."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHELFWISE_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    state_dir: Path = Field(Path(".shelfwise"), description="Folder for runtime state: models, caches, runs, queue DB.")
+    queue_url: str | None = Field(None, description="SQLAlchemy URL of the verification queue DB (default: SQLite in state_dir).")
+    embedder: str = Field("minilm", description="Text embedder: minilm | e5-multilingual.")
+    shard_size: int = Field(20_000, ge=100, description="SKUs per shard (one Prefect task per shard).")
+    workers: int = Field(2, ge=1, le=64, description="Shards classified in parallel (threads).")
+    top_k: int = Field(5, ge=1, le=50, description="Candidates kept per SKU.")
+    target_precision: float = Field(0.95, gt=0.5, lt=1.0, description="Precision the auto-accept thresholds are tuned for.")
+    auto_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="Fixed confidence threshold for auto-accept; default: the model's tuned per-node thresholds."
+    )
+    suspect_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="Confidence a prediction needs to flag the current category as suspect (default: the auto threshold)."
+    )
+    audit_rate: float = Field(0.01, ge=0.0, le=1.0, description="Share of auto-accepted items sampled into the audit queue.")
+    queue_capacity: QueueCapacity = Field(default_factory=QueueCapacity)
+    use_images: bool = Field(False, description="Use product photos (EfficientNet-Lite0 features) when training.")
+    default_model_dir: Path | None = Field(None, description="Model used by `run` (default: <state_dir>/models/default).")
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config = Path(os.environ.get("SHELFWISE_CONFIG", "shelfwise.toml"))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config))
+
+    @field_validator("embedder")
+    @classmethod
+    def _known_embedder(cls, value: str) -> str:
+        allowed = ("minilm", "e5-multilingual")
+        if value not in allowed:
+            raise ValueError(f"embedder {value!r} is not known; use one of {', '.join(allowed)}")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults_from_state_dir(self) -> "Settings":
+        if self.queue_url is None:
+            self.queue_url = f"sqlite:///{(self.state_dir / 'queue.db').as_posix()}"
+        if self.default_model_dir is None:
+            self.default_model_dir = self.state_dir / "models" / "default"
+        return self
+
+    # Derived locations -------------------------------------------------------------------------
+    @property
+    def cache_path(self) -> Path:
+        return self.state_dir / "cache" / "embeddings.sqlite"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.state_dir / "runs"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.state_dir / "prefect"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from file + environment, then apply non-None overrides (CLI flags)."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)

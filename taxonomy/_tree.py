@@ -1,0 +1,577 @@
+"""The immutable category tree: :class:`Node`, :class:`Taxonomy` and the validating builder (internal)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from shelfwise.errors import TaxonomyError
+
+from ._errors import Problem, TaxonomyValidationError, UnknownNodeError
+from ._text import fold, join_path, normalise_path, path_id, split_path
+
+if TYPE_CHECKING:
+    import polars as pl
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One category. ``path`` is the full path joined by ``" > "``; ``depth`` 1 is the top level."""
+
+    id: str
+    name: str
+    parent_id: str | None
+    path: str
+    depth: int
+    is_leaf: bool
+
+
+@dataclass(slots=True)
+class RawNode:
+    """A node as read from a file, before validation. ``where`` locates it (``"line 12"``)."""
+
+    id: str
+    name: str
+    parent_id: str | None
+    where: str
+    path: str | None = None
+
+
+def fingerprint(pairs: Iterable[tuple[str, str]]) -> str:
+    """``"sha256:"`` + 16 hex of the sha256 of the sorted ``(id, path)`` pairs."""
+    digest = hashlib.sha256()
+    for node_id, path in sorted(pairs):
+        digest.update(node_id.encode("utf-8"))
+        digest.update(b"\t")
+        digest.update(path.encode("utf-8"))
+        digest.update(b"\n")
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+class Taxonomy:
+    """An immutable category tree, loaded once and shared by every stage.
+
+    Iteration yields :class:`Node` objects in source order. Ids are strings. ``version`` is a content
+    hash of the sorted (id, path) pairs, so it changes when any id, name or parent changes and stays the
+    same across loads of the same file (localized names added with :meth:`with_names` do not change it).
+    Lookups of unknown ids or paths raise :class:`UnknownNodeError` (a ``KeyError`` and a
+    ``TaxonomyError``); the ``find_*`` methods return ``None`` instead.
+    """
+
+    __slots__ = (
+        "_nodes",
+        "_children",
+        "_roots",
+        "_by_path",
+        "_by_fold",
+        "_localized",
+        "_loc_fold",
+        "_version",
+        "source",
+        "format",
+        "lang",
+        "warnings",
+    )
+
+    _nodes: dict[str, Node]
+    _children: dict[str, tuple[str, ...]]
+    _roots: tuple[str, ...]
+    _by_path: dict[str, str]
+    _by_fold: dict[str, str]
+    _localized: dict[str, dict[str, tuple[str, str]]]
+    _loc_fold: dict[str, str]
+    _version: str
+    source: str
+    format: str | None
+    lang: str | None
+    warnings: tuple[str, ...]
+
+    def __init__(
+        self,
+        nodes: Iterable[Node],
+        *,
+        source: str = "<memory>",
+        format: str | None = None,
+        lang: str | None = None,
+        warnings: Iterable[str] = (),
+        localized: Mapping[str, Mapping[str, tuple[str, str]]] | None = None,
+    ) -> None:
+        """Wrap already consistent nodes. Prefer :func:`load_taxonomy`, :meth:`from_paths` or
+        :meth:`from_records`, which validate their input and compute paths, depths and leaves."""
+        set_ = object.__setattr__
+        node_map: dict[str, Node] = {}
+        children: dict[str, list[str]] = {}
+        roots: list[str] = []
+        by_path: dict[str, str] = {}
+        by_fold: dict[str, str] = {}
+        for node in nodes:
+            node_map[node.id] = node
+            if node.parent_id is None:
+                roots.append(node.id)
+            else:
+                children.setdefault(node.parent_id, []).append(node.id)
+            by_path.setdefault(node.path, node.id)
+            by_fold.setdefault(fold(node.path), node.id)
+        set_(self, "_nodes", node_map)
+        set_(self, "_children", {k: tuple(v) for k, v in children.items()})
+        set_(self, "_roots", tuple(roots))
+        set_(self, "_by_path", by_path)
+        set_(self, "_by_fold", by_fold)
+        loc = {lang_: dict(m) for lang_, m in (localized or {}).items()}
+        loc_fold: dict[str, str] = {}
+        for mapping in loc.values():
+            for node_id, (_name, loc_path) in mapping.items():
+                loc_fold.setdefault(fold(loc_path), node_id)
+        set_(self, "_localized", loc)
+        set_(self, "_loc_fold", loc_fold)
+        set_(self, "_version", fingerprint((n.id, n.path) for n in node_map.values()))
+        set_(self, "source", source)
+        set_(self, "format", format)
+        set_(self, "lang", lang)
+        set_(self, "warnings", tuple(warnings))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Taxonomy is immutable (tried to set {name!r})")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickling for Prefect/Dask workers
+        return (
+            _rebuild,
+            (list(self._nodes.values()), self.source, self.format, self.lang, self.warnings, self._localized),
+        )
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_paths(cls, paths: Iterable[str], *, source: str = "<paths>", lang: str | None = None) -> Taxonomy:
+        """Build a path-only taxonomy (ids from :func:`path_id`); missing ancestors are created."""
+        raws: list[RawNode] = []
+        problems: list[Problem] = []
+        seen: set[str] = set()
+        for i, path in enumerate(paths, start=1):
+            add_path_nodes(raws, seen, problems, path, where=f"item {i}")
+        return assemble(raws, source=source, fmt="paths", lang=lang, problems=problems)
+
+    @classmethod
+    def from_records(
+        cls,
+        records: Iterable[tuple[str, str, str | None]],
+        *,
+        source: str = "<records>",
+        lang: str | None = None,
+    ) -> Taxonomy:
+        """Build from ``(id, name, parent_id)`` triples in any order; validates ids, parents, cycles, names."""
+        raws = [
+            RawNode(str(node_id), name, None if parent is None else str(parent), f"record {i}")
+            for i, (node_id, name, parent) in enumerate(records, start=1)
+        ]
+        return assemble(raws, source=source, fmt="records", lang=lang)
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def version(self) -> str:
+        """``"sha256:<16 hex>"`` content hash of the sorted (id, path) pairs."""
+        return self._version
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self._nodes.values())
+
+    def __contains__(self, node_id: object) -> bool:
+        if isinstance(node_id, Node):
+            node_id = node_id.id
+        return node_id in self._nodes
+
+    def __repr__(self) -> str:
+        return f"Taxonomy(source={self.source!r}, nodes={len(self)}, version={self.version!r})"
+
+    @property
+    def ids(self) -> list[str]:
+        """All ids in source order."""
+        return list(self._nodes)
+
+    @property
+    def max_depth(self) -> int:
+        return max((n.depth for n in self._nodes.values()), default=0)
+
+    # ------------------------------------------------------------------ lookups
+    def get(self, node_id: str) -> Node:
+        """The node with this id; raises :class:`UnknownNodeError` (a ``KeyError``) naming the id."""
+        try:
+            return self._nodes[node_id]
+        except KeyError:
+            raise UnknownNodeError(
+                f"category id {node_id!r} is not in taxonomy {self.source} ({len(self)} nodes, "
+                f"version {self.version}); fix: use an id from this taxonomy or retrain against it"
+            ) from None
+
+    def by_path(self, path: str) -> Node:
+        """The node with exactly this path (whitespace around ``>`` ignored); raises :class:`UnknownNodeError`.
+
+        When a file lists the same path under two ids (translation collisions), the first one wins.
+        """
+        node_id = self._by_path.get(path)
+        if node_id is None:
+            node_id = self._by_path.get(normalise_path(path))
+        if node_id is None:
+            raise UnknownNodeError(
+                f"category path {path!r} is not in taxonomy {self.source}; fix: check the spelling "
+                f"(use find_path() for a case-insensitive lookup, deepest_known() to cut extra trailing levels)"
+            )
+        return self._nodes[node_id]
+
+    def find_path(self, path: str) -> Node | None:
+        """The node for ``path``, or ``None``: tolerant to whitespace, ``>``/``>>`` separators, a
+        Flipkart ``["..."]`` wrapper and letter case; also matches localized paths (see :meth:`with_names`)."""
+        node_id = self._by_path.get(path)
+        if node_id is not None:
+            return self._nodes[node_id]
+        segments = split_path(path)
+        if not segments:
+            return None
+        return self._find_segments(segments)
+
+    def _find_segments(self, segments: list[str]) -> Node | None:
+        canonical = join_path(segments)
+        node_id = self._by_path.get(canonical)
+        if node_id is None:
+            node_id = self._by_fold.get(fold(canonical))
+        if node_id is None and self._localized:
+            node_id = self._localized_lookup(fold(canonical))
+        return None if node_id is None else self._nodes[node_id]
+
+    def _localized_lookup(self, folded: str) -> str | None:
+        return self._loc_fold.get(folded)
+
+    def deepest_known(self, path: str) -> Node | None:
+        """The deepest node whose path is a prefix of ``path`` (``" > "`` or ``" >> "`` separated).
+
+        Used to cut product-specific trailing levels off shop category trees, e.g. Flipkart's
+        ``["Watches >> Wrist Watches >> Camerii Wrist Watches"]`` -> ``Watches > Wrist Watches``.
+        Returns ``None`` when not even the first level is known.
+        """
+        segments = split_path(path)
+        for end in range(len(segments), 0, -1):
+            node = self._find_segments(segments[:end])
+            if node is not None:
+                return node
+        return None
+
+    # ------------------------------------------------------------------ structure
+    def parent(self, node_id: str) -> Node | None:
+        node = self.get(node_id)
+        return None if node.parent_id is None else self._nodes[node.parent_id]
+
+    def ancestors(self, node_id: str, *, include_self: bool = False) -> list[Node]:
+        """Ancestors root first (the node itself last only with ``include_self=True``)."""
+        node = self.get(node_id)
+        chain = [node] if include_self else []
+        while node.parent_id is not None:
+            node = self._nodes[node.parent_id]
+            chain.append(node)
+        chain.reverse()
+        return chain
+
+    def ancestor_at(self, node_id: str, depth: int) -> Node:
+        """The ancestor of ``node_id`` at ``depth`` (1 = top level); the node itself if it is shallower."""
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        node = self.get(node_id)
+        while node.depth > depth and node.parent_id is not None:
+            node = self._nodes[node.parent_id]
+        return node
+
+    def children(self, node_id: str | None = None) -> list[Node]:
+        """Direct children in source order; ``children(None)`` returns the roots."""
+        if node_id is None:
+            return self.roots()
+        self.get(node_id)
+        return [self._nodes[c] for c in self._children.get(node_id, ())]
+
+    def roots(self) -> list[Node]:
+        return [self._nodes[r] for r in self._roots]
+
+    def leaves(self) -> list[Node]:
+        return [n for n in self._nodes.values() if n.is_leaf]
+
+    def descendants(self, node_id: str) -> list[Node]:
+        """All nodes below ``node_id`` (not itself), depth-first in source order."""
+        self.get(node_id)
+        out: list[Node] = []
+        stack = list(reversed(self._children.get(node_id, ())))
+        while stack:
+            current = stack.pop()
+            out.append(self._nodes[current])
+            stack.extend(reversed(self._children.get(current, ())))
+        return out
+
+    def to_frame(self) -> pl.DataFrame:
+        """A polars frame with columns id, name, parent_id, path, depth, is_leaf (source order)."""
+        import polars as pl
+
+        nodes = list(self._nodes.values())
+        return pl.DataFrame(
+            {
+                "id": [n.id for n in nodes],
+                "name": [n.name for n in nodes],
+                "parent_id": [n.parent_id for n in nodes],
+                "path": [n.path for n in nodes],
+                "depth": [n.depth for n in nodes],
+                "is_leaf": [n.is_leaf for n in nodes],
+            },
+            schema={
+                "id": pl.String,
+                "name": pl.String,
+                "parent_id": pl.String,
+                "path": pl.String,
+                "depth": pl.Int32,
+                "is_leaf": pl.Boolean,
+            },
+        )
+
+    # ------------------------------------------------------------------ localized names
+    def with_names(self, other: Taxonomy, *, lang: str | None = None) -> Taxonomy:
+        """A copy that also knows ``other``'s names and paths for the ids both share, under ``lang``.
+
+        Meant for localized files with the same ids (Shopify's ``categories.ko.txt`` next to ``.en.txt``).
+        ``lang`` defaults to ``other.lang`` (taken from the file name). ``version`` is unchanged. Raises
+        :class:`TaxonomyError` if the two share no ids or no language is known.
+        """
+        lang = lang or other.lang
+        if not lang:
+            raise TaxonomyError(
+                f"taxonomy {other.source}: language unknown; fix: pass lang='ko' (or the right code) to "
+                f"with_names(), or name the file like 'categories.ko.txt'"
+            )
+        shared = {n.id: (n.name, n.path) for n in other if n.id in self._nodes}
+        if not shared:
+            raise TaxonomyError(
+                f"taxonomy {other.source} shares no ids with {self.source}; fix: pass the localized "
+                f"version of the same taxonomy (same ids), not a different one"
+            )
+        localized = {k: dict(v) for k, v in self._localized.items()}
+        localized[lang] = shared
+        return Taxonomy(
+            self._nodes.values(),
+            source=self.source,
+            format=self.format,
+            lang=self.lang,
+            warnings=self.warnings,
+            localized=localized,
+        )
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """Languages added with :meth:`with_names` (not including ``lang``)."""
+        return tuple(self._localized)
+
+    def localized_names(self, lang: str) -> dict[str, str]:
+        """``{id: name}`` in ``lang`` for the ids that have a translation (own names if ``lang == self.lang``)."""
+        if lang == self.lang and lang not in self._localized:
+            return {n.id: n.name for n in self}
+        return {k: name for k, (name, _path) in self._get_lang(lang).items()}
+
+    def localized_paths(self, lang: str) -> dict[str, str]:
+        """``{id: full path}`` in ``lang`` for the ids that have a translation."""
+        if lang == self.lang and lang not in self._localized:
+            return {n.id: n.path for n in self}
+        return {k: path for k, (_name, path) in self._get_lang(lang).items()}
+
+    def name_in(self, node_id: str, lang: str) -> str:
+        """The node's name in ``lang``, falling back to its own name when there is no translation."""
+        node = self.get(node_id)
+        entry = self._localized.get(lang, {}).get(node_id)
+        return node.name if entry is None else entry[0]
+
+    def _get_lang(self, lang: str) -> dict[str, tuple[str, str]]:
+        try:
+            return self._localized[lang]
+        except KeyError:
+            known = sorted({*self._localized, *([self.lang] if self.lang else [])})
+            raise TaxonomyError(
+                f"taxonomy {self.source} has no names in language {lang!r} (known: {known}); fix: "
+                f"add them with taxonomy.with_names(load_taxonomy('<file>.{lang}.txt'))"
+            ) from None
+
+
+def _rebuild(
+    nodes: list[Node],
+    source: str,
+    fmt: str | None,
+    lang: str | None,
+    warnings: tuple[str, ...],
+    localized: dict[str, dict[str, tuple[str, str]]],
+) -> Taxonomy:
+    return Taxonomy(nodes, source=source, format=fmt, lang=lang, warnings=warnings, localized=localized)
+
+
+# ---------------------------------------------------------------------- building + validation
+def add_path_nodes(
+    raws: list[RawNode],
+    seen: set[str],
+    problems: list[Problem],
+    path: str,
+    *,
+    where: str,
+    name: str | None = None,
+) -> str | None:
+    """Append the nodes of a path-only entry (and its missing ancestors) to ``raws``; returns its id."""
+    segments = split_path(path)
+    if not segments:
+        problems.append(Problem(where, "empty category path", "delete the line or write a path"))
+        return None
+    if any(not seg for seg in segments):
+        problems.append(
+            Problem(
+                where,
+                f"empty name in path {path.strip()!r} (level {segments.index('') + 1})",
+                "remove the doubled '>' or write the missing name",
+            )
+        )
+        return None
+    parent: str | None = None
+    node_id = ""
+    for depth in range(1, len(segments) + 1):
+        sub = join_path(segments[:depth])
+        node_id = path_id(sub)
+        if node_id not in seen:
+            seen.add(node_id)
+            leaf_name = name if (name and depth == len(segments)) else segments[depth - 1]
+            raws.append(RawNode(node_id, leaf_name, parent, where, sub))
+        parent = node_id
+    return node_id
+
+
+def assemble(
+    raws: list[RawNode],
+    *,
+    source: str,
+    fmt: str | None,
+    lang: str | None,
+    problems: list[Problem] | None = None,
+    warnings: list[str] | None = None,
+) -> Taxonomy:
+    """Validate raw nodes (duplicate ids, empty names, unknown parents, cycles) and build the tree.
+
+    Problems found by the caller are reported together with these, the first 20 in the message.
+    """
+    problems = list(problems or [])
+    warnings = list(warnings or [])
+    first_where: dict[str, str] = {}
+    unique: dict[str, RawNode] = {}
+    for raw in raws:
+        if not raw.id:
+            problems.append(Problem(raw.where, "empty category id", "write the id of this category"))
+            continue
+        if raw.id in first_where:
+            problems.append(
+                Problem(
+                    raw.where,
+                    f"duplicate id {raw.id!r} (first used on {first_where[raw.id]})",
+                    "give each category its own id or delete one of the two lines",
+                )
+            )
+            continue
+        first_where[raw.id] = raw.where
+        if not raw.name or not raw.name.strip():
+            problems.append(
+                Problem(raw.where, f"category {raw.id!r} has an empty name", "write the category's name")
+            )
+        unique[raw.id] = raw
+    for raw in unique.values():
+        if raw.parent_id is not None and raw.parent_id not in unique:
+            problems.append(
+                Problem(
+                    raw.where,
+                    f"category {raw.id!r} names parent {raw.parent_id!r}, which is not in the file (orphan)",
+                    "add the parent category or correct the parent id",
+                )
+            )
+    problems.extend(_cycles(unique))
+    if not unique and not problems:
+        raise TaxonomyError(
+            f"taxonomy {source} is empty (no category lines); fix: point to a file with one category per "
+            f"line (see TaxonomyFormat for the accepted layouts)"
+        )
+    if problems:
+        raise TaxonomyValidationError(source, problems)
+
+    has_children = {r.parent_id for r in unique.values() if r.parent_id is not None}
+    depth: dict[str, int] = {}
+    paths: dict[str, str] = {}
+
+    def resolve(node_id: str) -> None:
+        chain = []
+        current: str | None = node_id
+        while current is not None and current not in depth:
+            chain.append(current)
+            current = unique[current].parent_id
+        base_depth = 0 if current is None else depth[current]
+        base_path = None if current is None else paths[current]
+        for item in reversed(chain):
+            base_depth += 1
+            raw = unique[item]
+            own = raw.path if raw.path is not None else (
+                raw.name.strip() if base_path is None else base_path + " > " + raw.name.strip()
+            )
+            depth[item] = base_depth
+            paths[item] = own
+            base_path = own
+
+    nodes = []
+    for raw in unique.values():
+        resolve(raw.id)
+        nodes.append(
+            Node(
+                id=raw.id,
+                name=raw.name.strip(),
+                parent_id=raw.parent_id,
+                path=paths[raw.id],
+                depth=depth[raw.id],
+                is_leaf=raw.id not in has_children,
+            )
+        )
+    seen_paths: dict[str, str] = {}
+    dup_paths = []
+    for node in nodes:
+        if node.path in seen_paths:
+            dup_paths.append(f"{node.path!r} ({seen_paths[node.path]}, {node.id})")
+        else:
+            seen_paths[node.path] = node.id
+    if dup_paths:
+        warnings.append(
+            f"{len(dup_paths)} paths are listed under two ids; by_path() returns the first: "
+            + "; ".join(dup_paths[:5])
+            + (" ..." if len(dup_paths) > 5 else "")
+        )
+    return Taxonomy(nodes, source=source, format=fmt, lang=lang, warnings=warnings)
+
+
+def _cycles(unique: dict[str, RawNode]) -> list[Problem]:
+    """One problem per parent cycle, naming every id on it."""
+    state: dict[str, int] = {}  # 1 = on current walk, 2 = done
+    found: list[Problem] = []
+    for start in unique:
+        if start in state:
+            continue
+        walk: list[str] = []
+        current: str | None = start
+        while current is not None and current in unique and current not in state:
+            state[current] = 1
+            walk.append(current)
+            current = unique[current].parent_id
+        if current is not None and state.get(current) == 1:
+            cycle = walk[walk.index(current):]
+            found.append(
+                Problem(
+                    unique[cycle[0]].where,
+                    "parent cycle " + " -> ".join(repr(c) for c in [*cycle, cycle[0]])
+                    + " (" + ", ".join(f"{c!r} on {unique[c].where}" for c in cycle) + ")",
+                    "make one of these categories a top-level category or give it its real parent",
+                )
+            )
+        for item in walk:
+            state[item] = 2
+    return found
