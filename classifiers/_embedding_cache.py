@@ -312,11 +312,9 @@ class EmbeddingCache:
         Missing, unreadable, corrupt or over-large images get a zero row, ``ok=False`` and a count in
         `failures` (reason -> count); failures are not cached, so a fixed file is retried next run.
         """
-        from classifiers._embedding_images import DECODE_REASONS as _DECODE_REASONS
         from classifiers._embedding_images import file_digest
 
         n = len(paths)
-        ok = np.zeros(n, dtype=bool)
         failures: dict[str, int] = {}
         keyed: list[int] = []
         keys: list[bytes] = []
@@ -327,24 +325,26 @@ class EmbeddingCache:
                 continue
             keyed.append(pos)
             keys.append(digest)
+        decode_failures: dict[bytes, str] = {}
 
         def encode(positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
-            vectors, chunk_ok, chunk_failures = embedder.encode_paths([paths[keyed[p]] for p in positions])
-            for reason, count in chunk_failures.items():
-                failures[reason] = failures.get(reason, 0) + count
-            return vectors, np.asarray(chunk_ok, dtype=bool)
+            vectors, reasons = embedder.encode_paths_with_reasons([paths[keyed[p]] for p in positions])
+            for p, reason in zip(positions, reasons, strict=True):
+                if reason is not None:
+                    decode_failures[keys[p]] = reason
+            return vectors, np.array([reason is None for reason in reasons], dtype=bool)
 
         vectors = np.zeros((n, int(embedder.dim)), dtype=np.float32)
+        ok = np.zeros(n, dtype=bool)
         if keys:
             rows, have = self._get_or_encode(
                 embedder.model_id, int(embedder.dim), keys, encode, batch_size=batch_size, progress=progress
             )
             vectors[keyed] = rows
             ok[keyed] = have
-            # a file failed once but listed several times: count every copy
-            extra = int((~have).sum()) - sum(failures.get(r, 0) for r in _DECODE_REASONS)
-            if extra > 0:
-                failures["duplicate_of_failed"] = failures.get("duplicate_of_failed", 0) + extra
+            for i in np.flatnonzero(~have):
+                reason = decode_failures.get(keys[i], "corrupt")
+                failures[reason] = failures.get(reason, 0) + 1
         return ImageBatch(vectors=vectors, ok=ok, failures=failures)
 
     def stats(self) -> CacheStats:

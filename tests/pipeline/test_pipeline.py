@@ -1,0 +1,146 @@
+"""The train -> classify contract on real data: predictions schema, routing, queue, cache, quarantine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+
+CONTRACT = ["sku_id", "category_id", "category_path", "confidence", "route", "candidates",
+            "current_category_path", "taxonomy_version", "model_version", "run_id"]
+SHELFWISE = str(Path(sys.executable).with_name("shelfwise"))
+
+
+def _cli(*args: str, state: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env_state = ["--state-dir", str(state)] if args[0] in ("train", "classify", "run", "report") else []
+    proc = subprocess.run([SHELFWISE, *args, *env_state], capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"shelfwise {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def flipkart_split(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real Flipkart products: 560 labelled for training, the rest as 'tonight's catalog' with 15 misfiled."""
+    work = tmp_path_factory.mktemp("flipkart")
+    df = pl.read_parquet(shared_data / "catalogs" / "flipkart.parquet").sample(fraction=1.0, shuffle=True, seed=7)
+    train, new = df.head(560), df.slice(560)
+    train.write_parquet(work / "labelled.parquet")
+    paths = new.get_column("category_path").to_list()
+    # Misfile 15 products: give them the category of a product from another top-level branch.
+    misfiled = {}
+    for i in range(15):
+        j = next(k for k in range(len(paths)) if paths[k].split(" > ")[0] != paths[i].split(" > ")[0])
+        misfiled[new["sku_id"][i]] = paths[j]
+    new = new.with_columns(
+        pl.col("sku_id").replace_strict(misfiled, default=pl.col("category_path")).alias("category_path")
+    )
+    new.select("sku_id", "title", "description", "brand", "category_path", "image_path").write_csv(work / "tonight.csv")
+    (work / "misfiled.json").write_text(json.dumps(misfiled))
+    new_truth = df.slice(560).select("sku_id", "category_path")
+    new_truth.write_parquet(work / "truth.parquet")
+    return {"dir": work, "labelled": work / "labelled.parquet", "tonight": work / "tonight.csv",
+            "truth": work / "truth.parquet", "misfiled": work / "misfiled.json",
+            "taxonomy": shared_data / "taxonomies" / "flipkart_categories.txt", "images": shared_data}
+
+
+@pytest.fixture(scope="module")
+def trained(flipkart_split: dict[str, Path]) -> dict[str, Path]:
+    state = flipkart_split["dir"] / "state"
+    model = flipkart_split["dir"] / "model"
+    _cli("train", "--taxonomy", str(flipkart_split["taxonomy"]), "--catalog", str(flipkart_split["labelled"]),
+         "--model-dir", str(model), state=state)
+    return {**flipkart_split, "state": state, "model": model}
+
+
+@pytest.mark.slow
+def test_classify_writes_the_predictions_contract_and_fills_the_queue_once(trained: dict[str, Path]) -> None:
+    out = trained["dir"] / "pred.parquet"
+    proc = _cli("classify", "--model-dir", str(trained["model"]), "--catalog", str(trained["tonight"]),
+                "--images-root", str(trained["images"]), "--out", str(out), state=trained["state"])
+    pred = pl.read_parquet(out)
+    assert pred.columns[: len(CONTRACT)] == CONTRACT
+    assert pred.height == 179 and pred["sku_id"].n_unique() == 179
+    assert pred["route"].is_in(["auto", "review", "suspect"]).all()
+    assert pred["confidence"].is_between(0, 1).all()
+    # candidates: best first, each a real taxonomy path; the chosen category is a real node path
+    first = pred.row(0, named=True)
+    scores = [c["score"] for c in first["candidates"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) >= 2
+    tax_paths = set(Path(trained["taxonomy"]).read_text().splitlines())
+    assert set(pred["category_path"]).issubset(tax_paths)
+    assert pred["taxonomy_version"].n_unique() == 1 and pred["taxonomy_version"][0].startswith("sha256:")
+
+    # Quality a merchandiser would notice: auto-accepted items are mostly right, misfiled ones get caught.
+    truth = pl.read_parquet(trained["truth"]).rename({"category_path": "truth"})
+    joined = pred.join(truth, on="sku_id")
+    correct_leaf = joined["category_path"] == joined["truth"]
+    assert correct_leaf.mean() > 0.6, f"top-1 accuracy {correct_leaf.mean():.2f}"
+    auto = joined.filter(pl.col("route") == "auto")
+    if auto.height:
+        on_branch = [t == p or t.startswith(p + " > ") for p, t in zip(auto["category_path"], auto["truth"])]
+        assert sum(on_branch) / len(on_branch) >= 0.85
+    misfiled = json.loads(trained["misfiled"].read_text())
+    caught = joined.filter(pl.col("sku_id").is_in(list(misfiled)))["route"].is_in(["suspect", "review"]).sum()
+    assert caught >= 12, f"only {caught} of 15 misfiled products left auto"
+
+    summary = json.loads(next((trained["state"] / "runs").glob("*/summary.json")).read_text())
+    assert summary["counts"]["classified"] == 179
+    assert summary["counts"]["auto"] + summary["counts"]["review"] + summary["counts"]["suspect"] == 179
+    assert "LLM step off" in summary["llm"]["note"]
+    engine = sa.create_engine(f"sqlite:///{trained['state'] / 'queue.db'}")
+    with engine.connect() as conn:
+        tables = sa.inspect(conn).get_table_names()
+        item_table = next(t for t in ("queue_items", "items") if t in tables)
+        n_items = conn.execute(sa.text(f"select count(*) from {item_table}")).scalar_one()
+    expected = sum(v for v in summary["counts"]["queued"].values())
+    assert n_items == expected > 0
+    assert "review" in proc.stdout or "suspect" in proc.stdout
+
+    # Same night again: nothing re-embedded, nothing duplicated in the queue.
+    out2 = trained["dir"] / "pred2.parquet"
+    _cli("classify", "--model-dir", str(trained["model"]), "--catalog", str(trained["tonight"]),
+         "--images-root", str(trained["images"]), "--out", str(out2), state=trained["state"])
+    runs = sorted((trained["state"] / "runs").glob("*/summary.json"))
+    second = json.loads(runs[-1].read_text())
+    assert second["embedding"]["misses"] == 0 and second["embedding"]["hits"] > 0
+    assert second["counts"]["unchanged"] == 179 and second["counts"]["new"] == 0
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(f"select count(*) from {item_table}")).scalar_one() == n_items
+    assert pl.read_parquet(out2).select("sku_id", "category_id").equals(pred.select("sku_id", "category_id"))
+
+
+@pytest.mark.slow
+def test_bad_rows_are_quarantined_and_the_run_goes_on(trained: dict[str, Path], tmp_path: Path) -> None:
+    good = pl.read_csv(trained["tonight"]).head(20)
+    bad = pl.DataFrame({
+        "sku_id": [None, "no-text", good["sku_id"][0]],
+        "title": [good["title"][1], None, "duplicate of the first row"],
+        "description": [None, None, None], "brand": [None, None, None],
+        "category_path": [None, None, None], "image_path": [None, None, None],
+    }, schema=good.schema)
+    cat = tmp_path / "mixed.csv"
+    pl.concat([good, bad]).write_csv(cat)
+    out = tmp_path / "pred.parquet"
+    state = tmp_path / "state"
+    _cli("classify", "--model-dir", str(trained["model"]), "--catalog", str(cat), "--out", str(out),
+         "--no-enqueue", state=state)
+    assert pl.read_parquet(out).height == 20
+    summary = json.loads(next((state / "runs").glob("*/summary.json")).read_text())
+    assert summary["counts"]["quarantined"] == 3
+    records = [json.loads(line) for line in Path(summary["quarantine_path"]).read_text().splitlines()]
+    assert sorted(r["row_number"] for r in records) == [21, 22, 23]
+    assert all(r["reason"] and r["raw"] for r in records)
+
+
+def test_missing_model_and_missing_column_give_clear_errors(tmp_path: Path, shared_data: Path) -> None:
+    proc = _cli("classify", "--model-dir", str(tmp_path / "nope"), "--catalog",
+                str(shared_data / "catalogs" / "amazon_uk.parquet"), "--out", str(tmp_path / "p.parquet"),
+                state=tmp_path / "s", check=False)
+    assert proc.returncode == 2
+    assert "shelfwise train" in proc.stderr and "nope" in proc.stderr
