@@ -11,16 +11,17 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Sequence
+from typing import Any
 
 __all__: list[str] = []
 
 SYSTEM_PROMPT = (
     "You classify products of an online shop into the shop's category taxonomy. "
     "Read the product, then pick the single best category from the numbered options. "
-    "Answer only with a JSON object: {\"choice\": <option number>, \"reason\": \"<one short sentence>\"}."
+    'Answer only with a JSON object: {"choice": <option number>, "reason": "<one short sentence>"}.'
 )
 TOOL_NAME = "choose_category"
 
@@ -77,8 +78,8 @@ def answer_schema(max_choice: int) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "choice": {"type": "integer", "minimum": 0, "maximum": max_choice},
-            "reason": {"type": "string", "maxLength": 200},
+            "choice": {"type": "integer", "enum": list(range(max_choice + 1))},
+            "reason": {"type": "string"},
         },
         "required": ["choice", "reason"],
         "additionalProperties": False,
@@ -118,7 +119,7 @@ def candidate_question(product: str, options: Sequence[Option]) -> Question:
     body.append("0. None of these fits the product")
     body.append("")
     body.append(
-        "Which category fits the product best? Answer with its number as \"choice\" "
+        'Which category fits the product best? Answer with its number as "choice" '
         "(0 if none of the candidates fits)."
     )
     return Question(
@@ -138,16 +139,16 @@ def walk_question(
         zero_label = "none at top level"
     else:
         head = (
-            f"The product belongs under \"{current_path}\". Choose the sub-category that fits it, "
+            f'The product belongs under "{current_path}". Choose the sub-category that fits it, '
             "or stop here if none of them fits better:"
         )
-        zero = f"0. Stop here: \"{current_path}\" is the most specific fitting category"
+        zero = f'0. Stop here: "{current_path}" is the most specific fitting category'
         zero_label = "stop here"
     body = [product, "", head]
     body += [f"{o.number}. {o.category_path}" for o in options]
     body.append(zero)
     body.append("")
-    body.append("Answer with the number of your choice as \"choice\".")
+    body.append('Answer with the number of your choice as "choice".')
     return Question(
         kind=f"walk:{depth}",
         messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n".join(body)}],
@@ -316,10 +317,14 @@ def parse_answer(raw: RawAnswer, question: Question, *, known_ids: Any) -> Parse
     """Validate an answer against the question's options and the taxonomy. Never guesses."""
     text = raw.text
     if text is None or not str(text).strip():
-        return Parsed(False, error="invalid_answer", detail=f"empty answer (finish_reason={raw.finish_reason})")
+        return Parsed(
+            False, error="invalid_answer", detail=f"empty answer (finish_reason={raw.finish_reason})"
+        )
     data = _json_object(str(text))
     if data is None:
-        return Parsed(False, error="invalid_answer", detail=f"answer is not a JSON object: {_clip(text, 120)!r}")
+        return Parsed(
+            False, error="invalid_answer", detail=f"answer is not a JSON object: {_clip(text, 120)!r}"
+        )
     reason = _clip(data.get("reason"), 300)
     value = data.get("choice")
     if value is None:
@@ -331,17 +336,26 @@ def parse_answer(raw: RawAnswer, question: Question, *, known_ids: Any) -> Parse
                     return Parsed(True, opt.number, opt, reason, data=data)
             where = "in the taxonomy" if named.strip() not in known_ids else "among the offered options"
             return Parsed(
-                False, error="unknown_category", reason=reason, data=data,
+                False,
+                error="unknown_category",
+                reason=reason,
+                data=data,
                 detail=f"answer names category {named!r}, which is not {where}",
             )
-        return Parsed(False, error="invalid_answer", reason=reason, data=data, detail="answer has no \"choice\" field")
+        return Parsed(
+            False, error="invalid_answer", reason=reason, data=data, detail='answer has no "choice" field'
+        )
     if isinstance(value, bool) or not (
         isinstance(value, int)
         or (isinstance(value, float) and value.is_integer())
         or (isinstance(value, str) and value.strip().isdigit())
     ):
         return Parsed(
-            False, error="invalid_answer", reason=reason, data=data, detail=f"\"choice\" is not a number: {value!r}"
+            False,
+            error="invalid_answer",
+            reason=reason,
+            data=data,
+            detail=f'"choice" is not a number: {value!r}',
         )
     number = int(value) if not isinstance(value, str) else int(value.strip())
     if number == 0:
@@ -349,9 +363,14 @@ def parse_answer(raw: RawAnswer, question: Question, *, known_ids: Any) -> Parse
     opt = question.option(number)
     if opt is None:
         return Parsed(
-            False, error="unknown_category", reason=reason, data=data,
+            False,
+            error="unknown_category",
+            reason=reason,
+            data=data,
             detail=f"choice {number} is not one of the options 0..{question.max_choice}",
         )
     if opt.category_id not in known_ids:  # defensive: options come from the taxonomy
-        return Parsed(False, error="unknown_category", reason=reason, data=data, detail=f"{opt.category_id!r} unknown")
+        return Parsed(
+            False, error="unknown_category", reason=reason, data=data, detail=f"{opt.category_id!r} unknown"
+        )
     return Parsed(True, number, opt, reason, data=data)

@@ -63,17 +63,48 @@ CREATE TABLE IF NOT EXISTS state (
 """
 
 DECISION_COLUMNS = (
-    "run_id", "sku_id", "step", "is_final", "prompt_hash", "model", "mode", "raw_answer", "parsed_answer",
-    "status", "category_id", "confidence", "reason", "tokens_in", "tokens_out", "cost_usd", "latency_ms",
-    "cached", "created_at",
+    "run_id",
+    "sku_id",
+    "step",
+    "is_final",
+    "prompt_hash",
+    "model",
+    "mode",
+    "raw_answer",
+    "parsed_answer",
+    "status",
+    "category_id",
+    "confidence",
+    "reason",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "latency_ms",
+    "cached",
+    "created_at",
 )
 
 DECISIONS_SCHEMA: dict[str, Any] = {
-    "id": pl.Int64, "run_id": pl.String, "sku_id": pl.String, "step": pl.String, "is_final": pl.Boolean,
-    "prompt_hash": pl.String, "model": pl.String, "mode": pl.String, "raw_answer": pl.String,
-    "parsed_answer": pl.String, "status": pl.String, "category_id": pl.String, "confidence": pl.Float64,
-    "reason": pl.String, "tokens_in": pl.Int64, "tokens_out": pl.Int64, "cost_usd": pl.Float64,
-    "latency_ms": pl.Float64, "cached": pl.Boolean, "created_at": pl.String,
+    "id": pl.Int64,
+    "run_id": pl.String,
+    "sku_id": pl.String,
+    "step": pl.String,
+    "is_final": pl.Boolean,
+    "prompt_hash": pl.String,
+    "model": pl.String,
+    "mode": pl.String,
+    "raw_answer": pl.String,
+    "parsed_answer": pl.String,
+    "status": pl.String,
+    "category_id": pl.String,
+    "confidence": pl.Float64,
+    "reason": pl.String,
+    "tokens_in": pl.Int64,
+    "tokens_out": pl.Int64,
+    "cost_usd": pl.Float64,
+    "latency_ms": pl.Float64,
+    "cached": pl.Boolean,
+    "created_at": pl.String,
 }
 
 
@@ -109,13 +140,25 @@ class Store:
         if row is None:
             return None
         return {
-            "raw_answer": row[0], "answer_p": row[1], "tokens_in": row[2], "tokens_out": row[3],
-            "finish_reason": row[4], "mode": row[5],
+            "raw_answer": row[0],
+            "answer_p": row[1],
+            "tokens_in": row[2],
+            "tokens_out": row[3],
+            "finish_reason": row[4],
+            "mode": row[5],
         }
 
     def cache_put(
-        self, key: str, *, model: str, mode: str, raw_answer: str | None, answer_p: float | None,
-        tokens_in: int, tokens_out: int, finish_reason: str | None,
+        self,
+        key: str,
+        *,
+        model: str,
+        mode: str,
+        raw_answer: str | None,
+        answer_p: float | None,
+        tokens_in: int,
+        tokens_out: int,
+        finish_reason: str | None,
     ) -> None:
         with self._lock:
             self._conn.execute(
@@ -131,7 +174,9 @@ class Store:
         now = utcnow()
         values = [
             tuple(
-                now if c == "created_at" else (int(r.get(c) or 0) if c in ("is_final", "cached") else r.get(c))
+                now
+                if c == "created_at"
+                else (int(r.get(c) or 0) if c in ("is_final", "cached") else r.get(c))
                 for c in DECISION_COLUMNS
             )
             for r in rows

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from shelfwise.errors import TaxonomyError
 
 MAX_REPORTED = 20
+_NUMBER = re.compile(r"\d+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +28,7 @@ class TaxonomyValidationError(TaxonomyError):
 
     def __init__(self, source: str, problems: list[Problem]) -> None:
         self.source = source
-        self.problems = list(problems)
+        self.problems = sorted(problems, key=_position)
         shown = self.problems[:MAX_REPORTED]
         noun = "problem" if len(self.problems) == 1 else "problems"
         lines = [f"taxonomy {source}: {len(self.problems)} {noun}"]
@@ -34,6 +36,12 @@ class TaxonomyValidationError(TaxonomyError):
         if len(self.problems) > len(shown):
             lines.append(f"  ... and {len(self.problems) - len(shown)} more (see .problems)")
         super().__init__("\n".join(lines))
+
+
+def _position(problem: Problem) -> int:
+    """Line/row/entry number of a problem, for reporting in file order (unknown positions last)."""
+    match = _NUMBER.search(problem.where)
+    return int(match.group()) if match else 1 << 62
 
 
 class UnknownNodeError(TaxonomyError, KeyError):

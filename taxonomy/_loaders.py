@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shelfwise.errors import ConfigError, TaxonomyError
 
 from ._errors import Problem
 from ._text import join_path, split_path
-from ._tree import RawNode, Taxonomy, add_path_nodes, assemble
+from ._tree import Node, RawNode, Taxonomy, add_path_nodes, assemble
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 class TaxonomyFormat(StrEnum):
@@ -75,10 +79,17 @@ def load_taxonomy(
         return _load_bestbuy(file, source, lang)
     if fmt is TaxonomyFormat.GOOGLE_CSV:
         return _load_table(
-            file, source, fmt, lang,
-            path_column=path_column or "full_path", id_column=id_column or "google_id", name_column=name_column,
+            file,
+            source,
+            fmt,
+            lang,
+            path_column=path_column or "full_path",
+            id_column=id_column or "google_id",
+            name_column=name_column,
         )
-    return _load_table(file, source, fmt, lang, path_column=path_column, id_column=id_column, name_column=name_column)
+    return _load_table(
+        file, source, fmt, lang, path_column=path_column, id_column=id_column, name_column=name_column
+    )
 
 
 def detect_format(path: str | os.PathLike[str]) -> TaxonomyFormat:
@@ -158,7 +169,9 @@ def _lines(file: Path, source: str) -> list[str]:
 
 
 def _empty(source: str, what: str) -> TaxonomyError:
-    return TaxonomyError(f"taxonomy {source} is empty ({what}); fix: point to a file with at least one category")
+    return TaxonomyError(
+        f"taxonomy {source} is empty ({what}); fix: point to a file with at least one category"
+    )
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -226,12 +239,17 @@ def _from_id_paths(
         parsed.append((node_id, segments, where))
         by_path.setdefault(join_path(segments), []).append(node_id)
     raws: list[RawNode] = []
+    orphans: set[str] = set()
     for node_id, segments, where in parsed:
         parent: str | None = None
         if len(segments) > 1:
             parent_path = join_path(segments[:-1])
             candidates = by_path.get(parent_path)
+            if candidates and all(c in orphans for c in candidates):
+                orphans.add(node_id)  # below an orphan: the orphan's line is the one to fix
+                continue
             if not candidates:
+                orphans.add(node_id)
                 problems.append(
                     Problem(
                         where,
@@ -262,7 +280,11 @@ def _load_paths_txt(file: Path, source: str, lang: str | None) -> Taxonomy:
     if not raws and not problems:
         raise _empty(source, "no path lines")
     return assemble(
-        raws, source=source, fmt=TaxonomyFormat.PATHS_TXT.value, lang=lang, problems=problems,
+        raws,
+        source=source,
+        fmt=TaxonomyFormat.PATHS_TXT.value,
+        lang=lang,
+        problems=problems,
         warnings=_implicit_warning(raws, listed),
     )
 
@@ -272,7 +294,7 @@ def _implicit_warning(raws: list[RawNode], listed: set[str]) -> list[str]:
     if not implied:
         return []
     sample = ", ".join(repr(r.path) for r in implied[:3])
-    return [f"{len(implied)} ancestor categories had no line of their own and were added: {sample}"]
+    return [f"{len(implied)} ancestor categories were not listed themselves and were added: {sample}"]
 
 
 # ---------------------------------------------------------------------- tables
@@ -295,10 +317,11 @@ def _load_table(
         elif suffix in {".jsonl", ".ndjson"}:
             frame = pl.read_ndjson(file)
         else:
+            text = _read_text(file, source)  # names the line of any non-UTF-8 byte
             frame = pl.read_csv(
-                file, separator="\t" if suffix == ".tsv" else ",", infer_schema=False, encoding="utf8-lossy"
+                text.encode("utf-8"), separator="\t" if suffix == ".tsv" else ",", infer_schema=False
             )
-    except Exception as exc:  # polars raises several error types for unreadable files
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         raise TaxonomyError(
             f"taxonomy {source}: cannot read it as a {suffix or 'CSV'} table ({exc}); fix: check the file "
             f"or pass format= for a non-table layout"
@@ -321,7 +344,9 @@ def _load_table(
             id_column = candidate
     if name_column is None and id_column is not None:
         name_column = next((c for c in _NAME_COLUMNS if c in columns), None)
-    names = None if name_column is None else [None if v is None else str(v) for v in frame[name_column].to_list()]
+    names = (
+        None if name_column is None else [None if v is None else str(v) for v in frame[name_column].to_list()]
+    )
     offset, unit = (1, "line") if suffix in {".csv", ".tsv"} else (0, "row")
 
     def where(i: int) -> str:
@@ -336,16 +361,23 @@ def _load_table(
                 problems.append(Problem(where(i), f"empty {id_column!r}", "fill in the category id"))
                 continue
             if path is None or not path.strip():
-                problems.append(Problem(where(i), f"empty {path_col!r} for id {raw_id!r}", "write the full path"))
+                problems.append(
+                    Problem(where(i), f"empty {path_col!r} for id {raw_id!r}", "write the full path")
+                )
                 continue
             entries.append((str(raw_id).strip(), path, where(i)))
-        taxonomy = _from_id_paths(entries, source, fmt, lang, problems, add_hint="a row for it with its own id")
+        taxonomy = _from_id_paths(
+            entries, source, fmt, lang, problems, add_hint="a row for it with its own id"
+        )
         if names is None:
             return taxonomy
         named = {str(i).strip(): n for i, n in zip(ids, names) if i is not None and n}
         return Taxonomy(
             [_rename(node, named.get(node.id)) for node in taxonomy],
-            source=source, format=fmt.value, lang=lang, warnings=taxonomy.warnings,
+            source=source,
+            format=fmt.value,
+            lang=lang,
+            warnings=taxonomy.warnings,
         )
     raws: list[RawNode] = []
     seen: set[str] = set()
@@ -367,18 +399,16 @@ def _load_table(
     return assemble(raws, source=source, fmt=fmt.value, lang=lang, problems=problems, warnings=warnings)
 
 
-def _rename(node: Any, name: str | None) -> Any:
-    from dataclasses import replace
-
+def _rename(node: Node, name: str | None) -> Node:
     return node if not name or not name.strip() else replace(node, name=name.strip())
 
 
-def _guess_path_column(frame: Any, source: str) -> str:
-    columns = list(frame.columns)
+def _guess_path_column(frame: pl.DataFrame, source: str) -> str:
+    columns: list[str] = list(frame.columns)
     for candidate in _PATH_COLUMNS:
         if candidate in columns:
             return candidate
-    with_sep = []
+    with_sep: list[str] = []
     for col in columns:
         values = [v for v in frame[col].head(200).to_list() if isinstance(v, str)]
         if values and sum(" > " in v or ">>" in v for v in values) >= max(1, len(values) // 4):
@@ -427,8 +457,14 @@ def _load_bestbuy(file: Path, source: str, lang: str | None) -> Taxonomy:
         nonlocal repeats, stripped, counter
         counter += 1
         where = f"entry {counter}"
-        if not isinstance(obj, dict) or not isinstance(obj.get("id"), (str, int)) or not str(obj["id"]).strip():
-            problems.append(Problem(where, f"entry without an 'id': {_short(json.dumps(obj)[:200])}", "give it an id"))
+        if (
+            not isinstance(obj, dict)
+            or not isinstance(obj.get("id"), (str, int))
+            or not str(obj["id"]).strip()
+        ):
+            problems.append(
+                Problem(where, f"entry without an 'id': {_short(json.dumps(obj)[:200])}", "give it an id")
+            )
             return
         node_id = str(obj["id"]).strip()
         where = f"entry {counter} (id {node_id!r})"
@@ -441,13 +477,17 @@ def _load_bestbuy(file: Path, source: str, lang: str | None) -> Taxonomy:
             ids = [str(p.get("id")) for p in path if isinstance(p, dict)]
             if len(ids) != len(path) or not ids or ids[-1] != node_id:
                 problems.append(
-                    Problem(where, f"'path' does not end with the entry itself ({ids[-3:]})", "fix the path list")
+                    Problem(
+                        where, f"'path' does not end with the entry itself ({ids[-3:]})", "fix the path list"
+                    )
                 )
                 return
             if len(set(ids)) != len(ids):
                 dup = next(i for i in ids if ids.count(i) > 1)
                 problems.append(
-                    Problem(where, f"'path' lists {dup!r} twice (a parent cycle)", "remove the repeated level")
+                    Problem(
+                        where, f"'path' lists {dup!r} twice (a parent cycle)", "remove the repeated level"
+                    )
                 )
                 return
             parent = ids[-2] if len(ids) > 1 else None
@@ -456,8 +496,10 @@ def _load_bestbuy(file: Path, source: str, lang: str | None) -> Taxonomy:
                 if step_id not in implied:
                     step_name = step.get("name")
                     implied[step_id] = RawNode(
-                        step_id, step_name if isinstance(step_name, str) else "",
-                        ids[pos - 1] if pos else None, f"{where} 'path'",
+                        step_id,
+                        step_name if isinstance(step_name, str) else "",
+                        ids[pos - 1] if pos else None,
+                        f"{where} 'path'",
                     )
         raw = RawNode(node_id, name if isinstance(name, str) else "", parent, where)
         previous = entries.get(node_id)
@@ -498,11 +540,28 @@ def _load_bestbuy(file: Path, source: str, lang: str | None) -> Taxonomy:
         )
     if repeats:
         warnings.append(f"{repeats} entries repeat an id already listed; the first was kept")
+    if flat:
+        known = set(entries) | {r.id for r in added}
+        dangling = {
+            str(ref.get("id"))
+            for item in data
+            if isinstance(item, dict)
+            for ref in item.get("subCategories") or []
+            if isinstance(ref, dict) and str(ref.get("id")) not in known
+        }
+        if dangling:
+            warnings.append(
+                f"{len(dangling)} ids named only in 'subCategories' have no entry of their own (no path) and "
+                f"were left out: " + ", ".join(repr(i) for i in sorted(dangling)[:3])
+            )
     if stripped:
         warnings.append(f"{stripped} names had leading/trailing spaces, which were removed")
     raws = list(entries.values()) + added
     return assemble(
-        raws, source=source, fmt=TaxonomyFormat.BESTBUY_JSON.value, lang=lang, problems=problems,
+        raws,
+        source=source,
+        fmt=TaxonomyFormat.BESTBUY_JSON.value,
+        lang=lang,
+        problems=problems,
         warnings=warnings,
     )
-

@@ -11,8 +11,9 @@ SEPARATOR = " > "
 # " > ", ">", " >> " (Flipkart) with any whitespace around them.
 _SEP_RE = re.compile(r"\s*>>?\s*")
 _WS_RE = re.compile(r"\s+")
-_TOKEN_RE = re.compile(r"\w+", re.UNICODE)
-_COMPACT_DROP_RE = re.compile(r"[\W_]+", re.UNICODE)
+_ODD_WS_RE = re.compile(r"\s{2,}|[^\S ]")
+TOKEN_RE = re.compile(r"\w+", re.UNICODE)
+COMPACT_DROP_RE = re.compile(r"[\W_]+", re.UNICODE)
 
 
 def split_path(path: str) -> list[str]:
@@ -26,7 +27,11 @@ def split_path(path: str) -> list[str]:
         text = text[2:-2].strip()
     if not text:
         return []
-    return [_WS_RE.sub(" ", seg).strip() for seg in _SEP_RE.split(text)]
+    if _ODD_WS_RE.search(text):
+        text = _WS_RE.sub(" ", text)
+    if ">>" in text:
+        return [seg.strip() for seg in _SEP_RE.split(text)]
+    return [seg.strip() for seg in text.split(">")]
 
 
 def join_path(segments: list[str] | tuple[str, ...]) -> str:
@@ -54,9 +59,9 @@ def fold(text: str) -> str:
 
 def compact(text: str) -> str:
     """``fold(text)`` without spaces or punctuation: lets ``"반려동물용품"`` match ``"반려동물 용품"``."""
-    return _COMPACT_DROP_RE.sub("", fold(text))
+    return COMPACT_DROP_RE.sub("", fold(text))
 
 
 def tokens(text: str) -> list[str]:
     """Word tokens of ``fold(text)`` (letters/digits runs; ``&``, ``/``, ``>`` and spaces split)."""
-    return _TOKEN_RE.findall(fold(text))
+    return TOKEN_RE.findall(fold(text))

@@ -61,17 +61,17 @@ class Taxonomy:
     """
 
     __slots__ = (
-        "_nodes",
-        "_children",
-        "_roots",
-        "_by_path",
         "_by_fold",
-        "_localized",
+        "_by_path",
+        "_children",
         "_loc_fold",
+        "_localized",
+        "_nodes",
+        "_roots",
         "_version",
-        "source",
         "format",
         "lang",
+        "source",
         "warnings",
     )
 
@@ -135,6 +135,9 @@ class Taxonomy:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Taxonomy is immutable (tried to set {name!r})")
 
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Taxonomy is immutable (tried to delete {name!r})")
+
     def __reduce__(self) -> tuple[Any, ...]:  # pickling for Prefect/Dask workers
         return (
             _rebuild,
@@ -143,7 +146,9 @@ class Taxonomy:
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def from_paths(cls, paths: Iterable[str], *, source: str = "<paths>", lang: str | None = None) -> Taxonomy:
+    def from_paths(
+        cls, paths: Iterable[str], *, source: str = "<paths>", lang: str | None = None
+    ) -> Taxonomy:
         """Build a path-only taxonomy (ids from :func:`path_id`); missing ancestors are created."""
         raws: list[RawNode] = []
         problems: list[Problem] = []
@@ -466,10 +471,14 @@ def assemble(
             problems.append(Problem(raw.where, "empty category id", "write the id of this category"))
             continue
         if raw.id in first_where:
+            first = unique.get(raw.id)
+            both = ""
+            if raw.path is not None and first is not None and first.path is not None:
+                both = f" for {raw.path!r}; it is also {first.path!r}"
             problems.append(
                 Problem(
                     raw.where,
-                    f"duplicate id {raw.id!r} (first used on {first_where[raw.id]})",
+                    f"duplicate id {raw.id!r}{both} (first used on {first_where[raw.id]})",
                     "give each category its own id or delete one of the two lines",
                 )
             )
@@ -513,8 +522,10 @@ def assemble(
         for item in reversed(chain):
             base_depth += 1
             raw = unique[item]
-            own = raw.path if raw.path is not None else (
-                raw.name.strip() if base_path is None else base_path + " > " + raw.name.strip()
+            own = (
+                raw.path
+                if raw.path is not None
+                else (raw.name.strip() if base_path is None else base_path + " > " + raw.name.strip())
             )
             depth[item] = base_depth
             paths[item] = own
@@ -563,12 +574,15 @@ def _cycles(unique: dict[str, RawNode]) -> list[Problem]:
             walk.append(current)
             current = unique[current].parent_id
         if current is not None and state.get(current) == 1:
-            cycle = walk[walk.index(current):]
+            cycle = walk[walk.index(current) :]
             found.append(
                 Problem(
                     unique[cycle[0]].where,
-                    "parent cycle " + " -> ".join(repr(c) for c in [*cycle, cycle[0]])
-                    + " (" + ", ".join(f"{c!r} on {unique[c].where}" for c in cycle) + ")",
+                    "parent cycle "
+                    + " -> ".join(repr(c) for c in [*cycle, cycle[0]])
+                    + " ("
+                    + ", ".join(unique[c].where for c in cycle)
+                    + ")",
                     "make one of these categories a top-level category or give it its real parent",
                 )
             )

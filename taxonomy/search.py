@@ -5,7 +5,7 @@
     index.search("반려동물")       # Korean names and paths, Hangul substrings inside compounds too
 
 Ranking (a higher tier always wins; inside a tier shallower, then leaf, then shorter names first):
-exact name or full path (1.0) > name starts with the query (0.85) > every query word starts a word of
+exact name (also ignoring spaces and punctuation) or full path (1.0) > name starts with the query (0.85) > every query word starts a word of
 the name (0.7) > the query is inside the name, ignoring spaces and punctuation (0.6) > every query word
 starts a word of the full path (0.45) > the query is inside the full path (0.3). The score is the tier
 minus 0.01 per level below the top (at most 0.09), so scores are comparable across queries.
@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
 from ._errors import UnknownNodeError
+from ._text import COMPACT_DROP_RE as _COMPACT_DROP
+from ._text import TOKEN_RE as _TOKEN
 from ._text import compact, fold, tokens
 from ._tree import Node, Taxonomy
 
@@ -41,29 +43,48 @@ class SearchHit(NamedTuple):
 class _Field:
     """Folded strings of one kind (names or paths) with a token index for prefix lookups."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, compacted: bool) -> None:
+        self.compacted = compacted  # also keep space/punctuation-free copies (names only)
         self.texts: list[str] = []  # folded
         self.compacts: list[str] = []
         self.owner: list[int] = []  # node index per text
         self.postings: dict[str, set[int]] = {}
         self.vocab: list[str] = []
         self.exact: dict[str, set[int]] = {}
+        self.compact_exact: dict[str, set[int]] = {}
         self.sorted_texts: list[tuple[str, int]] = []
+        self._blob: tuple[str, list[int]] = ("", [])
+        self._cblob: tuple[str, list[int]] = ("", [])
 
     def add(self, text: str, node: int) -> None:
         folded = fold(text)
         if not folded:
             return
         self.texts.append(folded)
-        self.compacts.append(compact(folded))
         self.owner.append(node)
         self.exact.setdefault(folded, set()).add(node)
-        for token in tokens(folded):
-            self.postings.setdefault(token, set()).add(node)
+        if self.compacted:
+            squeezed = _COMPACT_DROP.sub("", folded)
+            self.compacts.append(squeezed)
+            self.compact_exact.setdefault(squeezed, set()).add(node)
+        postings = self.postings
+        for token in set(_TOKEN.findall(folded)):
+            found = postings.get(token)
+            if found is None:
+                postings[token] = {node}
+            else:
+                found.add(node)
 
     def freeze(self) -> None:
         self.vocab = sorted(self.postings)
         self.sorted_texts = sorted(zip(self.texts, self.owner))
+        # One newline-joined blob per variant: substring search runs in C (str.find), not a Python loop.
+        for attr, items in (("_blob", self.texts), ("_cblob", self.compacts)):
+            starts, pos = [], 0
+            for item in items:
+                starts.append(pos)
+                pos += len(item) + 1
+            setattr(self, attr, ("\n".join(items), starts))
 
     def token_prefix(self, prefix: str) -> set[int]:
         lo = bisect.bisect_left(self.vocab, prefix)
@@ -94,9 +115,15 @@ class _Field:
         return out
 
     def substring(self, needle: str, *, compacted: bool) -> set[int]:
-        haystack = self.compacts if compacted else self.texts
-        owner = self.owner
-        return {owner[i] for i, text in enumerate(haystack) if needle in text}
+        blob, starts = self._cblob if compacted else self._blob
+        owner, found = self.owner, set()
+        pos = blob.find(needle)
+        while pos >= 0:
+            item = bisect.bisect_right(starts, pos) - 1
+            found.add(owner[item])
+            next_start = starts[item + 1] if item + 1 < len(starts) else len(blob)
+            pos = blob.find(needle, next_start)
+        return found
 
 
 class TaxonomyIndex:
@@ -117,8 +144,8 @@ class TaxonomyIndex:
         self.taxonomy = taxonomy
         self._nodes: list[Node] = list(taxonomy)
         position = {node.id: i for i, node in enumerate(self._nodes)}
-        self._names = _Field()
-        self._paths = _Field()
+        self._names = _Field(compacted=True)
+        self._paths = _Field(compacted=False)
         for i, node in enumerate(self._nodes):
             self._names.add(node.name, i)
             self._paths.add(node.path, i)
@@ -163,7 +190,14 @@ class TaxonomyIndex:
         squeezed = compact(folded)
         names, paths = self._names, self._paths
         steps: list[tuple[float, Callable[[], set[int]]]] = [
-            (EXACT, lambda: names.exact.get(folded, set()) | paths.exact.get(_as_path(folded), set())),
+            (
+                EXACT,
+                lambda: (
+                    names.exact.get(folded, set())
+                    | names.compact_exact.get(squeezed or "\0", set())
+                    | paths.exact.get(_as_path(folded), set())
+                ),
+            ),
             (NAME_PREFIX, lambda: names.text_prefix(folded)),
             (NAME_WORDS, lambda: names.all_token_prefixes(words) if words else set()),
             (NAME_SUBSTRING, lambda: names.substring(squeezed, compacted=True) if squeezed else set()),

@@ -160,6 +160,7 @@ class Decision(Base):
     review_round: Mapped[int] = mapped_column(sa.Integer, default=1)
     final: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     source: Mapped[str] = mapped_column(sa.String(16), default=DecisionSource.REVIEW.value)
+    title: Mapped[str | None] = mapped_column(sa.Text)
     shown_category_id: Mapped[str | None] = mapped_column(sa.String(255))
     shown_category_path: Mapped[str | None] = mapped_column(sa.Text)
     shown_confidence: Mapped[float | None] = mapped_column(sa.Float)

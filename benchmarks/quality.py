@@ -1,0 +1,319 @@
+"""Quality benchmark: shelfwise `CategoryModel` vs the classic TF-IDF + LinearSVC baseline.
+
+    .venv/bin/python benchmarks/quality.py                    # all three data sets, main table + ablations
+    .venv/bin/python benchmarks/quality.py --datasets amazon_uk --no-ablation
+
+Data sets (from ../shared/data): Amazon UK (titles + brand), Flipkart (title, description, brand,
+specifications; photos for the +images row), women's clothing (reviews only, aggregated per sku_id).
+Split: fixed seed, 60% train / 20% calibration / 20% test, stratified; classes with fewer than 3 rows
+go to train only (never tested). Both systems train on train+calibration (80%): the baseline uses it
+for CalibratedClassifierCV(LinearSVC, method="sigmoid", cv=3) (rows of classes with < 3 examples there
+are dropped, as its 3-fold calibration needs 3), shelfwise for its cross-fitted stacker, calibration
+and thresholds. Everything is scored on the same 20% test rows.
+
+Writes benchmarks/results/quality.json and prints markdown tables. Embeddings are cached in
+.shelfwise-bench/embeddings.sqlite, so reruns only pay for training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+import polars as pl
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sklearn.calibration import CalibratedClassifierCV  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+from sklearn.svm import LinearSVC  # noqa: E402
+
+from classifiers import EmbeddingCache, make_embedder  # noqa: E402
+from classifiers.estimators import _tfidf_union  # noqa: E402
+from classifiers.metrics import evaluate  # noqa: E402
+from classifiers.model import CategoryModel  # noqa: E402
+from taxonomy import load_taxonomy  # noqa: E402
+
+DATA = Path(os.environ.get("SHELFWISE_SHARED_DATA", REPO.parent / "shared" / "data"))
+BENCH = REPO / ".shelfwise-bench"
+SEED = 0
+
+_SPEC = re.compile(r'"key"=>"(.*?)",\s*"value"=>"(.*?)"')
+
+
+def _flipkart_attributes(raw: str | None) -> str:
+    if not raw:
+        return ""
+    return "; ".join(f"{k}: {v}" for k, v in _SPEC.findall(raw))
+
+
+def load_dataset(name: str) -> tuple[pl.DataFrame, Any, tuple[str, ...]]:
+    """(canonical frame, taxonomy, text fields) of one benchmark data set."""
+    cats = DATA / "catalogs"
+    taxes = DATA / "taxonomies"
+    if name == "amazon_uk":
+        df = pl.read_parquet(cats / "amazon_uk.parquet").filter(pl.col("category_path").is_not_null())
+        frame = df.select("sku_id", "title", "brand", "category_path")
+        return frame, load_taxonomy(taxes / "amazon_uk_categories.txt"), ("title", "brand")
+    if name == "flipkart":
+        df = pl.read_parquet(cats / "flipkart.parquet")
+        frame = df.select(
+            "sku_id", "title", "description", "brand", "category_path",
+            pl.col("product_specifications").map_elements(_flipkart_attributes, return_dtype=pl.String)
+            .alias("attributes"),
+            pl.when(pl.col("image_path").is_not_null()).then(pl.lit(str(DATA) + "/") + pl.col("image_path"))
+            .alias("image_path"),
+        )
+        return frame, load_taxonomy(taxes / "flipkart_categories.txt"), ("title", "brand", "description", "attributes")
+    if name == "womens_clothing":
+        df = pl.read_parquet(cats / "womens_clothing_reviews.parquet").sort("review_id")
+        text = pl.concat_str([pl.col("review_title").fill_null(""), pl.col("review_text").fill_null("")], separator=". ")
+        frame = (
+            df.with_columns(text.alias("_t"))
+            .group_by("sku_id", maintain_order=True)
+            .agg(pl.col("_t").str.join(" || ").alias("review_text"), pl.col("category_path").mode().first())
+        )
+        return frame, load_taxonomy(taxes / "womens_clothing_categories.txt"), ("review_text",)
+    raise SystemExit(f"unknown data set {name!r}; use amazon_uk, flipkart or womens_clothing")
+
+
+def split(labels: list[str], seed: int = SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """60/20/20 train/calibration/test, stratified; classes with < 3 rows only in train."""
+    y = np.asarray(labels, dtype=object)
+    idx = np.arange(len(y))
+    _, inv, counts = np.unique(y, return_inverse=True, return_counts=True)
+    rare = counts[inv] < 3
+    ok = idx[~rare]
+    rest, test = train_test_split(ok, test_size=0.2, stratify=y[ok], random_state=seed)
+    _, inv2, c2 = np.unique(y[rest], return_inverse=True, return_counts=True)
+    strat = np.where(c2[inv2] >= 2, y[rest], "__rare__")
+    train, cal = train_test_split(rest, test_size=0.25, stratify=strat, random_state=seed)
+    return np.concatenate([train, idx[rare]]), cal, test
+
+
+def lexical_text(frame: pl.DataFrame, fields: tuple[str, ...]) -> list[str]:
+    cols = [pl.col(f).fill_null("") for f in fields if f in frame.columns]
+    return frame.select(pl.concat_str(cols, separator=" | ").alias("t")).get_column("t").to_list()
+
+
+def run_baseline(frame: pl.DataFrame, fields: tuple[str, ...], fit_idx: np.ndarray, test_idx: np.ndarray,
+                 paths: list[str]) -> dict[str, Any]:
+    texts = np.asarray(lexical_text(frame, fields), dtype=object)
+    y = np.asarray(paths, dtype=object)
+    yf = y[fit_idx]
+    _, inv, counts = np.unique(yf, return_inverse=True, return_counts=True)
+    keep = fit_idx[counts[inv] >= 3]
+    t0 = time.perf_counter()
+    vec = _tfidf_union(2).fit(texts[keep])
+    clf = CalibratedClassifierCV(LinearSVC(C=1.0), method="sigmoid", cv=3).fit(vec.transform(texts[keep]), y[keep])
+    proba = clf.predict_proba(vec.transform(texts[test_idx]))
+    pred = clf.classes_[proba.argmax(axis=1)]
+    res = evaluate(list(pred), list(y[test_idx]), proba.max(axis=1))
+    res["seconds"] = round(time.perf_counter() - t0, 1)
+    res["dropped_rare_rows"] = int(len(fit_idx) - len(keep))
+    return res
+
+
+def run_model(frame: pl.DataFrame, tax: Any, fit_idx: np.ndarray, test_idx: np.ndarray, *, embedder: Any,
+              cache: Any, image_embedder: Any = None, **params: Any) -> tuple[dict[str, Any], Any, Any]:
+    t0 = time.perf_counter()
+    model = CategoryModel(random_state=SEED, **params)
+    model.fit(frame[fit_idx], tax, embedder=embedder, cache=cache, image_embedder=image_embedder)
+    t_fit = time.perf_counter() - t0
+    test = frame[test_idx]
+    pred = model.predict(test, embedder=embedder, cache=cache, image_embedder=image_embedder, top_k=5)
+    truth = test.get_column("category_path").to_list()
+    path_of = {i: p for i, p in zip(model.index_.ids, model.index_.paths, strict=True)}
+    leaf_paths = [path_of[i] for i in pred.leaf_ids]
+    res = evaluate(leaf_paths, truth, pred.leaf_confidence, taxonomy=tax)
+    res["seconds_fit"] = round(t_fit, 1)
+    res["heldout_fit_report"] = model.fit_report_.get("heldout", {})
+    # the policy the pipeline applies: auto when confidence >= threshold of the predicted node
+    chosen = [path_of[i] for i in pred.predicted_ids]
+    thr = model.thresholds_.for_nodes(pred.predicted_ids)
+    auto = pred.confidence >= thr
+    backoff_eval = evaluate(chosen, truth, pred.confidence, taxonomy=tax)
+    ok_anc = _ancestor_ok(chosen, truth, tax)
+    res["policy"] = {
+        "auto_share": float(auto.mean()),
+        "auto_precision": float(ok_anc[auto].mean()) if auto.any() else None,
+        "auto_share_leaf": float((auto & ~pred.backed_off).mean()),
+        "backed_off_share": float(pred.backed_off.mean()),
+        "backoff_exact_accuracy": backoff_eval["leaf_accuracy"],
+        "backoff_ancestor_correct": float(ok_anc.mean()),
+        "mean_predicted_depth": float(pred.predicted_depth.mean()),
+        "threshold_global": model.thresholds_.to_dict()["global"],
+        "nodes_with_own_threshold": len(model.thresholds_.per_node),
+    }
+    return res, model, pred
+
+
+def _ancestor_ok(pred_paths: list[str], true_paths: list[str], tax: Any) -> np.ndarray:
+    from classifiers.metrics import split_path
+
+    out = []
+    for p, t in zip(pred_paths, true_paths, strict=True):
+        node = tax.find_path(t)
+        tt = split_path(node.path if node else t)
+        pp = split_path(p)
+        out.append(len(pp) > 0 and tt[: len(pp)] == pp)
+    return np.asarray(out, dtype=bool)
+
+
+def held_out_class_probe(frame: pl.DataFrame, tax: Any, fit_idx: np.ndarray, test_idx: np.ndarray, *,
+                         embedder: Any, cache: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    """Zero-shot: drop one mid-sized leaf class from training; how are its test rows predicted?"""
+    paths = frame.get_column("category_path").to_list()
+    y = np.asarray(paths, dtype=object)
+    vals, counts = np.unique(y[test_idx], return_counts=True)
+    results = []
+    for cls in vals[np.argsort(-counts)][1:4]:  # the 2nd-4th largest test classes
+        fit_wo = fit_idx[y[fit_idx] != cls]
+        rows = test_idx[y[test_idx] == cls]
+        model = CategoryModel(random_state=SEED, text_fields=fields, cv=3).fit(
+            frame[fit_wo], tax, embedder=embedder, cache=cache
+        )
+        pred = model.predict(frame[rows], embedder=embedder, cache=cache, top_k=5)
+        node = tax.find_path(str(cls))
+        top1 = float(np.mean(pred.leaf_ids == node.id)) if node else 0.0
+        top5 = float(np.mean([(pred.category_ids[i] == node.id).any() for i in range(len(rows))])) if node else 0.0
+        results.append({"class": str(cls), "test_rows": int(len(rows)), "top1": top1, "top5": top5,
+                        "auto_accepted_wrongly": float(np.mean(pred.confidence >= model.thresholds_.for_nodes(pred.predicted_ids)))})
+    return {"classes": results}
+
+
+DATASETS = {
+    "amazon_uk": {"images": False},
+    "flipkart": {"images": True},
+    "womens_clothing": {"images": False},
+}
+
+
+def ablations(name: str, fields: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
+    rows: list[tuple[str, dict[str, Any]]] = [("title only", {"text_fields": ("title",)})] if "title" in fields else []
+    if name == "flipkart":
+        rows.append(("+ brand, description, attributes", {"text_fields": fields}))
+    if name == "womens_clothing":
+        rows.append(("reviews only (all)", {"text_fields": fields}))
+    rows += [
+        ("lexical only (TF-IDF scorers)", {"text_fields": fields, "use_embeddings": False, "zero_shot": False}),
+        ("semantic only (MiniLM scorers)", {"text_fields": fields, "use_tfidf": False}),
+        ("fused, mean of scorers (no stacker)", {"text_fields": fields, "stacker": "mean"}),
+        ("fused, isotonic calibration", {"text_fields": fields, "calibration": "isotonic"}),
+    ]
+    return rows
+
+
+def fmt(x: Any, nd: int = 3) -> str:
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", nargs="*", default=list(DATASETS))
+    ap.add_argument("--no-ablation", action="store_true")
+    ap.add_argument("--no-images", action="store_true")
+    ap.add_argument("--no-zero-shot-probe", action="store_true")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "quality.json"))
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    embedder = make_embedder("minilm")
+    cache = EmbeddingCache(BENCH / "embeddings.sqlite")
+    out_path = Path(args.out)
+    results: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
+    results["_meta"] = {"seed": SEED, "split": "60/20/20 train/cal/test, stratified; both systems fit on train+cal",
+                        "embedder": embedder.model_id}
+    for name in args.datasets:
+        frame, tax, fields = load_dataset(name)
+        paths = frame.get_column("category_path").to_list()
+        fit_a, cal_a, test_idx = split(paths)
+        fit_idx = np.concatenate([fit_a, cal_a])
+        print(f"\n## {name}: {frame.height} rows, {len(set(paths))} classes; fit {len(fit_idx)}, test {len(test_idx)}",
+              flush=True)
+        entry: dict[str, Any] = {"rows": frame.height, "classes": len(set(paths)), "fit_rows": int(len(fit_idx)),
+                                 "test_rows": int(len(test_idx))}
+        entry["baseline"] = run_baseline(frame, fields, fit_idx, test_idx, paths)
+        print(f"baseline: acc {entry['baseline']['leaf_accuracy']:.3f} cov95 "
+              f"{entry['baseline']['coverage_at_precision']['0.95']:.3f}", flush=True)
+        main_res, model, _ = run_model(frame, tax, fit_idx, test_idx, embedder=embedder, cache=cache, text_fields=fields)
+        entry["shelfwise"] = main_res
+        print(f"shelfwise: acc {main_res['leaf_accuracy']:.3f} cov95 {main_res['coverage_at_precision']['0.95']:.3f} "
+              f"ece {main_res['ece']:.3f} policy {main_res['policy']}", flush=True)
+        entry["ablation"] = {}
+        if not args.no_ablation:
+            for label, params in ablations(name, fields):
+                r, _, _ = run_model(frame, tax, fit_idx, test_idx, embedder=embedder, cache=cache, **params)
+                entry["ablation"][label] = _brief(r)
+                print(f"  {label}: {entry['ablation'][label]}", flush=True)
+            r, _, _ = run_model(frame, tax, fit_idx, test_idx, embedder=embedder, cache=cache, text_fields=fields,
+                                hierarchy="leaf")
+            entry["ablation"]["without back-off (leaf only)"] = _brief(r)
+        if DATASETS[name]["images"] and not args.no_images:
+            from classifiers.images import ImageEmbedder
+
+            r, _, _ = run_model(frame, tax, fit_idx, test_idx, embedder=embedder, cache=cache,
+                                image_embedder=ImageEmbedder(), text_fields=fields, use_images=True)
+            entry["ablation"]["+ images"] = _brief(r)
+            print(f"  + images: {entry['ablation']['+ images']}", flush=True)
+        if not args.no_zero_shot_probe:
+            entry["zero_shot_probe"] = held_out_class_probe(frame, tax, fit_idx, test_idx, embedder=embedder,
+                                                             cache=cache, fields=fields)
+            print(f"  zero-shot probe: {entry['zero_shot_probe']}", flush=True)
+        results[name] = entry
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(results, indent=2, default=float))
+    print(markdown(results))
+    return 0
+
+
+def _brief(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "leaf_accuracy": r["leaf_accuracy"], "macro_f1": r["macro_f1"], "ece": r["ece"],
+        "coverage_at_95": r["coverage_at_precision"]["0.95"],
+        "policy_auto_share": r["policy"]["auto_share"], "policy_auto_precision": r["policy"]["auto_precision"],
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["| data set | system | leaf acc | macro F1 | ECE | cov@95% prec | cov ratio vs baseline | auto share (precision) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, e in results.items():
+        if name.startswith("_") or "baseline" not in e:
+            continue
+        b, s = e["baseline"], e["shelfwise"]
+        bc = b["coverage_at_precision"]["0.95"]
+        sc = s["coverage_at_precision"]["0.95"]
+        lines.append(f"| {name} | TF-IDF+LinearSVC (sigmoid) | {fmt(b['leaf_accuracy'])} | {fmt(b['macro_f1'])} | "
+                     f"{fmt(b['ece'])} | {fmt(bc)} | 1.00 | - |")
+        pol = s["policy"]
+        lines.append(f"| {name} | shelfwise | {fmt(s['leaf_accuracy'])} | {fmt(s['macro_f1'])} | {fmt(s['ece'])} | "
+                     f"{fmt(sc)} | {fmt(sc / bc if bc else float('nan'), 2)} | "
+                     f"{fmt(pol['auto_share'])} ({fmt(pol['auto_precision'])}) |")
+    lines += ["", "| data set | variant | leaf acc | macro F1 | ECE | cov@95% prec |", "|---|---|---|---|---|---|"]
+    for name, e in results.items():
+        if name.startswith("_"):
+            continue
+        for label, r in e.get("ablation", {}).items():
+            lines.append(f"| {name} | {label} | {fmt(r['leaf_accuracy'])} | {fmt(r['macro_f1'])} | {fmt(r['ece'])} | "
+                         f"{fmt(r['coverage_at_95'])} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,117 @@
+"""The stacker of `CategoryModel`: a candidate reranker trained on out-of-fold base scores.
+
+For each row the top ``n_candidates`` labels of a simple fused score become candidates; each
+(row, candidate) pair gets features from every base scorer (its score, its gap to that scorer's best,
+its rank), the label prior, depth and sibling mass; a gradient-boosted binary classifier predicts
+"this candidate is the right label". Its outputs become a label distribution (candidates keep their
+probability, the remainder is spread over the other labels by the fused score).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import softmax
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+__all__ = ["LabelInfo", "fused_probs", "candidate_features", "make_reranker", "to_distribution"]
+
+
+@dataclass
+class LabelInfo:
+    """Per label column: log training count, depth, and a group id for its parent (siblings share it)."""
+
+    log_count: np.ndarray
+    depth: np.ndarray
+    parent_group: np.ndarray
+
+
+_PROB_SCORERS = ("sem", "knn_sem", "knn_lex", "img")
+
+
+def fused_probs(scores: dict[str, np.ndarray], *, lex_scale: float = 5.0) -> np.ndarray:
+    """Equal-weight mean of the base scorers' probabilities (the candidate generator and a feature)."""
+    parts = []
+    if "lex" in scores:
+        parts.append(softmax(lex_scale * scores["lex"], axis=1))
+    for name in _PROB_SCORERS:
+        if name in scores:
+            parts.append(np.exp(scores[name]))
+    if not parts:
+        raise ValueError("no base scorer produced scores (enable use_tfidf or use_embeddings)")
+    return np.mean(parts, axis=0)
+
+
+def _ranks(matrix: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    vals = np.take_along_axis(matrix, cand, 1)
+    return (matrix[:, None, :] > vals[:, :, None]).sum(axis=2).astype(np.float64)
+
+
+def candidate_features(
+    scores: dict[str, np.ndarray],
+    names: Sequence[str],
+    info: LabelInfo,
+    *,
+    n_candidates: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(candidates (n, N), features (n, N, F), fused (n, K)). ``names`` fixes the scorer order."""
+    fused = fused_probs(scores)
+    n, k = fused.shape
+    nc = min(n_candidates, k)
+    cand = np.argsort(-fused, axis=1, kind="stable")[:, :nc]
+    cols: list[np.ndarray] = []
+    for name in names:
+        m = scores.get(name)
+        if m is None:
+            m = np.zeros((n, k))
+        v = np.take_along_axis(m, cand, 1)
+        cols += [v, v - m.max(axis=1, keepdims=True), _ranks(m, cand)]
+    fv = np.take_along_axis(fused, cand, 1)
+    groups = info.parent_group
+    n_groups = int(groups.max()) + 1 if len(groups) else 1
+    group_mass = np.zeros((n, n_groups))
+    for g in range(n_groups):
+        sel = groups == g
+        if sel.any():
+            group_mass[:, g] = fused[:, sel].sum(axis=1)
+    cand_group_mass = np.take_along_axis(group_mass, groups[cand], 1)
+    cols += [
+        fv,
+        fv - fused.max(axis=1, keepdims=True),
+        np.broadcast_to(np.arange(nc, dtype=np.float64), (n, nc)),
+        info.log_count[cand],
+        info.depth[cand].astype(np.float64),
+        cand_group_mass,
+        fv / np.maximum(cand_group_mass, 1e-12),
+    ]
+    return cand, np.stack(cols, axis=-1), fused
+
+
+def make_reranker(random_state: int) -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(
+        max_iter=200,
+        learning_rate=0.05,
+        max_leaf_nodes=15,
+        min_samples_leaf=20,
+        l2_regularization=1.0,
+        early_stopping=False,
+        random_state=random_state,
+    )
+
+
+def to_distribution(cand_probs: np.ndarray, cand: np.ndarray, fused: np.ndarray) -> np.ndarray:
+    """Label distribution (n, K): candidates keep their probabilities (scaled down if they sum past 1),
+    the remaining mass goes to the other labels in proportion to the fused score."""
+    n, k = fused.shape
+    s = np.clip(cand_probs, 1e-6, 1.0)
+    total = s.sum(axis=1, keepdims=True)
+    s = np.where(total > 1.0, s / total, s)
+    rest = np.clip(1.0 - s.sum(axis=1), 0.0, 1.0)
+    other = fused.copy()
+    np.put_along_axis(other, cand, 0.0, axis=1)
+    osum = other.sum(axis=1, keepdims=True)
+    other = np.where(osum > 0, other / np.where(osum > 0, osum, 1.0), 0.0) * rest[:, None]
+    np.put_along_axis(other, cand, s, axis=1)
+    return other / other.sum(axis=1, keepdims=True)

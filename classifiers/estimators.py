@@ -1,0 +1,204 @@
+"""The scikit-learn estimators inside `CategoryModel`.
+
+    CosineKNNClassifier    kNN over L2-normalised vectors (embeddings or TF-IDF rows), softmax-weighted votes
+    TextLinearClassifier   TF-IDF word 1-2 + char 2-5 grams -> LinearSVC (lexical signal), softmax probabilities
+    KeyPriorClassifier     smoothed P(class | key) for a categorical key such as the brand
+
+All follow scikit-learn conventions: ``__init__`` only stores keyword arguments, checks happen in
+``fit``, learned state ends in ``_``, ``fit`` returns ``self``, ``predict_proba`` columns follow
+``classes_``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+from scipy.special import softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.pipeline import FeatureUnion
+from sklearn.preprocessing import normalize
+from sklearn.svm import LinearSVC
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+__all__ = ["CosineKNNClassifier", "TextLinearClassifier", "KeyPriorClassifier"]
+
+
+class CosineKNNClassifier(ClassifierMixin, BaseEstimator):
+    """k nearest neighbours by cosine similarity; each neighbour votes ``exp(sim / temperature)``.
+
+    Rows are L2-normalised in ``fit`` and ``predict_proba`` (dense or sparse input). A low temperature
+    lets a near-duplicate of a training item dominate the vote, which is what makes kNN confident on
+    catalog variants (same product, other colour). ``predict_proba`` blends in ``smoothing`` of the class
+    prior so no class gets exactly 0.
+    """
+
+    def __init__(self, *, n_neighbors: int = 10, temperature: float = 0.05, smoothing: float = 1e-3) -> None:
+        self.n_neighbors = n_neighbors
+        self.temperature = temperature
+        self.smoothing = smoothing
+
+    def fit(self, X: Any, y: Any) -> CosineKNNClassifier:
+        if not isinstance(self.n_neighbors, int | np.integer) or self.n_neighbors < 1:
+            raise ValueError(f"n_neighbors must be a positive int, got {self.n_neighbors!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64)
+        check_classification_targets(y)
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        self.X_ = normalize(X)
+        self.y_ = y_idx
+        prior = np.bincount(y_idx, minlength=len(self.classes_)).astype(np.float64)
+        self.prior_ = prior / prior.sum()
+        return self
+
+    def similarities(self, X: Any) -> np.ndarray:
+        """Cosine similarity of each row of X to each training row (n, n_train)."""
+        check_is_fitted(self, "X_")
+        X = validate_data(self, X, accept_sparse="csr", dtype=np.float64, reset=False)
+        sim = normalize(X) @ self.X_.T
+        return sim.toarray() if sparse.issparse(sim) else np.asarray(sim)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        sim = self.similarities(X)
+        n, m = sim.shape
+        k = min(self.n_neighbors, m)
+        top = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < m else np.tile(np.arange(m), (n, 1))
+        s = np.take_along_axis(sim, top, 1)
+        w = np.exp((s - s.max(axis=1, keepdims=True)) / self.temperature)
+        votes = np.zeros((n, len(self.classes_)))
+        np.add.at(votes, (np.repeat(np.arange(n), k), self.y_[top].ravel()), w.ravel())
+        votes /= votes.sum(axis=1, keepdims=True)
+        return (1 - self.smoothing) * votes + self.smoothing * self.prior_
+
+    def max_similarity(self, X: Any) -> np.ndarray:
+        """Highest similarity to a training row of each class (n, n_classes); -1 for classes unseen."""
+        sim = self.similarities(X)
+        out = np.full((sim.shape[0], len(self.classes_)), -1.0)
+        for c in range(len(self.classes_)):
+            cols = np.flatnonzero(self.y_ == c)
+            if len(cols):
+                out[:, c] = sim[:, cols].max(axis=1)
+        return out
+
+    def predict(self, X: Any) -> np.ndarray:
+        return np.asarray(self.classes_[self.predict_proba(X).argmax(axis=1)])
+
+
+def _tfidf_union(min_df_char: int) -> FeatureUnion:
+    return FeatureUnion(
+        [
+            ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, lowercase=True, min_df=1)),
+            (
+                "char",
+                TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=min_df_char),
+            ),
+        ]
+    )
+
+
+class TextLinearClassifier(ClassifierMixin, BaseEstimator):
+    """TF-IDF (word 1-2 grams + char 2-5 grams) -> one-vs-rest LinearSVC; the lexical signal.
+
+    X is a sequence of strings. ``decision_function`` gives the SVM margins; ``predict_proba`` is
+    ``softmax(proba_scale * margins)`` (calibrate it downstream, e.g. with `TemperatureScaler`).
+    ``transform`` exposes the L2-normalised TF-IDF rows (used for lexical kNN).
+    """
+
+    def __init__(self, *, C: float = 0.5, min_df_char: int = 2, proba_scale: float = 5.0,
+                 class_weight: str | None = None) -> None:
+        self.C = C
+        self.min_df_char = min_df_char
+        self.proba_scale = proba_scale
+        self.class_weight = class_weight
+
+    def fit(self, X: Sequence[str], y: Any) -> TextLinearClassifier:
+        texts = _as_texts(X)
+        y = np.asarray(y)
+        if len(texts) != len(y):
+            raise ValueError(f"X has {len(texts)} texts but y has {len(y)} labels")
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        try:
+            self.vectorizer_ = _tfidf_union(self.min_df_char).fit(texts)
+        except ValueError:  # tiny corpora: every char n-gram below min_df
+            self.vectorizer_ = _tfidf_union(1).fit(texts)
+        Xv = self.vectorizer_.transform(texts)
+        if len(self.classes_) == 1:
+            self.svc_ = None
+        else:
+            self.svc_ = LinearSVC(C=self.C, class_weight=self.class_weight).fit(Xv, y)
+        return self
+
+    def transform(self, X: Sequence[str]) -> sparse.csr_matrix:
+        check_is_fitted(self, "vectorizer_")
+        return normalize(self.vectorizer_.transform(_as_texts(X)))
+
+    def decision_function(self, X: Sequence[str]) -> np.ndarray:
+        check_is_fitted(self, "vectorizer_")
+        texts = _as_texts(X)
+        if self.svc_ is None:
+            return np.zeros((len(texts), 1))
+        d = self.svc_.decision_function(self.vectorizer_.transform(texts))
+        if len(self.classes_) == 2:  # binary: one margin for classes_[1]
+            d = np.column_stack([-d, d]) / 2
+        return np.asarray(d)
+
+    def predict_proba(self, X: Sequence[str]) -> np.ndarray:
+        return softmax(self.proba_scale * self.decision_function(X), axis=1)
+
+    def predict(self, X: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.classes_[self.decision_function(X).argmax(axis=1)])
+
+
+class KeyPriorClassifier(ClassifierMixin, BaseEstimator):
+    """P(class | key) for one categorical key (e.g. the normalised brand), smoothed towards the class prior.
+
+    ``predict_proba`` returns ``(counts + strength * prior) / (n_key + strength)``; an empty or unseen key
+    gets the prior. X is a sequence of strings.
+    """
+
+    def __init__(self, *, strength: float = 2.0) -> None:
+        self.strength = strength
+
+    def fit(self, X: Sequence[str], y: Any) -> KeyPriorClassifier:
+        keys = _as_texts(X)
+        y = np.asarray(y)
+        if len(keys) != len(y):
+            raise ValueError(f"X has {len(keys)} keys but y has {len(y)} labels")
+        if not self.strength > 0:
+            raise ValueError(f"strength must be > 0, got {self.strength!r}")
+        check_classification_targets(y)
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        k = len(self.classes_)
+        prior = np.bincount(y_idx, minlength=k).astype(np.float64) + 1.0
+        self.prior_ = prior / prior.sum()
+        counts: dict[str, np.ndarray] = {}
+        for key, label in zip(keys, y_idx, strict=True):
+            if key:
+                counts.setdefault(key, np.zeros(k))[label] += 1
+        self.counts_ = counts
+        return self
+
+    def predict_proba(self, X: Sequence[str]) -> np.ndarray:
+        check_is_fitted(self, "counts_")
+        keys = _as_texts(X)
+        out = np.tile(self.prior_, (len(keys), 1))
+        for i, key in enumerate(keys):
+            c = self.counts_.get(key)
+            if c is not None:
+                out[i] = (c + self.strength * self.prior_) / (c.sum() + self.strength)
+        return out
+
+    def predict(self, X: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.classes_[self.predict_proba(X).argmax(axis=1)])
+
+
+def _as_texts(X: Any) -> list[str]:
+    if isinstance(X, str):
+        raise ValueError("X must be a sequence of strings, not one string")
+    return ["" if x is None else str(x) for x in X]

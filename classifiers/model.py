@@ -1,0 +1,569 @@
+"""`CategoryModel`: catalog rows -> calibrated, tree-consistent category scores with hierarchical back-off.
+
+Inside (see docs/readme_parts/model.md for the measured effect of each part):
+
+1. Base scorers (`classifiers/_model_bank.py`): TF-IDF word+char -> LinearSVC (lexical), MiniLM
+   embeddings -> logistic regression and cosine kNN (semantic), kNN over TF-IDF rows, a smoothed
+   brand prior, optionally product-photo embeddings -> logistic regression, and the cosine between the
+   product and each label's taxonomy path (zero-shot signal).
+2. A stacker trained on out-of-fold scores (``cv`` folds): a gradient-boosted reranker over the top
+   candidates of each row, which learns when to trust which scorer.
+3. Calibration on the stacker's own out-of-fold outputs (temperature scaling or isotonic on the top
+   score), then auto-accept thresholds for the target precision (global + per node).
+4. Label probabilities summed into ancestors (a parent's score >= its best child's); when the best
+   label is below its threshold, the prediction backs off to the deepest ancestor that clears it.
+5. Zero-shot fallback: taxonomy nodes without training rows are scored by the cosine between the
+   product and the node's path; a node that is clearly closer than every trained label takes mass.
+
+    >>> model = CategoryModel().fit(frame, taxonomy, embedder=embedder, cache=cache)
+    >>> pred = model.predict(new_rows, embedder=embedder, cache=cache, top_k=5)
+    >>> model.save("models/default"); model = CategoryModel.load("models/default")
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import polars as pl
+from scipy.special import expit
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import KFold, StratifiedKFold
+
+from classifiers._model_bank import BankData, fit_bank, score_bank
+from classifiers._model_rerank import LabelInfo, candidate_features, make_reranker, to_distribution
+from classifiers._model_text import TEXT_FIELDS, build_inputs, embed_chunks
+from classifiers.calibration import IsotonicCalibrator, TemperatureScaler, Thresholds, fit_thresholds, select_threshold
+from classifiers.hierarchy import NodeIndex
+from shelfwise.errors import ConfigError, ModelError
+
+__all__ = ["CategoryModel", "Prediction", "MODEL_FORMAT_VERSION"]
+
+log = logging.getLogger("shelfwise.model")
+
+MODEL_FORMAT_VERSION = 1
+_STATE_FILE = "model.joblib"
+_MANIFEST_FILE = "manifest.json"
+_CALIBRATIONS = ("temperature", "isotonic", "none")
+_HIERARCHY = ("backoff", "leaf")
+
+
+@dataclass
+class Prediction:
+    """Output of `CategoryModel.predict` for n rows (arrays aligned with the input frame).
+
+    ``category_ids``/``scores``: the top-k label nodes, calibrated probabilities, best first.
+    ``predicted_ids``: the chosen node after hierarchical back-off (a label node, or one of its
+    ancestors when the label was uncertain); ``confidence`` is that node's tree-summed probability.
+    """
+
+    category_ids: np.ndarray  # (n, k) str
+    scores: np.ndarray  # (n, k) float
+    confidence: np.ndarray  # (n,)
+    margin: np.ndarray  # (n,) top-1 minus top-2 label probability
+    predicted_ids: np.ndarray  # (n,) str
+    predicted_depth: np.ndarray  # (n,) int
+    backed_off: np.ndarray  # (n,) bool
+    leaf_ids: np.ndarray  # (n,) str: best label node before back-off
+    leaf_confidence: np.ndarray  # (n,)
+    zero_shot: np.ndarray  # (n,) bool: the best label had no training rows
+
+    def __len__(self) -> int:
+        return int(self.confidence.shape[0])
+
+
+class CategoryModel(BaseEstimator):
+    """Category classifier over taxonomy nodes (see the module docstring for what is inside).
+
+    Options (keyword-only, stored as given; validated in ``fit``):
+        text_fields: catalog columns used as text.
+        use_tfidf / use_embeddings / use_images: enable the lexical, semantic and photo scorers.
+        k_neighbors: neighbours of the kNN scorers.
+        calibration: ``"temperature"`` (default), ``"isotonic"`` or ``"none"``.
+        hierarchy: ``"backoff"`` (default: back off to an ancestor when the label is uncertain) or ``"leaf"``.
+        stacker: ``"rerank"`` (default; gradient-boosted candidate reranker) or ``"mean"`` (fused mean).
+        target_precision: precision the auto-accept thresholds aim for on held-out data.
+        min_node_support: held-out predictions a node needs for its own threshold.
+        zero_shot: let taxonomy nodes without training rows be predicted from their path text.
+        cv: folds for the out-of-fold scores.
+    """
+
+    def __init__(
+        self,
+        *,
+        text_fields: tuple[str, ...] = TEXT_FIELDS,
+        use_tfidf: bool = True,
+        use_embeddings: bool = True,
+        use_images: bool = False,
+        k_neighbors: int = 10,
+        calibration: str = "temperature",
+        hierarchy: str = "backoff",
+        stacker: str = "rerank",
+        n_candidates: int = 10,
+        target_precision: float = 0.95,
+        min_node_support: int = 40,
+        zero_shot: bool = True,
+        zero_shot_margin: float = 0.04,
+        zero_shot_temperature: float = 0.02,
+        cv: int = 5,
+        random_state: int = 0,
+    ) -> None:
+        self.text_fields = text_fields
+        self.use_tfidf = use_tfidf
+        self.use_embeddings = use_embeddings
+        self.use_images = use_images
+        self.k_neighbors = k_neighbors
+        self.calibration = calibration
+        self.hierarchy = hierarchy
+        self.stacker = stacker
+        self.n_candidates = n_candidates
+        self.target_precision = target_precision
+        self.min_node_support = min_node_support
+        self.zero_shot = zero_shot
+        self.zero_shot_margin = zero_shot_margin
+        self.zero_shot_temperature = zero_shot_temperature
+        self.cv = cv
+        self.random_state = random_state
+
+    # ================================================================== fit
+    def _check_params(self) -> None:
+        if self.calibration not in _CALIBRATIONS:
+            raise ConfigError(
+                f"CategoryModel calibration={self.calibration!r} is not valid; use one of {', '.join(_CALIBRATIONS)}"
+            )
+        if self.hierarchy not in _HIERARCHY:
+            raise ConfigError(f"CategoryModel hierarchy={self.hierarchy!r} is not valid; use 'backoff' or 'leaf'")
+        if self.stacker not in ("rerank", "mean"):
+            raise ConfigError(f"CategoryModel stacker={self.stacker!r} is not valid; use 'rerank' or 'mean'")
+        if not (self.use_tfidf or self.use_embeddings):
+            raise ConfigError("CategoryModel needs use_tfidf=True or use_embeddings=True (both are off)")
+        unknown = [f for f in self.text_fields if f not in TEXT_FIELDS]
+        if unknown or not self.text_fields:
+            raise ConfigError(
+                f"CategoryModel text_fields={tuple(self.text_fields)!r}: unknown {unknown}; "
+                f"choose from {', '.join(TEXT_FIELDS)}"
+            )
+        if not 0.5 <= float(self.target_precision) <= 1.0:
+            raise ConfigError(f"target_precision must be in [0.5, 1], got {self.target_precision!r}")
+        if int(self.cv) < 2:
+            raise ConfigError(f"cv must be >= 2, got {self.cv!r}")
+        if int(self.k_neighbors) < 1:
+            raise ConfigError(f"k_neighbors must be >= 1, got {self.k_neighbors!r}")
+
+    def _resolve_labels(self, frame: pl.DataFrame, taxonomy: Any) -> tuple[np.ndarray, list[str | None]]:
+        paths = frame.get_column("category_path").to_list()
+        ids: list[str | None] = []
+        report: Counter[str] = Counter()
+        bad: Counter[str] = Counter()
+        for p in paths:
+            if p is None or not str(p).strip():
+                ids.append(None)
+                report["no_label"] += 1
+                continue
+            node = taxonomy.find_path(str(p))
+            if node is None:
+                node = taxonomy.deepest_known(str(p))
+                if node is not None:
+                    report["cut_to_known_prefix"] += 1
+            if node is None:
+                ids.append(None)
+                report["unresolvable"] += 1
+                bad[str(p)] += 1
+            else:
+                ids.append(node.id)
+                report["resolved"] += 1
+        self.fit_report_["labels"] = dict(report)
+        self.fit_report_["unresolvable_examples"] = [p for p, _ in bad.most_common(10)]
+        keep = np.array([i is not None for i in ids], dtype=bool)
+        return keep, ids
+
+    def fit(
+        self,
+        frame: pl.DataFrame,
+        taxonomy: Any,
+        *,
+        embedder: Any,
+        cache: Any,
+        image_embedder: Any = None,
+    ) -> CategoryModel:
+        """Train on catalog rows whose ``category_path`` resolves to a taxonomy node."""
+        self._check_params()
+        if "category_path" not in frame.columns:
+            raise ConfigError(
+                "training frame has no 'category_path' column; map your label column to category_path"
+            )
+        if self.use_images and image_embedder is None:
+            raise ConfigError("CategoryModel(use_images=True) needs image_embedder= in fit (or use_images=False)")
+        self.fit_report_: dict[str, Any] = {"rows": frame.height}
+        keep, ids = self._resolve_labels(frame, taxonomy)
+        frame = frame.filter(pl.Series(keep))
+        labels = [i for i in ids if i is not None]
+        classes = sorted(set(labels))
+        if len(classes) < 2:
+            raise ConfigError(
+                f"training needs labelled rows in at least 2 categories of taxonomy {getattr(taxonomy, 'source', '')}; "
+                f"got {len(classes)} category from {len(labels)} resolvable rows "
+                f"(unresolvable examples: {self.fit_report_['unresolvable_examples'][:3]})"
+            )
+        self.classes_ = np.array(classes, dtype=object)
+        pos = {c: i for i, c in enumerate(classes)}
+        y = np.array([pos[i] for i in labels], dtype=np.int64)
+        n, k = len(y), len(classes)
+        self.fit_report_.update(trained_rows=n, n_classes=k)
+        self.label_counts_ = {c: int(v) for c, v in zip(classes, np.bincount(y, minlength=k), strict=True)}
+
+        self.embedder_id_ = str(getattr(embedder, "model_id", "")) if self.use_embeddings or self.zero_shot else ""
+        self.image_embedder_id_ = str(getattr(image_embedder, "model_id", "")) if self.use_images else ""
+        self.taxonomy_version_ = str(getattr(taxonomy, "version", ""))
+        self.taxonomy_source_ = str(getattr(taxonomy, "source", ""))
+
+        # nodes: labels + ancestors + zero-shot candidates (untrained nodes outside the labels' ancestry)
+        zs_nodes: list[str] = []
+        if self.zero_shot:
+            covered = {a.id for c in classes for a in taxonomy.ancestors(c, include_self=True)}
+            zs_nodes = [node.id for node in taxonomy if node.id not in covered]
+        self.index_ = NodeIndex.from_taxonomy(taxonomy, [*classes, *zs_nodes])
+        self.label_pos_ = self.index_.position(classes)
+        self.zs_pos_ = self.index_.position(zs_nodes) if zs_nodes else np.zeros(0, dtype=np.int64)
+        need_emb = self.use_embeddings or self.zero_shot
+        label_emb = None
+        self.zs_emb_ = None
+        if need_emb:
+            label_emb = np.asarray(cache.embed(embedder, [self.index_.paths[p] for p in self.label_pos_]), np.float32)
+            if zs_nodes:
+                self.zs_emb_ = np.asarray(cache.embed(embedder, [self.index_.paths[p] for p in self.zs_pos_]), np.float32)
+
+        data = self._bank_data(frame, embedder, cache, image_embedder, need_emb=need_emb)
+        self.fit_report_["image_failures"] = dict(self._last_image_failures)
+        bank_kw = dict(
+            use_tfidf=self.use_tfidf, use_embeddings=self.use_embeddings, k_neighbors=int(self.k_neighbors),
+            label_emb=label_emb, random_state=int(self.random_state),
+        )
+        # ---- out-of-fold base scores
+        folds = self._folds(y)
+        oof: dict[str, np.ndarray] = {}
+        for tr, va in folds:
+            bank = fit_bank(data.take(tr), y[tr], k, **bank_kw)  # type: ignore[arg-type]
+            for name, m in score_bank(bank, data.take(va)).items():
+                oof.setdefault(name, np.zeros((n, k)))[va] = m
+        self.bank_ = fit_bank(data, y, k, **bank_kw)  # type: ignore[arg-type]
+        self.scorer_names_ = sorted(oof)
+        depths = np.array([self.index_.depths[p] for p in self.label_pos_])
+        parents = [self.index_.parents[p] for p in self.label_pos_]
+        group_ids = {p: g for g, p in enumerate(sorted(set(parents)))}
+        self.label_info_ = LabelInfo(
+            log_count=np.log1p(np.bincount(y, minlength=k).astype(np.float64)),
+            depth=depths,
+            parent_group=np.array([group_ids[p] for p in parents], dtype=np.int64),
+        )
+        # ---- stacker on out-of-fold scores (its own out-of-fold outputs feed calibration)
+        cand, feats, fused = candidate_features(oof, self.scorer_names_, self.label_info_, n_candidates=int(self.n_candidates))
+        target = cand == y[:, None]
+        self.reranker_ = None
+        if self.stacker == "rerank" and 0 < target.sum() < target.size:
+            flat = feats.reshape(-1, feats.shape[-1])
+            s_oof = np.zeros(target.shape)
+            inner = KFold(n_splits=3, shuffle=True, random_state=int(self.random_state))
+            for tr, va in inner.split(np.arange(n)):
+                t_tr = target[tr].ravel()
+                if t_tr.all() or not t_tr.any():
+                    s_oof[va] = np.take_along_axis(fused, cand[va], 1)
+                    continue
+                rr = make_reranker(int(self.random_state)).fit(feats[tr].reshape(-1, feats.shape[-1]), t_tr)
+                s_oof[va] = rr.predict_proba(feats[va].reshape(-1, feats.shape[-1]))[:, 1].reshape(len(va), -1)
+            self.reranker_ = make_reranker(int(self.random_state)).fit(flat, target.ravel())
+        else:
+            s_oof = np.take_along_axis(fused, cand, 1)
+        p_raw = to_distribution(s_oof, cand, fused)
+        # ---- calibration on held-out (out-of-fold) outputs
+        self.calibrator_: TemperatureScaler | IsotonicCalibrator | None = None
+        if self.calibration == "temperature":
+            self.calibrator_ = TemperatureScaler().fit(np.log(np.clip(p_raw, 1e-12, 1)), y)
+        elif self.calibration == "isotonic":
+            self.calibrator_ = IsotonicCalibrator().fit(p_raw.max(axis=1), p_raw.argmax(axis=1) == y)
+        p_cal = self._calibrate(p_raw)
+        # ---- thresholds for the target precision (leaf level, then with back-off)
+        self._fit_thresholds(p_cal, y)
+        from classifiers.metrics import expected_calibration_error
+
+        top = p_cal.argmax(axis=1)
+        self.fit_report_["heldout"] = {
+            "rows": n,
+            "leaf_accuracy": round(float((top == y).mean()), 4),
+            "ece_uncalibrated": round(expected_calibration_error(p_raw.max(axis=1), p_raw.argmax(axis=1) == y), 4),
+            "ece_calibrated": round(expected_calibration_error(p_cal.max(axis=1), top == y), 4),
+            "temperature": getattr(self.calibrator_, "temperature_", None),
+            "threshold_global": self.thresholds_.to_dict()["global"],
+            "nodes_with_own_threshold": len(self.thresholds_.per_node),
+        }
+        self.version_ = self._compute_version(frame, labels)
+        self.created_at_ = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        return self
+
+    def _folds(self, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        n_splits = int(min(self.cv, max(2, len(y) // 4)))
+        counts = np.bincount(y)
+        strat = np.where(counts[y] >= n_splits, y, -1)
+        if (strat == -1).sum() < n_splits and (strat == -1).any():
+            strat = np.where(strat == -1, int(np.argmax(counts)), strat)  # too few rare rows for their own bucket
+        kf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=int(self.random_state))
+        return list(kf.split(np.zeros(len(y)), strat))
+
+    def _fit_thresholds(self, p_cal: np.ndarray, y: np.ndarray) -> None:
+        tp = float(self.target_precision)
+        top = p_cal.argmax(axis=1)
+        leaf_ids = self.classes_[top]
+        leaf_thr = select_threshold(p_cal.max(axis=1), top == y, target_precision=tp)
+        if self.hierarchy == "leaf" or not math.isfinite(leaf_thr):
+            self.thresholds_ = fit_thresholds(
+                p_cal.max(axis=1), top == y, leaf_ids, target_precision=tp, min_node_support=int(self.min_node_support)
+            )
+            return
+        node_scores = self.index_.aggregate(p_cal, self.label_pos_)
+        chosen, _ = self.index_.backoff(node_scores, self.label_pos_[top], leaf_thr)
+        truth_pos = self.label_pos_[y]
+        correct = np.array([self.index_.is_ancestor_or_self(self.index_.ids[c], self.index_.ids[t])
+                            for c, t in zip(chosen, truth_pos, strict=True)])
+        conf = node_scores[np.arange(len(y)), chosen]
+        self.thresholds_ = fit_thresholds(
+            conf, correct, [self.index_.ids[c] for c in chosen],
+            target_precision=tp, min_node_support=int(self.min_node_support),
+        )
+
+    def _calibrate(self, p: np.ndarray) -> np.ndarray:
+        if isinstance(self.calibrator_, TemperatureScaler):
+            return self.calibrator_.transform(np.log(np.clip(p, 1e-12, 1)))
+        if isinstance(self.calibrator_, IsotonicCalibrator):
+            top = p.argmax(axis=1)
+            rows = np.arange(p.shape[0])
+            new_top = self.calibrator_.transform(p[rows, top])
+            rest = p.copy()
+            rest[rows, top] = 0.0
+            rsum = rest.sum(axis=1)
+            scale = np.where(rsum > 0, (1.0 - new_top) / np.where(rsum > 0, rsum, 1.0), 0.0)
+            out = rest * scale[:, None]
+            out[rows, top] = new_top
+            return out
+        return p
+
+    def _bank_data(self, frame: pl.DataFrame, embedder: Any, cache: Any, image_embedder: Any, *,
+                   need_emb: bool) -> BankData:
+        inputs = build_inputs(frame, tuple(self.text_fields))
+        emb = embed_chunks(inputs.chunks, embedder, cache) if need_emb else None
+        img = ok = None
+        self._last_image_failures: dict[str, int] = {}
+        if self.use_images:
+            paths = frame.get_column("image_path").to_list() if "image_path" in frame.columns else [None] * frame.height
+            if image_embedder is None:
+                log.warning("model uses images but no image_embedder was given; photos are ignored")
+                img = np.zeros((frame.height, 1))
+                ok = np.zeros(frame.height, dtype=bool)
+            else:
+                batch = cache.embed_images(image_embedder, paths)
+                img, ok = batch.vectors, batch.ok
+                self._last_image_failures = dict(batch.failures)
+        return BankData(lexical=inputs.lexical, brand=inputs.brand, emb=emb, img=img, img_ok=ok)
+
+    def _compute_version(self, frame: pl.DataFrame, labels: list[str]) -> str:
+        h = hashlib.sha256()
+        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
+        h.update(json.dumps(params, sort_keys=True, default=str).encode())
+        h.update(self.embedder_id_.encode())
+        h.update(self.taxonomy_version_.encode())
+        cols = [c for c in ("sku_id", *self.text_fields, "image_path") if c in frame.columns]
+        for row, label in zip(frame.select(cols).iter_rows(), labels, strict=True):
+            h.update(("\x1f".join("" if v is None else str(v) for v in row) + "\x1e" + label + "\n").encode())
+        return "sha256:" + h.hexdigest()[:16]
+
+    # ================================================================== predict
+    @property
+    def version(self) -> str:
+        """Content hash of the training data and options (``"sha256:<16 hex>"``)."""
+        self._check_fitted()
+        return str(self.version_)
+
+    @property
+    def taxonomy_version(self) -> str:
+        self._check_fitted()
+        return str(self.taxonomy_version_)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "bank_"):
+            raise ModelError("CategoryModel is not trained; call fit(...) or CategoryModel.load(model_dir)")
+
+    def _check_embedder(self, embedder: Any) -> None:
+        if not self.embedder_id_:
+            return
+        got = str(getattr(embedder, "model_id", None))
+        if got != self.embedder_id_:
+            raise ModelError(
+                f"this model was trained with embedder {self.embedder_id_!r} but got {got!r}; "
+                "use the same embedder (setting 'embedder') or retrain: shelfwise train ..."
+            )
+
+    def predict_label_proba(
+        self, frame: pl.DataFrame, *, embedder: Any, cache: Any, image_embedder: Any = None
+    ) -> np.ndarray:
+        """Calibrated probabilities over the trained labels (n, len(classes_)), columns follow ``classes_``."""
+        p, _ = self._label_proba(frame, embedder, cache, image_embedder)
+        return p
+
+    def _label_proba(self, frame: pl.DataFrame, embedder: Any, cache: Any, image_embedder: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        self._check_fitted()
+        self._check_embedder(embedder)
+        need_emb = self.bank_.label_emb is not None or self.bank_.knn_sem is not None
+        data = self._bank_data(frame, embedder, cache, image_embedder, need_emb=need_emb)
+        scores = score_bank(self.bank_, data)
+        cand, feats, fused = candidate_features(scores, self.scorer_names_, self.label_info_, n_candidates=int(self.n_candidates))
+        if self.reranker_ is not None:
+            s = self.reranker_.predict_proba(feats.reshape(-1, feats.shape[-1]))[:, 1].reshape(cand.shape)
+        else:
+            s = np.take_along_axis(fused, cand, 1)
+        return self._calibrate(to_distribution(s, cand, fused)), data.emb
+
+    def predict(
+        self,
+        frame: pl.DataFrame,
+        *,
+        embedder: Any,
+        cache: Any,
+        image_embedder: Any = None,
+        top_k: int = 5,
+        hierarchy: str | None = None,
+    ) -> Prediction:
+        """Top-k labels with calibrated scores, and the chosen node after back-off (see `Prediction`).
+
+        ``hierarchy`` overrides the model's option for this call (``"backoff"`` or ``"leaf"``).
+        """
+        mode = hierarchy or self.hierarchy
+        if mode not in _HIERARCHY:
+            raise ConfigError(f"hierarchy={mode!r} is not valid; use 'backoff' or 'leaf'")
+        if top_k < 1:
+            raise ConfigError(f"top_k must be >= 1, got {top_k}")
+        n = frame.height
+        if n == 0:
+            e = np.zeros(0)
+            return Prediction(np.zeros((0, top_k), dtype=object), np.zeros((0, top_k)), e, e,
+                              np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool),
+                              np.zeros(0, dtype=object), e, np.zeros(0, dtype=bool))
+        p, emb = self._label_proba(frame, embedder, cache, image_embedder)
+        # label columns (+ one zero-shot column per row) at node positions
+        col_pos = np.tile(self.label_pos_, (n, 1))
+        probs = p
+        zs_mask = np.zeros(n, dtype=bool)
+        if self.zero_shot and self.zs_emb_ is not None and len(self.zs_pos_) and emb is not None:
+            zu = emb.astype(np.float64) @ self.zs_emb_.T.astype(np.float64)
+            best_u = zu.argmax(axis=1)
+            zt = emb.astype(np.float64) @ self.bank_.label_emb.T.astype(np.float64)  # type: ignore[union-attr]
+            gap = zu[np.arange(n), best_u] - zt.max(axis=1)
+            g = expit((gap - float(self.zero_shot_margin)) / float(self.zero_shot_temperature))
+            g = np.where(g < 1e-3, 0.0, g)
+            probs = np.column_stack([p * (1 - g)[:, None], g])
+            col_pos = np.column_stack([col_pos, self.zs_pos_[best_u]])
+        full = np.zeros((n, len(self.index_)))
+        rows = np.arange(n)
+        np.add.at(full, (np.repeat(rows, col_pos.shape[1]), col_pos.ravel()), probs.ravel())
+        node_scores = self.index_.aggregate_full(full)
+        order = np.argsort(-probs, axis=1, kind="stable")
+        kk = min(top_k, probs.shape[1])
+        top_cols = order[:, :kk]
+        top_pos = np.take_along_axis(col_pos, top_cols, 1)
+        ids = np.array(self.index_.ids, dtype=object)
+        category_ids = ids[top_pos]
+        scores = np.take_along_axis(probs, top_cols, 1)
+        if kk < top_k:  # fewer labels than top_k: pad with the best id and 0 score
+            pad = top_k - kk
+            category_ids = np.column_stack([category_ids, np.repeat(category_ids[:, :1], pad, 1)])
+            scores = np.column_stack([scores, np.zeros((n, pad))])
+        best_pos = top_pos[:, 0]
+        zs_mask = probs.shape[1] > len(self.label_pos_)
+        zero_shot = (top_cols[:, 0] == len(self.label_pos_)) if zs_mask else np.zeros(n, dtype=bool)
+        leaf_conf = node_scores[rows, best_pos]
+        if mode == "backoff":
+            thr = self.thresholds_.for_nodes(self.index_.ids)
+            chosen, backed = self.index_.backoff(node_scores, best_pos, thr)
+        else:
+            chosen, backed = best_pos, np.zeros(n, dtype=bool)
+        second = scores[:, 1] if scores.shape[1] > 1 else np.zeros(n)
+        return Prediction(
+            category_ids=category_ids,
+            scores=scores,
+            confidence=node_scores[rows, chosen],
+            margin=scores[:, 0] - second,
+            predicted_ids=ids[chosen],
+            predicted_depth=np.array(self.index_.depths, dtype=np.int64)[chosen],
+            backed_off=backed,
+            leaf_ids=ids[best_pos],
+            leaf_confidence=leaf_conf,
+            zero_shot=np.asarray(zero_shot, dtype=bool),
+        )
+
+    # ================================================================== persistence
+    def save(self, model_dir: str | Path) -> Path:
+        """Write ``model.joblib`` and ``manifest.json`` into ``model_dir`` (created if needed)."""
+        self._check_fitted()
+        d = Path(model_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        state = {"format": MODEL_FORMAT_VERSION, "params": self.get_params(), "fitted": {
+            k: v for k, v in self.__dict__.items() if k.endswith("_") and not k.startswith("__")
+        }}
+        state["fitted"]["index_"] = self.index_.to_state()
+        tmp = d / (_STATE_FILE + ".tmp")
+        joblib.dump(state, tmp, compress=3)
+        tmp.replace(d / _STATE_FILE)
+        (d / _MANIFEST_FILE).write_text(json.dumps(self.manifest(), indent=2, default=str))
+        return d
+
+    def manifest(self) -> dict[str, Any]:
+        """What ``manifest.json`` holds: versions, embedder, creation time, label counts, held-out figures."""
+        self._check_fitted()
+        return {
+            "format": MODEL_FORMAT_VERSION,
+            "version": self.version_,
+            "taxonomy_version": self.taxonomy_version_,
+            "taxonomy_source": self.taxonomy_source_,
+            "embedder": self.embedder_id_,
+            "image_embedder": self.image_embedder_id_ or None,
+            "created_at": self.created_at_,
+            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()},
+            "n_classes": len(self.classes_),
+            "label_counts": self.label_counts_,
+            "thresholds": self.thresholds_.to_dict(),
+            "fit_report": self.fit_report_,
+        }
+
+    @classmethod
+    def load(cls, model_dir: str | Path, *, embedder: Any = None) -> CategoryModel:
+        """Load a model written by `save`; with ``embedder`` given, check it is the one used in training."""
+        d = Path(model_dir)
+        state_path = d / _STATE_FILE
+        if not state_path.is_file():
+            raise ModelError(
+                f"no trained model at {d} ({_STATE_FILE} missing); train one: "
+                f"shelfwise train --taxonomy T --catalog LABELLED --model-dir {d}"
+            )
+        try:
+            state = joblib.load(state_path)
+        except Exception as exc:  # corrupt or foreign file
+            raise ModelError(f"model file {state_path} cannot be read ({exc}); retrain with shelfwise train") from exc
+        if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT_VERSION:
+            raise ModelError(
+                f"model {state_path} has format {state.get('format') if isinstance(state, dict) else '?'}, "
+                f"this shelfwise reads format {MODEL_FORMAT_VERSION}; retrain with shelfwise train"
+            )
+        model = cls(**state["params"])
+        fitted = dict(state["fitted"])
+        fitted["index_"] = NodeIndex.from_state(fitted["index_"])
+        model.__dict__.update(fitted)
+        if embedder is not None:
+            model._check_embedder(embedder)
+        return model

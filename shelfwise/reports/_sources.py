@@ -1,0 +1,326 @@
+"""Read everything a report needs, defensively: every source may be missing or empty.
+
+Each loader returns a frame (possibly empty, with the expected columns) and appends a plain-language
+note to ``RunInputs.missing`` when a source could not be read, so each report section can say what is
+missing instead of crashing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from shelfwise.errors import ConfigError
+from shelfwise.settings import Settings
+
+log = logging.getLogger("shelfwise.reports")
+
+PREDICTION_READ_COLUMNS = (
+    "sku_id", "category_id", "category_path", "confidence", "route", "current_category_path",
+    "taxonomy_version", "model_version", "predicted_depth", "margin", "source", "reason", "queue", "llm_status",
+    "content_hash",
+)
+
+DECISION_SCHEMA: dict[str, Any] = {
+    "id": pl.Int64, "item_id": pl.Int64, "sku_id": pl.String, "queue": pl.String, "reviewer": pl.String,
+    "decided_at": pl.Datetime("us"), "kind": pl.String, "category_id": pl.String, "category_path": pl.String,
+    "duration_ms": pl.Int64, "review_round": pl.Int64, "final": pl.Boolean, "shown_category_id": pl.String,
+    "shown_category_path": pl.String, "shown_confidence": pl.Float64, "current_category_path": pl.String,
+    "model_version": pl.String, "run_id": pl.String,
+}
+
+ITEM_SCHEMA: dict[str, Any] = {
+    "id": pl.Int64, "sku_id": pl.String, "queue": pl.String, "status": pl.String,
+    "created_at": pl.Datetime("us"), "updated_at": pl.Datetime("us"), "run_id": pl.String,
+    "current_category_path": pl.String, "suggested_category_id": pl.String, "suggested_category_path": pl.String,
+    "confidence": pl.Float64, "reviews_required": pl.Int64, "reviews_done": pl.Int64,
+    "final_kind": pl.String, "final_category_id": pl.String, "final_category_path": pl.String,
+}
+
+QUARANTINE_SCHEMA: dict[str, Any] = {
+    "file": pl.String, "row_number": pl.Int64, "sku_id": pl.String, "field": pl.String, "reason": pl.String,
+    "fix": pl.String, "severity": pl.String,
+}
+
+
+@dataclass
+class RunInputs:
+    """Everything read for one run's report. Frames are never None: empty means 'nothing there'."""
+
+    run_id: str
+    run_dir: Path
+    summary: dict[str, Any]
+    predictions: pl.DataFrame
+    quarantine: pl.DataFrame
+    previous_run_id: str | None
+    previous_summary: dict[str, Any] | None
+    previous_predictions: pl.DataFrame | None
+    catalog_state: pl.DataFrame
+    taxonomy: Any
+    decisions: pl.DataFrame
+    items: pl.DataFrame
+    labels: pl.DataFrame
+    queue_ok: bool
+    missing: dict[str, list[str]] = field(default_factory=dict)
+
+    def note(self, section: str, text: str) -> None:
+        self.missing.setdefault(section, []).append(text)
+
+
+def resolve_run_id(run_id: str, settings: Settings) -> str:
+    """``latest`` -> the newest run folder with a summary.json; otherwise the id itself (checked)."""
+    runs = settings.runs_dir
+    if run_id in ("", "latest"):
+        done = sorted(p.parent.name for p in runs.glob("*/summary.json")) if runs.is_dir() else []
+        if not done:
+            raise ConfigError(
+                f"report --run latest: no finished run in {runs} (no */summary.json); run `shelfwise run` or "
+                "`shelfwise classify` first, or pass --state-dir of the state folder that has the runs"
+            )
+        return done[-1]
+    if not (runs / run_id / "summary.json").is_file():
+        known = sorted(p.parent.name for p in runs.glob("*/summary.json"))[-5:] if runs.is_dir() else []
+        hint = f"; recent runs: {', '.join(known)}" if known else f"; {runs} has no finished run"
+        raise ConfigError(
+            f"report --run {run_id}: {runs / run_id / 'summary.json'} does not exist{hint}. "
+            "Pass an existing run id or `latest`"
+        )
+    return run_id
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"run summary {path} line {exc.lineno}: not valid JSON ({exc.msg}); the run did not finish cleanly, "
+            "re-run it or pick another run with --run"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"run summary {path}: expected a JSON object, found {type(data).__name__}; re-run the run")
+    return data
+
+
+def _read_predictions(path: str | Path | None, *, what: str, inputs_notes: list[str]) -> pl.DataFrame:
+    empty = pl.DataFrame(schema={c: pl.String for c in PREDICTION_READ_COLUMNS}).with_columns(
+        pl.col("confidence").cast(pl.Float64), pl.col("margin").cast(pl.Float64),
+        pl.col("predicted_depth").cast(pl.Int64),
+    )
+    if not path:
+        inputs_notes.append(f"{what}: the run summary names no predictions file")
+        return empty
+    p = Path(path)
+    if not p.is_file():
+        inputs_notes.append(f"{what}: predictions file {p} is missing")
+        return empty
+    try:
+        names = pl.read_parquet_schema(p)
+        cols = [c for c in PREDICTION_READ_COLUMNS if c in names]
+        df = pl.read_parquet(p, columns=cols)
+    except Exception as exc:  # a broken file must not stop the whole report
+        inputs_notes.append(f"{what}: predictions file {p} could not be read ({exc})")
+        return empty
+    for c in PREDICTION_READ_COLUMNS:
+        if c not in df.columns:
+            df = df.with_columns(pl.lit(None, dtype=empty.schema[c]).alias(c))
+    return df.with_columns(
+        pl.col("confidence").cast(pl.Float64, strict=False),
+        pl.col("margin").cast(pl.Float64, strict=False),
+        pl.col("predicted_depth").cast(pl.Int64, strict=False),
+    ).select(PREDICTION_READ_COLUMNS)
+
+
+def _read_quarantine(path: str | Path | None, notes: list[str]) -> pl.DataFrame:
+    empty = pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    if not path:
+        return empty
+    p = Path(path)
+    if not p.is_file():
+        return empty
+    rows = []
+    with p.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                notes.append(f"quarantine file {p} line {lineno} is not valid JSON and was left out")
+                continue
+            rows.append({k: (None if rec.get(k) is None else str(rec.get(k))) if k != "row_number"
+                         else _as_int(rec.get(k)) for k in QUARANTINE_SCHEMA})
+    return pl.DataFrame(rows, schema=QUARANTINE_SCHEMA) if rows else empty
+
+
+def _as_int(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _normalise(frame: Any, schema: dict[str, Any]) -> pl.DataFrame:
+    """Any frame-like (polars, pandas, list of dicts) -> polars with exactly ``schema``'s columns."""
+    if frame is None:
+        return pl.DataFrame(schema=schema)
+    if not isinstance(frame, pl.DataFrame):
+        try:
+            frame = pl.from_pandas(frame) if hasattr(frame, "to_numpy") and hasattr(frame, "iloc") else pl.DataFrame(frame)
+        except Exception:
+            return pl.DataFrame(schema=schema)
+    out = []
+    for name, dtype in schema.items():
+        if name in frame.columns:
+            col = pl.col(name)
+            if isinstance(dtype, pl.Datetime):
+                src = frame.schema[name]
+                if isinstance(src, pl.Datetime):
+                    col = col.dt.replace_time_zone(None) if src.time_zone else col
+                    col = col.cast(dtype)
+                else:
+                    col = col.cast(pl.String).str.to_datetime(strict=False, time_zone=None).cast(dtype)
+            else:
+                col = col.cast(dtype, strict=False)
+            out.append(col.alias(name))
+        else:
+            out.append(pl.lit(None, dtype=dtype).alias(name))
+    return frame.select(out)
+
+
+def _sqlite_missing(url: str) -> Path | None:
+    if url.startswith("sqlite:///"):
+        db = Path(url.removeprefix("sqlite:///"))
+        if not db.exists():
+            return db
+    return None
+
+
+def read_queue(settings: Settings, notes: list[str]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, bool]:
+    """Decisions (audit log), review items and human labels from the queue DB (never creates the DB)."""
+    decisions = pl.DataFrame(schema=DECISION_SCHEMA)
+    items = pl.DataFrame(schema=ITEM_SCHEMA)
+    labels = pl.DataFrame(schema={"sku_id": pl.String, "category_id": pl.String, "category_path": pl.String})
+    url = settings.queue_url or ""
+    missing_db = _sqlite_missing(url)
+    if missing_db is not None:
+        notes.append(f"no review queue database yet ({missing_db}): nothing has been queued or reviewed")
+        return decisions, items, labels, False
+    try:
+        from verification.store import QueueStore
+
+        store = QueueStore(url)
+    except Exception as exc:
+        notes.append(f"review queue at {_safe_url(url)} could not be opened ({type(exc).__name__}: {exc})")
+        return decisions, items, labels, False
+    ok = True
+    try:
+        decisions = _normalise(store.decisions_frame(), DECISION_SCHEMA)
+    except Exception as exc:
+        ok = False
+        notes.append(f"reviewer decisions could not be read from {_safe_url(url)} ({type(exc).__name__}: {exc})")
+    try:
+        items = _normalise(_items_frame(store, url), ITEM_SCHEMA)
+    except Exception as exc:
+        notes.append(f"review items could not be read from {_safe_url(url)} ({type(exc).__name__}: {exc})")
+    try:
+        raw = store.labels()
+        labels = _normalise(raw, {"sku_id": pl.String, "category_id": pl.String, "category_path": pl.String})
+    except Exception as exc:
+        notes.append(f"human labels could not be read from {_safe_url(url)} ({type(exc).__name__}: {exc})")
+    finally:
+        dispose = getattr(getattr(store, "engine", None), "dispose", None)
+        if callable(dispose):
+            dispose()
+    return decisions, items, labels, ok
+
+
+def _items_frame(store: Any, url: str) -> Any:
+    """The review items: the store's own export when it has one, else a read-only SELECT of the table."""
+    for name in ("items_frame", "review_items_frame", "items"):
+        fn = getattr(store, name, None)
+        if callable(fn):
+            try:
+                return fn()
+            except TypeError:
+                continue
+    import sqlalchemy as sa
+
+    engine = getattr(store, "engine", None) or sa.create_engine(url)
+    cols = ", ".join(ITEM_SCHEMA)
+    with engine.connect() as conn:
+        existing = {c["name"] for c in sa.inspect(conn).get_columns("review_items")}
+        cols = ", ".join(c for c in ITEM_SCHEMA if c in existing)
+        rows = conn.execute(sa.text(f"select {cols} from review_items")).mappings().all()
+    return pl.DataFrame([dict(r) for r in rows], infer_schema_length=None) if rows else None
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password (for messages)."""
+    try:
+        import sqlalchemy as sa
+
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+def read_taxonomy(summary: dict[str, Any], notes: list[str]) -> Any:
+    model_dir = summary.get("model_dir")
+    if not model_dir:
+        notes.append("the run summary names no model directory, so the taxonomy is unknown")
+        return None
+    try:
+        from shelfwise.pipeline import load_model_taxonomy
+
+        return load_model_taxonomy(Path(model_dir))
+    except Exception as exc:
+        notes.append(f"the taxonomy of model {model_dir} could not be loaded ({exc})")
+        return None
+
+
+def load_inputs(run_id: str, settings: Settings) -> RunInputs:
+    run_id = resolve_run_id(run_id, settings)
+    run_dir = settings.runs_dir / run_id
+    summary = read_summary(run_dir)
+    notes: dict[str, list[str]] = {}
+    vol: list[str] = []
+    predictions = _read_predictions(summary.get("predictions_path"), what="this run", inputs_notes=vol)
+    quarantine = _read_quarantine(summary.get("quarantine_path"), vol)
+    notes["volumes"] = vol
+    drift: list[str] = []
+    prev_id = summary.get("previous_run_id")
+    prev_summary = prev_pred = None
+    if prev_id and (settings.runs_dir / prev_id / "summary.json").is_file():
+        try:
+            prev_summary = read_summary(settings.runs_dir / prev_id)
+            prev_pred = _read_predictions(prev_summary.get("predictions_path"), what=f"previous run {prev_id}",
+                                          inputs_notes=drift)
+        except ConfigError as exc:
+            drift.append(str(exc))
+    elif prev_id:
+        drift.append(f"previous run {prev_id} has no summary.json any more (deleted?)")
+    else:
+        drift.append("this is the first run: no previous run to compare with")
+    notes["drift"] = drift
+    state_path = settings.state_dir / "catalog_state.parquet"
+    catalog_state = pl.read_parquet(state_path) if state_path.is_file() else pl.DataFrame(
+        schema={"sku_id": pl.String, "content_hash": pl.String, "last_seen_run": pl.String})
+    tax_notes: list[str] = []
+    taxonomy = read_taxonomy(summary, tax_notes)
+    notes["taxonomy"] = tax_notes
+    q_notes: list[str] = []
+    decisions, items, labels, ok = read_queue(settings, q_notes)
+    notes["queue"] = q_notes
+    return RunInputs(
+        run_id=run_id, run_dir=run_dir, summary=summary, predictions=predictions, quarantine=quarantine,
+        previous_run_id=prev_id, previous_summary=prev_summary, previous_predictions=prev_pred,
+        catalog_state=catalog_state, taxonomy=taxonomy, decisions=decisions, items=items, labels=labels,
+        queue_ok=ok, missing=notes,
+    )

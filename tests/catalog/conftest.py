@@ -1,0 +1,30 @@
+"""Fixtures for the catalog tests: the real Flipkart taxonomy and tables from ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+
+@pytest.fixture(scope="session")
+def flipkart_taxonomy(shared_data: Path):
+    from taxonomy import load_taxonomy
+
+    return load_taxonomy(shared_data / "taxonomies" / "flipkart_categories.txt")
+
+
+@pytest.fixture(scope="session")
+def flipkart_tidy(shared_data: Path) -> pl.DataFrame:
+    return pl.read_parquet(shared_data / "catalogs" / "flipkart.parquet")
+
+
+@pytest.fixture(scope="session")
+def flipkart_raw_path(shared_data: Path) -> Path:
+    return shared_data / "catalogs" / "flipkart_raw.csv"
+
+
+@pytest.fixture(scope="session")
+def specs_dir(repo_root: Path) -> Path:
+    return repo_root / "data" / "specs"

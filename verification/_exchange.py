@@ -1,0 +1,330 @@
+"""Export and import of final review decisions: CSV and Label Studio JSON.
+
+Label Studio JSON is the task export format (a list of tasks, each with ``data``, ``annotations`` and
+``predictions``; every annotation has a ``result`` list of regions ``{from_name, to_name, type, value}``).
+A decision is written as:
+
+- ``accept`` / ``choose``: a ``taxonomy`` region (``value.taxonomy = [[level1, level2, ...]]``, the path
+  split on `` > ``), plus a ``textarea`` region ``category_id`` carrying the taxonomy node id;
+- every kind: a ``choices`` region ``decision`` with the kind (``accept``, ``choose``, ``not_product``,
+  ``needs_data``).
+
+The model's suggestion goes into ``predictions`` (``model_version``, ``score``, a taxonomy region).
+:data:`LABEL_STUDIO_CONFIG` is a matching labeling config for a Label Studio project.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from shelfwise.errors import ConfigError
+from verification._errors import QueueStoreError
+
+__all__ = ["CSV_COLUMNS", "LABEL_STUDIO_CONFIG", "FORMATS", "write", "read"]
+
+SEP = " > "
+FORMATS = ("csv", "labelstudio")
+KINDS = ("accept", "choose", "not_product", "needs_data", "skip")
+
+CSV_COLUMNS = (
+    "sku_id",
+    "title",
+    "category_id",
+    "category_path",
+    "kind",
+    "reviewer",
+    "decided_at",
+    "previous_category_path",
+    "suggested_category_id",
+    "suggested_category_path",
+    "confidence",
+    "queue",
+    "note",
+    "duration_ms",
+    "content_hash",
+    "model_version",
+    "taxonomy_version",
+)
+
+LABEL_STUDIO_CONFIG = """<View>
+  <Header value="$title"/>
+  <Text name="text" value="$description"/>
+  <Choices name="decision" toName="text" choice="single" required="true">
+    <Choice value="accept"/><Choice value="choose"/><Choice value="not_product"/><Choice value="needs_data"/>
+  </Choices>
+  <Taxonomy name="category" toName="text" apiUrl="$taxonomy_url"/>
+  <TextArea name="category_id" toName="text" maxSubmissions="1"/>
+</View>
+"""
+
+
+def _fmt(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ConfigError(f"decision file format {fmt!r} is not known; use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def _iso(value: _dt.datetime | None) -> str | None:
+    return None if value is None else value.astimezone(_dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def write(records: Sequence[Mapping[str, Any]], path: Path, *, fmt: str) -> int:
+    """Write final decisions (rows of the decisions table joined with item fields)."""
+    fmt = _fmt(fmt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS))
+            writer.writeheader()
+            for r in records:
+                writer.writerow(
+                    {
+                        "sku_id": r["sku_id"],
+                        "title": r.get("title") or "",
+                        "category_id": r.get("category_id") or "",
+                        "category_path": r.get("category_path") or "",
+                        "kind": r["kind"],
+                        "reviewer": r["reviewer"],
+                        "decided_at": _iso(r.get("decided_at")) or "",
+                        "previous_category_path": r.get("current_category_path") or "",
+                        "suggested_category_id": r.get("shown_category_id") or "",
+                        "suggested_category_path": r.get("shown_category_path") or "",
+                        "confidence": "" if r.get("shown_confidence") is None else repr(r["shown_confidence"]),
+                        "queue": r.get("queue") or "",
+                        "note": r.get("note") or "",
+                        "duration_ms": "" if r.get("duration_ms") is None else r["duration_ms"],
+                        "content_hash": r.get("content_hash") or "",
+                        "model_version": r.get("model_version") or "",
+                        "taxonomy_version": r.get("taxonomy_version") or "",
+                    }
+                )
+        return len(records)
+    tasks = [_task(i, r) for i, r in enumerate(records, start=1)]
+    path.write_text(json.dumps(tasks, ensure_ascii=False, indent=1), encoding="utf-8")
+    return len(tasks)
+
+
+def _taxonomy_region(path: str, region_id: str) -> dict[str, Any]:
+    return {
+        "id": region_id,
+        "from_name": "category",
+        "to_name": "text",
+        "type": "taxonomy",
+        "origin": "manual",
+        "value": {"taxonomy": [[part.strip() for part in path.split(">")]]},
+    }
+
+
+def _task(task_id: int, r: Mapping[str, Any]) -> dict[str, Any]:
+    decided = _iso(r.get("decided_at"))
+    result: list[dict[str, Any]] = [
+        {
+            "id": f"d{r['id']}",
+            "from_name": "decision",
+            "to_name": "text",
+            "type": "choices",
+            "origin": "manual",
+            "value": {"choices": [r["kind"]]},
+        }
+    ]
+    if r.get("category_path"):
+        result.append(_taxonomy_region(r["category_path"], f"c{r['id']}"))
+    if r.get("category_id"):
+        result.append(
+            {
+                "id": f"i{r['id']}",
+                "from_name": "category_id",
+                "to_name": "text",
+                "type": "textarea",
+                "origin": "manual",
+                "value": {"text": [r["category_id"]]},
+            }
+        )
+    task: dict[str, Any] = {
+        "id": task_id,
+        "data": {
+            "sku_id": r["sku_id"],
+            "title": r.get("title"),
+            "description": r.get("description"),
+            "brand": r.get("brand"),
+            "image": r.get("image_path"),
+            "current_category_path": r.get("current_category_path"),
+            "suggested_category_id": r.get("shown_category_id"),
+            "suggested_category_path": r.get("shown_category_path"),
+            "confidence": r.get("shown_confidence"),
+            "queue": r.get("queue"),
+            "content_hash": r.get("content_hash"),
+            "model_version": r.get("model_version"),
+            "taxonomy_version": r.get("taxonomy_version"),
+        },
+        "annotations": [
+            {
+                "id": r["id"],
+                "completed_by": {"email": r["reviewer"]},
+                "result": result,
+                "was_cancelled": False,
+                "ground_truth": False,
+                "created_at": decided,
+                "updated_at": decided,
+                "lead_time": None if r.get("duration_ms") is None else r["duration_ms"] / 1000.0,
+                "task": task_id,
+                "meta": {"note": r.get("note") or ""},
+            }
+        ],
+        "predictions": [],
+    }
+    if r.get("shown_category_path"):
+        task["predictions"].append(
+            {
+                "model_version": r.get("model_version") or "",
+                "score": r.get("shown_confidence"),
+                "result": [_taxonomy_region(r["shown_category_path"], f"p{r['id']}")],
+            }
+        )
+    return task
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def read(path: Path, *, fmt: str, taxonomy: Any | None = None) -> list[dict[str, Any]]:
+    """Read decisions back; each record has sku_id, kind, category_id, category_path, reviewer, ... and ``where``."""
+    fmt = _fmt(fmt)
+    if not path.is_file():
+        raise QueueStoreError(f"decision file {path} does not exist; give the path of an exported CSV or JSON file")
+    records = _read_csv(path) if fmt == "csv" else _read_labelstudio(path)
+    for rec in records:
+        if rec["kind"] not in KINDS:
+            raise QueueStoreError(
+                f"{path} {rec['where']}: field 'kind' has unknown value {rec['kind']!r}; use one of {', '.join(KINDS)}"
+            )
+        if rec.get("category_path") and not rec.get("category_id") and taxonomy is not None:
+            node = taxonomy.find_path(rec["category_path"])
+            if node is not None:
+                rec["category_id"] = str(node.id)
+                rec["category_path"] = node.path
+    return records
+
+
+def _opt(value: Any) -> Any:
+    return None if value in (None, "") else value
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"sku_id", "kind"} - set(reader.fieldnames or [])
+        if missing:
+            raise QueueStoreError(
+                f"{path} line 1: missing column(s) {', '.join(sorted(missing))} (found {reader.fieldnames}); "
+                f"a decisions CSV needs at least sku_id, kind, category_id, category_path"
+            )
+        for line, row in enumerate(reader, start=2):
+            if not (row.get("sku_id") or "").strip():
+                raise QueueStoreError(f"{path} line {line}: field 'sku_id' is empty; fill it or delete the row")
+            duration = _opt(row.get("duration_ms"))
+            confidence = _opt(row.get("confidence"))
+            try:
+                duration_ms = None if duration is None else int(float(duration))
+                conf = None if confidence is None else float(confidence)
+            except ValueError as exc:
+                raise QueueStoreError(
+                    f"{path} line {line}: field 'duration_ms' or 'confidence' is not a number ({exc}); fix or clear it"
+                ) from None
+            out.append(
+                {
+                    "where": f"line {line}",
+                    "sku_id": row["sku_id"].strip(),
+                    "kind": (row.get("kind") or "").strip(),
+                    "category_id": _opt(row.get("category_id")),
+                    "category_path": _opt(row.get("category_path")),
+                    "reviewer": _opt(row.get("reviewer")),
+                    "decided_at": _opt(row.get("decided_at")),
+                    "title": _opt(row.get("title")),
+                    "previous_category_path": _opt(row.get("previous_category_path")),
+                    "suggested_category_id": _opt(row.get("suggested_category_id")),
+                    "suggested_category_path": _opt(row.get("suggested_category_path")),
+                    "confidence": conf,
+                    "queue": _opt(row.get("queue")),
+                    "note": _opt(row.get("note")),
+                    "duration_ms": duration_ms,
+                    "content_hash": _opt(row.get("content_hash")),
+                    "model_version": _opt(row.get("model_version")),
+                    "taxonomy_version": _opt(row.get("taxonomy_version")),
+                }
+            )
+    return out
+
+
+def _read_labelstudio(path: Path) -> list[dict[str, Any]]:
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise QueueStoreError(
+            f"{path} line {exc.lineno}: not valid JSON ({exc.msg}); export the project from Label Studio as JSON"
+        ) from None
+    if isinstance(tasks, dict):
+        tasks = [tasks]
+    if not isinstance(tasks, list):
+        raise QueueStoreError(f"{path}: expected a JSON list of Label Studio tasks, got {type(tasks).__name__}")
+    out: list[dict[str, Any]] = []
+    for index, task in enumerate(tasks):
+        where = f"task #{index + 1} (id {task.get('id')!r})" if isinstance(task, dict) else f"task #{index + 1}"
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            raise QueueStoreError(f"{path} {where}: a task needs a 'data' object with sku_id")
+        data = task["data"]
+        sku = data.get("sku_id")
+        if sku in (None, ""):
+            raise QueueStoreError(f"{path} {where}: data.sku_id is missing; every task must name its SKU")
+        annotations = [
+            a for a in task.get("annotations") or task.get("completions") or [] if not a.get("was_cancelled")
+        ]
+        if not annotations:
+            continue  # an unannotated task carries no decision
+        ann = max(annotations, key=lambda a: str(a.get("updated_at") or a.get("created_at") or ""))
+        kind, category_id, category_path = None, None, None
+        for region in ann.get("result") or []:
+            rtype, value = region.get("type"), region.get("value") or {}
+            if rtype == "choices" and region.get("from_name") == "decision" and value.get("choices"):
+                kind = str(value["choices"][0])
+            elif rtype == "taxonomy" and value.get("taxonomy"):
+                category_path = SEP.join(str(p) for p in value["taxonomy"][0])
+            elif rtype == "textarea" and region.get("from_name") == "category_id" and value.get("text"):
+                category_id = str(value["text"][0])
+        if kind is None:
+            kind = "choose" if category_path else None
+        if kind is None:
+            raise QueueStoreError(
+                f"{path} {where}: the annotation has neither a 'decision' choice nor a taxonomy selection; "
+                "label it in Label Studio or remove the task"
+            )
+        completed = ann.get("completed_by")
+        reviewer = completed.get("email") if isinstance(completed, dict) else completed
+        lead = ann.get("lead_time")
+        out.append(
+            {
+                "where": where,
+                "sku_id": str(sku),
+                "kind": kind,
+                "category_id": category_id,
+                "category_path": category_path,
+                "reviewer": None if reviewer is None else str(reviewer),
+                "decided_at": ann.get("updated_at") or ann.get("created_at"),
+                "title": data.get("title"),
+                "previous_category_path": data.get("current_category_path"),
+                "suggested_category_id": data.get("suggested_category_id"),
+                "suggested_category_path": data.get("suggested_category_path"),
+                "confidence": data.get("confidence"),
+                "queue": data.get("queue"),
+                "note": (ann.get("meta") or {}).get("note") if isinstance(ann.get("meta"), dict) else None,
+                "duration_ms": None if lead is None else int(round(float(lead) * 1000)),
+                "content_hash": data.get("content_hash"),
+                "model_version": data.get("model_version"),
+                "taxonomy_version": data.get("taxonomy_version"),
+            }
+        )
+    return out

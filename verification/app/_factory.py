@@ -1,0 +1,164 @@
+"""``create_app``: wire the store, the taxonomy, sessions, security headers and the routes (internal)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+import jinja2
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+
+from shelfwise.errors import ConfigError
+from verification.store import QueueStore
+
+from . import _api, _pages
+from ._auth import LoginRequired, login_url
+from ._common import AppState, render
+from ._taxonomy import load_service
+
+__all__ = ["create_app", "resolve_secret_key", "SECRET_ENV", "SECRET_FILE_NAME"]
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).resolve().parent
+SECRET_ENV = "SHELFWISE_REVIEW_SECRET"
+SECRET_FILE_NAME = "review_secret.key"
+SESSION_COOKIE = "shelfwise_review"
+SESSION_MAX_AGE = 12 * 3600
+_CSP = (
+    "default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+_TITLES = {401: "Please sign in", 403: "Not allowed", 404: "Not found", 405: "Not allowed", 409: "Conflict"}
+
+
+def resolve_secret_key(secret_key: str | None) -> str:
+    """The session signing key: the argument, else ``$SHELFWISE_REVIEW_SECRET``, else a key file.
+
+    The key file is ``$SHELFWISE_STATE_DIR/review_secret.key`` (default ``./.shelfwise``): created with
+    a random 256-bit key (mode 0600) on first start and reused afterwards, so sessions survive restarts.
+    """
+    if secret_key:
+        if len(secret_key) < 16:
+            raise ConfigError(
+                f"review app: secret_key is {len(secret_key)} characters long; use at least 16 random "
+                'characters, e.g. python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
+        return secret_key
+    from_env = os.environ.get(SECRET_ENV, "").strip()
+    if from_env:
+        return resolve_secret_key(from_env)
+    state_dir = Path(os.environ.get("SHELFWISE_STATE_DIR", ".shelfwise")).expanduser()
+    key_file = state_dir / SECRET_FILE_NAME
+    if key_file.is_file():
+        key = key_file.read_text(encoding="utf-8").strip()
+        if len(key) >= 16:
+            return key
+        raise ConfigError(f"review app: secret key file {key_file} holds fewer than 16 characters; delete it to get a new key")
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(32)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(key + "\n")
+    except OSError as exc:
+        raise ConfigError(
+            f"review app: cannot write the session key file {key_file} ({exc}); set {SECRET_ENV} or pass "
+            "secret_key, or make SHELFWISE_STATE_DIR writable"
+        ) from exc
+    log.info("review app: created session key file %s", key_file)
+    return key
+
+
+def _templates() -> Jinja2Templates:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+        autoescape=True,  # every {{ }} is HTML-escaped: product text is shown, never interpreted
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=False,
+    )
+    return Jinja2Templates(env=env)
+
+
+def create_app(
+    *,
+    db_url: str,
+    taxonomy_path: str,
+    extra_taxonomy_paths: list[str] | None = None,
+    secret_key: str | None = None,
+    image_root: str | None = None,
+    secure_cookies: bool = False,
+) -> FastAPI:
+    """Build the review web app.
+
+    ``db_url``: the queue store (``sqlite:///...`` or ``postgresql+psycopg://...``), upgraded to the
+    latest schema here. ``taxonomy_path``: the taxonomy reviewers choose from; ``extra_taxonomy_paths``:
+    the same taxonomy in other languages (same ids), searched too and shown as localized paths.
+    ``secret_key``: signs the session cookie (see :func:`resolve_secret_key` when ``None``).
+    ``image_root``: folder the product photos are served from (nothing outside it is ever served).
+    ``secure_cookies``: send the session cookie only over HTTPS (set it behind a TLS proxy).
+    """
+    root: Path | None = None
+    if image_root is not None:
+        root = Path(image_root).expanduser().resolve()
+        if not root.is_dir():
+            raise ConfigError(f"review app: image_root {image_root} is not a folder; pass the folder the image paths are relative to")
+    taxonomy = load_service(taxonomy_path, list(extra_taxonomy_paths or []))
+    store = QueueStore(db_url)
+    store.upgrade()
+
+    app = FastAPI(
+        title="shelfwise review",
+        version="1",
+        description=(
+            "Review queues of the nightly catalog classification. Authenticate with the session cookie from "
+            "`POST /login` (then send `X-CSRF-Token`, from `GET /api/me`, on every POST) or with HTTP basic "
+            "auth (no CSRF token needed)."
+        ),
+    )
+    app.state.review = AppState(store=store, taxonomy=taxonomy, templates=_templates(), image_root=root)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=resolve_secret_key(secret_key),
+        session_cookie=SESSION_COOKIE,
+        max_age=SESSION_MAX_AGE,
+        same_site="lax",
+        https_only=secure_cookies,
+    )
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response: Response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        path = request.url.path
+        if response.headers.get("content-type", "").startswith("text/html") and path not in ("/docs", "/redoc"):
+            response.headers.setdefault("Content-Security-Policy", _CSP)
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.exception_handler(LoginRequired)
+    async def _login_required(request: Request, exc: LoginRequired) -> Response:
+        return RedirectResponse(login_url(exc.next_url), status_code=303)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/api/") or request.url.path in ("/openapi.json",):
+            return await http_exception_handler(request, exc)
+        if exc.status_code == 401:
+            return RedirectResponse(login_url(request.url.path), status_code=303)
+        context = {"status_code": exc.status_code, "title": _TITLES.get(exc.status_code, "Error"), "detail": exc.detail}
+        return render(request, "error.html", context, status_code=exc.status_code)
+
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(_api.router)
+    app.include_router(_pages.router)
+    return app

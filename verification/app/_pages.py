@@ -1,0 +1,339 @@
+"""Server-rendered pages: login, queue list, item review, bulk accept, user management (internal)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+
+from verification._errors import InvalidDecisionError, ItemConflictError, ItemNotFoundError, QueueStoreError
+from verification._types import ItemView
+from verification.models import DecisionKind, ItemStatus, Role
+
+from ._auth import (
+    Principal,
+    anonymous_csrf,
+    page_admin,
+    page_admin_csrf,
+    page_user,
+    page_user_csrf,
+    principal,
+    rotate_session,
+    safe_next,
+)
+from ._common import (
+    QUEUE_LABELS,
+    QUEUE_ORDER,
+    UiFilters,
+    filter_query,
+    flash,
+    image_media_type,
+    parse_filters,
+    render,
+    resolve_image,
+    state,
+)
+from ._decide import DecisionRequest, apply_decision, claim_next, describe_decision, move_next
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+PER_PAGE = 50
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+MIN_PASSWORD = 8
+
+
+def _see_other(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def _form_str(form: Any, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+# ---- login / logout ----------------------------------------------------------------------------
+
+
+@router.get("/login")
+def login_page(request: Request, next: str | None = None) -> Response:
+    if principal(request) is not None:
+        return _see_other(safe_next(next))
+    return render(request, "login.html", {"next_url": safe_next(next), "error": None, "username": ""})
+
+
+@router.post("/login", dependencies=[Depends(anonymous_csrf)])
+async def login(request: Request) -> Response:
+    form = await request.form()
+    username = _form_str(form, "username").strip()
+    password = _form_str(form, "password")
+    next_url = safe_next(_form_str(form, "next"))
+    user = state(request).store.authenticate(username, password) if username and password else None
+    if user is None or not getattr(user, "is_active", True):
+        context = {"next_url": next_url, "error": "Wrong user name or password.", "username": username}
+        return render(request, "login.html", context, status_code=401)
+    rotate_session(request, user.username)
+    return _see_other(next_url)
+
+
+@router.post("/logout")
+def logout(request: Request, who: Principal = Depends(page_user_csrf)) -> Response:
+    rotate_session(request, None)
+    flash(request, "info", f"Signed out {who.username}.")
+    return _see_other("/login")
+
+
+# ---- queues ------------------------------------------------------------------------------------
+
+
+@router.get("/")
+def home(_: Principal = Depends(page_user)) -> Response:
+    return _see_other("/queues")
+
+
+def _queue_cards(counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    cards = []
+    for queue in QUEUE_ORDER:
+        by_status = counts.get(queue, {})
+        cards.append(
+            {
+                "name": str(queue),
+                "label": QUEUE_LABELS[queue],
+                "open": by_status.get(ItemStatus.OPEN, 0),
+                "claimed": by_status.get(ItemStatus.CLAIMED, 0),
+                "decided": by_status.get(ItemStatus.DECIDED, 0),
+            }
+        )
+    return cards
+
+
+@router.get("/queues")
+def queues_page(request: Request, who: Principal = Depends(page_user)) -> Response:
+    filters, problems = parse_filters(request.query_params)
+    for problem in problems:
+        flash(request, "error", problem)
+    try:
+        page = max(1, int(request.query_params.get("page", "1")))
+    except ValueError:
+        page = 1
+    store = state(request).store
+    items, total = store.list_items(filters.to_item_filter(), offset=(page - 1) * PER_PAGE, limit=PER_PAGE)
+    pages = max(1, math.ceil(total / PER_PAGE))
+    query = filter_query(filters)
+    context = {
+        "nav": "queues",
+        "queues": _queue_cards(store.queue_counts()),
+        "statuses": [*ItemStatus, "any"],
+        "filters": filters,
+        "filter_query": query,
+        "items": items,
+        "total": total,
+        "offset": (page - 1) * PER_PAGE,
+        "page": page,
+        "pages": pages,
+        "prev_url": f"/queues?{filter_query(filters, page=page - 1)}" if page > 1 else None,
+        "next_url": f"/queues?{filter_query(filters, page=page + 1)}" if page < pages else None,
+    }
+    return render(request, "queues.html", context)
+
+
+def _go_next(
+    request: Request, who: Principal, filters: UiFilters, *, exclude: int | None, move: bool = False
+) -> Response:
+    store = state(request).store
+    if move and exclude is not None:
+        item = move_next(store, who.username, filters, current=exclude)
+    else:
+        item = claim_next(store, who.username, filters, exclude=exclude)
+    if item is None:
+        where = QUEUE_LABELS.get(filters.queue or "", "the selected queues")
+        flash(request, "info", f"No more open items in {where} for these filters. Well done!")
+        return _see_other(f"/queues?{filter_query(filters)}")
+    return _see_other(f"/items/{item.id}?{filter_query(filters)}")
+
+
+@router.post("/queues/next")
+async def next_item(request: Request, who: Principal = Depends(page_user_csrf)) -> Response:
+    form = await request.form()
+    filters, _ = parse_filters(form)
+    after = _form_str(form, "after")
+    if after.isdigit():
+        return _go_next(request, who, filters, exclude=int(after), move=True)
+    return _go_next(request, who, filters, exclude=None)
+
+
+# ---- one item ----------------------------------------------------------------------------------
+
+
+def _item_or_404(request: Request, item_id: int) -> ItemView:
+    item = state(request).store.get_item(item_id)
+    if item is None:
+        raise HTTPException(404, f"review item {item_id} does not exist (it may have been removed)")
+    return item
+
+
+def _review_excerpts(text: str | None, *, limit: int = 5) -> list[str]:
+    if not text:
+        return []
+    parts = [p.strip() for p in re.split(r"\n\s*\n|\n| \| ", text) if p.strip()]
+    return parts[:limit]
+
+
+@router.get("/items/{item_id}")
+def item_page(request: Request, item_id: int, who: Principal = Depends(page_user)) -> Response:
+    item = _item_or_404(request, item_id)
+    app_state = state(request)
+    filters, _ = parse_filters(request.query_params)
+    if filters.queue is None:
+        filters = dataclasses.replace(filters, queue=item.queue)
+    counts = app_state.store.queue_counts().get(item.queue, {})
+    open_count = counts.get(ItemStatus.OPEN, 0) + counts.get(ItemStatus.CLAIMED, 0)
+    image = resolve_image(item, app_state.image_root)
+    context = {
+        "nav": "queues",
+        "item": item,
+        "filters": filters,
+        "filter_query": filter_query(filters),
+        "image_url": f"/items/{item.id}/image" if image is not None else None,
+        "candidates": [c for c in item.candidates if c.get("category_id")][:5],
+        "current_node": app_state.taxonomy.find_path(item.current_category_path),
+        "reviews": _review_excerpts(item.review_excerpt),
+        "position": f"{open_count} waiting in {QUEUE_LABELS.get(item.queue, item.queue)}",
+    }
+    return render(request, "item.html", context)
+
+
+@router.post("/items/{item_id}/decide")
+async def decide(request: Request, item_id: int, who: Principal = Depends(page_user_csrf)) -> Response:
+    form = await request.form()
+    filters, _ = parse_filters(form)
+    back = f"/items/{item_id}?{filter_query(filters)}"
+    raw = _form_str(form, "decision")
+    kind_text, _, category_id = raw.partition(":")
+    duration = _form_str(form, "duration_ms")
+    try:
+        kind = DecisionKind(kind_text)
+    except ValueError:
+        flash(request, "error", f"unknown decision {raw!r}; use the buttons on the page")
+        return _see_other(back)
+    decision = DecisionRequest(
+        kind=kind,
+        category_id=category_id or None,
+        note=_form_str(form, "note").strip()[:2000],
+        duration_ms=int(duration) if duration.isdigit() else None,
+    )
+    store = state(request).store
+    try:
+        item = _item_or_404(request, item_id)
+        result = apply_decision(store, state(request).taxonomy, item_id, who.username, decision)
+    except (InvalidDecisionError, ValueError) as exc:
+        flash(request, "error", str(exc))
+        return _see_other(back)
+    except ItemNotFoundError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except ItemConflictError as exc:
+        flash(request, "error", f"Not saved: {exc}")
+        return _go_next(request, who, filters, exclude=item_id)
+    except QueueStoreError as exc:
+        flash(request, "error", f"Not saved: {exc}")
+        return _see_other(back)
+    flash(request, "ok", describe_decision(item, result))
+    return _go_next(request, who, filters, exclude=item_id)
+
+
+@router.get("/items/{item_id}/image")
+def item_image(request: Request, item_id: int, _: Principal = Depends(page_user)) -> Response:
+    item = _item_or_404(request, item_id)
+    path = resolve_image(item, state(request).image_root)
+    if path is None:
+        raise HTTPException(404, f"review item {item_id} has no photo inside the image folder")
+    return FileResponse(path, media_type=image_media_type(path), headers={"Cache-Control": "private, max-age=3600"})
+
+
+# ---- bulk accept (admins) ----------------------------------------------------------------------
+
+
+def _bulk_filters(params: Any) -> UiFilters:
+    filters, _ = parse_filters(params)
+    return dataclasses.replace(filters, status=ItemStatus.OPEN)
+
+
+def _bulk_page(request: Request, filters: UiFilters, *, warning: str | None = None) -> Response:
+    store = state(request).store
+    items, total = store.list_items(filters.to_item_filter(), offset=0, limit=10)
+    context = {
+        "nav": "queues",
+        "filters": filters,
+        "filter_query": filter_query(filters),
+        "total": total,
+        "sample": items,
+        "description": filters.describe(),
+        "warning": warning,
+    }
+    return render(request, "bulk_confirm.html", context)
+
+
+@router.get("/bulk-accept")
+def bulk_accept_page(request: Request, _: Principal = Depends(page_admin)) -> Response:
+    filters = _bulk_filters(request.query_params)
+    if not filters.narrows():
+        flash(request, "error", "Bulk accept needs at least one filter (queue, category, reason, confidence or text).")
+        return _see_other("/queues")
+    return _bulk_page(request, filters)
+
+
+@router.post("/bulk-accept")
+async def bulk_accept(request: Request, who: Principal = Depends(page_admin_csrf)) -> Response:
+    form = await request.form()
+    filters = _bulk_filters(form)
+    if not filters.narrows():
+        flash(request, "error", "Bulk accept needs at least one filter (queue, category, reason, confidence or text).")
+        return _see_other("/queues")
+    store = state(request).store
+    _, total = store.list_items(filters.to_item_filter(), offset=0, limit=1)
+    expected = _form_str(form, "expected")
+    if not expected.isdigit() or int(expected) != total:
+        warning = f"The list changed while you looked at it: {total} items match now, not {expected or '?'}. Check again."
+        return _bulk_page(request, filters, warning=warning)
+    accepted = store.bulk_accept(filters.to_item_filter(), who.username)
+    flash(request, "ok", f"Accepted the suggestion for {accepted} item{'s' if accepted != 1 else ''} ({filters.describe()}).")
+    return _see_other(f"/queues?{filter_query(dataclasses.replace(filters, status=None))}")
+
+
+# ---- users (admins) ----------------------------------------------------------------------------
+
+
+@router.get("/admin/users")
+def users_page(request: Request, _: Principal = Depends(page_admin)) -> Response:
+    store = state(request).store
+    lister = getattr(store, "list_users", None)
+    users = list(lister()) if callable(lister) else None
+    return render(request, "admin_users.html", {"nav": "users", "users": users, "roles": list(Role)})
+
+
+@router.post("/admin/users")
+async def add_user(request: Request, who: Principal = Depends(page_admin_csrf)) -> Response:
+    form = await request.form()
+    username = _form_str(form, "username").strip()
+    password = _form_str(form, "password")
+    role_text = _form_str(form, "role") or Role.REVIEWER
+    if not USERNAME_RE.match(username):
+        flash(request, "error", f"user name {username!r} is not allowed; use 1-64 letters, digits or . _ @ -")
+    elif len(password) < MIN_PASSWORD:
+        flash(request, "error", f"the password for {username!r} is too short; use at least {MIN_PASSWORD} characters")
+    elif role_text not in set(Role):
+        flash(request, "error", f"unknown role {role_text!r}; roles are {', '.join(Role)}")
+    elif state(request).store.get_user(username) is not None:
+        flash(request, "error", f"user {username!r} already exists; pick another name")
+    else:
+        try:
+            state(request).store.add_user(username, password, role=Role(role_text))
+        except QueueStoreError as exc:
+            flash(request, "error", str(exc))
+        else:
+            flash(request, "ok", f"Added {role_text} {username!r}.")
+    return _see_other("/admin/users")

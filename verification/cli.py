@@ -1,0 +1,234 @@
+"""``shelfwise review ...``: the review app and queue tools (a typer sub-app, ``review_app``).
+
+    shelfwise review serve --taxonomy T [--extra-taxonomy T2] [--host 127.0.0.1] [--port 8000]
+    shelfwise review add-user NAME [--role reviewer|admin] [--password P] [--reset]
+    shelfwise review export --format csv|labelstudio --out PATH
+    shelfwise review import PATH --format csv|labelstudio --reviewer NAME [--taxonomy T]
+    shelfwise review stats
+    shelfwise review upgrade
+    shelfwise review release-expired
+
+Every command takes ``--db-url`` (default ``$SHELFWISE_QUEUE_URL`` or ``sqlite:///.shelfwise/queue.db``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from shelfwise.errors import ShelfwiseError
+
+__all__ = ["review_app"]
+
+review_app = typer.Typer(
+    name="review",
+    help="The merchandisers' review app and queue tools.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _default_url() -> str:
+    return os.environ.get("SHELFWISE_QUEUE_URL") or "sqlite:///.shelfwise/queue.db"
+
+
+DbUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db-url",
+        help="Queue database URL (default: $SHELFWISE_QUEUE_URL or sqlite:///.shelfwise/queue.db).",
+        show_default=False,
+    ),
+]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="File format: csv | labelstudio.")]
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Print shelfwise errors as one red line and exit 1 (no traceback for a user's mistake)."""
+    try:
+        yield
+    except ShelfwiseError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+def _store(db_url: str | None, *, upgrade: bool = True) -> Any:
+    from verification.store import QueueStore
+
+    store = QueueStore(db_url or _default_url())
+    if upgrade:
+        store.upgrade()
+    return store
+
+
+def _check_format(fmt: str) -> str:
+    fmt = fmt.strip().lower().replace("-", "").replace("_", "")
+    if fmt not in ("csv", "labelstudio"):
+        raise typer.BadParameter(f"{fmt!r} is not a known format; use csv or labelstudio", param_hint="--format")
+    return fmt
+
+
+@review_app.command("serve")
+def serve(
+    taxonomy: Annotated[Path, typer.Option("--taxonomy", "-t", help="Taxonomy reviewers choose categories from.")],
+    extra_taxonomy: Annotated[
+        list[Path] | None,
+        typer.Option("--extra-taxonomy", help="The same taxonomy in another language (same ids); repeatable."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on (put a TLS proxy in front for others).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    secret_key: Annotated[
+        str | None,
+        typer.Option(
+            "--secret-key", envvar="SHELFWISE_REVIEW_SECRET_KEY", help="Signs session cookies (default: generated)."
+        ),
+    ] = None,
+    image_root: Annotated[
+        Path | None, typer.Option("--image-root", help="Folder product image paths are relative to.")
+    ] = None,
+    db_url: DbUrlOpt = None,
+) -> None:
+    """Run the review web app (FastAPI + uvicorn)."""
+    with _errors():
+        import uvicorn
+
+        from verification.app import create_app
+
+        app = create_app(
+            db_url=db_url or _default_url(),
+            taxonomy_path=str(taxonomy),
+            extra_taxonomy_paths=[str(p) for p in extra_taxonomy or []],
+            secret_key=secret_key,
+            image_root=None if image_root is None else str(image_root),
+        )
+        typer.echo(f"review app on http://{host}:{port}/ (queue {db_url or _default_url()})")
+        uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+@review_app.command("add-user")
+def add_user(
+    username: Annotated[str, typer.Argument(help="Login name.")],
+    role: Annotated[str, typer.Option("--role", help="reviewer | admin.")] = "reviewer",
+    password: Annotated[
+        str | None, typer.Option("--password", help="Password (asked for, hidden, when absent).", show_default=False)
+    ] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="Change the password/role of an existing user.")] = False,
+    db_url: DbUrlOpt = None,
+) -> None:
+    """Create a review-app user (bcrypt-hashed password)."""
+    with _errors():
+        if password is None:
+            password = typer.prompt(f"password for {username}", hide_input=True, confirmation_prompt=True)
+        store = _store(db_url)
+        if reset and store.get_user(username) is not None:
+            store.set_password(username, password, role=role)
+            typer.echo(f"user {username} updated (role {role})")
+        else:
+            store.add_user(username, password, role=role)
+            typer.echo(f"user {username} added (role {role})")
+
+
+@review_app.command("export")
+def export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="File to write.")],
+    fmt: FormatOpt = "csv",
+    db_url: DbUrlOpt = None,
+) -> None:
+    """Export the final review decisions as CSV or Label Studio JSON."""
+    with _errors():
+        n = _store(db_url).export_decisions(out, fmt=_check_format(fmt))
+        typer.echo(f"{n} decisions written to {out}")
+
+
+@review_app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="CSV or Label Studio JSON export to read.")],
+    fmt: FormatOpt = "csv",
+    reviewer: Annotated[
+        str | None, typer.Option("--reviewer", help="Who imports (logged; default $USER).", show_default=False)
+    ] = None,
+    taxonomy: Annotated[
+        Path | None, typer.Option("--taxonomy", help="Resolves category paths without ids to taxonomy nodes.")
+    ] = None,
+    db_url: DbUrlOpt = None,
+) -> None:
+    """Import decisions (e.g. labelled in Label Studio) as final human decisions."""
+    with _errors():
+        tax = None
+        if taxonomy is not None:
+            from taxonomy import load_taxonomy
+
+            tax = load_taxonomy(taxonomy)
+        who = reviewer or os.environ.get("USER") or "import"
+        n = _store(db_url).import_decisions(path, fmt=_check_format(fmt), reviewer=who, taxonomy=tax)
+        typer.echo(f"{n} decisions imported from {path} (as {who})")
+
+
+@review_app.command("stats")
+def stats(db_url: DbUrlOpt = None) -> None:
+    """Queue sizes by status, human labels, and decisions per reviewer."""
+    from rich.console import Console
+    from rich.table import Table
+
+    with _errors():
+        store = _store(db_url)
+        console = Console()
+        counts = store.queue_counts()
+        table = Table(title="review queues")
+        statuses = ["open", "claimed", "decided"]
+        table.add_column("queue")
+        for s in statuses:
+            table.add_column(s, justify="right")
+        for queue, by_status in counts.items():
+            table.add_row(queue, *(str(by_status.get(s, 0)) for s in statuses))
+        table.add_row("total", *(str(sum(c.get(s, 0) for c in counts.values())) for s in statuses), style="bold")
+        console.print(table)
+        decisions = store.decisions_frame()
+        labels = store.labels()
+        console.print(f"human labels (accept/choose, for training): {labels.height}")
+        if decisions.is_empty():
+            console.print("no decisions yet")
+            return
+        import polars as pl
+
+        per = (
+            decisions.group_by("reviewer")
+            .agg(
+                pl.len().alias("decisions"),
+                (pl.col("kind") == "skip").sum().alias("skips"),
+                pl.col("duration_ms").median().alias("median_ms"),
+                pl.col("decided_at").max().alias("last"),
+            )
+            .sort("decisions", descending=True)
+        )
+        rt = Table(title="decisions per reviewer")
+        for col in ("reviewer", "decisions", "skips", "median s", "last (UTC)"):
+            rt.add_column(col, justify="left" if col == "reviewer" else "right")
+        for r in per.iter_rows(named=True):
+            median = "-" if r["median_ms"] is None else f"{r['median_ms'] / 1000:.1f}"
+            rt.add_row(r["reviewer"], str(r["decisions"]), str(r["skips"]), median, f"{r['last']:%Y-%m-%d %H:%M}")
+        console.print(rt)
+
+
+@review_app.command("upgrade")
+def upgrade(db_url: DbUrlOpt = None) -> None:
+    """Create or migrate the queue database schema (Alembic upgrade head)."""
+    with _errors():
+        store = _store(db_url, upgrade=False)
+        before = store.schema_revision()
+        store.upgrade()
+        typer.echo(f"queue schema at {store.schema_revision()} (was {before or 'empty'})")
+
+
+@review_app.command("release-expired")
+def release_expired(db_url: DbUrlOpt = None) -> None:
+    """Return claims whose lease expired to their queues."""
+    with _errors():
+        typer.echo(f"{_store(db_url).release_expired()} expired claims released")
+
