@@ -25,7 +25,10 @@ from verification.store import QueueStore
 
 
 def _frame(n: int) -> pl.DataFrame:
-    cands = [{"category_id": f"c{k}", "category_path": f"Toys > Games > Kind {k}", "score": 0.5 / (k + 1)} for k in range(5)]
+    cands = [
+        {"category_id": f"c{k}", "category_path": f"Toys > Games > Kind {k}", "score": 0.5 / (k + 1)}
+        for k in range(5)
+    ]
     return pl.DataFrame(
         {
             "sku_id": [f"sku-{i:07d}" for i in range(n)],
@@ -89,7 +92,9 @@ def run(url: str, *, items: int, workers: int, batch: int) -> dict[str, float]:
     if errors:
         raise errors[0]
     log = setup.decisions_frame()
-    assert log.height == items and log["item_id"].n_unique() == items, "an item was decided twice or not at all"
+    assert log.height == items and log["item_id"].n_unique() == items, (
+        "an item was decided twice or not at all"
+    )
     setup.close()
     return {
         "enqueue_rows_per_s": items / enqueue_s,
@@ -101,7 +106,9 @@ def run(url: str, *, items: int, workers: int, batch: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=8)
@@ -115,7 +122,9 @@ def main() -> None:
         admin = sa.create_engine(base, poolclass=sa.pool.NullPool)
         with admin.begin() as conn:
             conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        url = base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+        url = base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+            hide_password=False
+        )
 
         def cleanup() -> None:
             with admin.begin() as conn:

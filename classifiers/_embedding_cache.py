@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from classifiers.embedding import Embedder
     from classifiers.images import ImageEmbedder
 
-__all__ = ["EmbeddingCache", "CacheStats", "text_key", "ImageBatch"]
+__all__ = ["CacheStats", "EmbeddingCache", "ImageBatch", "text_key"]
 
 _SCHEMA_VERSION = 1
 _LOOKUP_CHUNK = 500  # well under SQLite's bound-variable limit
@@ -99,19 +99,19 @@ class EmbeddingCache:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-                )
+                conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
                 conn.execute(
                     "CREATE TABLE IF NOT EXISTS models (id INTEGER PRIMARY KEY, model_id TEXT NOT NULL UNIQUE,"
                     " dim INTEGER NOT NULL, dtype TEXT NOT NULL)"
                 )
                 conn.execute(
-                    "CREATE TABLE IF NOT EXISTS embeddings (model INTEGER NOT NULL, key BLOB NOT NULL,"
-                    " vec BLOB NOT NULL, PRIMARY KEY (model, key)) WITHOUT ROWID"
+                    # a rowid table (not WITHOUT ROWID): 1.5 KB blobs pack twice as densely this way
+                    "CREATE TABLE IF NOT EXISTS embeddings (id INTEGER PRIMARY KEY, model INTEGER NOT NULL,"
+                    " key BLOB NOT NULL, vec BLOB NOT NULL, UNIQUE (model, key))"
                 )
                 conn.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(_SCHEMA_VERSION),)
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(_SCHEMA_VERSION),),
                 )
                 row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
                 conn.execute("COMMIT")
@@ -138,7 +138,7 @@ class EmbeddingCache:
             conn.close()
             self._local.conn = None
 
-    def __enter__(self) -> EmbeddingCache:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -246,9 +246,9 @@ class EmbeddingCache:
                     f"(finite: {bool(np.isfinite(vectors).all())}) for {len(chunk)} inputs; "
                     f"expected ({len(chunk)}, {dim}) finite values"
                 )
-            rows = range(len(chunk)) if keep is None else np.flatnonzero(keep)
+            rows = list(range(len(chunk))) if keep is None else [int(i) for i in np.flatnonzero(keep)]
             stored = vectors.astype(self._dtype)
-            self._store(model, [chunk[i] for i in rows], stored[list(rows)])
+            self._store(model, [chunk[i] for i in rows], stored[rows])
             for i in rows:
                 found[chunk[i]] = stored[i]
             with self._lock:

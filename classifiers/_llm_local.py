@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 from shelfwise.errors import ConfigError, TransientServiceError
 

@@ -169,7 +169,13 @@ def prompt_hash(model: str, question: Question, mode: OutputMode) -> str:
 
 
 def request_body(
-    question: Question, *, model: str, mode: OutputMode, max_tokens: int, logprobs: bool
+    question: Question,
+    *,
+    model: str,
+    mode: OutputMode,
+    max_tokens: int,
+    logprobs: bool,
+    max_tokens_key: str = "max_tokens",
 ) -> dict[str, Any]:
     """Keyword arguments for ``chat.completions.create`` (also the body of a Batch API line)."""
     schema = question.schema()
@@ -177,7 +183,7 @@ def request_body(
         "model": model,
         "messages": question.messages,
         "temperature": 0,
-        "max_tokens": max_tokens,
+        max_tokens_key: max_tokens,
     }
     if logprobs:
         body["logprobs"] = True
@@ -360,8 +366,8 @@ def parse_answer(raw: RawAnswer, question: Question, *, known_ids: Any) -> Parse
     number = int(value) if not isinstance(value, str) else int(value.strip())
     if number == 0:
         return Parsed(True, 0, None, reason, data=data)
-    opt = question.option(number)
-    if opt is None:
+    picked = question.option(number)
+    if picked is None:
         return Parsed(
             False,
             error="unknown_category",
@@ -369,6 +375,7 @@ def parse_answer(raw: RawAnswer, question: Question, *, known_ids: Any) -> Parse
             data=data,
             detail=f"choice {number} is not one of the options 0..{question.max_choice}",
         )
+    opt = picked
     if opt.category_id not in known_ids:  # defensive: options come from the taxonomy
         return Parsed(
             False, error="unknown_category", reason=reason, data=data, detail=f"{opt.category_id!r} unknown"

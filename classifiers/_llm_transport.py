@@ -92,6 +92,8 @@ def unsupported_feature(status_code: int, body_text: str, sent: dict[str, Any]) 
     if status_code not in (400, 422, 500, 501):
         return None
     low = body_text.lower()
+    if "max_tokens" in sent and "max_completion_tokens" in low:
+        return "max_tokens"
     if "response_format" in sent and any(
         w in low for w in ("response_format", "json_schema", "json schema", "json_object", "schema")
     ):

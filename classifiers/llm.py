@@ -255,7 +255,8 @@ def gate(confidence: Any, margin: Any, *, settings: LLMSettings) -> np.ndarray:
         )
     with np.errstate(invalid="ignore"):
         out = (conf < settings.confidence_below) | (marg < settings.margin_below)
-    return out | np.isnan(conf) | np.isnan(marg)
+    mask: np.ndarray = out | np.isnan(conf) | np.isnan(marg)
+    return mask
 
 
 @dataclass
@@ -343,6 +344,8 @@ class LLMArbiter:
         self._latencies: list[float] = []
         self._reserved = 0
         self._logprobs = settings.logprobs
+        self._max_tokens_key = "max_tokens"
+        self._mode_saved = False
         self._endpoint_key = f"{settings.base_url or 'client'}|{settings.model}"
         fixed = settings.output_mode
         if fixed is OutputMode.AUTO:
@@ -430,12 +433,12 @@ class LLMArbiter:
         if y.min() == y.max():
             cal: dict[str, Any] = {"method": "constant", "value": float(y.mean())}
         elif method == "isotonic":
-            from sklearn.isotonic import IsotonicRegression
+            from sklearn.isotonic import IsotonicRegression  # type: ignore[import-untyped]
 
             iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(x, y)
             cal = {"method": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
         else:
-            from sklearn.linear_model import LogisticRegression
+            from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
             lr = LogisticRegression(C=1e6).fit(x.reshape(-1, 1), y.astype(int))
             cal = {"method": "platt", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
@@ -675,10 +678,15 @@ class LLMArbiter:
                 mode=mode,
                 max_tokens=self.settings.max_tokens,
                 logprobs=self._logprobs,
+                max_tokens_key=self._max_tokens_key,
             )
             try:
                 result = caller.create(body, est_tokens=est)
             except UnsupportedOutputModeError as exc:
+                if exc.feature == "max_tokens":
+                    with self._lock:
+                        self._max_tokens_key = "max_completion_tokens"
+                    continue
                 if exc.feature == "logprobs":
                     with self._lock:
                         if self._logprobs:
@@ -708,7 +716,7 @@ class LLMArbiter:
                 continue
             if auto:
                 with self._lock:
-                    remember = self.stats.mode != str(mode) or not getattr(self, "_mode_saved", False)
+                    remember = self.stats.mode != str(mode) or not self._mode_saved
                     self.stats.mode = str(mode)
                     self._mode_saved = True
                 if remember:
@@ -820,7 +828,12 @@ class LLMArbiter:
                 {
                     "custom_id": cid,
                     "body": request_body(
-                        q, model=s.model, mode=mode, max_tokens=s.max_tokens, logprobs=self._logprobs
+                        q,
+                        model=s.model,
+                        mode=mode,
+                        max_tokens=s.max_tokens,
+                        logprobs=self._logprobs,
+                        max_tokens_key=self._max_tokens_key,
                     ),
                 }
                 for cid, (job, q) in waiting.items()

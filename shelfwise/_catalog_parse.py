@@ -17,14 +17,12 @@ from typing import Any
 CANONICAL_SEPARATOR = " > "
 
 _AUTO_SEP_RE = re.compile(r"\s*>>?\s*")
-_WS_RE = re.compile(r"\s+")
 # Ruby's hash-rocket after a quoted key, and Ruby's nil.
 _RUBY_ROCKET_RE = re.compile(r'"\s*=>\s*')
 _RUBY_NIL_RE = re.compile(r"(?<=:\s)nil(?=\s*[,}\]])")
 _RUBY_PAIR_RE = re.compile(r'"key"=>"((?:[^"\\]|\\.)*)",\s*"value"=>"((?:[^"\\]|\\.)*)"')
-# A price: optional currency words/symbols, a number with thousands commas, optional trailing words.
-_PRICE_RE = re.compile(r"^[^\d+\-.]*?([-+]?(?:\d[\d,\s]*)?\d(?:\.\d+)?|[-+]?\.\d+)[^\d]*$")
-_CURRENCY_CHARS = set("₹$£€¥")
+# A number with optional thousands commas/spaces and decimals (used to read prices written as text).
+_NUMBER_RE = re.compile(r"[-+]?\d(?:[\d,]|\s(?=\d))*(?:\.\d+)?|[-+]?\.\d+")
 
 
 def is_blank(value: str | None) -> bool:
@@ -38,7 +36,7 @@ def split_category(text: str, separator: str | None) -> list[str]:
         parts = _AUTO_SEP_RE.split(text)
     else:
         parts = text.split(separator.strip())
-    return [_WS_RE.sub(" ", p).strip() for p in parts if p.strip()]
+    return [" ".join(p.split()) for p in parts if p.strip()]
 
 
 def parse_category(value: str | None, *, fmt: str, separator: str | None) -> tuple[str | None, str | None]:
@@ -81,9 +79,10 @@ def parse_number(value: str | None) -> tuple[float | None, str | None]:
         if math.isinf(number):
             return None, "not a finite number"
         return number, None
-    match = _PRICE_RE.match(text)
-    if match:
-        digits = re.sub(r"[,\s]", "", match.group(1))
+    # currency words/symbols around exactly one number: "Rs. 1,899", "₹449.50", "1899 INR"
+    numbers = _NUMBER_RE.findall(text)
+    if len(numbers) == 1:
+        digits = re.sub(r"[,\s]", "", numbers[0])
         try:
             return float(digits), None
         except ValueError:
@@ -95,8 +94,8 @@ def parse_number(value: str | None) -> tuple[float | None, str | None]:
 def _pairs_text(pairs: Iterable[tuple[str | None, Any]]) -> str | None:
     parts = []
     for key, val in pairs:
-        val_text = "" if val is None else _WS_RE.sub(" ", str(val)).strip()
-        key_text = "" if key is None else _WS_RE.sub(" ", str(key)).strip()
+        val_text = "" if val is None else " ".join(str(val).split())
+        key_text = "" if key is None else " ".join(str(key).split())
         if key_text and val_text:
             parts.append(f"{key_text}: {val_text}")
         elif val_text:
@@ -187,7 +186,7 @@ HASH_FIELDS: tuple[str, ...] = ("title", "description", "brand", "attributes", "
 def normalise_text(value: str | None) -> str:
     if value is None:
         return ""
-    return _WS_RE.sub(" ", unicodedata.normalize("NFKC", value)).strip()
+    return " ".join(unicodedata.normalize("NFKC", value).split())
 
 
 def hash_values(values: Sequence[str | None]) -> str:

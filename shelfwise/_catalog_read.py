@@ -216,8 +216,7 @@ class SourceFile:
                 yield SourceBatch(frame=_stringify(chunk), raw_rows=_positions_getter(chunk))
         except pl.exceptions.PolarsError as exc:
             raise CatalogError(
-                f"catalog {self.path}: reading failed part-way: {exc}; fix: repair the file (e.g. a row with "
-                "the wrong number of fields or an unclosed quote) or check `csv.separator` in the spec"
+                f"catalog {self.path}: reading failed part-way: {exc}; fix: {_read_fix(str(exc))}"
             ) from exc
 
     def _iter_jsonl(self) -> Iterator[SourceBatch]:
@@ -249,6 +248,18 @@ class SourceFile:
                 yield _jsonl_batch(records, rows, bad)
                 if len(records) < self.batch_size:
                     return
+
+
+def _read_fix(message: str) -> str:
+    if "utf-8" in message.lower() or "utf8" in message.lower():
+        return (
+            "the file is not UTF-8: set `csv.encoding` in the catalog spec (e.g. --map encoding=latin-1 "
+            "or cp1252)"
+        )
+    return (
+        "repair the file (e.g. a row with the wrong number of fields or an unclosed quote) or check "
+        "`csv.separator` in the spec (--map separator=;)"
+    )
 
 
 def _jsonl_batch(

@@ -146,8 +146,14 @@ def image_name(ref: str | None) -> str | None:
 
 
 class ImageResolver:
+    """Image reference -> absolute path of an existing file, else ``None`` (counted in ``missing``).
+
+    One ``stat`` per image; the root is made absolute once (symlinks inside it are not resolved).
+    """
+
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root = os.path.abspath(root)
         self.missing = 0
         self.example: str | None = None
 
@@ -155,13 +161,13 @@ class ImageResolver:
         if ref is None:
             return None
         if "://" in ref:
-            candidate = self.root / ref.rsplit("/", 1)[-1].split("?", 1)[0]
+            candidate = os.path.join(self._root, image_name(ref) or "")
         else:
-            candidate = Path(ref) if os.path.isabs(ref) else self.root / ref
-        if candidate.is_file():
-            return str(candidate.resolve())
+            candidate = os.path.normpath(os.path.join(self._root, ref))  # an absolute ref stays as it is
+        if os.path.isfile(candidate):
+            return candidate
         self.missing += 1
-        self.example = self.example or str(candidate)
+        self.example = self.example or candidate
         return None
 
 
@@ -206,9 +212,12 @@ def canonical_batch(
     nulls = spec.null_values
     rows = frame.get_column(ROW).to_list()
     sku = clean_text(source_column(frame, src["sku_id"], nulls))
+    # title and brand are one-liners (whitespace runs -> one space); the description keeps its lines
     text_cols = {
-        name: clean_text(source_column(frame, src[name], nulls)) for name in ("title", "description", "brand")
+        name: clean_text(source_column(frame, src[name], nulls).str.replace_all(r"\s+", " "))
+        for name in ("title", "brand")
     }
+    text_cols["description"] = clean_text(source_column(frame, src["description"], nulls))
     own_reviews = clean_text(source_column(frame, src["review_text"], nulls))
 
     # category: per-shard cache (values repeat a lot in real catalogs)

@@ -378,7 +378,7 @@ def classify_frame(shard: pl.DataFrame, res: Resources, *, run_id: str) -> tuple
     thresholds = (
         np.full(n, s.auto_threshold) if s.auto_threshold is not None else res.model.thresholds_.for_nodes(cat_ids)
     )
-    sus_t = np.full(n, s.suspect_threshold) if s.suspect_threshold is not None else thresholds
+    sus_t = np.full(n, s.suspect_threshold) if s.suspect_threshold is not None else np.maximum(thresholds, 0.5)
     current = shard.get_column("category_path").to_list()
     current_known = [c is None or tax.find_path(c) is not None for c in current]
     candidates = _candidates(pred.category_ids, pred.scores, tax)
@@ -417,8 +417,16 @@ def classify_frame(shard: pl.DataFrame, res: Resources, *, run_id: str) -> tuple
                 elif status not in ("skipped_no_endpoint", "skipped_budget"):
                     llm_failed[i] = True
 
-    routing = route(confidence, thresholds, cat_paths, current, suspect_thresholds=sus_t, current_known=current_known)
-    routes, queues, reasons = list(routing.route), list(routing.queue), list(routing.reason)
+    support = np.array([
+        max((c["score"] for c in cands if cur and paths_agree(c["category_path"], cur)), default=0.0)
+        for cands, cur in zip(candidates, current, strict=True)
+    ])
+    routing = route(confidence, thresholds, cat_paths, current, suspect_thresholds=sus_t,
+                    current_known=current_known, current_support=support,
+                    max_current_support=s.max_current_support)
+    routes = [str(r) for r in routing.route]
+    queues = [str(q) if q else None for q in routing.queue]
+    reasons = list(routing.reason)
     for i in np.flatnonzero(llm_failed):
         if routes[i] == "review":
             queues[i] = QueueName.LLM_FAILED

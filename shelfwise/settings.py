@@ -46,7 +46,11 @@ class Settings(BaseSettings):
         None, ge=0.0, le=1.0, description="Fixed confidence threshold for auto-accept; default: the model's tuned per-node thresholds."
     )
     suspect_threshold: float | None = Field(
-        None, ge=0.0, le=1.0, description="Confidence a prediction needs to flag the current category as suspect (default: the auto threshold)."
+        None, ge=0.0, le=1.0, description="Confidence a prediction needs to flag the current category as suspect (default: max(auto threshold, 0.5))."
+    )
+    max_current_support: float = Field(
+        0.05, ge=0.0, le=1.0,
+        description="A current category still scoring above this (best candidate on its branch) is not called suspect; a disagreement goes to review instead.",
     )
     audit_rate: float = Field(0.01, ge=0.0, le=1.0, description="Share of auto-accepted items sampled into the audit queue.")
     queue_capacity: QueueCapacity = Field(default_factory=QueueCapacity)

@@ -14,7 +14,7 @@ from alembic.script import ScriptDirectory
 
 from shelfwise.errors import ConfigError
 
-__all__ = ["MIGRATIONS_DIR", "make_engines", "alembic_config", "run_upgrade", "current_revision", "utcnow"]
+__all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "make_engines", "run_upgrade", "utcnow"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -47,7 +47,9 @@ def make_engines(url: str) -> tuple[sa.Engine, sa.Engine]:
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}}
+        kwargs: dict[str, Any] = {
+            "connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+        }
         if not database or database == ":memory:":
             kwargs["poolclass"] = sa.pool.StaticPool
         engine = sa.create_engine(parsed, **kwargs)

@@ -1,17 +1,17 @@
 """Errors of the queue store. All derive from :class:`shelfwise.errors.ShelfwiseError`.
 
-    ShelfwiseError
-     └── QueueStoreError          the queue store refused an operation (message says why and the fix)
-          ├── ItemNotFoundError   no review item has that id
-          ├── ItemConflictError   the item is claimed by someone else, already decided, or needs another reviewer
-          └── InvalidDecisionError the decision is incomplete (e.g. ``choose`` without a category)
+ShelfwiseError
+ └── QueueStoreError          the queue store refused an operation (message says why and the fix)
+      ├── ItemNotFoundError   no review item has that id
+      ├── ItemConflictError   the item is claimed by someone else, already decided, or needs another reviewer
+      └── InvalidDecisionError the decision is incomplete (e.g. ``choose`` without a category)
 """
 
 from __future__ import annotations
 
 from shelfwise.errors import ShelfwiseError
 
-__all__ = ["QueueStoreError", "ItemNotFoundError", "ItemConflictError", "InvalidDecisionError"]
+__all__ = ["InvalidDecisionError", "ItemConflictError", "ItemNotFoundError", "QueueStoreError"]
 
 
 class QueueStoreError(ShelfwiseError):

@@ -25,7 +25,7 @@ from typing import Any
 from shelfwise.errors import ConfigError
 from verification._errors import QueueStoreError
 
-__all__ = ["CSV_COLUMNS", "LABEL_STUDIO_CONFIG", "FORMATS", "write", "read"]
+__all__ = ["CSV_COLUMNS", "FORMATS", "LABEL_STUDIO_CONFIG", "read", "write"]
 
 SEP = " > "
 FORMATS = ("csv", "labelstudio")
@@ -94,7 +94,9 @@ def write(records: Sequence[Mapping[str, Any]], path: Path, *, fmt: str) -> int:
                         "previous_category_path": r.get("current_category_path") or "",
                         "suggested_category_id": r.get("shown_category_id") or "",
                         "suggested_category_path": r.get("shown_category_path") or "",
-                        "confidence": "" if r.get("shown_confidence") is None else repr(r["shown_confidence"]),
+                        "confidence": ""
+                        if r.get("shown_confidence") is None
+                        else repr(r["shown_confidence"]),
                         "queue": r.get("queue") or "",
                         "note": r.get("note") or "",
                         "duration_ms": "" if r.get("duration_ms") is None else r["duration_ms"],
@@ -194,7 +196,9 @@ def read(path: Path, *, fmt: str, taxonomy: Any | None = None) -> list[dict[str,
     """Read decisions back; each record has sku_id, kind, category_id, category_path, reviewer, ... and ``where``."""
     fmt = _fmt(fmt)
     if not path.is_file():
-        raise QueueStoreError(f"decision file {path} does not exist; give the path of an exported CSV or JSON file")
+        raise QueueStoreError(
+            f"decision file {path} does not exist; give the path of an exported CSV or JSON file"
+        )
     records = _read_csv(path) if fmt == "csv" else _read_labelstudio(path)
     for rec in records:
         if rec["kind"] not in KINDS:
@@ -225,7 +229,9 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
             )
         for line, row in enumerate(reader, start=2):
             if not (row.get("sku_id") or "").strip():
-                raise QueueStoreError(f"{path} line {line}: field 'sku_id' is empty; fill it or delete the row")
+                raise QueueStoreError(
+                    f"{path} line {line}: field 'sku_id' is empty; fill it or delete the row"
+                )
             duration = _opt(row.get("duration_ms"))
             confidence = _opt(row.get("confidence"))
             try:
@@ -270,10 +276,14 @@ def _read_labelstudio(path: Path) -> list[dict[str, Any]]:
     if isinstance(tasks, dict):
         tasks = [tasks]
     if not isinstance(tasks, list):
-        raise QueueStoreError(f"{path}: expected a JSON list of Label Studio tasks, got {type(tasks).__name__}")
+        raise QueueStoreError(
+            f"{path}: expected a JSON list of Label Studio tasks, got {type(tasks).__name__}"
+        )
     out: list[dict[str, Any]] = []
     for index, task in enumerate(tasks):
-        where = f"task #{index + 1} (id {task.get('id')!r})" if isinstance(task, dict) else f"task #{index + 1}"
+        where = (
+            f"task #{index + 1} (id {task.get('id')!r})" if isinstance(task, dict) else f"task #{index + 1}"
+        )
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
             raise QueueStoreError(f"{path} {where}: a task needs a 'data' object with sku_id")
         data = task["data"]
@@ -321,7 +331,7 @@ def _read_labelstudio(path: Path) -> list[dict[str, Any]]:
                 "confidence": data.get("confidence"),
                 "queue": data.get("queue"),
                 "note": (ann.get("meta") or {}).get("note") if isinstance(ann.get("meta"), dict) else None,
-                "duration_ms": None if lead is None else int(round(float(lead) * 1000)),
+                "duration_ms": None if lead is None else round(float(lead) * 1000),
                 "content_hash": data.get("content_hash"),
                 "model_version": data.get("model_version"),
                 "taxonomy_version": data.get("taxonomy_version"),

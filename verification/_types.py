@@ -8,7 +8,7 @@ from typing import Any
 
 from verification.models import Role
 
-__all__ = ["ItemFilter", "ItemView", "EnqueueResult", "DecisionResult", "User"]
+__all__ = ["DecisionResult", "EnqueueResult", "ItemFilter", "ItemView", "User"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,9 @@ class ItemView:
     @property
     def awaiting_second_review(self) -> bool:
         """True when a first reviewer disagreed and a second, different reviewer must decide."""
-        return self.status != "decided" and self.reviews_done > 0 and self.reviews_done < self.reviews_required
+        return (
+            self.status != "decided" and self.reviews_done > 0 and self.reviews_done < self.reviews_required
+        )
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,8 @@ class EnqueueResult:
         """Items now open per queue from this run (inserted + updated + unchanged)."""
         keys = set(self.inserted) | set(self.updated) | set(self.unchanged)
         return {
-            q: self.inserted.get(q, 0) + self.updated.get(q, 0) + self.unchanged.get(q, 0) for q in sorted(keys)
+            q: self.inserted.get(q, 0) + self.updated.get(q, 0) + self.unchanged.get(q, 0)
+            for q in sorted(keys)
         }
 
     def as_dict(self) -> dict[str, dict[str, int]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,7 +46,16 @@ DbUrlOpt = Annotated[
         show_default=False,
     ),
 ]
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="File format: csv | labelstudio.")]
+
+
+class FileFormat(StrEnum):
+    """Decision file formats."""
+
+    CSV = "csv"
+    LABELSTUDIO = "labelstudio"
+
+
+FormatOpt = Annotated[FileFormat, typer.Option("--format", "-f", help="File format.")]
 
 
 @contextmanager
@@ -58,35 +68,38 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-def _store(db_url: str | None, *, upgrade: bool = True) -> Any:
+@contextmanager
+def _store(db_url: str | None, *, upgrade: bool = True) -> Iterator[Any]:
+    """An (upgraded) store on ``db_url``, closed when the command ends."""
     from verification.store import QueueStore
 
-    store = QueueStore(db_url or _default_url())
-    if upgrade:
-        store.upgrade()
-    return store
-
-
-def _check_format(fmt: str) -> str:
-    fmt = fmt.strip().lower().replace("-", "").replace("_", "")
-    if fmt not in ("csv", "labelstudio"):
-        raise typer.BadParameter(f"{fmt!r} is not a known format; use csv or labelstudio", param_hint="--format")
-    return fmt
+    with QueueStore(db_url or _default_url()) as store:
+        if upgrade:
+            store.upgrade()
+        yield store
 
 
 @review_app.command("serve")
 def serve(
-    taxonomy: Annotated[Path, typer.Option("--taxonomy", "-t", help="Taxonomy reviewers choose categories from.")],
+    taxonomy: Annotated[
+        Path, typer.Option("--taxonomy", "-t", help="Taxonomy reviewers choose categories from.")
+    ],
     extra_taxonomy: Annotated[
         list[Path] | None,
-        typer.Option("--extra-taxonomy", help="The same taxonomy in another language (same ids); repeatable."),
+        typer.Option(
+            "--extra-taxonomy", help="The same taxonomy in another language (same ids); repeatable."
+        ),
     ] = None,
-    host: Annotated[str, typer.Option(help="Interface to listen on (put a TLS proxy in front for others).")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface to listen on (put a TLS proxy in front for others).")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     secret_key: Annotated[
         str | None,
         typer.Option(
-            "--secret-key", envvar="SHELFWISE_REVIEW_SECRET_KEY", help="Signs session cookies (default: generated)."
+            "--secret-key",
+            envvar="SHELFWISE_REVIEW_SECRET_KEY",
+            help="Signs session cookies (default: generated).",
         ),
     ] = None,
     image_root: Annotated[
@@ -107,51 +120,67 @@ def serve(
             secret_key=secret_key,
             image_root=None if image_root is None else str(image_root),
         )
-        typer.echo(f"review app on http://{host}:{port}/ (queue {db_url or _default_url()})")
+        import sqlalchemy as sa
+
+        shown = sa.engine.make_url(db_url or _default_url()).render_as_string(hide_password=True)
+        typer.echo(f"review app on http://{host}:{port}/ (queue {shown})")
         uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 @review_app.command("add-user")
 def add_user(
     username: Annotated[str, typer.Argument(help="Login name.")],
-    role: Annotated[str, typer.Option("--role", help="reviewer | admin.")] = "reviewer",
-    password: Annotated[
-        str | None, typer.Option("--password", help="Password (asked for, hidden, when absent).", show_default=False)
+    role: Annotated[
+        str | None,
+        typer.Option("--role", help="reviewer | admin (new users: reviewer; --reset keeps the role)."),
     ] = None,
-    reset: Annotated[bool, typer.Option("--reset", help="Change the password/role of an existing user.")] = False,
+    password: Annotated[
+        str | None,
+        typer.Option("--password", help="Password (asked for, hidden, when absent).", show_default=False),
+    ] = None,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Change the password/role of an existing user.")
+    ] = False,
     db_url: DbUrlOpt = None,
 ) -> None:
     """Create a review-app user (bcrypt-hashed password)."""
     with _errors():
         if password is None:
             password = typer.prompt(f"password for {username}", hide_input=True, confirmation_prompt=True)
-        store = _store(db_url)
-        if reset and store.get_user(username) is not None:
-            store.set_password(username, password, role=role)
-            typer.echo(f"user {username} updated (role {role})")
-        else:
-            store.add_user(username, password, role=role)
-            typer.echo(f"user {username} added (role {role})")
+        with _store(db_url) as store:
+            _add_or_reset(store, username, password, role=role, reset=reset)
+
+
+def _add_or_reset(store: Any, username: str, password: str, *, role: str | None, reset: bool) -> None:
+    existing = store.get_user(username) if reset else None
+    if existing is not None:
+        store.set_password(username, password, role=role)
+        typer.echo(f"user {username} updated (role {role or existing.role})")
+    else:
+        store.add_user(username, password, role=role or "reviewer")
+        typer.echo(f"user {username} added (role {role or 'reviewer'})")
 
 
 @review_app.command("export")
 def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="File to write.")],
-    fmt: FormatOpt = "csv",
+    fmt: FormatOpt = FileFormat.CSV,
     db_url: DbUrlOpt = None,
 ) -> None:
     """Export the final review decisions as CSV or Label Studio JSON."""
     with _errors():
-        n = _store(db_url).export_decisions(out, fmt=_check_format(fmt))
+        with _store(db_url) as store:
+            n = store.export_decisions(out, fmt=fmt.value)
         typer.echo(f"{n} decisions written to {out}")
 
 
 @review_app.command("import")
 def import_(
     path: Annotated[Path, typer.Argument(help="CSV or Label Studio JSON export to read.")],
-    fmt: FormatOpt = "csv",
+    fmt: FormatOpt = FileFormat.CSV,
     reviewer: Annotated[
-        str | None, typer.Option("--reviewer", help="Who imports (logged; default $USER).", show_default=False)
+        str | None,
+        typer.Option("--reviewer", help="Who imports (logged; default $USER).", show_default=False),
     ] = None,
     taxonomy: Annotated[
         Path | None, typer.Option("--taxonomy", help="Resolves category paths without ids to taxonomy nodes.")
@@ -166,7 +195,8 @@ def import_(
 
             tax = load_taxonomy(taxonomy)
         who = reviewer or os.environ.get("USER") or "import"
-        n = _store(db_url).import_decisions(path, fmt=_check_format(fmt), reviewer=who, taxonomy=tax)
+        with _store(db_url) as store:
+            n = store.import_decisions(path, fmt=fmt.value, reviewer=who, taxonomy=tax)
         typer.echo(f"{n} decisions imported from {path} (as {who})")
 
 
@@ -176,8 +206,7 @@ def stats(db_url: DbUrlOpt = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    with _errors():
-        store = _store(db_url)
+    with _errors(), _store(db_url) as store:
         console = Console()
         counts = store.queue_counts()
         table = Table(title="review queues")
@@ -187,7 +216,9 @@ def stats(db_url: DbUrlOpt = None) -> None:
             table.add_column(s, justify="right")
         for queue, by_status in counts.items():
             table.add_row(queue, *(str(by_status.get(s, 0)) for s in statuses))
-        table.add_row("total", *(str(sum(c.get(s, 0) for c in counts.values())) for s in statuses), style="bold")
+        table.add_row(
+            "total", *(str(sum(c.get(s, 0) for c in counts.values())) for s in statuses), style="bold"
+        )
         console.print(table)
         decisions = store.decisions_frame()
         labels = store.labels()
@@ -212,15 +243,16 @@ def stats(db_url: DbUrlOpt = None) -> None:
             rt.add_column(col, justify="left" if col == "reviewer" else "right")
         for r in per.iter_rows(named=True):
             median = "-" if r["median_ms"] is None else f"{r['median_ms'] / 1000:.1f}"
-            rt.add_row(r["reviewer"], str(r["decisions"]), str(r["skips"]), median, f"{r['last']:%Y-%m-%d %H:%M}")
+            rt.add_row(
+                r["reviewer"], str(r["decisions"]), str(r["skips"]), median, f"{r['last']:%Y-%m-%d %H:%M}"
+            )
         console.print(rt)
 
 
 @review_app.command("upgrade")
 def upgrade(db_url: DbUrlOpt = None) -> None:
     """Create or migrate the queue database schema (Alembic upgrade head)."""
-    with _errors():
-        store = _store(db_url, upgrade=False)
+    with _errors(), _store(db_url, upgrade=False) as store:
         before = store.schema_revision()
         store.upgrade()
         typer.echo(f"queue schema at {store.schema_revision()} (was {before or 'empty'})")
@@ -229,6 +261,5 @@ def upgrade(db_url: DbUrlOpt = None) -> None:
 @review_app.command("release-expired")
 def release_expired(db_url: DbUrlOpt = None) -> None:
     """Return claims whose lease expired to their queues."""
-    with _errors():
-        typer.echo(f"{_store(db_url).release_expired()} expired claims released")
-
+    with _errors(), _store(db_url) as store:
+        typer.echo(f"{store.release_expired()} expired claims released")

@@ -24,17 +24,17 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
-    "Queue",
-    "DecisionKind",
-    "Role",
-    "ItemStatus",
-    "DecisionSource",
     "Base",
-    "ReviewItem",
     "Decision",
+    "DecisionKind",
+    "DecisionSource",
     "HumanLabel",
-    "ReviewUser",
+    "ItemStatus",
     "JSONType",
+    "Queue",
+    "ReviewItem",
+    "ReviewUser",
+    "Role",
 ]
 
 

@@ -17,7 +17,7 @@ from enum import StrEnum
 
 import numpy as np
 
-__all__ = ["Route", "QueueName", "Routing", "route", "audit_sample", "priority", "select_for_queues", "paths_agree"]
+__all__ = ["QueueName", "Route", "Routing", "audit_sample", "paths_agree", "priority", "route", "select_for_queues"]
 
 SEP = " > "
 
@@ -64,11 +64,15 @@ def route(
     *,
     suspect_thresholds: np.ndarray | None = None,
     current_known: Sequence[bool] | None = None,
+    current_support: np.ndarray | None = None,
+    max_current_support: float = 0.05,
 ) -> Routing:
     """Route each item.
 
     - ``suspect``: a current category exists, the prediction is confident (``>= suspect_thresholds``) and
-      the two are on different branches (or the current category is not in the taxonomy at all).
+      the two are on different branches (or the current category is not in the taxonomy at all), and the
+      model gives the current category almost no support (``current_support <= max_current_support``: the
+      best score among candidates on the current category's branch).
     - ``auto``: confident (``>= thresholds``) and on the same branch as the current category (if any).
     - ``review``: everything else, queue ``low_confidence`` (a prediction that disagrees with the current
       category but is below the suspect threshold is never auto-accepted over it).
@@ -91,7 +95,8 @@ def route(
             reasons.append("no_prediction")
             continue
         disagrees = bool(cur) and (not known or not paths_agree(pred, cur))
-        if disagrees and conf >= sus_t[i]:
+        support = 0.0 if current_support is None else float(current_support[i])
+        if disagrees and conf >= sus_t[i] and support <= max_current_support:
             routes.append(Route.SUSPECT)
             queues.append(QueueName.SUSPECT)
             reasons.append("current_category_unknown" if not known else "current_category_disagrees")

@@ -48,22 +48,24 @@ from verification.models import (
 )
 
 __all__ = [
-    "QueueStore",
-    "Queue",
     "DecisionKind",
-    "Role",
-    "ItemStatus",
-    "ItemFilter",
-    "ItemView",
-    "EnqueueResult",
     "DecisionResult",
-    "User",
-    "QueueStoreError",
-    "ItemNotFoundError",
-    "ItemConflictError",
+    "EnqueueResult",
     "InvalidDecisionError",
+    "ItemConflictError",
+    "ItemFilter",
+    "ItemNotFoundError",
+    "ItemStatus",
+    "ItemView",
+    "Queue",
+    "QueueStore",
+    "QueueStoreError",
+    "Role",
+    "User",
     "default_queue_url",
 ]
+
+RowLike = Mapping[Any, Any]  # a result row mapping (sqlalchemy RowMapping)
 
 ITEMS: sa.Table = ReviewItem.__table__  # type: ignore[assignment]
 DECISIONS: sa.Table = Decision.__table__  # type: ignore[assignment]
@@ -173,7 +175,7 @@ def _excerpt(text: Any) -> str | None:
     return value[: REVIEW_EXCERPT_CHARS - 1].rstrip() + "…"
 
 
-def _view(row: Mapping[str, Any]) -> ItemView:
+def _view(row: RowLike) -> ItemView:
     return ItemView(
         id=row["id"],
         sku_id=row["sku_id"],
@@ -191,7 +193,11 @@ def _view(row: Mapping[str, Any]) -> ItemView:
         suggested_category_path=row["suggested_category_path"],
         confidence=row["confidence"],
         candidates=[
-            {"category_id": c.get("category_id"), "category_path": c.get("category_path"), "score": c.get("score")}
+            {
+                "category_id": c.get("category_id"),
+                "category_path": c.get("category_path"),
+                "score": c.get("score"),
+            }
             for c in row["candidates"] or []
         ],
         taxonomy_version=row["taxonomy_version"],
@@ -231,7 +237,9 @@ class QueueStore:
         bcrypt_rounds: int = 12,
     ) -> None:
         if lease_seconds <= 0:
-            raise ConfigError(f"lease_seconds={lease_seconds} must be > 0 (seconds a claim lasts; default 600)")
+            raise ConfigError(
+                f"lease_seconds={lease_seconds} must be > 0 (seconds a claim lasts; default 600)"
+            )
         self.url = url
         self.consensus_suspect = consensus_suspect
         self.lease_seconds = lease_seconds
@@ -252,6 +260,12 @@ class QueueStore:
     def close(self) -> None:
         """Close pooled connections."""
         self._engine.dispose()
+
+    def __enter__(self) -> QueueStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ schema
     def upgrade(self) -> None:
@@ -298,7 +312,9 @@ class QueueStore:
             conds.append(ITEMS.c.queue == self._queue_name(f.queue))
         if f.status is not None:
             if f.status not in STATUSES:
-                raise ConfigError(f"item filter status {f.status!r} is not known; use one of {', '.join(STATUSES)}")
+                raise ConfigError(
+                    f"item filter status {f.status!r} is not known; use one of {', '.join(STATUSES)}"
+                )
             if f.status == ItemStatus.OPEN.value:
                 conds.append(self._available(now))
             elif f.status == ItemStatus.CLAIMED.value:
@@ -445,7 +461,9 @@ class QueueStore:
             if value is None:
                 continue
             if int(value) < 0:
-                raise ConfigError(f"queue capacity for {key!r} is {value}; it must be >= 0 (setting queue_capacity)")
+                raise ConfigError(
+                    f"queue capacity for {key!r} is {value}; it must be >= 0 (setting queue_capacity)"
+                )
             caps[str(key)] = int(value)
         return caps
 
@@ -482,7 +500,7 @@ class QueueStore:
 
         for rec in frame.iter_rows(named=True):
             priority = _clean_float(get(rec, "priority"))
-            row = {
+            row: dict[str, Any] = {
                 "sku_id": str(rec["sku_id"]),
                 "queue": str(rec["queue"]),
                 "priority": 0.0 if priority is None else priority,
@@ -502,9 +520,10 @@ class QueueStore:
                 "run_id": run_id,
                 "content_hash": _clean_str(get(rec, "content_hash")),
             }
-            prev = out.get(row["sku_id"])
+            sku = str(row["sku_id"])
+            prev = out.get(sku)
             if prev is None or row["priority"] > prev["priority"]:
-                out[row["sku_id"]] = row
+                out[sku] = row
         return list(out.values())
 
     def _decided_hashes(self, conn: sa.Connection, skus: Sequence[str]) -> dict[str, str | None]:
@@ -526,7 +545,7 @@ class QueueStore:
                 )
             ).mappings()
             for r in rows:
-                found[r["sku_id"]] = dict(r)
+                found[str(r["sku_id"])] = dict(r)
         return found
 
     # ------------------------------------------------------------------ claims
@@ -546,69 +565,61 @@ class QueueStore:
         now = utcnow()
         expires = now + _dt.timedelta(seconds=self.lease_seconds)
         extra = self._filter_conditions(
-            None if filters is None else ItemFilter(**{**filters.__dict__, "queue": None, "status": None}), now
+            None if filters is None else ItemFilter(**{**filters.__dict__, "queue": None, "status": None}),
+            now,
+        )
+        mine = sa.and_(
+            ITEMS.c.status == ItemStatus.CLAIMED.value,
+            ITEMS.c.claimed_by == reviewer,
+            ITEMS.c.lease_expires_at >= now,
+        )
+        cooldown = now - _dt.timedelta(seconds=self.skip_cooldown_seconds)
+        skipped_recently = sa.exists().where(
+            DECISIONS.c.item_id == ITEMS.c.id,
+            DECISIONS.c.reviewer == reviewer,
+            DECISIONS.c.kind == DecisionKind.SKIP.value,
+            DECISIONS.c.decided_at > cooldown,
+        )
+        fresh = sa.and_(self._available(now), self._not_own_second_review(reviewer), ~skipped_recently)
+        pick = self._lock(
+            sa.select(ITEMS.c.id)
+            .where(ITEMS.c.queue == queue, sa.or_(mine, fresh), *extra)
+            .order_by(sa.case((mine, 0), else_=1), ITEMS.c.priority.desc(), ITEMS.c.id)
+            .limit(limit),
+            skip_locked=True,
         )
         with self._write.begin() as conn:
-            held = [
-                r
-                for r in conn.execute(
-                    self._lock(
-                        sa.select(ITEMS.c.id)
-                        .where(
-                            ITEMS.c.queue == queue,
-                            ITEMS.c.status == ItemStatus.CLAIMED.value,
-                            ITEMS.c.claimed_by == reviewer,
-                            ITEMS.c.lease_expires_at >= now,
-                            *extra,
-                        )
-                        .order_by(ITEMS.c.priority.desc(), ITEMS.c.id)
-                        .limit(limit),
-                        skip_locked=True,
-                    )
-                ).scalars()
-            ]
-            need = limit - len(held)
-            fresh: list[int] = []
-            if need > 0:
-                cooldown = now - _dt.timedelta(seconds=self.skip_cooldown_seconds)
-                skipped_recently = sa.exists().where(
-                    DECISIONS.c.item_id == ITEMS.c.id,
-                    DECISIONS.c.reviewer == reviewer,
-                    DECISIONS.c.kind == DecisionKind.SKIP.value,
-                    DECISIONS.c.decided_at > cooldown,
-                )
-                pick = (
-                    sa.select(ITEMS.c.id)
-                    .where(
-                        ITEMS.c.queue == queue,
-                        self._available(now),
-                        self._not_own_second_review(reviewer),
-                        ~skipped_recently,
-                        *extra,
-                    )
-                    .order_by(ITEMS.c.priority.desc(), ITEMS.c.id)
-                    .limit(need)
-                )
-                fresh = list(conn.execute(self._lock(pick, skip_locked=True)).scalars())
-            ids = held + fresh
+            if self.dialect == "postgresql":
+                # a lost lease is harmless (the item returns to the pool): skip the WAL flush wait
+                conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
+            # Pick first (PostgreSQL locks the rows and skips rows other claims hold; SQLite holds the
+            # database write lock since BEGIN IMMEDIATE), then lease exactly those rows. Not one
+            # UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED): PostgreSQL may rescan
+            # that subquery per row and lease far more than n items.
+            ids = list(conn.execute(pick).scalars())
             if not ids:
                 return []
-            result = conn.execute(
-                sa.update(ITEMS)
-                .where(ITEMS.c.id.in_(ids), sa.or_(self._available(now), ITEMS.c.claimed_by == reviewer))
-                .values(
-                    status=ItemStatus.CLAIMED.value,
-                    claimed_by=reviewer,
-                    claimed_at=sa.case((ITEMS.c.claimed_by == reviewer, ITEMS.c.claimed_at), else_=now),
-                    lease_expires_at=expires,
+            rows = (
+                conn.execute(
+                    sa.update(ITEMS)
+                    .where(ITEMS.c.id.in_(ids), sa.or_(mine, self._available(now)))
+                    .values(
+                        status=ItemStatus.CLAIMED.value,
+                        claimed_by=reviewer,
+                        claimed_at=sa.case((mine, ITEMS.c.claimed_at), else_=now),
+                        lease_expires_at=expires,
+                    )
+                    .returning(*ITEMS.c)
                 )
+                .mappings()
+                .all()
             )
-            if result.rowcount != len(ids):  # pragma: no cover - guarded by the locks above
+            if len(rows) != len(ids):  # pragma: no cover - the locks above make this impossible
                 raise ItemConflictError(
-                    f"claim of {len(ids)} items in queue {queue!r} updated {result.rowcount}; another "
-                    "reviewer took some in between; retry the claim"
+                    f"claim of {len(ids)} items in queue {queue!r} leased {len(rows)}; another reviewer "
+                    "took some in between; retry the claim"
                 )
-            return self._views(conn, ids)
+        return sorted((_view(r) for r in rows), key=lambda v: (-v.priority, v.id))
 
     def renew(self, item_id: int, reviewer: str) -> ItemView:
         """Extend the lease of an item the reviewer holds (raises if someone else took it)."""
@@ -699,9 +710,7 @@ class QueueStore:
             )
         now = utcnow()
         with self._write.begin() as conn:
-            row = (
-                conn.execute(self._lock(sa.select(ITEMS).where(ITEMS.c.id == item_id))).mappings().first()
-            )
+            row = conn.execute(self._lock(sa.select(ITEMS).where(ITEMS.c.id == item_id))).mappings().first()
             if row is None:
                 raise ItemNotFoundError(f"review item {item_id} does not exist; list items with list_items()")
             self._check_decidable(row, reviewer, now, kind)
@@ -727,9 +736,7 @@ class QueueStore:
                 f"decision kind {kind!r} is not known; use one of {', '.join(k.value for k in DecisionKind)}"
             ) from None
 
-    def _check_decidable(
-        self, row: Mapping[str, Any], reviewer: str, now: _dt.datetime, kind: DecisionKind
-    ) -> None:
+    def _check_decidable(self, row: RowLike, reviewer: str, now: _dt.datetime, kind: DecisionKind) -> None:
         item_id = row["id"]
         if row["status"] == ItemStatus.DECIDED.value:
             raise ItemConflictError(
@@ -755,7 +762,7 @@ class QueueStore:
     def _apply(
         self,
         conn: sa.Connection,
-        row: Mapping[str, Any],
+        row: RowLike,
         reviewer: str,
         kind: DecisionKind,
         *,
@@ -814,7 +821,12 @@ class QueueStore:
                 sa.update(ITEMS).where(ITEMS.c.id == item_id).values(status=ItemStatus.OPEN.value, **release)
             )
             return DecisionResult(
-                item_id, decision_id, kind.value, False, ItemStatus.OPEN.value, row["reviews_done"],
+                item_id,
+                decision_id,
+                kind.value,
+                False,
+                ItemStatus.OPEN.value,
+                row["reviews_done"],
                 row["reviews_required"],
             )
         needs_second = (
@@ -838,7 +850,15 @@ class QueueStore:
                 )
             )
             return DecisionResult(
-                item_id, decision_id, kind.value, False, ItemStatus.OPEN.value, 1, 2, category_id, category_path
+                item_id,
+                decision_id,
+                kind.value,
+                False,
+                ItemStatus.OPEN.value,
+                1,
+                2,
+                category_id,
+                category_path,
             )
         decision_id = self._log(conn, {**base, "final": True})
         conn.execute(
@@ -902,12 +922,19 @@ class QueueStore:
         conds = self._filter_conditions(f, now)
         done = 0
         with self._write.begin() as conn:
-            stmt = sa.select(ITEMS).where(
-                self._available(now),
-                self._not_own_second_review(reviewer),
-                sa.or_(ITEMS.c.suggested_category_id.is_not(None), ITEMS.c.suggested_category_path.is_not(None)),
-                *conds,
-            ).order_by(ITEMS.c.priority.desc(), ITEMS.c.id)
+            stmt = (
+                sa.select(ITEMS)
+                .where(
+                    self._available(now),
+                    self._not_own_second_review(reviewer),
+                    sa.or_(
+                        ITEMS.c.suggested_category_id.is_not(None),
+                        ITEMS.c.suggested_category_path.is_not(None),
+                    ),
+                    *conds,
+                )
+                .order_by(ITEMS.c.priority.desc(), ITEMS.c.id)
+            )
             for row in conn.execute(self._lock(stmt, skip_locked=True)).mappings().all():
                 self._apply(
                     conn,
@@ -937,7 +964,9 @@ class QueueStore:
         now = utcnow()
         conds = self._filter_conditions(filters, now)
         with self._engine.begin() as conn:
-            total = int(conn.execute(sa.select(sa.func.count()).select_from(ITEMS).where(*conds)).scalar_one())
+            total = int(
+                conn.execute(sa.select(sa.func.count()).select_from(ITEMS).where(*conds)).scalar_one()
+            )
             rows = conn.execute(
                 sa.select(ITEMS)
                 .where(*conds)
@@ -995,9 +1024,9 @@ class QueueStore:
         """
         with self._engine.begin() as conn:
             rows = conn.execute(
-                sa.select(LABELS.c.sku_id, LABELS.c.category_id, LABELS.c.category_path, LABELS.c.content_hash).where(
-                    LABELS.c.kind.in_(LABEL_KINDS)
-                )
+                sa.select(
+                    LABELS.c.sku_id, LABELS.c.category_id, LABELS.c.category_path, LABELS.c.content_hash
+                ).where(LABELS.c.kind.in_(LABEL_KINDS))
             ).all()
         return {r[0]: (r[1] or "", r[2] or "", r[3] or "") for r in rows}
 
@@ -1005,9 +1034,11 @@ class QueueStore:
         """The audit log as a table, oldest first (``shown_candidates`` as a JSON string)."""
         cols = [c for c in DECISIONS.c if c.name != "shown_candidates"]
         with self._engine.begin() as conn:
-            rows = conn.execute(
-                sa.select(*cols, DECISIONS.c.shown_candidates).order_by(DECISIONS.c.id)
-            ).mappings().all()
+            rows = (
+                conn.execute(sa.select(*cols, DECISIONS.c.shown_candidates).order_by(DECISIONS.c.id))
+                .mappings()
+                .all()
+            )
         schema: dict[str, pl.DataType] = {}
         for c in cols:
             schema[c.name] = _polars_type(c.type)
@@ -1015,7 +1046,9 @@ class QueueStore:
         data = [
             {
                 **{c.name: (_aware(r[c.name]) if c.name == "decided_at" else r[c.name]) for c in cols},
-                "shown_candidates": None if r["shown_candidates"] is None else json.dumps(r["shown_candidates"]),
+                "shown_candidates": None
+                if r["shown_candidates"] is None
+                else json.dumps(r["shown_candidates"]),
             }
             for r in rows
         ]
@@ -1025,12 +1058,16 @@ class QueueStore:
     def export_decisions(self, path: str | Path, *, fmt: Literal["csv", "labelstudio"]) -> int:
         """Write the final decisions to ``path`` as CSV or Label Studio JSON; the number written."""
         with self._engine.begin() as conn:
-            rows = conn.execute(
-                sa.select(DECISIONS, ITEMS.c.description, ITEMS.c.brand, ITEMS.c.image_path)
-                .select_from(DECISIONS.outerjoin(ITEMS, ITEMS.c.id == DECISIONS.c.item_id))
-                .where(DECISIONS.c.final.is_(True))
-                .order_by(DECISIONS.c.id)
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    sa.select(DECISIONS, ITEMS.c.description, ITEMS.c.brand, ITEMS.c.image_path)
+                    .select_from(DECISIONS.outerjoin(ITEMS, ITEMS.c.id == DECISIONS.c.item_id))
+                    .where(DECISIONS.c.final.is_(True))
+                    .order_by(DECISIONS.c.id)
+                )
+                .mappings()
+                .all()
+            )
         records = [{**r, "decided_at": _aware(r["decided_at"])} for r in rows]
         return _exchange.write(records, Path(path), fmt=fmt)
 
@@ -1177,7 +1214,11 @@ class QueueStore:
                 )
             conn.execute(
                 sa.insert(USERS).values(
-                    username=username, password_hash=hashed, role=role.value, is_active=True, created_at=utcnow()
+                    username=username,
+                    password_hash=hashed,
+                    role=role.value,
+                    is_active=True,
+                    created_at=utcnow(),
                 )
             )
 
@@ -1200,7 +1241,9 @@ class QueueStore:
     def authenticate(self, username: str, password: str) -> User | None:
         """The user if the password matches (bcrypt), else ``None``; inactive users never authenticate."""
         with self._engine.begin() as conn:
-            row = conn.execute(sa.select(USERS).where(USERS.c.username == username.strip())).mappings().first()
+            row = (
+                conn.execute(sa.select(USERS).where(USERS.c.username == username.strip())).mappings().first()
+            )
         secret = password.encode("utf-8")
         if row is None or len(secret) > BCRYPT_MAX_BYTES:
             bcrypt.checkpw(b"x", self._dummy_hash())  # same cost whether or not the user exists
@@ -1225,7 +1268,7 @@ class QueueStore:
         return self._dummy
 
     @staticmethod
-    def _user(row: Mapping[str, Any]) -> User:
+    def _user(row: RowLike) -> User:
         return User(
             username=row["username"],
             role=Role(row["role"]),
@@ -1254,8 +1297,6 @@ class QueueStore:
         return bcrypt.hashpw(secret, bcrypt.gensalt(rounds=self.bcrypt_rounds)).decode("ascii")
 
 
-
-
 def _polars_type(type_: sa.types.TypeEngine[Any]) -> pl.DataType:
     if isinstance(type_, sa.Boolean):
         return pl.Boolean()
@@ -1266,5 +1307,3 @@ def _polars_type(type_: sa.types.TypeEngine[Any]) -> pl.DataType:
     if isinstance(type_, sa.DateTime):
         return pl.Datetime("us", "UTC")
     return pl.String()
-
-

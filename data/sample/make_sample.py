@@ -130,17 +130,28 @@ def build(shared: Path, out: Path = HERE) -> dict[str, int]:
     for row, at in ((no_id, 25), (no_text, 60), (duplicate, 95), (bad_price, 120)):
         rows.insert(at, row)
     pl.DataFrame(rows, schema={c: pl.String for c in COLUMNS}).write_csv(out / "catalog.csv")
-    pl.DataFrame(misfiled, schema={"sku_id": pl.String, "category_path": pl.String,
-                                   "true_category_path": pl.String}).sort("sku_id").write_csv(out / "misfiled.csv")
+    pl.DataFrame(
+        misfiled, schema={"sku_id": pl.String, "category_path": pl.String, "true_category_path": pl.String}
+    ).sort("sku_id").write_csv(out / "misfiled.csv")
     shutil.copyfile(shared / "taxonomies" / "flipkart_categories.txt", out / "taxonomy.txt")
-    return {"labelled": labelled.height, "catalog_rows": len(rows), "misfiled": len(misfiled),
-            "images": len(have_image)}
+    return {
+        "labelled": labelled.height,
+        "catalog_rows": len(rows),
+        "misfiled": len(misfiled),
+        "images": len(have_image),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared", type=Path, default=HERE.parents[2] / "shared" / "data",
-                        help="the shared data folder (default: ../shared/data next to the repo)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--shared",
+        type=Path,
+        default=HERE.parents[2] / "shared" / "data",
+        help="the shared data folder (default: ../shared/data next to the repo)",
+    )
     args = parser.parse_args()
     print(build(args.shared))
 

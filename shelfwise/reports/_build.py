@@ -13,7 +13,7 @@ import polars as pl
 from shelfwise.reports import _charts as charts
 from shelfwise.reports import _sections as sections
 from shelfwise.reports._history import history_row, upsert_history
-from shelfwise.reports._model import Card, GovernanceReport, ci, num, pct, plural
+from shelfwise.reports._model import Card, GovernanceReport, age, ci, num, pct, plural
 from shelfwise.reports._render import render_html, render_markdown
 from shelfwise.reports._sources import load_inputs
 from shelfwise.settings import Settings
@@ -64,7 +64,7 @@ def cards(f: dict[str, Any]) -> list[Card]:
         out.append(Card("Moved since last run", num(f.get("churn_moved")), f"{pct(f.get('churn_rate'), 1)} of products"))
     oldest = f.get("oldest_open_days")
     out.append(Card("Waiting for review", num(f.get("open_backlog")),
-                    f"oldest {oldest:.1f} days" if oldest is not None else "queue empty",
+                    f"oldest {age(oldest)}" if oldest is not None else "queue empty",
                     "warn" if (oldest or 0) > 7 else "neutral"))
     out.append(Card("LLM cost", f"${float(f.get('llm_cost_usd') or 0):,.2f}",
                     f"{num(f.get('llm_calls'))} calls · {num(f.get('llm_tokens'))} tokens"))

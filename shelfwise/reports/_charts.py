@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
-__all__ = ["PALETTE", "barh", "grouped_barh", "stacked_bars", "reliability", "trend", "short_path", "rendering"]
+__all__ = ["PALETTE", "barh", "grouped_barh", "stacked_bars", "reliability", "trend", "short_path", "leaf", "rendering"]
 
 #: False while a report is built only for its figures (markdown): chart functions then return b"".
 _RENDER: ContextVar[bool] = ContextVar("shelfwise_report_render", default=True)
@@ -62,6 +62,14 @@ def short_path(path: str | None, keep: int = 2, width: int = 46) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
+def leaf(path: str | None, width: int = 30) -> str:
+    """The last segment of a category path (for 'from -> to' labels)."""
+    if not path:
+        return "(none)"
+    text = str(path).split(">")[-1].strip()
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _style(ax: plt.Axes, *, grid_axis: str = "x") -> None:
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
@@ -74,7 +82,7 @@ def _style(ax: plt.Axes, *, grid_axis: str = "x") -> None:
 
 def _png(fig: plt.Figure) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
     plt.close(fig)
     return buf.getvalue()
 
@@ -97,7 +105,7 @@ def barh(
     n = max(1, len(labels))
     if wide is None:
         wide = max((len(x) for x in labels), default=0) > 26
-    fig, ax = plt.subplots(figsize=(FULL if wide else HALF, 0.95 + 0.3 * n))
+    fig, ax = plt.subplots(figsize=(FULL if wide else HALF, 0.95 + 0.3 * n), layout="constrained")
     ys = list(range(n))[::-1]
     color = colors if colors is not None else PALETTE["main"]
     ax.barh(ys[: len(values)], values, color=color, height=0.62)
@@ -126,7 +134,7 @@ def grouped_barh(
     """Two or more series side by side per label (e.g. previous vs tonight's shares)."""
     n = max(1, len(labels))
     k = max(1, len(series))
-    fig, ax = plt.subplots(figsize=(HALF, 1.0 + 0.22 * n * k + 0.1 * n))
+    fig, ax = plt.subplots(figsize=(HALF, 1.0 + 0.22 * n * k + 0.1 * n), layout="constrained")
     height = 0.8 / k
     base = list(range(n))[::-1]
     top = 1e-9
@@ -152,7 +160,7 @@ def stacked_bars(
     colors: Sequence[str] | None = None,
 ) -> bytes:
     """Vertical bars per category, stacked by series (e.g. open items per age bucket and queue)."""
-    fig, ax = plt.subplots(figsize=(HALF, 3.0))
+    fig, ax = plt.subplots(figsize=(HALF, 3.0), layout="constrained")
     bottom = [0.0] * len(categories)
     palette = list(colors or SERIES)
     for j, (name, vals) in enumerate(series.items()):
@@ -175,7 +183,7 @@ def stacked_bars(
 def reliability(bins: Sequence[Mapping[str, float]], *, title: str) -> bytes:
     """Reliability diagram: mean confidence vs reviewer-confirmed share correct, marker size = answers."""
     fig, (ax, axh) = plt.subplots(
-        2, 1, figsize=(HALF, 4.3), gridspec_kw={"height_ratios": [3.2, 1]}, sharex=True
+        2, 1, figsize=(HALF, 4.3), gridspec_kw={"height_ratios": [3.2, 1]}, sharex=True, layout="constrained"
     )
     ax.plot([0, 1], [0, 1], linestyle="--", color=PALETTE["second"], linewidth=1, label="perfect calibration")
     xs = [b["mean_confidence"] for b in bins]
@@ -199,7 +207,6 @@ def reliability(bins: Sequence[Mapping[str, float]], *, title: str) -> bytes:
     axh.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=3))
     axh.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.0%}"))
     _style(axh, grid_axis="y")
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -210,7 +217,7 @@ def trend(
     target_label: str = "",
 ) -> bytes:
     """Line chart over runs (x = short run labels), optional confidence band and target line."""
-    fig, ax = plt.subplots(figsize=(HALF, 2.7))
+    fig, ax = plt.subplots(figsize=(HALF, 2.7), layout="constrained")
     idx = list(range(len(x)))
 
     def clean(vals: Sequence[float | None]) -> list[float]:

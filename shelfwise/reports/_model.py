@@ -84,3 +84,15 @@ def share(a: int | float, b: int | float) -> float | None:
 
 def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{num(n)} {word if n == 1 else (many or word + 's')}"
+
+
+def age(days: float | None) -> str:
+    """0.02 -> 'under an hour', 0.3 -> '7 hours', 2.54 -> '2.5 days'."""
+    if days is None or (isinstance(days, float) and math.isnan(days)):
+        return "n/a"
+    hours = days * 24
+    if hours < 1:
+        return "under an hour"
+    if days < 1:
+        return f"{hours:.0f} hour{'s' if round(hours) != 1 else ''}"
+    return f"{days:.1f} days"

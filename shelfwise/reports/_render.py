@@ -53,7 +53,9 @@ dl.facts dt { font-size: 12px; color: var(--muted); } dl.facts dd { margin: 0; f
 .charts { display: flex; flex-wrap: wrap; gap: 8px 22px; align-items: flex-start; margin: 6px 0 14px; }
 figure { margin: 0; max-width: 100%; } figure img { max-width: 100%; height: auto; display: block; }
 .grid2 { display: grid; grid-template-columns: 1fr 1fr; gap: 10px 18px; }
-table { border-collapse: collapse; min-width: 60%; max-width: 100%; margin: 6px 0 18px; font-size: 13.5px; }
+.tables { display: flex; flex-wrap: wrap; gap: 0 28px; align-items: flex-start; }
+table { border-collapse: collapse; flex: 1 1 100%; margin: 6px 0 18px; font-size: 13.5px; }
+table.narrow { flex: 1 1 300px; max-width: 460px; }
 caption { text-align: left; font-weight: 600; padding: 4px 0 8px; color: var(--ink); }
 th { text-align: left; font-weight: 600; color: var(--muted); font-size: 12px; border-bottom: 2px solid var(--line);
      padding: 6px 8px; }
@@ -106,7 +108,7 @@ TEMPLATE = """<!doctype html>
     width="{{ width(c.png) }}" src="data:image/png;base64,{{ b64(c.png) }}"></figure>{% endif %}{% endfor %}
   </div>{% endif %}
   {% for t in s.text %}<p class="text">{{ t }}</p>{% endfor %}
-  {% for t in s.tables %}{{ table(t) }}{% endfor %}
+  {% if s.tables %}<div class="tables">{% for t in s.tables %}{{ table(t) }}{% endfor %}</div>{% endif %}
   {% if s.notes %}<div class="note"><strong>What is missing</strong><ul>{% for n in s.notes %}<li>{{ n }}</li>{% endfor %}</ul></div>{% endif %}
 </section>
 {% endfor %}
@@ -153,9 +155,10 @@ def html_table(t: Any) -> jinja2.utils.markupsafe.Markup:
             text, numeric = _cell(v)
             cells.append(f'<td class="n">{html.escape(text)}</td>' if numeric else f"<td>{html.escape(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
+    cls = ' class="narrow"' if len(frame.columns) <= 2 else ""
     body = "".join(rows) or f'<tr><td colspan="{max(1, len(frame.columns))}">nothing to show</td></tr>'
     return jinja2.utils.markupsafe.Markup(
-        f"<table><caption>{html.escape(t.caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        f"<table{cls}><caption>{html.escape(t.caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
 def _width(png: bytes) -> int:
@@ -178,7 +181,7 @@ def render_html(r: GovernanceReport, *, tables: list[str], history: str) -> str:
         about_rows.append((f"setting: {k}", str(v)))
     about = Table("Run details", pl.DataFrame({"": [a for a, _ in about_rows], "value": [b for _, b in about_rows]}))
     return env.from_string(TEMPLATE).render(
-        r=r, css=CSS, b64=lambda b: base64.b64encode(b).decode("ascii"), table=html_table, about=about, width=_width,
+        r=r, css=jinja2.utils.markupsafe.Markup(CSS), b64=lambda b: base64.b64encode(b).decode("ascii"), table=html_table, about=about, width=_width,
         finished=str(s.get("finished_at", "?")), catalog=str(s.get("catalog", "?")),
         tables=", ".join(f"{t}.parquet" for t in tables), history=history,
     )

@@ -18,7 +18,7 @@ from shelfwise.reports._metrics import (
     reliability_bins,
     wilson_interval,
 )
-from shelfwise.reports._model import Chart, Section, Table, ci, num, pct, plural, share
+from shelfwise.reports._model import Chart, Section, Table, age, ci, num, pct, plural, share
 from shelfwise.reports._sources import RunInputs
 
 SEP = " > "
@@ -195,8 +195,23 @@ def volumes(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFrame
     statuses = llm.get("statuses") or {}
     if statuses:
         llm_rows.append(("outcomes", ", ".join(f"{k}: {num(v)}" for k, v in sorted(statuses.items()))))
+    if llm.get("latency_ms_p50") is not None:
+        llm_rows.append(("latency p50 / p95", f"{float(llm['latency_ms_p50']):,.0f} ms / "
+                                              f"{float(llm.get('latency_ms_p95') or 0):,.0f} ms"))
     sec.tables.append(Table("LLM arbitration", pl.DataFrame({"": [a for a, _ in llm_rows],
                                                             "value": [b for _, b in llm_rows]})))
+    log_frame = inp.llm_log
+    if not log_frame.is_empty() and "status" in log_frame.columns:
+        aggs = [pl.len().alias("answers")]
+        if "confidence" in log_frame.columns:
+            aggs.append(pl.col("confidence").mean().round(2).alias("mean confidence"))
+        if "latency_ms" in log_frame.columns:
+            aggs.append(pl.col("latency_ms").median().round(0).alias("median latency ms"))
+        if "cost_usd" in log_frame.columns:
+            aggs.append(pl.col("cost_usd").sum().round(4).alias("cost USD"))
+        by_status = log_frame.group_by("status").agg(aggs).sort("answers", descending=True)
+        tables["llm_outcomes"] = by_status
+        sec.tables.append(Table("LLM answers during this run, by outcome (from the LLM decision log)", by_status))
     if llm.get("note"):
         sec.text.append(str(llm["note"]))
     vol_rows = {"seen": seen, "new": new, "changed": changed, "unchanged": unchanged, "classified": classified,
@@ -396,8 +411,7 @@ def catalog_health(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.Da
     if not hot.is_empty():
         shown = hot.head(10)
         sec.charts.append(Chart("Confusion hot-spots", charts.barh(
-            [f"{charts.short_path(a, keep=1, width=30)} → {charts.short_path(b, keep=1, width=30)}"
-             for a, b in zip(shown["from_path"], shown["to_path"], strict=True)], shown["count"].to_list(),
+            [f"{charts.leaf(a)} → {charts.leaf(b)}" for a, b in zip(shown["from_path"], shown["to_path"], strict=True)], shown["count"].to_list(),
             title="Where the catalog and shelfwise disagree most (current → predicted)", xlabel="products",
             colors=charts.PALETTE["accent"]), "bar chart of the most frequent current-to-predicted category pairs"))
         sec.tables.append(Table("Confusion hot-spots: current category vs shelfwise's prediction",
@@ -583,8 +597,7 @@ def drift(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFrame])
     if not flows.is_empty():
         shown = flows.head(10)
         sec.charts.append(Chart("Top category moves", charts.barh(
-            [f"{charts.short_path(x, keep=1, width=30)} → {charts.short_path(y, keep=1, width=30)}"
-             for x, y in zip(shown["from_path"], shown["to_path"], strict=True)], shown["count"].to_list(),
+            [f"{charts.leaf(x)} → {charts.leaf(y)}" for x, y in zip(shown["from_path"], shown["to_path"], strict=True)], shown["count"].to_list(),
             title="Biggest moves since the previous run (from → to)", xlabel="products",
             colors=charts.PALETTE["accent"]), "bar chart of the largest category-to-category moves"))
         sec.tables.append(Table("Biggest category moves since the previous run",
@@ -662,7 +675,7 @@ def reviewers(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFra
         figs.update(decisions=0, reviewers=0, median_seconds=None, kappa=None, double_checked=0)
         sec.headline = (f"No reviewer decisions yet (no audit answers yet); {plural(open_items.height, 'item')} "
                         f"{'is' if open_items.height == 1 else 'are'} waiting in the review queues"
-                        + (f", the oldest for {oldest:.1f} days." if oldest is not None else "."))
+                        + (f", the oldest for {age(oldest)}." if oldest is not None else "."))
         sec.notes += [n for n in inp.missing.get("queue", [])] or ["no reviewer decisions recorded yet"]
     else:
         dd = d.with_columns((pl.col("duration_ms") / 1000.0).alias("seconds"))
@@ -686,7 +699,7 @@ def reviewers(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFra
             f"24 hours), taking a median {med:.0f} s each" if med is not None and not math.isnan(med) else
             f"{plural(stats.height, 'reviewer')} made {plural(d.height, 'decision')} ({num(last_day)} in the last 24 hours)")
         sec.headline += (f"; {plural(open_items.height, 'item')} {'is' if open_items.height == 1 else 'are'} waiting"
-                         + (f", the oldest for {oldest:.1f} days" if oldest is not None else "") + ". ")
+                         + (f", the oldest for {age(oldest)}" if oldest is not None else "") + ". ")
         if n_double:
             sec.headline += (f"On {plural(n_double, 'item')} answered by two reviewers they agreed {pct(raw)} of the "
                              f"time (Cohen's κ {kappa:.2f}).")
@@ -757,8 +770,7 @@ def trends(history: pl.DataFrame, figs: dict[str, Any], *, last: int, target: fl
     if h.height < 2:
         sec.headline = "Trends appear from the second run on (history has one run so far)."
         return sec
-    x = [str(r)[4:8] + " " + str(r)[9:13] if len(str(r)) >= 13 else str(r) for r in h["run_id"].to_list()]
-    x = [f"{s[:2]}-{s[2:4]} {s[5:7]}:{s[7:9]}" if len(s) == 9 else s for s in x]
+    x = _run_labels(h["run_id"].to_list())
     col = lambda name: h[name].to_list() if name in h.columns else [None] * h.height  # noqa: E731
     ar = [v for v in col("auto_rate") if v is not None]
     sec.headline = (f"Over the last {h.height} runs the auto-accept rate moved from {pct(ar[0])} to {pct(ar[-1])}"
@@ -782,3 +794,18 @@ def trends(history: pl.DataFrame, figs: dict[str, Any], *, last: int, target: fl
     sec.charts.append(Chart("LLM cost", charts.trend(x, {"LLM cost (USD)": col("llm_cost_usd")}, kind="float",
                                                    title="LLM cost per run (USD)"), "line chart of LLM cost per run"))
     return sec
+
+
+def _run_labels(run_ids: list[str]) -> list[str]:
+    """'20261127T072746Z-aff277' -> '11-27 07:27' (with seconds when two runs share a minute)."""
+    def fmt(r: str, seconds: bool) -> str:
+        try:
+            t = dt.datetime.strptime(r[:16], "%Y%m%dT%H%M%SZ")
+        except ValueError:
+            return r[:14]
+        return t.strftime("%m-%d %H:%M:%S" if seconds else "%m-%d %H:%M")
+
+    short = [fmt(r, False) for r in run_ids]
+    if len(set(short)) < len(short):
+        short = [fmt(r, True) for r in run_ids]
+    return short

@@ -7,6 +7,7 @@ missing instead of crashing.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ class RunInputs:
     items: pl.DataFrame
     labels: pl.DataFrame
     queue_ok: bool
+    llm_log: pl.DataFrame = field(default_factory=pl.DataFrame)
     missing: dict[str, list[str]] = field(default_factory=dict)
 
     def note(self, section: str, text: str) -> None:
@@ -318,9 +320,39 @@ def load_inputs(run_id: str, settings: Settings) -> RunInputs:
     q_notes: list[str] = []
     decisions, items, labels, ok = read_queue(settings, q_notes)
     notes["queue"] = q_notes
+    llm_log = read_llm_log(settings, summary, taxonomy, vol)
     return RunInputs(
-        run_id=run_id, run_dir=run_dir, summary=summary, predictions=predictions, quarantine=quarantine,
+        llm_log=llm_log, run_id=run_id, run_dir=run_dir, summary=summary, predictions=predictions, quarantine=quarantine,
         previous_run_id=prev_id, previous_summary=prev_summary, previous_predictions=prev_pred,
         catalog_state=catalog_state, taxonomy=taxonomy, decisions=decisions, items=items, labels=labels,
         queue_ok=ok, missing=notes,
     )
+
+
+def read_llm_log(settings: Settings, summary: dict[str, Any], taxonomy: Any, notes: list[str]) -> pl.DataFrame:
+    """The LLM decision log's final answers written while this run ran (empty when the LLM was off)."""
+    path = settings.state_dir / "llm" / "llm.sqlite"
+    if not (summary.get("llm") or {}).get("enabled") or not path.is_file():
+        return pl.DataFrame()
+    try:
+        from classifiers.llm import LLMArbiter
+
+        arbiter = LLMArbiter(settings.llm, taxonomy, store_path=path)
+        try:
+            log_frame = arbiter.decisions_frame(final_only=True)
+        finally:
+            close = getattr(getattr(arbiter, "store", None), "close", None)
+            if callable(close):
+                close()
+    except Exception as exc:
+        notes.append(f"the LLM decision log {path} could not be read ({type(exc).__name__}: {exc})")
+        return pl.DataFrame()
+    if log_frame.is_empty() or "created_at" not in log_frame.columns:
+        return log_frame
+    start, end = summary.get("started_at"), summary.get("finished_at")
+    stamp = pl.col("created_at").str.to_datetime(strict=False, time_zone="UTC")
+    if start and end:
+        lo = dt.datetime.fromisoformat(str(start)).astimezone(dt.UTC)
+        hi = dt.datetime.fromisoformat(str(end)).astimezone(dt.UTC) + dt.timedelta(seconds=1)
+        log_frame = log_frame.filter((stamp >= lo) & (stamp <= hi))
+    return log_frame

@@ -8,8 +8,14 @@ import polars as pl
 
 from shelfwise.catalog import content_hash, read_catalog
 
-BASE = dict(title="Sathiyas Cotton Bath Towel", description="3 Bath Towel, Red, Yellow, Blue", brand="Sathiyas",
-            attributes="Material: Cotton; GSM: 500", image="images/7b72c92c.jpg", review_text=None)
+BASE: dict[str, str | None] = {
+    "title": "Sathiyas Cotton Bath Towel",
+    "description": "3 Bath Towel, Red, Yellow, Blue",
+    "brand": "Sathiyas",
+    "attributes": "Material: Cotton; GSM: 500",
+    "image": "images/7b72c92c.jpg",
+    "review_text": None,
+}
 
 
 def test_stable_and_sensitive() -> None:
@@ -19,23 +25,34 @@ def test_stable_and_sensitive() -> None:
     assert content_hash(**{**BASE, "title": "  Sathiyas  Cotton\tBath Towel "}) == h
     assert content_hash(**{**BASE, "image": "/srv/photos/7b72c92c.jpg"}) == h
     # every content field does
-    for field, value in [("title", "Sathiyas Cotton Hand Towel"), ("description", "2 Bath Towel"),
-                         ("brand", "Eurospa"), ("attributes", "Material: Linen"), ("image", "images/other.jpg"),
-                         ("review_text", "Very soft")]:
+    for field, value in [
+        ("title", "Sathiyas Cotton Hand Towel"),
+        ("description", "2 Bath Towel"),
+        ("brand", "Eurospa"),
+        ("attributes", "Material: Linen"),
+        ("image", "images/other.jpg"),
+        ("review_text", "Very soft"),
+    ]:
         assert content_hash(**{**BASE, field: value}) != h, field
     # moving text between fields is a change too
     assert content_hash(title="a b", description=None) != content_hash(title="a", description="b")
 
 
-def test_shards_hash_matches_function_and_changes_with_the_file(tmp_path: Path, flipkart_tidy: pl.DataFrame) -> None:
+def test_shards_hash_matches_function_and_changes_with_the_file(
+    tmp_path: Path, flipkart_tidy: pl.DataFrame
+) -> None:
     rows = flipkart_tidy.head(20).select("sku_id", "title", "description", "brand", "category_path")
     rows.write_csv(tmp_path / "a.csv")
     first = read_catalog(tmp_path / "a.csv")
     r0 = rows.row(0, named=True)
-    assert first["content_hash"][0] == content_hash(title=r0["title"], description=r0["description"], brand=r0["brand"])
+    assert first["content_hash"][0] == content_hash(
+        title=r0["title"], description=r0["description"], brand=r0["brand"]
+    )
     # a second night: one description edited, one category changed (category is not content)
     night2 = rows.with_columns(
-        pl.when(pl.int_range(pl.len()) == 3).then(pl.col("description") + " Now in blue.").otherwise(pl.col("description")),
+        pl.when(pl.int_range(pl.len()) == 3)
+        .then(pl.col("description") + " Now in blue.")
+        .otherwise(pl.col("description")),
         pl.when(pl.int_range(pl.len()) == 5).then(pl.lit("Watches")).otherwise(pl.col("category_path")),
     )
     night2.write_csv(tmp_path / "b.csv")

@@ -34,7 +34,9 @@ def test_missing_sku_id_column(tmp_path: Path, flipkart_raw_path: Path) -> None:
 
 def test_mapped_column_typo_is_loud(tmp_path: Path) -> None:
     (tmp_path / "c.csv").write_text("id,name\n1,Lamp\n")
-    with pytest.raises(CatalogError, match=r"mapped \(title=nmae\) column 'nmae' not found; columns found: id, name"):
+    with pytest.raises(
+        CatalogError, match=r"mapped \(title=nmae\) column 'nmae' not found; columns found: id, name"
+    ):
         read_catalog(tmp_path / "c.csv", spec=parse_mapping(["sku_id=id", "title=nmae"]))
 
 
@@ -69,3 +71,13 @@ def test_ragged_csv(tmp_path: Path) -> None:
     (tmp_path / "r.csv").write_text("sku_id,title\n1,Lamp\n2,Chair,extra,fields\n")
     with pytest.raises(CatalogError, match=r"r\.csv: reading failed"):
         read_catalog(tmp_path / "r.csv")
+
+
+def test_wrong_encoding_names_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "l1.csv").write_bytes("sku_id,title\n1,Crème brûlée dish\n".encode("latin-1"))
+    with pytest.raises(CatalogError, match=r"l1\.csv.*not UTF-8.*--map encoding=latin-1"):
+        read_catalog(tmp_path / "l1.csv")
+    assert (
+        read_catalog(tmp_path / "l1.csv", spec=parse_mapping(["encoding=latin-1"]))["title"][0]
+        == "Crème brûlée dish"
+    )

@@ -14,7 +14,9 @@ from shelfwise.catalog import CatalogSpec, Quarantine, read_catalog
 def loaded(flipkart_raw_path: Path, specs_dir: Path, flipkart_taxonomy) -> tuple[pl.DataFrame, Quarantine]:
     q = Quarantine(None)
     spec = CatalogSpec.from_file(specs_dir / "flipkart_raw.yaml")
-    frame = read_catalog(flipkart_raw_path, spec=spec, taxonomy=flipkart_taxonomy, quarantine=q, shard_size=250)
+    frame = read_catalog(
+        flipkart_raw_path, spec=spec, taxonomy=flipkart_taxonomy, quarantine=q, shard_size=250
+    )
     return frame, q
 
 
@@ -60,10 +62,13 @@ def test_attributes_prices_images(loaded, flipkart_tidy: pl.DataFrame) -> None:
 def test_same_products_as_the_tidy_table_hash_the_same(loaded, shared_data: Path, specs_dir: Path) -> None:
     """The content hash ignores where the export came from: raw CSV and tidy Parquet agree."""
     frame, _ = loaded
-    tidy = read_catalog(shared_data / "catalogs" / "flipkart.parquet",
-                        spec=CatalogSpec.from_file(specs_dir / "flipkart.yaml"))
-    j = frame.join(tidy.select("sku_id", pl.col("content_hash").alias("h2"), pl.col("image_path").alias("i2")),
-                   on="sku_id")
+    tidy = read_catalog(
+        shared_data / "catalogs" / "flipkart.parquet", spec=CatalogSpec.from_file(specs_dir / "flipkart.yaml")
+    )
+    j = frame.join(
+        tidy.select("sku_id", pl.col("content_hash").alias("h2"), pl.col("image_path").alias("i2")),
+        on="sku_id",
+    )
     both_have_image = j.filter(pl.col("i2").is_not_null())
     assert both_have_image.height == 736
     assert (both_have_image["content_hash"] == both_have_image["h2"]).all()

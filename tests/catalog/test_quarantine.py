@@ -36,8 +36,13 @@ def test_bad_rows_are_quarantined_with_reasons(
     qpath = tmp_path / "quarantine.jsonl"
     spec = CatalogSpec.from_file(specs_dir / "flipkart_raw.yaml")
     with Quarantine(qpath) as q:
-        frame = read_catalog(path, spec=spec, taxonomy=flipkart_taxonomy, quarantine=q,
-                             images_root=shared_data / "images" / "flipkart")
+        frame = read_catalog(
+            path,
+            spec=spec,
+            taxonomy=flipkart_taxonomy,
+            quarantine=q,
+            images_root=shared_data / "images" / "flipkart",
+        )
     records = Quarantine.read(qpath)
     errors = [r for r in records if r["severity"] == "error"]
     assert [(r["row_number"], r["reason"], r["field"]) for r in errors] == [
@@ -118,4 +123,9 @@ def test_bad_review_rows(tmp_path: Path) -> None:
         (3, "no_text", "error"),
         (4, "bad_rating", "warning"),
     ]
-    assert q.records[0]["raw"] == {"sku_id": "", "review_title": "Orphan", "review_text": "No product", "rating": "4"}
+    assert q.records[0]["raw"] == {
+        "sku_id": "",
+        "review_title": "Orphan",
+        "review_text": "No product",
+        "rating": "4",
+    }

@@ -56,4 +56,6 @@ def test_make_sample_rebuilds_the_bundled_files(sample: Path, shared_data: Path,
     module.build(shared_data, tmp_path)
     for name in ("catalog.csv", "labelled.parquet", "misfiled.csv", "taxonomy.txt"):
         assert (tmp_path / name).read_bytes() == (sample / name).read_bytes(), name
-    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == sorted(p.name for p in (sample / "images").iterdir())
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == sorted(
+        p.name for p in (sample / "images").iterdir()
+    )

@@ -21,11 +21,19 @@ def test_shard_sizes_and_cross_shard_duplicates(tmp_path: Path, flipkart_tidy: p
     assert isinstance(shards, types.GeneratorType)
     heights = [s.height for s in shards]
     assert heights == [48, 48, 48, 48, 38]  # 235 rows - 5 duplicates = 230
-    assert [(r["row_number"], r["value"]) for r in q.records] == [(201, 3), (202, 50), (203, 120), (204, 199), (205, 200)]
+    assert [(r["row_number"], r["value"]) for r in q.records] == [
+        (201, 3),
+        (202, 50),
+        (203, 120),
+        (204, 199),
+        (205, 200),
+    ]
     assert q.counts == {"duplicate_sku_id": 5}
 
 
-def test_streaming_csv_in_shards(tmp_path: Path, flipkart_raw_path: Path, specs_dir: Path, flipkart_taxonomy) -> None:
+def test_streaming_csv_in_shards(
+    tmp_path: Path, flipkart_raw_path: Path, specs_dir: Path, flipkart_taxonomy
+) -> None:
     spec = CatalogSpec.from_file(specs_dir / "flipkart_raw.yaml")
     shards = iter_catalog(flipkart_raw_path, spec=spec, taxonomy=flipkart_taxonomy, shard_size=100)
     first = next(shards)  # a shard is available before the file is read to the end

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -102,12 +101,12 @@ def test_threads_share_one_cache_object(tmp_path, minilm, counting, titles) -> N
     embedder = counting(minilm)
     cache = EmbeddingCache(tmp_path / "embeddings.sqlite")
     results: dict[int, np.ndarray] = {}
-    errors: list[BaseException] = []
+    errors: list[Exception] = []
 
     def work(i: int) -> None:
         try:
             results[i] = cache.embed(embedder, titles[i * 10 : i * 10 + 30])
-        except BaseException as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # noqa: BLE001 - any error in a thread fails the test below
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]

@@ -54,7 +54,16 @@ def test_photos_give_unit_1280_vectors_and_like_products_are_closer(image_embedd
 
 def test_bad_files_are_tolerated_and_counted_by_reason(image_embedder, flipkart, bad_files) -> None:
     good = _photos(flipkart, "(?i)watch", 2)
-    paths = [good[0], bad_files["missing"], None, bad_files["garbage"], bad_files["huge"], bad_files["truncated"], good[1], ""]
+    paths = [
+        good[0],
+        bad_files["missing"],
+        None,
+        bad_files["garbage"],
+        bad_files["huge"],
+        bad_files["truncated"],
+        good[1],
+        "",
+    ]
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # Pillow's decompression-bomb warning must not leak
@@ -75,7 +84,9 @@ def test_large_jpeg_is_decoded_at_reduced_scale_and_matches_the_original(image_e
     original = _photos(flipkart, "(?i)analog watch", 1)[0]
     big = tmp_path / "big.jpg"
     with Image.open(original) as im:
-        im.convert("RGB").resize((im.width * 24, im.height * 24), Image.Resampling.BICUBIC).save(big, quality=90)
+        im.convert("RGB").resize((im.width * 24, im.height * 24), Image.Resampling.BICUBIC).save(
+            big, quality=90
+        )
     with Image.open(big) as im:
         assert im.width * im.height > 20_000_000
 
@@ -92,7 +103,15 @@ def test_image_cache_keys_by_file_content(tmp_path, image_embedder, counting_ima
     photos = _photos(flipkart, "(?i)watch", 3)
     copy = tmp_path / "renamed_copy.jpg"
     shutil.copy(photos[0], copy)
-    paths = [photos[0], bad_files["garbage"], photos[1], str(copy), photos[2], bad_files["missing"], photos[1]]
+    paths = [
+        photos[0],
+        bad_files["garbage"],
+        photos[1],
+        str(copy),
+        photos[2],
+        bad_files["missing"],
+        photos[1],
+    ]
     cache = EmbeddingCache(tmp_path / "embeddings.sqlite")
     embedder = counting_images(image_embedder)
 

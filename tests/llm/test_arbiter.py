@@ -569,3 +569,26 @@ def test_requests_per_minute_limit_waits(fake, amazon_tax, amazon_items, store):
     assert out["llm_status"].to_list() == ["accepted"] * 3
     assert 59.0 <= arb.stats.rate_limit_wait_s <= 61.0
     assert len(fake.chat_requests) == 3
+
+
+def test_stale_candidates_are_never_offered_and_no_candidates_means_walk(
+    fake, amazon_tax, amazon_items, store
+):
+    row = amazon_items.head(1).drop("true_id").row(0, named=True)
+    stale = {"category_id": "p-deadbeef0000", "category_path": "Old > Gone", "score": 0.5}
+    items = pl.DataFrame(
+        [
+            {**row, "sku_id": "stale", "candidates": [stale, *row["candidates"]]},
+            {**row, "sku_id": "empty", "title": "Something else", "candidates": []},
+        ]
+    )
+    arb = LLMArbiter(settings(fake, max_concurrency=1), amazon_tax, store_path=store)
+    out = by_sku(arb.decide(items))
+    first = options_of(fake.chat_requests[0].body)
+    assert "Old > Gone" not in first.values() and first[1] == row["candidates"][0]["category_path"]
+    assert out["stale"]["llm_category_id"] == row["candidates"][0]["category_id"]
+    # no usable candidates: the first question is already the walk from the roots
+    assert [o for n, o in options_of(fake.chat_requests[1].body).items() if n] == [
+        r.path for r in amazon_tax.roots()
+    ]
+    assert out["empty"]["llm_status"] == "none_of_these_walked"

@@ -115,3 +115,22 @@ def test_refused_logprobs_are_dropped_and_remembered(amazon_tax, amazon_items, t
     assert sent == [True, None, None]
     assert out["llm_confidence_source"].to_list() == ["agreement"] * 2
     assert any("refused logprobs" in n for n in arb.stats.notes)
+
+
+def test_max_tokens_renamed_when_the_server_asks_for_max_completion_tokens(
+    amazon_tax, amazon_items, tmp_path
+):
+    refusal = (
+        "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens'."
+    )
+    with FakeOpenAI() as fake:
+        fake.script({"status": 400, "json": {"error": {"message": refusal}}})
+        s = LLMSettings(base_url=fake.base_url, model="m", max_concurrency=1)
+        out = LLMArbiter(s, amazon_tax, store_path=tmp_path / "l.sqlite").decide(
+            amazon_items.head(2).drop("true_id")
+        )
+        bodies = [r.body for r in fake.chat_requests]
+    assert out["llm_status"].to_list() == ["accepted"] * 2
+    assert "max_tokens" in bodies[0] and all(
+        "max_completion_tokens" in b and "max_tokens" not in b for b in bodies[1:]
+    )

@@ -88,7 +88,7 @@ def _review(settings: Settings, truth: dict[str, str], tax: Any, rng: random.Ran
             true_path = truth[item.sku_id]
             answered += 1
             if answered % 7 == 0:  # a reviewer overrules the model with some other leaf
-                node = next(n for n in leaves if n.path not in (true_path, item.suggested_category_path))
+                node = rng.choice([n for n in leaves if n.path not in (true_path, item.suggested_category_path)])
                 overruled.add(item.sku_id)
             else:
                 node = tax.find_path(true_path)

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from review_app_support import Env, make_env  # noqa: E402
+from review_app_support import Env, make_env
 
 
 @pytest.fixture()

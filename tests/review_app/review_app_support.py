@@ -19,7 +19,7 @@ SECRET = "test-secret-key-for-the-review-app-0123456789"
 PASSWORD = "correct horse battery"
 INJECTION_TITLE = "<script>alert(1)</script> Curtain'; DROP TABLE review_items; --"
 INJECTION_BRAND = '<img src=x onerror="alert(2)">'
-INJECTION_DESCRIPTION = "Robert'); DROP TABLE decisions; -- & <b>bold</b> \"quoted\""
+INJECTION_DESCRIPTION = 'Robert\'); DROP TABLE decisions; -- & <b>bold</b> "quoted"'
 
 # Real Flipkart SKUs (catalogs/flipkart.parquet) and the Shopify words that find their category.
 SEED: list[tuple[str, str, str]] = [
@@ -56,7 +56,12 @@ def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
     page = client.get("/login")
     resp = client.post(
         "/login",
-        data={"username": username, "password": password, "csrf_token": csrf_from(page.text), "next": "/queues"},
+        data={
+            "username": username,
+            "password": password,
+            "csrf_token": csrf_from(page.text),
+            "next": "/queues",
+        },
         follow_redirects=False,
     )
     assert resp.status_code == 303, resp.text
@@ -69,7 +74,9 @@ def _shopify(path: Path) -> tuple[Any, TaxonomyIndex]:
     return en, TaxonomyIndex(en)
 
 
-def seed_frame(shared_data: Path, *, run_id: str, extra_rows: list[dict[str, Any]] | None = None) -> pl.DataFrame:
+def seed_frame(
+    shared_data: Path, *, run_id: str, extra_rows: list[dict[str, Any]] | None = None
+) -> pl.DataFrame:
     """Queue rows for the SEED products: real titles/photos, Shopify suggestions from the search index."""
     en, index = _shopify(shared_data / "taxonomies" / "shopify_categories_2025-01.en.txt")
     products = pl.read_parquet(shared_data / "catalogs" / "flipkart.parquet")
@@ -82,7 +89,9 @@ def seed_frame(shared_data: Path, *, run_id: str, extra_rows: list[dict[str, Any
         siblings = en.children(hits[0].parent_id) if hits[0].parent_id else []
         nodes = list({n.id: n for n in [*hits, *siblings]}.values())  # model-like confusions: siblings
         scores = [0.46, 0.31, 0.12, 0.07, 0.04]
-        candidates = [{"category_id": n.id, "category_path": n.path, "score": s} for n, s in zip(nodes, scores)]
+        candidates = [
+            {"category_id": n.id, "category_path": n.path, "score": s} for n, s in zip(nodes, scores)
+        ]
         rows.append(
             {
                 "sku_id": sku,
@@ -148,7 +157,9 @@ def make_env(db_url: str, shared_data: Path) -> Env:
     ko_path = tax_dir / "shopify_categories_2025-01.ko.txt"
     store = QueueStore(db_url, bcrypt_rounds=4)  # cheap hashes keep logins fast in tests
     store.upgrade()
-    frame = seed_frame(shared_data, run_id="run-test", extra_rows=[injection_row(shared_data, run_id="run-test")])
+    frame = seed_frame(
+        shared_data, run_id="run-test", extra_rows=[injection_row(shared_data, run_id="run-test")]
+    )
     store.enqueue(frame, run_id="run-test")
     for name, role in (("alice", Role.REVIEWER), ("bob", Role.REVIEWER), ("root", Role.ADMIN)):
         store.add_user(name, PASSWORD, role=role)

@@ -26,7 +26,9 @@ def test_claim_hands_out_each_item_once_highest_priority_first(env: Env) -> None
         assert first[0]["claimed_by"] == "alice" and first[0]["status"] == "claimed"
         second = bob.post("/api/queues/suspect/claim", headers=b_headers).json()
         assert [i["sku_id"] for i in second] == [JAIPUR]
-        assert bob.post("/api/queues/suspect/claim", headers=b_headers).json()[0]["sku_id"] == JAIPUR  # own lease
+        assert (
+            bob.post("/api/queues/suspect/claim", headers=b_headers).json()[0]["sku_id"] == JAIPUR
+        )  # own lease
         resp = bob.post(f"/api/items/{first[0]['id']}/decision", json={"kind": "accept"}, headers=b_headers)
         assert resp.status_code == 409 and "claimed by alice" in resp.json()["detail"]
         resp = alice.post("/api/queues/not_a_queue/claim", headers=a_headers)
@@ -47,12 +49,17 @@ def test_decisions_through_the_api_leave_the_queue_and_reach_the_export(env: Env
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert body["final"] is True and body["status"] == "decided"
-        assert body["category_path"] == "Home & Garden > Linens & Bedding > Towels > Bath Towels & Washcloths > Washcloths"
+        assert (
+            body["category_path"]
+            == "Home & Garden > Linens & Bedding > Towels > Bath Towels & Washcloths > Washcloths"
+        )
         assert body["next_item"]["sku_id"] == JAIPUR  # the next suspect item, now leased to root
         assert body["next_item"]["claimed_by"] == "root"
 
         elegance = env.item_ids[ELEGANCE]
-        assert admin.post(f"/api/items/{elegance}/decision", json={"kind": "accept"}, headers=headers).json()["final"]
+        assert admin.post(f"/api/items/{elegance}/decision", json={"kind": "accept"}, headers=headers).json()[
+            "final"
+        ]
         resp = admin.post(f"/api/items/{elegance}/decision", json={"kind": "accept"}, headers=headers)
         assert resp.status_code == 409 and "already decided" in resp.json()["detail"]
 
@@ -91,7 +98,10 @@ def test_incomplete_or_unknown_choices_are_refused_with_a_reason(env: Env) -> No
         assert "zz-999" in resp.json()["detail"] and "not in taxonomy" in resp.json()["detail"]
         resp = alice.post(f"/api/items/{item}/decision", json={"kind": "maybe"}, headers=headers)
         assert resp.status_code == 422
-        assert alice.post("/api/items/999999/decision", json={"kind": "accept"}, headers=headers).status_code == 404
+        assert (
+            alice.post("/api/items/999999/decision", json={"kind": "accept"}, headers=headers).status_code
+            == 404
+        )
         assert alice.get("/api/items/999999").status_code == 404
     assert QueueStore(env.db_url).get_item(env.item_ids[JAIPUR]).status == "open"  # type: ignore[union-attr]
 
@@ -126,7 +136,11 @@ def test_bulk_accept_checks_the_expected_count(env: Env) -> None:
         assert counts["low_confidence"]["decided"] == 3 and counts["suspect"]["decided"] == 0
     labels = QueueStore(env.db_url).labels()
     assert sorted(labels["sku_id"].to_list()) == sorted(
-        ["55b85ea15a1536d46b7190ad6fff8ce7", "7b72c92c2f6c40268628ec5f14c6d590", "f355cc1ccb08bd0d283ed979b7ee7515"]
+        [
+            "55b85ea15a1536d46b7190ad6fff8ce7",
+            "7b72c92c2f6c40268628ec5f14c6d590",
+            "f355cc1ccb08bd0d283ed979b7ee7515",
+        ]
     )
 
 
@@ -135,12 +149,17 @@ def test_list_filters_and_pagination(env: Env) -> None:
         login(alice, "alice")
         page = alice.get("/api/items", params={"limit": 2}).json()
         assert page["total"] == 6 and len(page["items"]) == 2
-        assert [i["priority"] for i in page["items"]] == sorted([i["priority"] for i in page["items"]], reverse=True)
+        assert [i["priority"] for i in page["items"]] == sorted(
+            [i["priority"] for i in page["items"]], reverse=True
+        )
         rest = alice.get("/api/items", params={"limit": 2, "offset": 4}).json()
         assert len(rest["items"]) == 2
         assert alice.get("/api/items", params={"text": "towel"}).json()["total"] == 2
         assert alice.get("/api/items", params={"text": "eurospa"}).json()["items"][0]["sku_id"] == EUROSPA
-        assert alice.get("/api/items", params={"category": "Home & Garden > Linens & Bedding"}).json()["total"] == 3
+        assert (
+            alice.get("/api/items", params={"category": "Home & Garden > Linens & Bedding"}).json()["total"]
+            == 3
+        )
         assert alice.get("/api/items", params={"max_confidence": 0.3}).json()["total"] == 1
         assert alice.get("/api/items", params={"reason": "current_disagrees"}).json()["total"] == 2
         assert alice.get("/api/items", params={"min_confidence": 1.5}).status_code == 422

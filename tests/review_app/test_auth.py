@@ -9,8 +9,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from review_app_support import PASSWORD, SECRET, Env, csrf_from, login
 from fastapi.testclient import TestClient
+from review_app_support import PASSWORD, SECRET, Env, csrf_from, login
 
 from shelfwise.errors import ConfigError
 from verification import QueueStore
@@ -28,11 +28,19 @@ def test_anonymous_pages_redirect_to_login_and_api_says_401(client: TestClient, 
         resp = client.get(url, follow_redirects=False)
         assert resp.status_code == 303, url
         assert resp.headers["location"].startswith("/login?next=/"), url
-    for url in ("/api/items", f"/api/items/{item_id}", "/api/queues", "/api/taxonomy/search?q=curtain", "/api/export"):
+    for url in (
+        "/api/items",
+        f"/api/items/{item_id}",
+        "/api/queues",
+        "/api/taxonomy/search?q=curtain",
+        "/api/export",
+    ):
         resp = client.get(url)
         assert resp.status_code == 401, url
         assert "log in" in resp.json()["detail"]
-        assert "basic" not in resp.headers.get("www-authenticate", "").lower()  # browsers must never cache basic creds
+        assert (
+            "basic" not in resp.headers.get("www-authenticate", "").lower()
+        )  # browsers must never cache basic creds
     resp = client.post(f"/api/items/{item_id}/decision", json={"kind": "accept"})
     assert resp.status_code == 401
     assert client.get(f"/api/items/{item_id}", headers=basic("alice")).json()["status"] == "open"
@@ -44,7 +52,12 @@ def test_login_page_then_queue_page_then_logout(client: TestClient) -> None:
     assert 'name="next" value="/queues?queue=suspect"' in resp.text
     resp = client.post(
         "/login",
-        data={"username": "alice", "password": PASSWORD, "csrf_token": csrf_from(resp.text), "next": "/queues?queue=suspect"},
+        data={
+            "username": "alice",
+            "password": PASSWORD,
+            "csrf_token": csrf_from(resp.text),
+            "next": "/queues?queue=suspect",
+        },
     )
     assert resp.status_code == 200
     assert resp.url.path == "/queues" and resp.url.params["queue"] == "suspect"
@@ -81,7 +94,12 @@ def test_login_never_redirects_off_site(client: TestClient) -> None:
         page = client.get("/login")
         resp = client.post(
             "/login",
-            data={"username": "alice", "password": PASSWORD, "csrf_token": csrf_from(page.text), "next": evil},
+            data={
+                "username": "alice",
+                "password": PASSWORD,
+                "csrf_token": csrf_from(page.text),
+                "next": evil,
+            },
             follow_redirects=False,
         )
         assert resp.status_code == 303
@@ -115,7 +133,8 @@ def test_reviewer_is_blocked_from_admin_pages_and_calls(client: TestClient, env:
     assert resp.status_code == 403
     assert "needs an admin" in resp.text
     resp = client.post(
-        "/admin/users", data={"csrf_token": token, "username": "eve", "password": "password123", "role": "admin"}
+        "/admin/users",
+        data={"csrf_token": token, "username": "eve", "password": "password123", "role": "admin"},
     )
     assert resp.status_code == 403
     assert client.get("/bulk-accept?queue=suspect").status_code == 403
@@ -133,7 +152,8 @@ def test_admin_adds_a_reviewer_who_can_then_log_in(client: TestClient, env: Env)
     page = client.get("/admin/users")
     assert page.status_code == 200 and "alice" in page.text and "root" in page.text
     resp = client.post(
-        "/admin/users", data={"csrf_token": token, "username": "carol", "password": "short", "role": "reviewer"}
+        "/admin/users",
+        data={"csrf_token": token, "username": "carol", "password": "short", "role": "reviewer"},
     )
     assert "too short" in resp.text
     resp = client.post(
@@ -142,7 +162,8 @@ def test_admin_adds_a_reviewer_who_can_then_log_in(client: TestClient, env: Env)
     )
     assert "Added reviewer" in resp.text and "carol" in resp.text
     resp = client.post(
-        "/admin/users", data={"csrf_token": token, "username": "carol", "password": "long enough pw", "role": "admin"}
+        "/admin/users",
+        data={"csrf_token": token, "username": "carol", "password": "long enough pw", "role": "admin"},
     )
     assert "already exists" in resp.text
     client.cookies.clear()
@@ -156,11 +177,15 @@ def _post_routes() -> list[str]:
 
     routes = [*_pages.router.routes, *_api.router.routes]
     return sorted(
-        route.path for route in routes if "POST" in getattr(route, "methods", set()) and route.path != "/login"
+        route.path
+        for route in routes
+        if "POST" in getattr(route, "methods", set()) and route.path != "/login"
     )
 
 
-def test_every_state_changing_route_refuses_a_missing_or_wrong_csrf_token(client: TestClient, env: Env) -> None:
+def test_every_state_changing_route_refuses_a_missing_or_wrong_csrf_token(
+    client: TestClient, env: Env
+) -> None:
     routes = _post_routes()
     # The ones that change state: all must be protected, and none may be forgotten here.
     assert set(routes) >= {
@@ -177,11 +202,19 @@ def test_every_state_changing_route_refuses_a_missing_or_wrong_csrf_token(client
     item_id = env.item_ids["6325b6870c54cd47be6ebfbffa620ec7"]
     for path in routes:
         url = path.replace("{item_id}", str(item_id)).replace("{queue}", "suspect")
-        form = {"decision": "accept", "queue": "suspect", "expected": "2", "username": "x1", "password": "password123"}
+        form = {
+            "decision": "accept",
+            "queue": "suspect",
+            "expected": "2",
+            "username": "x1",
+            "password": "password123",
+        }
         for extra in ({}, {"csrf_token": "forged-token-forged-token-forged-token"}):
             resp = client.post(url, data={**form, **extra}, follow_redirects=False)
             assert resp.status_code == 403, (url, extra, resp.status_code)
-        resp = client.post(url, json={"kind": "accept", "filters": {"queue": "suspect"}}, headers={"X-CSRF-Token": "nope"})
+        resp = client.post(
+            url, json={"kind": "accept", "filters": {"queue": "suspect"}}, headers={"X-CSRF-Token": "nope"}
+        )
         assert resp.status_code == 403, url
     store = QueueStore(env.db_url)
     assert store.queue_counts()["suspect"] == {"open": 2, "claimed": 0, "decided": 0}
@@ -230,7 +263,9 @@ def test_pages_carry_security_headers(client: TestClient) -> None:
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert resp.headers["x-content-type-options"] == "nosniff"
     links = re.findall(r'(?:src|href)="([^"]*)"', resp.text)
-    assert links and all(link.startswith("/") and not link.startswith("//") for link in links), links  # no CDN
+    assert links and all(link.startswith("/") and not link.startswith("//") for link in links), (
+        links
+    )  # no CDN
     cookie = client.get("/login").headers.get("set-cookie", "")
     assert "httponly" in cookie.lower() or cookie == ""
 

@@ -22,7 +22,7 @@ def _flashes(html: str) -> list[str]:
 def test_queue_page_shows_counts_items_and_filters(client: TestClient) -> None:
     login(client, "alice")
     page = client.get("/queues").text
-    cards = dict(re.findall(r'data-queue="(\w+)">.*?<span class="num">(\d+)</span>', page, flags=re.S))
+    cards = dict(re.findall(r'data-queue="(\w+)">.*?<span class="num">(\d+)</span>', page, flags=re.DOTALL))
     assert cards == {"suspect": "2", "low_confidence": "3", "llm_failed": "0", "audit": "1"}
     assert "Elegance Polyester Multicolor Abstract Eyelet Door Curtain" in page
     assert "6 items" in page
@@ -61,7 +61,8 @@ def test_review_flow_accept_moves_to_the_next_item(client: TestClient, env: Env)
     assert jaipur is not None
     second = jaipur.candidates[1]["category_id"]
     resp = client.post(
-        f"/items/{jaipur.id}/decide", data={"csrf_token": token, "decision": f"choose:{second}", "queue": "suspect"}
+        f"/items/{jaipur.id}/decide",
+        data={"csrf_token": token, "decision": f"choose:{second}", "queue": "suspect"},
     )
     assert resp.url.path == "/queues"
     assert any("No more open items in Suspected misfiled" in f for f in _flashes(resp.text))
@@ -74,14 +75,17 @@ def test_next_leaves_the_item_undecided_and_skip_records_it(client: TestClient, 
     token = login(client, "alice")
     first = client.post("/queues/next", data={"csrf_token": token, "queue": "low_confidence"})
     assert first.url.path == f"/items/{env.item_ids[ELEGANCE]}"
-    nxt = client.post("/queues/next", data={"csrf_token": token, "queue": "low_confidence", "after": env.item_ids[ELEGANCE]})
+    nxt = client.post(
+        "/queues/next", data={"csrf_token": token, "queue": "low_confidence", "after": env.item_ids[ELEGANCE]}
+    )
     assert nxt.url.path == f"/items/{env.item_ids[SATHIYAS]}"
     store = QueueStore(env.db_url)
     elegance = store.get_item(env.item_ids[ELEGANCE])
     assert elegance is not None and elegance.status == "open" and elegance.claimed_by is None  # released
     assert store.decisions_for_item(env.item_ids[ELEGANCE]) == []
     skipped = client.post(
-        f"/items/{env.item_ids[SATHIYAS]}/decide", data={"csrf_token": token, "decision": "skip", "queue": "low_confidence"}
+        f"/items/{env.item_ids[SATHIYAS]}/decide",
+        data={"csrf_token": token, "decision": "skip", "queue": "low_confidence"},
     )
     assert any(f.startswith("Skipped") for f in _flashes(skipped.text))
     assert [d["kind"] for d in store.decisions_for_item(env.item_ids[SATHIYAS])] == ["skip"]
@@ -94,7 +98,8 @@ def test_decision_on_an_item_someone_else_holds_is_refused_politely(env: Env) ->
         b_token = login(bob, "bob")
         alice.post("/queues/next", data={"csrf_token": a_token, "queue": "suspect"})
         resp = bob.post(
-            f"/items/{env.item_ids[EUROSPA]}/decide", data={"csrf_token": b_token, "decision": "accept", "queue": "suspect"}
+            f"/items/{env.item_ids[EUROSPA]}/decide",
+            data={"csrf_token": b_token, "decision": "accept", "queue": "suspect"},
         )
         assert any("Not saved" in f and "claimed by alice" in f for f in _flashes(resp.text))
         assert resp.url.path == f"/items/{env.item_ids[JAIPUR]}"  # bob moves on to a free item
@@ -106,7 +111,11 @@ def test_hostile_product_text_is_stored_verbatim_and_shown_as_text(client: TestC
     store = QueueStore(env.db_url)
     stored = store.get_item(env.injection_id)
     assert stored is not None
-    assert (stored.title, stored.brand, stored.description) == (INJECTION_TITLE, INJECTION_BRAND, INJECTION_DESCRIPTION)
+    assert (stored.title, stored.brand, stored.description) == (
+        INJECTION_TITLE,
+        INJECTION_BRAND,
+        INJECTION_DESCRIPTION,
+    )
     login(client, "alice")
     for url in (f"/items/{env.injection_id}", "/queues?queue=audit", "/queues?text=DROP+TABLE"):
         html = client.get(url).text
@@ -151,7 +160,9 @@ def test_bulk_accept_asks_for_confirmation_then_accepts(client: TestClient, env:
     assert '<strong id="bulk-total">3</strong>' in page.text
     store = QueueStore(env.db_url)
     assert store.queue_counts()["low_confidence"]["decided"] == 0  # nothing happens before the POST
-    stale = client.post("/bulk-accept", data={"csrf_token": token, "queue": "low_confidence", "expected": "7"})
+    stale = client.post(
+        "/bulk-accept", data={"csrf_token": token, "queue": "low_confidence", "expected": "7"}
+    )
     assert "The list changed" in stale.text
     assert store.queue_counts()["low_confidence"]["decided"] == 0
     done = client.post("/bulk-accept", data={"csrf_token": token, "queue": "low_confidence", "expected": "3"})

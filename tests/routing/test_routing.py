@@ -73,3 +73,10 @@ def test_audit_sample_is_deterministic_and_close_to_the_rate():
     assert 0.04 < a.mean() < 0.06
     assert not audit_sample(skus, "run-1", rate=0.0).any()
     assert (audit_sample(skus, "run-2", rate=0.05) != a).any()
+
+
+def test_a_current_category_the_model_still_finds_plausible_is_reviewed_not_called_suspect():
+    r = route(np.array([0.8, 0.8]), np.array([0.5, 0.5]), ["A > B", "A > B"], ["A > C", "A > C"],
+              current_support=np.array([0.15, 0.01]))
+    assert r.route == ["review", "suspect"]
+    assert r.reason[0] == "low_confidence_disagrees"

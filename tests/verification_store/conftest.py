@@ -96,7 +96,9 @@ def make_frame(amazon: tuple[pl.DataFrame, Any]) -> Callable[..., pl.DataFrame]:
     catalog, tax = amazon
     nodes = sorted(tax, key=lambda n: n.id)
 
-    def build(n: int = 60, *, offset: int = 0, queues: tuple[str, ...] = QUEUES, run: str = "run-1") -> pl.DataFrame:
+    def build(
+        n: int = 60, *, offset: int = 0, queues: tuple[str, ...] = QUEUES, run: str = "run-1"
+    ) -> pl.DataFrame:
         rows = catalog.slice(offset, n).to_dicts()
         out: list[dict[str, Any]] = []
         for i, r in enumerate(rows):

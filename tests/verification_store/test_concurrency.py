@@ -38,7 +38,9 @@ def test_parallel_reviewers_never_share_an_item(db_url: str, make_store, make_fr
         try:
             start.wait()
             while time.monotonic() < deadline:
-                items = store.claim("suspect", me, limit=1 + index % 3)
+                limit = 1 + index % 3
+                items = store.claim("suspect", me, limit=limit)
+                assert len(items) <= limit, f"claim(limit={limit}) leased {len(items)} items"
                 if not items:
                     counts = store.queue_counts()["suspect"]
                     if counts["open"] == 0 and counts["claimed"] == 0:

@@ -160,7 +160,12 @@ def test_list_items_filters_and_pages(store: QueueStore, make_frame) -> None:
     assert total == 50 and len(page1) == 20 and len(page3) == 10
     top = frame["category_path"][0].split(" > ")[0]
     by_cat, n = store.list_items(ItemFilter(category=top), limit=100)
-    assert n == frame.filter(frame["category_path"].str.starts_with(top + " >") | (frame["category_path"] == top)).height
+    assert (
+        n
+        == frame.filter(
+            frame["category_path"].str.starts_with(top + " >") | (frame["category_path"] == top)
+        ).height
+    )
     assert all(i.suggested_category_path.startswith(top) for i in by_cat)
     _, n_reason = store.list_items(ItemFilter(reason="suspect_branch"), limit=1)
     assert n_reason == 25

@@ -39,14 +39,19 @@ def test_open_item_is_updated_not_duplicated(store: QueueStore, make_frame, row_
 
     new_cands = [{"category_id": "x1", "category_path": "Toys > Puzzles", "score": 0.91}]
     changed = frame.with_columns(
-        pl.when(pl.col("sku_id") == sku).then(pl.lit("x1")).otherwise(pl.col("category_id")).alias("category_id"),
+        pl.when(pl.col("sku_id") == sku)
+        .then(pl.lit("x1"))
+        .otherwise(pl.col("category_id"))
+        .alias("category_id"),
         pl.when(pl.col("sku_id") == sku)
         .then(pl.lit("Toys > Puzzles"))
         .otherwise(pl.col("category_path"))
         .alias("category_path"),
         pl.when(pl.col("sku_id") == sku).then(pl.lit(5.0)).otherwise(pl.col("priority")).alias("priority"),
     ).with_columns(
-        pl.Series("candidates", [new_cands if s == sku else c for s, c in zip(frame["sku_id"], frame["candidates"])])
+        pl.Series(
+            "candidates", [new_cands if s == sku else c for s, c in zip(frame["sku_id"], frame["candidates"])]
+        )
     )
     result = store.enqueue(changed, run_id="run-2")
     assert result.total("updated") == 20  # every row carries the new run_id

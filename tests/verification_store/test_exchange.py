@@ -50,7 +50,9 @@ def test_export_import_round_trip(make_store, make_frame, amazon, tmp_path: Path
     assert target.import_decisions(path, fmt=fmt, reviewer="importer") == 4
     assert _label_map(target) == _label_map(source)
     log = target.decisions_frame()
-    assert {(r["sku_id"], r["kind"]) for r in log.iter_rows(named=True)} == {(k, v[0]) for k, v in decided.items()}
+    assert {(r["sku_id"], r["kind"]) for r in log.iter_rows(named=True)} == {
+        (k, v[0]) for k, v in decided.items()
+    }
     assert set(log["source"]) == {"import"} and set(log["reviewer"]) == {"importer"}
     assert all("original reviewer alice" in n for n in log["note"])
     assert target.queue_counts()["low_confidence"] == {"open": 6, "claimed": 0, "decided": 4}
@@ -75,8 +77,16 @@ def test_csv_export_columns(store: QueueStore, make_frame, amazon, tmp_path: Pat
     path = tmp_path / "out.csv"
     store.export_decisions(path, fmt="csv")
     rows = list(csv.DictReader(path.open()))
-    assert {"sku_id", "title", "category_id", "category_path", "kind", "reviewer", "decided_at",
-            "previous_category_path"} <= set(rows[0])
+    assert {
+        "sku_id",
+        "title",
+        "category_id",
+        "category_path",
+        "kind",
+        "reviewer",
+        "decided_at",
+        "previous_category_path",
+    } <= set(rows[0])
     by_sku = {r["sku_id"]: r for r in rows}
     for sku, (kind, cat) in decided.items():
         assert by_sku[sku]["kind"] == kind

@@ -51,7 +51,8 @@ def test_postgres_schema_isolated_in_search_path(pg_schema: str, pg_url: str) ->
         with engine.connect() as conn:
             tables = set(
                 conn.execute(
-                    sa.text("SELECT table_name FROM information_schema.tables WHERE table_schema = :s"), {"s": schema}
+                    sa.text("SELECT table_name FROM information_schema.tables WHERE table_schema = :s"),
+                    {"s": schema},
                 ).scalars()
             )
         engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ from verification._errors import InvalidDecisionError, ItemConflictError, ItemNo
 from verification._types import ItemFilter, ItemView
 from verification.models import DecisionKind, ItemStatus, Queue, Role
 
-from ._auth import Principal, api_admin, api_admin_csrf, api_user, api_user_csrf, ensure_csrf_token
+from ._auth import ApiAdmin, ApiAdminCsrf, ApiUser, ApiUserCsrf, ensure_csrf_token
 from ._common import UiFilters, state
 from ._decide import DecisionRequest, apply_decision, claim_next
 
@@ -84,7 +85,9 @@ class Me(BaseModel):
     username: str
     role: Role
     auth: Literal["session", "basic"]
-    csrf_token: str | None = Field(None, description="Send as X-CSRF-Token on POSTs made with the session cookie")
+    csrf_token: str | None = Field(
+        default=None, description="Send as X-CSRF-Token on POSTs made with the session cookie"
+    )
 
 
 class Filters(BaseModel):
@@ -92,10 +95,10 @@ class Filters(BaseModel):
 
     queue: Queue | None = None
     status: ItemStatus | None = None
-    category: str | None = Field(None, description="Path prefix of the suggested category")
+    category: str | None = Field(default=None, description="Path prefix of the suggested category")
     reason: str | None = None
-    min_confidence: float | None = Field(None, ge=0, le=1)
-    max_confidence: float | None = Field(None, ge=0, le=1)
+    min_confidence: float | None = Field(default=None, ge=0, le=1)
+    max_confidence: float | None = Field(default=None, ge=0, le=1)
     text: str | None = None
 
     def ui(self) -> UiFilters:
@@ -106,15 +109,15 @@ class Filters(BaseModel):
 
 
 class ClaimRequest(BaseModel):
-    limit: int = Field(1, ge=1, le=50)
-    filters: Filters = Field(default_factory=Filters)
+    limit: int = Field(default=1, ge=1, le=50)
+    filters: Filters = Filters()
 
 
 class DecisionIn(BaseModel):
     kind: DecisionKind
-    category_id: str | None = Field(None, description="Taxonomy node id; required for kind=choose")
-    note: str = Field("", max_length=2000)
-    duration_ms: int | None = Field(None, ge=0)
+    category_id: str | None = Field(default=None, description="Taxonomy node id; required for kind=choose")
+    note: str = Field(default="", max_length=2000)
+    duration_ms: int | None = Field(default=None, ge=0)
 
 
 class DecisionOut(BaseModel):
@@ -129,12 +132,16 @@ class DecisionOut(BaseModel):
     reviews_required: int
     category_id: str | None = None
     category_path: str | None = None
-    next_item: Item | None = Field(None, description="The next item claimed for you when claim_next was set")
+    next_item: Item | None = Field(
+        default=None, description="The next item claimed for you when claim_next was set"
+    )
 
 
 class BulkAcceptIn(BaseModel):
     filters: Filters
-    expected: int | None = Field(None, ge=0, description="Refuse (409) unless exactly this many items match")
+    expected: int | None = Field(
+        default=None, ge=0, description="Refuse (409) unless exactly this many items match"
+    )
 
 
 class BulkAcceptOut(BaseModel):
@@ -181,14 +188,14 @@ def _filters(
 
 
 @router.get("/me", response_model=Me, responses=_ERRORS)
-def me(request: Request, who: Principal = Depends(api_user)) -> Me:
+def me(request: Request, who: ApiUser) -> Me:
     """Who you are, and the CSRF token to send with POSTs made with the session cookie."""
     token = ensure_csrf_token(request) if who.via == "session" else None
     return Me(username=who.username, role=who.role, auth=who.via, csrf_token=token)
 
 
 @router.get("/queues", responses=_ERRORS)
-def queues(request: Request, _: Principal = Depends(api_user)) -> dict[str, dict[str, int]]:
+def queues(request: Request, _: ApiUser) -> dict[str, dict[str, int]]:
     """Item counts per queue and status, e.g. ``{"suspect": {"open": 12, "decided": 3}}``."""
     counts = state(request).store.queue_counts()
     return {str(q): dict(counts.get(q, {})) for q in Queue}
@@ -197,18 +204,20 @@ def queues(request: Request, _: Principal = Depends(api_user)) -> dict[str, dict
 @router.get("/items", response_model=ItemPage, responses=_ERRORS)
 def list_items(
     request: Request,
-    filters: Filters = Depends(_filters),
+    _: ApiUser,
+    filters: Annotated[Filters, Depends(_filters)],
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    _: Principal = Depends(api_user),
 ) -> ItemPage:
     """Items matching the filters, highest priority first."""
     items, total = state(request).store.list_items(filters.item_filter(), offset=offset, limit=limit)
     return ItemPage(items=[_item(i) for i in items], total=total, offset=offset, limit=limit)
 
 
-@router.get("/items/{item_id}", response_model=Item, responses={**_ERRORS, 404: {"description": "No such item"}})
-def get_item(request: Request, item_id: int, _: Principal = Depends(api_user)) -> Item:
+@router.get(
+    "/items/{item_id}", response_model=Item, responses={**_ERRORS, 404: {"description": "No such item"}}
+)
+def get_item(request: Request, item_id: int, _: ApiUser) -> Item:
     item = state(request).store.get_item(item_id)
     if item is None:
         raise HTTPException(404, f"review item {item_id} does not exist")
@@ -216,9 +225,7 @@ def get_item(request: Request, item_id: int, _: Principal = Depends(api_user)) -
 
 
 @router.post("/queues/{queue}/claim", response_model=list[Item], responses=_ERRORS)
-def claim(
-    request: Request, queue: Queue, body: ClaimRequest | None = None, who: Principal = Depends(api_user_csrf)
-) -> list[Item]:
+def claim(request: Request, queue: Queue, who: ApiUserCsrf, body: ClaimRequest | None = None) -> list[Item]:
     """Claim (lease) up to ``limit`` open items of ``queue`` for yourself; an empty list when none is left."""
     body = body or ClaimRequest()
     item_filter = dataclasses.replace(body.filters.item_filter(), queue=None, status=None)
@@ -232,7 +239,9 @@ def claim(
     responses={
         **_ERRORS,
         404: {"description": "No such item"},
-        409: {"description": "Claimed by someone else, already decided, or needs a different second reviewer"},
+        409: {
+            "description": "Claimed by someone else, already decided, or needs a different second reviewer"
+        },
         422: {"description": "Incomplete decision (choose without a known category id)"},
     },
 )
@@ -240,8 +249,8 @@ def decide(
     request: Request,
     item_id: int,
     body: DecisionIn,
+    who: ApiUserCsrf,
     claim_next_item: Annotated[bool, Query(alias="claim_next")] = False,
-    who: Principal = Depends(api_user_csrf),
 ) -> DecisionOut:
     """Record a decision. With ``?claim_next=true`` the answer also carries the next item of the same queue."""
     app_state = state(request)
@@ -269,25 +278,31 @@ def decide(
     response_model=BulkAcceptOut,
     responses={**_ERRORS, 409: {"description": "The number of matching items is not `expected`"}},
 )
-def bulk_accept(request: Request, body: BulkAcceptIn, who: Principal = Depends(api_admin_csrf)) -> BulkAcceptOut:
+def bulk_accept(request: Request, body: BulkAcceptIn, who: ApiAdminCsrf) -> BulkAcceptOut:
     """Accept the suggestion of every open item matching the filters (admins; at least one filter)."""
     ui = dataclasses.replace(body.filters.ui(), status=ItemStatus.OPEN)
     if not ui.narrows():
-        raise HTTPException(422, "bulk accept needs at least one filter (queue, category, reason, confidence or text)")
+        raise HTTPException(
+            422, "bulk accept needs at least one filter (queue, category, reason, confidence or text)"
+        )
     store = state(request).store
     if body.expected is not None:
         _, total = store.list_items(ui.to_item_filter(), offset=0, limit=1)
         if total != body.expected:
-            raise HTTPException(409, f"{total} open items match these filters, not the expected {body.expected}")
+            raise HTTPException(
+                409, f"{total} open items match these filters, not the expected {body.expected}"
+            )
     return BulkAcceptOut(accepted=store.bulk_accept(ui.to_item_filter(), who.username))
 
 
 @router.get("/taxonomy/search", response_model=SearchOut, responses=_ERRORS)
 def taxonomy_search(
     request: Request,
-    q: Annotated[str, Query(max_length=200, description="Name, words, path or fragment (English or localized)")],
+    q: Annotated[
+        str, Query(max_length=200, description="Name, words, path or fragment (English or localized)")
+    ],
+    _: ApiUser,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    _: Principal = Depends(api_user),
 ) -> SearchOut:
     """Search-as-you-type over the taxonomy and its localized names (e.g. Korean)."""
     results, took = state(request).taxonomy.search(q, limit=limit)
@@ -297,19 +312,24 @@ def taxonomy_search(
 
 @router.get(
     "/export",
-    responses={**_ERRORS, 200: {"description": "The decisions file", "content": {"text/csv": {}, "application/json": {}}}},
+    responses={
+        **_ERRORS,
+        200: {"description": "The decisions file", "content": {"text/csv": {}, "application/json": {}}},
+    },
     response_class=FileResponse,
 )
 def export(
     request: Request,
-    fmt: Annotated[Literal["csv", "labelstudio"], Query(description="csv or labelstudio (JSON tasks)")] = "csv",
-    _: Principal = Depends(api_admin),
+    _: ApiAdmin,
+    fmt: Annotated[
+        Literal["csv", "labelstudio"], Query(description="csv or labelstudio (JSON tasks)")
+    ] = "csv",
 ) -> FileResponse:
     """Download every decision as CSV or as Label Studio JSON (admins)."""
     suffix, media = (".csv", "text/csv") if fmt == "csv" else (".json", "application/json")
-    handle = tempfile.NamedTemporaryFile(prefix="shelfwise-decisions-", suffix=suffix, delete=False)
-    handle.close()
-    path = Path(handle.name)
+    fd, name = tempfile.mkstemp(prefix="shelfwise-decisions-", suffix=suffix)
+    os.close(fd)
+    path = Path(name)
     state(request).store.export_decisions(path, fmt=fmt)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return FileResponse(

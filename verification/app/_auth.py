@@ -20,32 +20,33 @@ import binascii
 import hmac
 import secrets
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request
 
 from verification.models import Role
+from verification.store import QueueStore
 
 __all__ = [
-    "Principal",
-    "LoginRequired",
     "CSRF_FIELD",
     "CSRF_HEADER",
-    "ensure_csrf_token",
-    "rotate_session",
-    "principal",
-    "page_user",
-    "page_user_csrf",
-    "page_admin",
-    "page_admin_csrf",
-    "api_user",
-    "api_user_csrf",
-    "api_admin",
-    "api_admin_csrf",
+    "ApiAdmin",
+    "ApiAdminCsrf",
+    "ApiUser",
+    "ApiUserCsrf",
+    "LoginRequired",
+    "PageAdmin",
+    "PageAdminCsrf",
+    "PageUser",
+    "PageUserCsrf",
+    "Principal",
     "anonymous_csrf",
-    "safe_next",
+    "ensure_csrf_token",
     "login_url",
+    "principal",
+    "rotate_session",
+    "safe_next",
 ]
 
 CSRF_FIELD = "csrf_token"
@@ -94,8 +95,9 @@ def rotate_session(request: Request, username: str | None) -> None:
     request.session[_SESSION_CSRF] = secrets.token_urlsafe(32)
 
 
-def _store(request: Request):  # type: ignore[no-untyped-def]
-    return request.app.state.review.store
+def _store(request: Request) -> QueueStore:
+    store: QueueStore = request.app.state.review.store
+    return store
 
 
 def principal(request: Request) -> Principal | None:
@@ -111,18 +113,29 @@ def principal(request: Request) -> Principal | None:
     name = request.session.get(_SESSION_USER)
     if isinstance(name, str) and name:
         user = store.get_user(name)
-        if user is not None and getattr(user, "is_active", True):
+        if user is not None and user.is_active:
             found = Principal(user.username, Role(user.role), "session")
         else:
             request.session.clear()
     if found is None and request.url.path.startswith("/api/"):
         creds = _basic_credentials(request.headers.get("authorization"))
         if creds is not None:
-            user = store.authenticate(*creds)
-            if user is not None and getattr(user, "is_active", True):
-                found = Principal(user.username, Role(user.role), "basic")
+            found = _basic_login(request, store, *creds)
     setattr(request.state, _STATE_KEY, found)
     return found
+
+
+def _basic_login(request: Request, store: QueueStore, username: str, password: str) -> Principal | None:
+    throttle = request.app.state.review.throttle
+    client = request.client.host if request.client else None
+    if throttle.retry_after(username, client) > 0:
+        return None
+    user = store.authenticate(username, password)
+    if user is None or not user.is_active:
+        throttle.failed(username, client)
+        return None
+    throttle.succeeded(username)
+    return Principal(user.username, Role(user.role), "basic")
 
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:
@@ -146,7 +159,9 @@ async def _check_csrf(request: Request, who: Principal | None) -> None:
         return
     site = request.headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
-        raise HTTPException(403, f"cross-site request refused (Sec-Fetch-Site: {site}); use the review app's own pages")
+        raise HTTPException(
+            403, f"cross-site request refused (Sec-Fetch-Site: {site}); use the review app's own pages"
+        )
     if who is not None and who.via == "basic":
         return
     expected = request.session.get(_SESSION_CSRF)
@@ -180,7 +195,7 @@ def page_user(request: Request) -> Principal:
     return who
 
 
-async def page_user_csrf(request: Request, who: Principal = Depends(page_user)) -> Principal:
+async def page_user_csrf(request: Request, who: Annotated[Principal, Depends(page_user)]) -> Principal:
     await _check_csrf(request, who)
     return who
 
@@ -191,11 +206,11 @@ def _admin(who: Principal) -> Principal:
     return who
 
 
-def page_admin(who: Principal = Depends(page_user)) -> Principal:
+def page_admin(who: Annotated[Principal, Depends(page_user)]) -> Principal:
     return _admin(who)
 
 
-async def page_admin_csrf(request: Request, who: Principal = Depends(page_admin)) -> Principal:
+async def page_admin_csrf(request: Request, who: Annotated[Principal, Depends(page_admin)]) -> Principal:
     await _check_csrf(request, who)
     return who
 
@@ -210,16 +225,16 @@ def api_user(request: Request) -> Principal:
     return who
 
 
-async def api_user_csrf(request: Request, who: Principal = Depends(api_user)) -> Principal:
+async def api_user_csrf(request: Request, who: Annotated[Principal, Depends(api_user)]) -> Principal:
     await _check_csrf(request, who)
     return who
 
 
-def api_admin(who: Principal = Depends(api_user)) -> Principal:
+def api_admin(who: Annotated[Principal, Depends(api_user)]) -> Principal:
     return _admin(who)
 
 
-async def api_admin_csrf(request: Request, who: Principal = Depends(api_admin)) -> Principal:
+async def api_admin_csrf(request: Request, who: Annotated[Principal, Depends(api_admin)]) -> Principal:
     await _check_csrf(request, who)
     return who
 
@@ -227,6 +242,17 @@ async def api_admin_csrf(request: Request, who: Principal = Depends(api_admin)) 
 async def anonymous_csrf(request: Request) -> None:
     """CSRF check for the login form (the token comes from the anonymous session of GET /login)."""
     await _check_csrf(request, None)
+
+
+# Dependency aliases for route signatures: ``who: ApiUser``.
+PageUser = Annotated[Principal, Depends(page_user)]
+PageUserCsrf = Annotated[Principal, Depends(page_user_csrf)]
+PageAdmin = Annotated[Principal, Depends(page_admin)]
+PageAdminCsrf = Annotated[Principal, Depends(page_admin_csrf)]
+ApiUser = Annotated[Principal, Depends(api_user)]
+ApiUserCsrf = Annotated[Principal, Depends(api_user_csrf)]
+ApiAdmin = Annotated[Principal, Depends(api_admin)]
+ApiAdminCsrf = Annotated[Principal, Depends(api_admin_csrf)]
 
 
 def safe_next(value: str | None, *, default: str = "/queues") -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import mimetypes
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -20,21 +20,22 @@ from verification.store import QueueStore
 
 from ._auth import ensure_csrf_token, principal
 from ._taxonomy import TaxonomyService
+from ._throttle import LoginThrottle
 
 __all__ = [
-    "AppState",
     "FILTER_FIELDS",
+    "IMAGE_TYPES",
     "QUEUE_LABELS",
     "QUEUE_ORDER",
-    "IMAGE_TYPES",
-    "state",
-    "parse_filters",
+    "AppState",
+    "UiFilters",
     "filter_query",
     "flash",
+    "image_media_type",
+    "parse_filters",
     "render",
     "resolve_image",
-    "image_media_type",
-    "UiFilters",
+    "state",
 ]
 
 QUEUE_ORDER: tuple[Queue, ...] = (Queue.SUSPECT, Queue.LOW_CONFIDENCE, Queue.LLM_FAILED, Queue.AUDIT)
@@ -59,6 +60,7 @@ class AppState:
     taxonomy: TaxonomyService
     templates: Jinja2Templates
     image_root: Path | None
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 def state(request: Request) -> AppState:
@@ -93,7 +95,14 @@ class UiFilters:
         """True when at least one filter other than the status is set (bulk accept needs one)."""
         return any(
             v is not None
-            for v in (self.queue, self.category, self.reason, self.min_confidence, self.max_confidence, self.text)
+            for v in (
+                self.queue,
+                self.category,
+                self.reason,
+                self.min_confidence,
+                self.max_confidence,
+                self.text,
+            )
         )
 
     def describe(self) -> str:
@@ -112,7 +121,9 @@ def _clean(value: Any) -> str | None:
     return text or None
 
 
-def parse_filters(params: Mapping[str, Any], *, default_status: str | None = ItemStatus.OPEN) -> tuple[UiFilters, list[str]]:
+def parse_filters(
+    params: Mapping[str, Any], *, default_status: str | None = ItemStatus.OPEN
+) -> tuple[UiFilters, list[str]]:
     """Filters from query or form fields, and messages about values that were ignored.
 
     Unknown queue or status names and confidences outside 0..1 are dropped with a message rather than

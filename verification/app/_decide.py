@@ -13,7 +13,7 @@ from verification.store import QueueStore
 from ._common import QUEUE_ORDER, UiFilters
 from ._taxonomy import TaxonomyService
 
-__all__ = ["DecisionRequest", "apply_decision", "claim_next", "move_next", "describe_decision"]
+__all__ = ["DecisionRequest", "apply_decision", "claim_next", "describe_decision", "move_next"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,9 @@ def apply_decision(
     )
 
 
-def claim_next(store: QueueStore, reviewer: str, filters: UiFilters, *, exclude: int | None = None) -> ItemView | None:
+def claim_next(
+    store: QueueStore, reviewer: str, filters: UiFilters, *, exclude: int | None = None
+) -> ItemView | None:
     """Claim the next item for ``reviewer`` in the filtered queue (or the queues in triage order).
 
     ``exclude`` is the item just shown, so "next" moves on even while that item is still leased to this
@@ -68,7 +70,9 @@ def claim_next(store: QueueStore, reviewer: str, filters: UiFilters, *, exclude:
     return None
 
 
-def move_next(store: QueueStore, reviewer: str, filters: UiFilters, *, current: int, scan: int = 200) -> ItemView | None:
+def move_next(
+    store: QueueStore, reviewer: str, filters: UiFilters, *, current: int, scan: int = 200
+) -> ItemView | None:
     """Leave item ``current`` undecided and take the one after it in the list order (priority, then id).
 
     The current item is given back to the pool (its lease released, no decision logged). The next open

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import jinja2
@@ -24,11 +25,11 @@ from ._auth import LoginRequired, login_url
 from ._common import AppState, render
 from ._taxonomy import load_service
 
-__all__ = ["create_app", "resolve_secret_key", "SECRET_ENV", "SECRET_FILE_NAME"]
+__all__ = ["SECRET_ENV", "SECRET_FILE_NAME", "create_app", "resolve_secret_key"]
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
-SECRET_ENV = "SHELFWISE_REVIEW_SECRET"
+SECRET_ENV = "SHELFWISE_REVIEW_SECRET_KEY"
 SECRET_FILE_NAME = "review_secret.key"
 SESSION_COOKIE = "shelfwise_review"
 SESSION_MAX_AGE = 12 * 3600
@@ -40,7 +41,7 @@ _TITLES = {401: "Please sign in", 403: "Not allowed", 404: "Not found", 405: "No
 
 
 def resolve_secret_key(secret_key: str | None) -> str:
-    """The session signing key: the argument, else ``$SHELFWISE_REVIEW_SECRET``, else a key file.
+    """The session signing key: the argument, else ``$SHELFWISE_REVIEW_SECRET_KEY``, else a key file.
 
     The key file is ``$SHELFWISE_STATE_DIR/review_secret.key`` (default ``./.shelfwise``): created with
     a random 256-bit key (mode 0600) on first start and reused afterwards, so sessions survive restarts.
@@ -61,7 +62,9 @@ def resolve_secret_key(secret_key: str | None) -> str:
         key = key_file.read_text(encoding="utf-8").strip()
         if len(key) >= 16:
             return key
-        raise ConfigError(f"review app: secret key file {key_file} holds fewer than 16 characters; delete it to get a new key")
+        raise ConfigError(
+            f"review app: secret key file {key_file} holds fewer than 16 characters; delete it to get a new key"
+        )
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
         key = secrets.token_urlsafe(32)
@@ -109,7 +112,9 @@ def create_app(
     if image_root is not None:
         root = Path(image_root).expanduser().resolve()
         if not root.is_dir():
-            raise ConfigError(f"review app: image_root {image_root} is not a folder; pass the folder the image paths are relative to")
+            raise ConfigError(
+                f"review app: image_root {image_root} is not a folder; pass the folder the image paths are relative to"
+            )
     taxonomy = load_service(taxonomy_path, list(extra_taxonomy_paths or []))
     store = QueueStore(db_url)
     store.upgrade()
@@ -134,13 +139,18 @@ def create_app(
     )
 
     @app.middleware("http")
-    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
-        response: Response = await call_next(request)
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
         path = request.url.path
-        if response.headers.get("content-type", "").startswith("text/html") and path not in ("/docs", "/redoc"):
+        if response.headers.get("content-type", "").startswith("text/html") and path not in (
+            "/docs",
+            "/redoc",
+        ):
             response.headers.setdefault("Content-Security-Policy", _CSP)
             response.headers.setdefault("Cache-Control", "no-store")
         return response
@@ -155,7 +165,11 @@ def create_app(
             return await http_exception_handler(request, exc)
         if exc.status_code == 401:
             return RedirectResponse(login_url(request.url.path), status_code=303)
-        context = {"status_code": exc.status_code, "title": _TITLES.get(exc.status_code, "Error"), "detail": exc.detail}
+        context = {
+            "status_code": exc.status_code,
+            "title": _TITLES.get(exc.status_code, "Error"),
+            "detail": exc.detail,
+        }
         return render(request, "error.html", context, status_code=exc.status_code)
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

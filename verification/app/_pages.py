@@ -15,12 +15,12 @@ from verification._types import ItemView
 from verification.models import DecisionKind, ItemStatus, Role
 
 from ._auth import (
+    PageAdmin,
+    PageAdminCsrf,
+    PageUser,
+    PageUserCsrf,
     Principal,
     anonymous_csrf,
-    page_admin,
-    page_admin_csrf,
-    page_user,
-    page_user_csrf,
     principal,
     rotate_session,
     safe_next,
@@ -72,16 +72,26 @@ async def login(request: Request) -> Response:
     username = _form_str(form, "username").strip()
     password = _form_str(form, "password")
     next_url = safe_next(_form_str(form, "next"))
-    user = state(request).store.authenticate(username, password) if username and password else None
-    if user is None or not getattr(user, "is_active", True):
+    app_state = state(request)
+    client = request.client.host if request.client else None
+    wait = app_state.throttle.retry_after(username, client)
+    if wait > 0:
+        minutes = max(1, round(wait / 60))
+        error = f"Too many failed sign-ins. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+        context = {"next_url": next_url, "error": error, "username": username}
+        return render(request, "login.html", context, status_code=429)
+    user = app_state.store.authenticate(username, password) if username and password else None
+    if user is None or not user.is_active:
+        app_state.throttle.failed(username, client)
         context = {"next_url": next_url, "error": "Wrong user name or password.", "username": username}
         return render(request, "login.html", context, status_code=401)
+    app_state.throttle.succeeded(username)
     rotate_session(request, user.username)
     return _see_other(next_url)
 
 
 @router.post("/logout")
-def logout(request: Request, who: Principal = Depends(page_user_csrf)) -> Response:
+def logout(request: Request, who: PageUserCsrf) -> Response:
     rotate_session(request, None)
     flash(request, "info", f"Signed out {who.username}.")
     return _see_other("/login")
@@ -91,7 +101,7 @@ def logout(request: Request, who: Principal = Depends(page_user_csrf)) -> Respon
 
 
 @router.get("/")
-def home(_: Principal = Depends(page_user)) -> Response:
+def home(_: PageUser) -> Response:
     return _see_other("/queues")
 
 
@@ -112,7 +122,7 @@ def _queue_cards(counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
 
 
 @router.get("/queues")
-def queues_page(request: Request, who: Principal = Depends(page_user)) -> Response:
+def queues_page(request: Request, who: PageUser) -> Response:
     filters, problems = parse_filters(request.query_params)
     for problem in problems:
         flash(request, "error", problem)
@@ -157,7 +167,7 @@ def _go_next(
 
 
 @router.post("/queues/next")
-async def next_item(request: Request, who: Principal = Depends(page_user_csrf)) -> Response:
+async def next_item(request: Request, who: PageUserCsrf) -> Response:
     form = await request.form()
     filters, _ = parse_filters(form)
     after = _form_str(form, "after")
@@ -184,7 +194,7 @@ def _review_excerpts(text: str | None, *, limit: int = 5) -> list[str]:
 
 
 @router.get("/items/{item_id}")
-def item_page(request: Request, item_id: int, who: Principal = Depends(page_user)) -> Response:
+def item_page(request: Request, item_id: int, who: PageUser) -> Response:
     item = _item_or_404(request, item_id)
     app_state = state(request)
     filters, _ = parse_filters(request.query_params)
@@ -202,13 +212,14 @@ def item_page(request: Request, item_id: int, who: Principal = Depends(page_user
         "candidates": [c for c in item.candidates if c.get("category_id")][:5],
         "current_node": app_state.taxonomy.find_path(item.current_category_path),
         "reviews": _review_excerpts(item.review_excerpt),
+        "history": app_state.store.decisions_for_item(item.id),
         "position": f"{open_count} waiting in {QUEUE_LABELS.get(item.queue, item.queue)}",
     }
     return render(request, "item.html", context)
 
 
 @router.post("/items/{item_id}/decide")
-async def decide(request: Request, item_id: int, who: Principal = Depends(page_user_csrf)) -> Response:
+async def decide(request: Request, item_id: int, who: PageUserCsrf) -> Response:
     form = await request.form()
     filters, _ = parse_filters(form)
     back = f"/items/{item_id}?{filter_query(filters)}"
@@ -246,12 +257,14 @@ async def decide(request: Request, item_id: int, who: Principal = Depends(page_u
 
 
 @router.get("/items/{item_id}/image")
-def item_image(request: Request, item_id: int, _: Principal = Depends(page_user)) -> Response:
+def item_image(request: Request, item_id: int, _: PageUser) -> Response:
     item = _item_or_404(request, item_id)
     path = resolve_image(item, state(request).image_root)
     if path is None:
         raise HTTPException(404, f"review item {item_id} has no photo inside the image folder")
-    return FileResponse(path, media_type=image_media_type(path), headers={"Cache-Control": "private, max-age=3600"})
+    return FileResponse(
+        path, media_type=image_media_type(path), headers={"Cache-Control": "private, max-age=3600"}
+    )
 
 
 # ---- bulk accept (admins) ----------------------------------------------------------------------
@@ -278,20 +291,28 @@ def _bulk_page(request: Request, filters: UiFilters, *, warning: str | None = No
 
 
 @router.get("/bulk-accept")
-def bulk_accept_page(request: Request, _: Principal = Depends(page_admin)) -> Response:
+def bulk_accept_page(request: Request, _: PageAdmin) -> Response:
     filters = _bulk_filters(request.query_params)
     if not filters.narrows():
-        flash(request, "error", "Bulk accept needs at least one filter (queue, category, reason, confidence or text).")
+        flash(
+            request,
+            "error",
+            "Bulk accept needs at least one filter (queue, category, reason, confidence or text).",
+        )
         return _see_other("/queues")
     return _bulk_page(request, filters)
 
 
 @router.post("/bulk-accept")
-async def bulk_accept(request: Request, who: Principal = Depends(page_admin_csrf)) -> Response:
+async def bulk_accept(request: Request, who: PageAdminCsrf) -> Response:
     form = await request.form()
     filters = _bulk_filters(form)
     if not filters.narrows():
-        flash(request, "error", "Bulk accept needs at least one filter (queue, category, reason, confidence or text).")
+        flash(
+            request,
+            "error",
+            "Bulk accept needs at least one filter (queue, category, reason, confidence or text).",
+        )
         return _see_other("/queues")
     store = state(request).store
     _, total = store.list_items(filters.to_item_filter(), offset=0, limit=1)
@@ -300,7 +321,11 @@ async def bulk_accept(request: Request, who: Principal = Depends(page_admin_csrf
         warning = f"The list changed while you looked at it: {total} items match now, not {expected or '?'}. Check again."
         return _bulk_page(request, filters, warning=warning)
     accepted = store.bulk_accept(filters.to_item_filter(), who.username)
-    flash(request, "ok", f"Accepted the suggestion for {accepted} item{'s' if accepted != 1 else ''} ({filters.describe()}).")
+    flash(
+        request,
+        "ok",
+        f"Accepted the suggestion for {accepted} item{'s' if accepted != 1 else ''} ({filters.describe()}).",
+    )
     return _see_other(f"/queues?{filter_query(dataclasses.replace(filters, status=None))}")
 
 
@@ -308,7 +333,7 @@ async def bulk_accept(request: Request, who: Principal = Depends(page_admin_csrf
 
 
 @router.get("/admin/users")
-def users_page(request: Request, _: Principal = Depends(page_admin)) -> Response:
+def users_page(request: Request, _: PageAdmin) -> Response:
     store = state(request).store
     lister = getattr(store, "list_users", None)
     users = list(lister()) if callable(lister) else None
@@ -316,7 +341,7 @@ def users_page(request: Request, _: Principal = Depends(page_admin)) -> Response
 
 
 @router.post("/admin/users")
-async def add_user(request: Request, who: Principal = Depends(page_admin_csrf)) -> Response:
+async def add_user(request: Request, who: PageAdminCsrf) -> Response:
     form = await request.form()
     username = _form_str(form, "username").strip()
     password = _form_str(form, "password")
@@ -324,7 +349,11 @@ async def add_user(request: Request, who: Principal = Depends(page_admin_csrf)) 
     if not USERNAME_RE.match(username):
         flash(request, "error", f"user name {username!r} is not allowed; use 1-64 letters, digits or . _ @ -")
     elif len(password) < MIN_PASSWORD:
-        flash(request, "error", f"the password for {username!r} is too short; use at least {MIN_PASSWORD} characters")
+        flash(
+            request,
+            "error",
+            f"the password for {username!r} is too short; use at least {MIN_PASSWORD} characters",
+        )
     elif role_text not in set(Role):
         flash(request, "error", f"unknown role {role_text!r}; roles are {', '.join(Role)}")
     elif state(request).store.get_user(username) is not None:

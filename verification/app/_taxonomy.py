@@ -10,7 +10,7 @@ from pathlib import Path
 from shelfwise.errors import ConfigError
 from taxonomy import Node, Taxonomy, TaxonomyIndex, load_taxonomy
 
-__all__ = ["TaxonomyService", "SearchResult", "load_service"]
+__all__ = ["SearchResult", "TaxonomyService", "load_service"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,11 @@ class TaxonomyService:
         localized: dict[str, str] = {}
         for extra in extras:
             for node in extra:
-                if node.id in taxonomy and node.id not in localized and node.path != taxonomy.get(node.id).path:
+                if (
+                    node.id in taxonomy
+                    and node.id not in localized
+                    and node.path != taxonomy.get(node.id).path
+                ):
                     localized[node.id] = node.path
         self._localized = localized
 

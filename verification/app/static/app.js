@@ -9,7 +9,7 @@
   function csrfToken() { var m = $('meta[name="csrf-token"]'); return m ? m.getAttribute("content") : ""; }
 
   // Time spent on an item, sent with every decision.
-  $all("form.decision").forEach(function (form) {
+  $all("form.decision").forEach(function (form) {  // also submits from buttons outside it (form= attribute)
     form.addEventListener("submit", function () {
       var field = form.querySelector('input[name="duration_ms"]');
       if (field) field.value = String(Date.now() - loadedAt);
@@ -44,6 +44,7 @@
 
   function pick(li) {
     if (!li || !chosenForm) return;
+    $all("li", results).forEach(function (other) { other.classList.toggle("active", other === li); });
     chosenId.value = li.getAttribute("data-id");
     chosenLabel.textContent = li.getAttribute("data-path");
     chosenForm.hidden = false;

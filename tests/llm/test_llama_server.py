@@ -1,0 +1,91 @@
+"""End to end against a real llama.cpp server (llama-cpp-python[server]) running SmolLM2-135M on 127.0.0.1.
+
+Checks the protocol only: mode detection, constrained JSON output (json_object + schema), logprobs-based
+confidence, caching. SmolLM2-135M tends to pick the first option, so nothing here measures accuracy.
+Needs the optional extra `llm-server`; skipped without it unless SHELFWISE_REQUIRE_LLAMA=1.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from classifiers._llm_local import LlamaServer, llama_server_available
+from classifiers.llm import LLMArbiter, LLMSettings
+
+pytestmark = pytest.mark.slow
+
+DECIDED = {"accepted", "none_of_these_walked"}
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    why = llama_server_available()
+    if why:
+        if os.environ.get("SHELFWISE_REQUIRE_LLAMA") == "1":
+            pytest.fail(f"SHELFWISE_REQUIRE_LLAMA=1 but {why}")
+        pytest.skip(f"real llama.cpp test needs the 'llm-server' extra: {why}")
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    server = LlamaServer(log=log, n_threads=1)
+    try:
+        server.start(timeout_s=180)
+    except Exception:
+        print(Path(log).read_text(errors="replace")[-3000:])
+        raise
+    yield server
+    server.stop()
+
+
+def test_arbiter_end_to_end_on_llama_cpp(
+    llama: LlamaServer, amazon_tax: Any, amazon_items: Any, tmp_path: Path
+):
+    items = amazon_items.head(4).drop("true_id")
+    s = LLMSettings(base_url=llama.base_url, model="smollm2", timeout_s=120, max_concurrency=1, max_tokens=60)
+    arb = LLMArbiter(s, amazon_tax, store_path=tmp_path / "llm.sqlite")
+    out = arb.decide(items)
+    st = arb.stats
+    print(out.to_dicts(), st)
+
+    # protocol: every item got an answer (no transport failures), in a structured mode llama.cpp accepts
+    assert st.failed == 0 and not st.breaker_open
+    assert st.mode in ("json_schema", "json_object")
+    # constrained output: the grammar makes every answer valid JSON with an offered option number
+    assert set(out["llm_status"]) <= DECIDED, out["llm_status"].to_list()
+    assert out["llm_category_id"].null_count() == 0
+    for cid in out["llm_category_id"]:
+        assert cid in amazon_tax
+    # logprobs: the confidence comes from the answer token's probability
+    assert (out["llm_confidence_source"] == "logprobs").all()
+    conf = out["llm_confidence"].to_list()
+    assert all(0.0 < c <= 1.0 for c in conf)
+    assert st.tokens_in > 0 and st.tokens_out > 0 and st.latency_ms_p50 is not None
+
+    log = arb.decisions_frame()
+    assert log["raw_answer"].str.contains('"choice"').all()
+
+    # the next run costs nothing
+    again = LLMArbiter(s, amazon_tax, store_path=tmp_path / "llm.sqlite")
+    out2 = again.decide(items)
+    assert again.stats.calls == 0 and out2["llm_cached"].all()
+    assert out2["llm_category_id"].to_list() == out["llm_category_id"].to_list()
+
+
+def test_json_object_with_schema_is_enforced_by_llama_cpp(
+    llama: LlamaServer, amazon_tax: Any, amazon_items: Any, tmp_path: Path
+):
+    s = LLMSettings(
+        base_url=llama.base_url,
+        model="smollm2",
+        output_mode="json_object",
+        timeout_s=120,
+        max_concurrency=1,
+        max_tokens=60,
+    )
+    arb = LLMArbiter(s, amazon_tax, store_path=tmp_path / "llm.sqlite")
+    out = arb.decide(amazon_items.slice(4, 2).drop("true_id"))
+    assert set(out["llm_status"]) <= DECIDED, out["llm_reason"].to_list()
+    assert arb.stats.mode == "json_object" and arb.stats.calls == 2
