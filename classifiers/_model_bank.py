@@ -84,9 +84,8 @@ def fit_bank(
     single = len(np.unique(y)) < 2
     if use_tfidf:
         bank.lex = TextLinearClassifier(C=lex_C).fit(data.lexical, y)
-        bank.knn_lex = CosineKNNClassifier(n_neighbors=k_neighbors, temperature=0.05).fit(
-            bank.lex.transform(data.lexical), y
-        )
+        fit_matrix = bank.lex.__dict__.pop("_fit_matrix")
+        bank.knn_lex = CosineKNNClassifier(n_neighbors=k_neighbors, temperature=0.05).fit(fit_matrix, y)
     if use_embeddings and data.emb is not None:
         if not single:
             with warnings.catch_warnings():
@@ -110,11 +109,12 @@ def score_bank(bank: Bank, data: BankData) -> dict[str, np.ndarray]:
     n = len(data)
     out: dict[str, np.ndarray] = {}
     if bank.lex is not None:
-        out["lex"] = _full(bank.lex.decision_function(data.lexical), bank.lex.classes_, k, -2.0)
+        rows, margins = bank.lex.transform_and_decide(data.lexical)
+        out["lex"] = _full(margins, bank.lex.classes_, k, -2.0)
         if len(bank.lex.classes_) == 1:
             out["lex"][:, bank.lex.classes_] = 1.0
         assert bank.knn_lex is not None
-        p = bank.knn_lex.predict_proba(bank.lex.transform(data.lexical))
+        p = bank.knn_lex.predict_proba(rows)
         out["knn_lex"] = _full(np.log(p), bank.knn_lex.classes_, k, _FLOOR)
     if data.emb is not None and bank.knn_sem is not None:
         if bank.sem is not None:

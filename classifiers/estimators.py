@@ -124,10 +124,12 @@ class TextLinearClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         try:
-            self.vectorizer_ = _tfidf_union(self.min_df_char).fit(texts)
+            self.vectorizer_ = _tfidf_union(self.min_df_char)
+            Xv = self.vectorizer_.fit_transform(texts)
         except ValueError:  # tiny corpora: every char n-gram below min_df
-            self.vectorizer_ = _tfidf_union(1).fit(texts)
-        Xv = self.vectorizer_.transform(texts)
+            self.vectorizer_ = _tfidf_union(1)
+            Xv = self.vectorizer_.fit_transform(texts)
+        self._fit_matrix = normalize(Xv)  # transient: handed to the lexical kNN, not kept by CategoryModel
         if len(self.classes_) == 1:
             self.svc_ = None
         else:
@@ -139,14 +141,19 @@ class TextLinearClassifier(ClassifierMixin, BaseEstimator):
         return normalize(self.vectorizer_.transform(_as_texts(X)))
 
     def decision_function(self, X: Sequence[str]) -> np.ndarray:
+        return self.transform_and_decide(X)[1]
+
+    def transform_and_decide(self, X: Sequence[str]) -> tuple[sparse.csr_matrix, np.ndarray]:
+        """(L2-normalised TF-IDF rows, SVM margins) with one vectorisation."""
         check_is_fitted(self, "vectorizer_")
         texts = _as_texts(X)
+        Xv = self.vectorizer_.transform(texts)
         if self.svc_ is None:
-            return np.zeros((len(texts), 1))
-        d = self.svc_.decision_function(self.vectorizer_.transform(texts))
+            return normalize(Xv), np.zeros((len(texts), 1))
+        d = self.svc_.decision_function(Xv)
         if len(self.classes_) == 2:  # binary: one margin for classes_[1]
             d = np.column_stack([-d, d]) / 2
-        return np.asarray(d)
+        return normalize(Xv), np.asarray(d)
 
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
         return softmax(self.proba_scale * self.decision_function(X), axis=1)

@@ -94,6 +94,10 @@ class CategoryModel(BaseEstimator):
         target_precision: precision the auto-accept thresholds aim for on held-out data.
         min_node_support: held-out predictions a node needs for its own threshold.
         zero_shot: let taxonomy nodes without training rows be predicted from their path text.
+        zero_shot_margin: how much closer (cosine) an untrained node must be than every trained label
+            before it takes probability mass; ``None`` = learned: the 99th percentile of that gap over
+            the training rows (which all belong to trained labels), so the fallback rarely fires on
+            products of known categories.
         cv: folds for the out-of-fold scores.
     """
 
@@ -112,7 +116,7 @@ class CategoryModel(BaseEstimator):
         target_precision: float = 0.95,
         min_node_support: int = 40,
         zero_shot: bool = True,
-        zero_shot_margin: float = 0.04,
+        zero_shot_margin: float | None = None,
         zero_shot_temperature: float = 0.02,
         cv: int = 5,
         random_state: int = 0,
@@ -243,6 +247,15 @@ class CategoryModel(BaseEstimator):
                 self.zs_emb_ = np.asarray(cache.embed(embedder, [self.index_.paths[p] for p in self.zs_pos_]), np.float32)
 
         data = self._bank_data(frame, embedder, cache, image_embedder, need_emb=need_emb)
+        self.zero_shot_margin_ = float(self.zero_shot_margin) if self.zero_shot_margin is not None else 0.0
+        if self.zs_emb_ is not None and data.emb is not None and label_emb is not None:
+            gap = self._zero_shot_gap(data.emb, label_emb)[1]
+            if self.zero_shot_margin is None:
+                self.zero_shot_margin_ = float(np.quantile(gap, 0.99)) + 0.01
+            self.fit_report_["zero_shot"] = {
+                "untrained_nodes": int(len(self.zs_pos_)), "margin": round(self.zero_shot_margin_, 4),
+                "training_rows_firing": float(np.mean(gap > self.zero_shot_margin_)),
+            }
         self.fit_report_["image_failures"] = dict(self._last_image_failures)
         bank_kw = dict(
             use_tfidf=self.use_tfidf, use_embeddings=self.use_embeddings, k_neighbors=int(self.k_neighbors),
@@ -338,6 +351,14 @@ class CategoryModel(BaseEstimator):
             conf, correct, [self.index_.ids[c] for c in chosen],
             target_precision=tp, min_node_support=int(self.min_node_support),
         )
+
+    def _zero_shot_gap(self, emb: np.ndarray, label_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(best untrained node per row, its cosine minus the best trained label's cosine)."""
+        assert self.zs_emb_ is not None
+        zu = emb.astype(np.float64) @ self.zs_emb_.T.astype(np.float64)
+        best_u = zu.argmax(axis=1)
+        zt = emb.astype(np.float64) @ label_emb.T.astype(np.float64)
+        return best_u, zu[np.arange(len(emb)), best_u] - zt.max(axis=1)
 
     def _calibrate(self, p: np.ndarray) -> np.ndarray:
         if isinstance(self.calibrator_, TemperatureScaler):
@@ -461,11 +482,8 @@ class CategoryModel(BaseEstimator):
         probs = p
         zs_mask = np.zeros(n, dtype=bool)
         if self.zero_shot and self.zs_emb_ is not None and len(self.zs_pos_) and emb is not None:
-            zu = emb.astype(np.float64) @ self.zs_emb_.T.astype(np.float64)
-            best_u = zu.argmax(axis=1)
-            zt = emb.astype(np.float64) @ self.bank_.label_emb.T.astype(np.float64)  # type: ignore[union-attr]
-            gap = zu[np.arange(n), best_u] - zt.max(axis=1)
-            g = expit((gap - float(self.zero_shot_margin)) / float(self.zero_shot_temperature))
+            best_u, gap = self._zero_shot_gap(emb, self.bank_.label_emb)  # type: ignore[arg-type]
+            g = expit((gap - self.zero_shot_margin_) / float(self.zero_shot_temperature))
             g = np.where(g < 1e-3, 0.0, g)
             probs = np.column_stack([p * (1 - g)[:, None], g])
             col_pos = np.column_stack([col_pos, self.zs_pos_[best_u]])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,41 @@ from alembic.script import ScriptDirectory
 
 from shelfwise.errors import ConfigError
 
-__all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "make_engines", "run_upgrade", "utcnow"]
+__all__ = [
+    "MIGRATIONS_DIR",
+    "alembic_config",
+    "current_revision",
+    "make_engines",
+    "run_upgrade",
+    "sqlite_write_lock",
+    "utcnow",
+]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _PG_UPGRADE_LOCK = 0x5E1F_0001  # pg_advisory_xact_lock key: one upgrade at a time
+
+
+_SQLITE_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def sqlite_write_lock(url: str) -> threading.Lock | None:
+    """One in-process lock per SQLite database file, shared by every store on that file.
+
+    SQLite admits one writer at a time; writers of one process queue on this lock (blocking, roughly
+    first come first served) instead of polling the busy handler, where a thread can starve for many
+    seconds when 8 reviewers write at once. Other processes still wait through the busy timeout.
+    """
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database or ":memory:"
+    key = (
+        database if database == ":memory:" or database.startswith("file:") else str(Path(database).resolve())
+    )
+    with _REGISTRY_LOCK:
+        return _SQLITE_WRITE_LOCKS.setdefault(key, threading.Lock())
 
 
 def utcnow() -> _dt.datetime:

@@ -17,12 +17,13 @@ Claims never hand one item to two reviewers: on PostgreSQL the candidate rows ar
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import bcrypt
 import polars as pl
@@ -32,7 +33,14 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from shelfwise.errors import ConfigError
 from verification import _exchange
-from verification._db import current_revision, head_revision, make_engines, run_upgrade, utcnow
+from verification._db import (
+    current_revision,
+    head_revision,
+    make_engines,
+    run_upgrade,
+    sqlite_write_lock,
+    utcnow,
+)
 from verification._errors import InvalidDecisionError, ItemConflictError, ItemNotFoundError, QueueStoreError
 from verification._types import DecisionResult, EnqueueResult, ItemFilter, ItemView, User
 from verification.models import (
@@ -248,6 +256,7 @@ class QueueStore:
         self._engine, self._write = make_engines(url)
         self.dialect = self._engine.dialect.name
         self._dummy: bytes | None = None
+        self._write_lock = sqlite_write_lock(url)
 
     def __repr__(self) -> str:
         safe = sa.engine.make_url(self.url).render_as_string(hide_password=True)
@@ -261,7 +270,7 @@ class QueueStore:
         """Close pooled connections."""
         self._engine.dispose()
 
-    def __enter__(self) -> QueueStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -270,7 +279,8 @@ class QueueStore:
     # ------------------------------------------------------------------ schema
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (``alembic upgrade head``); a no-op when current."""
-        run_upgrade(self._write)
+        with self._write_lock or contextlib.nullcontext():
+            run_upgrade(self._write)
 
     def schema_revision(self) -> str | None:
         """The database's Alembic revision (``None`` before :meth:`upgrade`)."""
@@ -280,6 +290,12 @@ class QueueStore:
         return self.schema_revision() == head_revision()
 
     # ------------------------------------------------------------------ helpers
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sa.Connection]:
+        """A write transaction (SQLite: BEGIN IMMEDIATE behind the per-file in-process lock)."""
+        with self._write_lock or contextlib.nullcontext(), self._write.begin() as conn:
+            yield conn
+
     def _insert(self, table: sa.Table) -> Any:
         if self.dialect == "postgresql":
             return pg_dialect.insert(table)
@@ -388,7 +404,7 @@ class QueueStore:
         if not rows:
             return EnqueueResult(**counts)
 
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             # 1. decided SKUs whose content is unchanged keep their human category
             decided = self._decided_hashes(conn, [r["sku_id"] for r in rows])
             kept: list[dict[str, Any]] = []
@@ -588,7 +604,7 @@ class QueueStore:
             .limit(limit),
             skip_locked=True,
         )
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             if self.dialect == "postgresql":
                 # a lost lease is harmless (the item returns to the pool): skip the WAL flush wait
                 conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
@@ -624,7 +640,7 @@ class QueueStore:
     def renew(self, item_id: int, reviewer: str) -> ItemView:
         """Extend the lease of an item the reviewer holds (raises if someone else took it)."""
         now = utcnow()
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             res = conn.execute(
                 sa.update(ITEMS)
                 .where(
@@ -648,7 +664,7 @@ class QueueStore:
 
     def release(self, item_id: int, reviewer: str) -> bool:
         """Give a claimed item back to the pool without a decision. False if the reviewer did not hold it."""
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             res = conn.execute(
                 sa.update(ITEMS)
                 .where(
@@ -663,7 +679,7 @@ class QueueStore:
     def release_expired(self) -> int:
         """Return every claim whose lease has expired to the pool; the number released."""
         now = utcnow()
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             res = conn.execute(
                 sa.update(ITEMS)
                 .where(self._expired(now))
@@ -709,7 +725,7 @@ class QueueStore:
                 f"(got {category_id!r}, {category_path!r}); pick a taxonomy node or use 'accept'"
             )
         now = utcnow()
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             row = conn.execute(self._lock(sa.select(ITEMS).where(ITEMS.c.id == item_id))).mappings().first()
             if row is None:
                 raise ItemNotFoundError(f"review item {item_id} does not exist; list items with list_items()")
@@ -921,7 +937,7 @@ class QueueStore:
         f = ItemFilter(**{**filters.__dict__, "status": None})
         conds = self._filter_conditions(f, now)
         done = 0
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             stmt = (
                 sa.select(ITEMS)
                 .where(
@@ -1090,7 +1106,7 @@ class QueueStore:
         records = _exchange.read(Path(path), fmt=fmt, taxonomy=taxonomy)
         applied = 0
         now = utcnow()
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             for rec in records:
                 kind = self._kind(rec["kind"])
                 if kind == DecisionKind.SKIP:
@@ -1206,7 +1222,7 @@ class QueueStore:
             raise ConfigError("username is empty; give a name such as 'alice'")
         role = self._role(role)
         hashed = self._hash(password, username)
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             exists = conn.execute(sa.select(USERS.c.username).where(USERS.c.username == username)).first()
             if exists is not None:
                 raise QueueStoreError(
@@ -1227,13 +1243,13 @@ class QueueStore:
         values: dict[str, Any] = {"password_hash": self._hash(password, username)}
         if role is not None:
             values["role"] = self._role(role).value
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             res = conn.execute(sa.update(USERS).where(USERS.c.username == username).values(**values))
             if res.rowcount != 1:
                 raise QueueStoreError(f"user {username!r} does not exist; create it with add_user()")
 
     def set_active(self, username: str, active: bool) -> None:
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             res = conn.execute(sa.update(USERS).where(USERS.c.username == username).values(is_active=active))
             if res.rowcount != 1:
                 raise QueueStoreError(f"user {username!r} does not exist; create it with add_user()")

@@ -121,3 +121,16 @@ def test_e5_matches_korean_and_english_shopify_categories(e5, minilm, shared_dat
     assert e5_top1 > 0.45  # measured 0.59 among 150 candidates
     _, _, minilm_top1 = retrieval(minilm)
     assert e5_top1 > minilm_top1 + 0.3  # MiniLM measured 0.06
+
+
+def test_embedders_pickle_as_options_for_worker_processes(e5, image_embedder) -> None:
+    """Process-based task runners ship embedders by pickle: small, and the copy gives the same vectors."""
+    import pickle
+
+    blob = pickle.dumps(e5)
+    assert len(blob) < 1000  # options, not weights
+    clone = pickle.loads(blob)
+    assert clone.model_id == e5.model_id
+    np.testing.assert_allclose(clone.encode(["garden hose 30 m"]), e5.encode(["garden hose 30 m"]), atol=1e-6)
+    image_clone = pickle.loads(pickle.dumps(image_embedder))
+    assert image_clone.model_id == image_embedder.model_id and len(pickle.dumps(image_embedder)) < 1000

@@ -282,3 +282,25 @@ def test_secret_key_is_generated_once_and_persisted(tmp_path: Path, monkeypatch:
     assert resolve_secret_key(None) == SECRET
     with pytest.raises(ConfigError, match="at least 16"):
         resolve_secret_key("short")
+
+
+def test_password_guessing_is_slowed_down_for_forms_and_basic_auth(client: TestClient, env: Env) -> None:
+    for _ in range(5):
+        page = client.get("/login")
+        resp = client.post(
+            "/login", data={"username": "bob", "password": "guess-guess", "csrf_token": csrf_from(page.text)}
+        )
+        assert resp.status_code == 401
+    page = client.get("/login")
+    resp = client.post(
+        "/login", data={"username": "bob", "password": PASSWORD, "csrf_token": csrf_from(page.text)}
+    )
+    assert (
+        resp.status_code == 429 and "Too many failed sign-ins" in resp.text
+    )  # even the right password waits
+    assert client.get("/api/me", headers=basic("bob")).status_code == 401
+    login(client, "alice")  # other users are not locked out
+    with TestClient(env.app) as script:
+        for _ in range(5):
+            assert script.get("/api/me", headers=basic("alice", "wrong-wrong")).status_code == 401
+        assert script.get("/api/me", headers=basic("alice")).status_code == 401  # basic auth counts too

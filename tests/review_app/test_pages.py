@@ -170,3 +170,42 @@ def test_bulk_accept_asks_for_confirmation_then_accepts(client: TestClient, env:
     assert store.queue_counts()["low_confidence"] == {"open": 0, "claimed": 0, "decided": 3}
     refused = client.get("/bulk-accept")
     assert any("needs at least one filter" in f for f in _flashes(refused.text))
+
+
+def test_decided_item_shows_the_decision_and_its_history(client: TestClient, env: Env) -> None:
+    token = login(client, "bob")
+    item_id = env.item_ids[ELEGANCE]
+    client.post(
+        f"/items/{item_id}/decide",
+        data={
+            "csrf_token": token,
+            "decision": "not_product",
+            "note": "a <b>bundle</b>",
+            "queue": "low_confidence",
+        },
+    )
+    html = client.get(f"/items/{item_id}").text
+    assert 'id="decided"' in html and "Decided by bob" in html and "not product" in html
+    assert 'id="btn-accept"' not in html  # nothing left to decide
+    assert "“a &lt;b&gt;bundle&lt;/b&gt;”" in html  # the note, escaped, in the history
+
+
+def test_queue_list_pages_through_many_items(client: TestClient, env: Env, shared_data) -> None:  # type: ignore[no-untyped-def]
+    import polars as pl
+    from review_app_support import seed_frame
+
+    products = pl.read_parquet(shared_data / "catalogs" / "flipkart.parquet").head(60)
+    base = seed_frame(shared_data, run_id="run-many").row(0, named=True)
+    rows = [
+        {**base, "sku_id": p["sku_id"] + "-x", "title": p["title"], "content_hash": f"m{i}", "priority": 0.5}
+        for i, p in enumerate(products.to_dicts())
+    ]
+    frame = pl.DataFrame(rows, schema=seed_frame(shared_data, run_id="run-many").schema)
+    QueueStore(env.db_url).enqueue(frame, run_id="run-many")
+    login(client, "alice")
+    first = client.get("/queues", params={"queue": "low_confidence"}).text
+    assert "63 items · showing 1–50" in first and "page 1 of 2" in first
+    assert first.count('<a href="/items/') == 50
+    assert 'href="/queues?queue=low_confidence&amp;status=open&amp;page=2"' in first
+    second = client.get("/queues", params={"queue": "low_confidence", "page": 2}).text
+    assert "showing 51–63" in second and second.count('<a href="/items/') == 13

@@ -76,7 +76,7 @@ def test_csv_export_columns(store: QueueStore, make_frame, amazon, tmp_path: Pat
     decided = _decide_some(store, tax)
     path = tmp_path / "out.csv"
     store.export_decisions(path, fmt="csv")
-    rows = list(csv.DictReader(path.open()))
+    rows = list(csv.DictReader(path.read_text().splitlines()))
     assert {
         "sku_id",
         "title",
