@@ -42,6 +42,11 @@ class CosineKNNClassifier(ClassifierMixin, BaseEstimator):
         self.temperature = temperature
         self.smoothing = smoothing
 
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
     def fit(self, X: Any, y: Any) -> CosineKNNClassifier:
         if not isinstance(self.n_neighbors, int | np.integer) or self.n_neighbors < 1:
             raise ValueError(f"n_neighbors must be a positive int, got {self.n_neighbors!r}")
@@ -86,6 +91,7 @@ class CosineKNNClassifier(ClassifierMixin, BaseEstimator):
         return out
 
     def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "X_")
         return np.asarray(self.classes_[self.predict_proba(X).argmax(axis=1)])
 
 

@@ -95,7 +95,7 @@ class CategoryModel(BaseEstimator):
         min_node_support: held-out predictions a node needs for its own threshold.
         zero_shot: let taxonomy nodes without training rows be predicted from their path text.
         zero_shot_margin: how much closer (cosine) an untrained node must be than every trained label
-            before it takes probability mass; ``None`` = learned: the 99th percentile of that gap over
+            before it takes probability mass; ``None`` = learned: the 99.5th percentile of that gap (+0.01) over
             the training rows (which all belong to trained labels), so the fallback rarely fires on
             products of known categories.
         cv: folds for the out-of-fold scores.
@@ -117,7 +117,7 @@ class CategoryModel(BaseEstimator):
         min_node_support: int = 40,
         zero_shot: bool = True,
         zero_shot_margin: float | None = None,
-        zero_shot_temperature: float = 0.02,
+        zero_shot_temperature: float = 0.01,
         cv: int = 5,
         random_state: int = 0,
     ) -> None:
@@ -251,7 +251,7 @@ class CategoryModel(BaseEstimator):
         if self.zs_emb_ is not None and data.emb is not None and label_emb is not None:
             gap = self._zero_shot_gap(data.emb, label_emb)[1]
             if self.zero_shot_margin is None:
-                self.zero_shot_margin_ = float(np.quantile(gap, 0.99)) + 0.01
+                self.zero_shot_margin_ = float(np.quantile(gap, 0.995)) + 0.01
             self.fit_report_["zero_shot"] = {
                 "untrained_nodes": int(len(self.zs_pos_)), "margin": round(self.zero_shot_margin_, 4),
                 "training_rows_firing": float(np.mean(gap > self.zero_shot_margin_)),
@@ -484,7 +484,7 @@ class CategoryModel(BaseEstimator):
         if self.zero_shot and self.zs_emb_ is not None and len(self.zs_pos_) and emb is not None:
             best_u, gap = self._zero_shot_gap(emb, self.bank_.label_emb)  # type: ignore[arg-type]
             g = expit((gap - self.zero_shot_margin_) / float(self.zero_shot_temperature))
-            g = np.where(g < 1e-3, 0.0, g)
+            g = np.where(g < 0.05, 0.0, g)
             probs = np.column_stack([p * (1 - g)[:, None], g])
             col_pos = np.column_stack([col_pos, self.zs_pos_[best_u]])
         full = np.zeros((n, len(self.index_)))

@@ -5,15 +5,14 @@ from __future__ import annotations
 import datetime as _dt
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from shelfwise.errors import ConfigError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 __all__ = [
     "MIGRATIONS_DIR",
@@ -74,6 +73,9 @@ def make_engines(url: str) -> tuple[sa.Engine, sa.Engine]:
             "sqlite:///.shelfwise/queue.db or postgresql+psycopg://user@host:5432/dbname"
         ) from exc
     backend = parsed.get_backend_name()
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is the driver shelfwise ships with
+        backend = "postgresql"
     if backend == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
@@ -114,6 +116,8 @@ def _install_sqlite_hooks(engine: sa.Engine, *, in_memory: bool) -> None:
 
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic ``Config`` built in code, pointing at the packaged ``verification/migrations`` folder."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("path_separator", "os")
@@ -124,6 +128,8 @@ def alembic_config(url: str | None = None) -> Config:
 
 def run_upgrade(write_engine: sa.Engine, *, revision: str = "head") -> None:
     """``alembic upgrade <revision>`` on the engine's database (idempotent)."""
+    from alembic import command
+
     cfg = alembic_config()
     with write_engine.begin() as conn:
         if conn.dialect.name == "postgresql":
@@ -134,9 +140,14 @@ def run_upgrade(write_engine: sa.Engine, *, revision: str = "head") -> None:
 
 def current_revision(engine: sa.Engine) -> str | None:
     """The Alembic revision the database is at (``None`` before the first upgrade)."""
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def head_revision() -> str | None:
+    """The newest revision shipped in ``verification/migrations``."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()

@@ -1221,22 +1221,25 @@ class QueueStore:
         if not username:
             raise ConfigError("username is empty; give a name such as 'alice'")
         role = self._role(role)
+        taken = QueueStoreError(
+            f"user {username!r} already exists; use set_password() (CLI: add-user --reset) to change it"
+        )
+        if self.get_user(username) is not None:  # before the (deliberately slow) bcrypt hash
+            raise taken
         hashed = self._hash(password, username)
-        with self._writing() as conn:
-            exists = conn.execute(sa.select(USERS.c.username).where(USERS.c.username == username)).first()
-            if exists is not None:
-                raise QueueStoreError(
-                    f"user {username!r} already exists; use set_password() (CLI: add-user --reset) to change it"
+        try:
+            with self._writing() as conn:
+                conn.execute(
+                    sa.insert(USERS).values(
+                        username=username,
+                        password_hash=hashed,
+                        role=role.value,
+                        is_active=True,
+                        created_at=utcnow(),
+                    )
                 )
-            conn.execute(
-                sa.insert(USERS).values(
-                    username=username,
-                    password_hash=hashed,
-                    role=role.value,
-                    is_active=True,
-                    created_at=utcnow(),
-                )
-            )
+        except sa.exc.IntegrityError:  # created in between by someone else
+            raise taken from None
 
     def set_password(self, username: str, password: str, *, role: Role | str | None = None) -> None:
         """Change a user's password (and optionally role)."""

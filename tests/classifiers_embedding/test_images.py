@@ -29,7 +29,7 @@ def bad_files(tmp_path_factory, flipkart: pl.DataFrame) -> dict[str, str]:
     truncated = folder / "truncated.jpg"
     truncated.write_bytes(Path(_photos(flipkart, "(?i)watch", 1)[0]).read_bytes()[:600])
     huge = folder / "huge.png"
-    Image.new("RGB", (12000, 9000), (200, 30, 30)).save(huge)  # 108 Mpixel, > max_pixels
+    Image.new("L", (12000, 9000), 200).save(huge)  # 108 Mpixel, > max_pixels
     return {
         "missing": str(folder / "no_such_photo.jpg"),
         "garbage": str(garbage),

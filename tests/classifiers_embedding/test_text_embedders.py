@@ -104,7 +104,7 @@ def test_e5_matches_korean_and_english_shopify_categories(e5, minilm, shared_dat
     korean = read(taxonomies / "shopify_categories_2025-01.ko.txt")
     gids = sorted(set(english) & set(korean))
     rng = np.random.default_rng(7)
-    sample = [gids[i] for i in rng.choice(len(gids), size=150, replace=False)]
+    sample = [gids[i] for i in rng.choice(len(gids), size=100, replace=False)]
     en_names = [english[g] for g in sample]
     ko_names = [korean[g] for g in sample]
 
@@ -118,7 +118,7 @@ def test_e5_matches_korean_and_english_shopify_categories(e5, minilm, shared_dat
 
     e5_matched, e5_random, e5_top1 = retrieval(e5)
     assert e5_matched > e5_random + 0.02  # measured 0.868 vs 0.825: narrow band, but a gap
-    assert e5_top1 > 0.45  # measured 0.59 among 150 candidates
+    assert e5_top1 > 0.45  # measured 0.59 among 150 candidates, 100 here
     _, _, minilm_top1 = retrieval(minilm)
     assert e5_top1 > minilm_top1 + 0.3  # MiniLM measured 0.06
 

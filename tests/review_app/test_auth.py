@@ -194,6 +194,7 @@ def test_every_state_changing_route_refuses_a_missing_or_wrong_csrf_token(
         "/items/{item_id}/decide",
         "/bulk-accept",
         "/admin/users",
+        "/admin/users/{username}/active",
         "/api/queues/{queue}/claim",
         "/api/items/{item_id}/decision",
         "/api/bulk-accept",
@@ -201,7 +202,9 @@ def test_every_state_changing_route_refuses_a_missing_or_wrong_csrf_token(
     login(client, "root")  # an admin, so a 403 can only come from the CSRF check
     item_id = env.item_ids["6325b6870c54cd47be6ebfbffa620ec7"]
     for path in routes:
-        url = path.replace("{item_id}", str(item_id)).replace("{queue}", "suspect")
+        url = (
+            path.replace("{item_id}", str(item_id)).replace("{queue}", "suspect").replace("{username}", "bob")
+        )
         form = {
             "decision": "accept",
             "queue": "suspect",
@@ -219,6 +222,7 @@ def test_every_state_changing_route_refuses_a_missing_or_wrong_csrf_token(
     store = QueueStore(env.db_url)
     assert store.queue_counts()["suspect"] == {"open": 2, "claimed": 0, "decided": 0}
     assert store.get_user("x1") is None
+    assert store.get_user("bob").is_active  # type: ignore[union-attr]
     assert client.get("/api/me").status_code == 200  # still logged in: logout was refused too
 
 
@@ -254,6 +258,20 @@ def test_basic_auth_for_scripts_needs_no_csrf_token(env: Env) -> None:
         assert resp.status_code == 303
     decided = QueueStore(env.db_url).get_item(item_id)
     assert decided is not None and decided.decided_by == "alice"
+
+
+def test_remembered_basic_credentials_never_skip_the_account_checks(env: Env) -> None:
+    store = QueueStore(env.db_url)
+    with TestClient(env.app) as script:
+        assert script.get("/api/me", headers=basic("bob")).status_code == 200  # bcrypt-checked, remembered
+        assert script.get("/api/me", headers=basic("bob")).status_code == 200  # from memory
+        assert script.get("/api/me", headers=basic("bob", PASSWORD + "x")).status_code == 401
+        store.set_password("bob", "new password 2", role="admin")
+        assert script.get("/api/me", headers=basic("bob")).json()["role"] == "admin"  # role read fresh
+        assert script.get("/api/me", headers=basic("bob", "new password 2")).status_code == 200
+        store.set_active("bob", False)
+        for password in (PASSWORD, "new password 2"):
+            assert script.get("/api/me", headers=basic("bob", password)).status_code == 401  # at once
 
 
 def test_pages_carry_security_headers(client: TestClient) -> None:
@@ -304,3 +322,18 @@ def test_password_guessing_is_slowed_down_for_forms_and_basic_auth(client: TestC
         for _ in range(5):
             assert script.get("/api/me", headers=basic("alice", "wrong-wrong")).status_code == 401
         assert script.get("/api/me", headers=basic("alice")).status_code == 401  # basic auth counts too
+
+
+def test_deactivating_a_user_ends_their_session_at_once(env: Env) -> None:
+    with TestClient(env.app) as admin, TestClient(env.app) as bob:
+        login(bob, "bob")
+        token = login(admin, "root")
+        assert "Deactivate" in admin.get("/admin/users").text
+        resp = admin.post("/admin/users/bob/active", data={"csrf_token": token, "active": "0"})
+        assert "Deactivated &#39;bob&#39;." in resp.text
+        assert bob.get("/api/me").status_code == 401  # the old cookie no longer works
+        assert bob.get("/queues", follow_redirects=False).status_code == 303
+        resp = admin.post("/admin/users/root/active", data={"csrf_token": token, "active": "0"})
+        assert "cannot deactivate yourself" in resp.text
+        admin.post("/admin/users/bob/active", data={"csrf_token": token, "active": "1"})
+        login(bob, "bob")

@@ -143,7 +143,8 @@ def test_merchandiser_corrects_an_item_with_a_korean_search(  # type: ignore[no-
     # The correction is in the export.
     export = tmp_path / "decisions.csv"
     assert QueueStore(env.db_url).export_decisions(export, fmt="csv") == 2
-    rows = {row["sku_id"]: row for row in csv.DictReader(export.open(encoding="utf-8"))}
+    with export.open(encoding="utf-8") as handle:
+        rows = {row["sku_id"]: row for row in csv.DictReader(handle)}
     assert WASHCLOTHS in rows[EUROSPA].values() and "alice" in rows[EUROSPA].values()
 
     assert all(url.startswith(live_server) for url in requests), [

@@ -84,3 +84,19 @@ def test_claim_unknown_queue_is_refused(store: QueueStore) -> None:
 
     with pytest.raises(ConfigError, match="queue 'nope' is not known"):
         store.claim("nope", "alice")
+
+
+def test_renew_and_status_filters(store: QueueStore, make_frame) -> None:
+    store.enqueue(make_frame(6, queues=("suspect",)), run_id="r1")
+    item = store.claim("suspect", "alice")[0]
+    renewed = store.renew(item.id, "alice")
+    assert renewed.claimed_by == "alice" and renewed.lease_expires_at >= item.lease_expires_at
+    with pytest.raises(ItemConflictError, match="claimed by alice"):
+        store.renew(item.id, "bob")
+    assert store.list_items(ItemFilter(status="claimed"))[1] == 1
+    assert store.list_items(ItemFilter(status="open"))[1] == 5
+    store.decide(item.id, "alice", "accept", note="obvious")
+    assert store.list_items(ItemFilter(status="decided"))[0][0].id == item.id
+    history = store.decisions_for_item(item.id)
+    assert [(h["reviewer"], h["kind"], h["note"]) for h in history] == [("alice", "accept", "obvious")]
+    assert history[0]["decided_at"].tzinfo is not None

@@ -132,6 +132,10 @@ def test_audit_log_is_append_only(store: QueueStore, make_frame) -> None:
         with pytest.raises(sa.exc.DBAPIError, match="append-only"):
             conn.execute(sa.text("DELETE FROM decisions"))
         conn.rollback()
+        if store.dialect == "postgresql":
+            with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+                conn.execute(sa.text("TRUNCATE decisions"))
+            conn.rollback()
     log = store.decisions_frame()
     assert log.height == 1 and log["kind"][0] == "accept"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from verification._db import MIGRATIONS_DIR, head_revision
@@ -42,8 +43,10 @@ def test_upgrade_creates_schema_and_second_upgrade_is_a_noop(db_url: str, make_f
         store.close()
 
 
+@pytest.mark.postgres
 def test_postgres_schema_isolated_in_search_path(pg_schema: str, pg_url: str) -> None:
-    store = QueueStore(pg_schema)
+    # a plain postgresql:// URL is served by psycopg 3 (shelfwise does not ship psycopg2)
+    store = QueueStore(pg_schema.replace("postgresql+psycopg://", "postgresql://"))
     try:
         store.upgrade()
         schema = sa.engine.make_url(pg_schema).query["options"].split("=", 1)[1]

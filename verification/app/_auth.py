@@ -126,15 +126,21 @@ def principal(request: Request) -> Principal | None:
 
 
 def _basic_login(request: Request, store: QueueStore, username: str, password: str) -> Principal | None:
-    throttle = request.app.state.review.throttle
+    review = request.app.state.review
+    if review.credentials.get(username, password) is not None:
+        user = store.get_user(username)  # role and active flag are always read fresh
+        if user is not None and user.is_active:
+            return Principal(user.username, Role(user.role), "basic")
+        return None
     client = request.client.host if request.client else None
-    if throttle.retry_after(username, client) > 0:
+    if review.throttle.retry_after(username, client) > 0:
         return None
     user = store.authenticate(username, password)
     if user is None or not user.is_active:
-        throttle.failed(username, client)
+        review.throttle.failed(username, client)
         return None
-    throttle.succeeded(username)
+    review.throttle.succeeded(username)
+    review.credentials.put(username, password)
     return Principal(user.username, Role(user.role), "basic")
 
 

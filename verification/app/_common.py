@@ -20,7 +20,7 @@ from verification.store import QueueStore
 
 from ._auth import ensure_csrf_token, principal
 from ._taxonomy import TaxonomyService
-from ._throttle import LoginThrottle
+from ._throttle import CredentialCache, LoginThrottle
 
 __all__ = [
     "FILTER_FIELDS",
@@ -61,6 +61,7 @@ class AppState:
     templates: Jinja2Templates
     image_root: Path | None
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    credentials: CredentialCache = field(default_factory=CredentialCache)
 
 
 def state(request: Request) -> AppState:

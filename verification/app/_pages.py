@@ -366,3 +366,18 @@ async def add_user(request: Request, who: PageAdminCsrf) -> Response:
         else:
             flash(request, "ok", f"Added {role_text} {username!r}.")
     return _see_other("/admin/users")
+
+
+@router.post("/admin/users/{username}/active")
+async def set_user_active(request: Request, username: str, who: PageAdminCsrf) -> Response:
+    form = await request.form()
+    active = _form_str(form, "active") == "1"
+    store = state(request).store
+    if username == who.username and not active:
+        flash(request, "error", "You cannot deactivate yourself; ask another admin.")
+    elif store.get_user(username) is None:
+        raise HTTPException(404, f"user {username!r} does not exist")
+    else:
+        store.set_active(username, active)
+        flash(request, "ok", f"{'Activated' if active else 'Deactivated'} {username!r}.")
+    return _see_other("/admin/users")

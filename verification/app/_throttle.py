@@ -1,13 +1,16 @@
-"""Slow down password guessing: a sliding window of failed sign-ins per user name and per client (internal)."""
+"""Password checks: slow down guessing (sliding window of failures) and remember good basic-auth logins (internal)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["LoginThrottle"]
+__all__ = ["CredentialCache", "LoginThrottle"]
 
 
 class LoginThrottle:
@@ -64,3 +67,44 @@ class LoginThrottle:
     def succeeded(self, username: str) -> None:
         with self._lock:
             self._failures.pop(f"user:{username.strip().casefold()}", None)
+
+
+class CredentialCache:
+    """Remembers basic-auth credentials that bcrypt accepted, for ``ttl`` seconds.
+
+    bcrypt costs a quarter of a second or more per check, too slow for a script that sends one request
+    per item. Keys are HMAC-SHA256 of user name and password under a random per-process key, so the
+    cache never holds a password. A password change takes effect after at most ``ttl`` seconds;
+    deactivation and role changes take effect at once (the user row is read on every request).
+    """
+
+    def __init__(
+        self, *, ttl: float = 60.0, max_entries: int = 1024, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._key = secrets.token_bytes(32)
+        self._entries: dict[bytes, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def _digest(self, username: str, password: str) -> bytes:
+        return hmac.new(self._key, f"{username}\0{password}".encode(), hashlib.sha256).digest()
+
+    def get(self, username: str, password: str) -> str | None:
+        """The user name if these credentials were accepted less than ``ttl`` seconds ago."""
+        digest = self._digest(username, password)
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if entry[1] < self._clock():
+                del self._entries[digest]
+                return None
+            return entry[0]
+
+    def put(self, username: str, password: str) -> None:
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[self._digest(username, password)] = (username, self._clock() + self.ttl)

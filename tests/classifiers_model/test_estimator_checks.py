@@ -1,0 +1,44 @@
+"""scikit-learn's own estimator checks on the numeric estimators of the category model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from classifiers.estimators import CosineKNNClassifier, KeyPriorClassifier, TextLinearClassifier
+
+
+@parametrize_with_checks([CosineKNNClassifier(), CosineKNNClassifier(n_neighbors=3, temperature=0.2)])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def test_knn_votes_follow_the_nearest_rows():
+    X = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    y = np.array(["mug", "mug", "router", "router"])
+    knn = CosineKNNClassifier(n_neighbors=2).fit(X, y)
+    proba = knn.predict_proba(np.array([[1.0, 0.05], [0.05, 1.0]]))
+    assert list(knn.classes_) == ["mug", "router"]
+    assert proba[0, 0] > 0.99 and proba[1, 1] > 0.99
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert list(knn.predict(np.array([[0.2, 0.8]]))) == ["router"]
+
+
+def test_bad_options_fail_in_fit_not_init():
+    est = CosineKNNClassifier(n_neighbors=0)  # storing is fine
+    with pytest.raises(ValueError, match="n_neighbors"):
+        est.fit(np.eye(2), [0, 1])
+
+
+def test_text_and_key_classifiers_follow_classes_order():
+    texts = ["ceramic coffee mug 350 ml", "wifi router dual band", "coffee mug set of 2", "wireless router 300 mbps"]
+    y = ["mug", "router", "mug", "router"]
+    lex = TextLinearClassifier(min_df_char=1).fit(texts, y)
+    assert list(lex.predict(["blue coffee mug", "router with 4 antennas"])) == ["mug", "router"]
+    p = lex.predict_proba(["coffee mug"])
+    assert p.shape == (1, 2) and p[0, 0] > 0.5
+    brand = KeyPriorClassifier().fit(["tp-link", "", "tp-link", "rockmantra"], ["router", "mug", "router", "mug"])
+    pb = brand.predict_proba(["tp-link", "unknown brand"])
+    assert pb[0, list(brand.classes_).index("router")] > 0.6
+    np.testing.assert_allclose(pb[1], brand.prior_)
