@@ -451,6 +451,35 @@ class CategoryModel(BaseEstimator):
             s = np.take_along_axis(fused, cand, 1)
         return self._calibrate(to_distribution(s, cand, fused)), data.emb
 
+    def _scored(
+        self, frame: pl.DataFrame, embedder: Any, cache: Any, image_embedder: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(label probabilities incl. the zero-shot column, their node positions, tree-summed node scores)."""
+        n = frame.height
+        p, emb = self._label_proba(frame, embedder, cache, image_embedder)
+        # label columns (+ one zero-shot column per row) at node positions
+        col_pos = np.tile(self.label_pos_, (n, 1))
+        probs = p
+        if self.zero_shot and self.zs_emb_ is not None and len(self.zs_pos_) and emb is not None:
+            best_u, gap = self._zero_shot_gap(emb, self.bank_.label_emb)  # type: ignore[arg-type]
+            g = expit((gap - self.zero_shot_margin_) / float(self.zero_shot_temperature))
+            g = np.where(g < 0.05, 0.0, g)
+            probs = np.column_stack([p * (1 - g)[:, None], g])
+            col_pos = np.column_stack([col_pos, self.zs_pos_[best_u]])
+        full = np.zeros((n, len(self.index_)))
+        rows = np.arange(n)
+        np.add.at(full, (np.repeat(rows, col_pos.shape[1]), col_pos.ravel()), probs.ravel())
+        node_scores = self.index_.aggregate_full(full)
+        return probs, col_pos, node_scores
+
+    def node_proba(
+        self, frame: pl.DataFrame, *, embedder: Any, cache: Any, image_embedder: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(node ids, scores (n, n_nodes)): every label's probability summed into its ancestors, so a
+        parent's score is >= each child's. Nodes: the trained labels, their ancestors, zero-shot nodes."""
+        _, _, node_scores = self._scored(frame, embedder, cache, image_embedder)
+        return np.array(self.index_.ids, dtype=object), node_scores
+
     def predict(
         self,
         frame: pl.DataFrame,
@@ -476,21 +505,8 @@ class CategoryModel(BaseEstimator):
             return Prediction(np.zeros((0, top_k), dtype=object), np.zeros((0, top_k)), e, e,
                               np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool),
                               np.zeros(0, dtype=object), e, np.zeros(0, dtype=bool))
-        p, emb = self._label_proba(frame, embedder, cache, image_embedder)
-        # label columns (+ one zero-shot column per row) at node positions
-        col_pos = np.tile(self.label_pos_, (n, 1))
-        probs = p
-        zs_mask = np.zeros(n, dtype=bool)
-        if self.zero_shot and self.zs_emb_ is not None and len(self.zs_pos_) and emb is not None:
-            best_u, gap = self._zero_shot_gap(emb, self.bank_.label_emb)  # type: ignore[arg-type]
-            g = expit((gap - self.zero_shot_margin_) / float(self.zero_shot_temperature))
-            g = np.where(g < 0.05, 0.0, g)
-            probs = np.column_stack([p * (1 - g)[:, None], g])
-            col_pos = np.column_stack([col_pos, self.zs_pos_[best_u]])
-        full = np.zeros((n, len(self.index_)))
+        probs, col_pos, node_scores = self._scored(frame, embedder, cache, image_embedder)
         rows = np.arange(n)
-        np.add.at(full, (np.repeat(rows, col_pos.shape[1]), col_pos.ravel()), probs.ravel())
-        node_scores = self.index_.aggregate_full(full)
         order = np.argsort(-probs, axis=1, kind="stable")
         kk = min(top_k, probs.shape[1])
         top_cols = order[:, :kk]

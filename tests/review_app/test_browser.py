@@ -163,6 +163,12 @@ def test_admin_downloads_the_export_in_the_browser(page, live_server: str, env: 
     page.wait_for_selector("#btn-accept")
     page.keyboard.press("2")  # second candidate
     page.wait_for_selector(".flash.ok")
+    shown = page.url
+    page.keyboard.press("j")  # next item, this one stays undecided
+    page.wait_for_url(lambda url: url != shown and "/items/" in url)
+    page.keyboard.press("s")  # skip
+    page.wait_for_selector(".flash.ok")
+    assert page.inner_text(".flash.ok").startswith("Skipped")
     with page.expect_download() as info:
         page.evaluate("window.location.href = '/api/export?fmt=csv'")
     text = Path(info.value.path()).read_text(encoding="utf-8")
