@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 
 from classifiers.estimators import CosineKNNClassifier, KeyPriorClassifier, TextLinearClassifier
 
-__all__ = ["BankData", "Bank", "fit_bank", "score_bank", "SCORER_NAMES"]
+__all__ = ["SCORER_NAMES", "Bank", "BankData", "fit_bank", "score_bank"]
 
 SCORER_NAMES = ("lex", "sem", "knn_sem", "knn_lex", "maxsim", "brand", "img", "zs")
 _FLOOR = -30.0
@@ -90,7 +90,9 @@ def fit_bank(
         if not single:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                bank.sem = LogisticRegression(C=sem_C, max_iter=300, random_state=random_state).fit(data.emb, y)
+                bank.sem = LogisticRegression(C=sem_C, max_iter=200, random_state=random_state).fit(
+                    data.emb, y
+                )
         bank.knn_sem = CosineKNNClassifier(n_neighbors=k_neighbors, temperature=0.05).fit(data.emb, y)
     if any(data.brand):
         bank.brand = KeyPriorClassifier(strength=2.0).fit(data.brand, y)
@@ -99,7 +101,9 @@ def fit_bank(
         if len(np.unique(y[ok])) >= 2:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                bank.img = LogisticRegression(C=5.0, max_iter=300, random_state=random_state).fit(data.img[ok], y[ok])
+                bank.img = LogisticRegression(C=5.0, max_iter=300, random_state=random_state).fit(
+                    data.img[ok], y[ok]
+                )
     return bank
 
 
@@ -118,7 +122,9 @@ def score_bank(bank: Bank, data: BankData) -> dict[str, np.ndarray]:
         out["knn_lex"] = _full(np.log(p), bank.knn_lex.classes_, k, _FLOOR)
     if data.emb is not None and bank.knn_sem is not None:
         if bank.sem is not None:
-            out["sem"] = _full(np.maximum(bank.sem.predict_log_proba(data.emb), _FLOOR), bank.sem.classes_, k, _FLOOR)
+            out["sem"] = _full(
+                np.maximum(bank.sem.predict_log_proba(data.emb), _FLOOR), bank.sem.classes_, k, _FLOOR
+            )
         out["knn_sem"] = _full(np.log(bank.knn_sem.predict_proba(data.emb)), bank.knn_sem.classes_, k, _FLOOR)
         out["maxsim"] = _full(bank.knn_sem.max_similarity(data.emb), bank.knn_sem.classes_, k, -1.0)
     if bank.brand is not None:
@@ -131,7 +137,9 @@ def score_bank(bank: Bank, data: BankData) -> dict[str, np.ndarray]:
         logp = np.zeros((n, k))
         ok = data.img_ok
         if ok.any():
-            logp[ok] = _full(np.maximum(bank.img.predict_log_proba(data.img[ok]), _FLOOR), bank.img.classes_, k, _FLOOR)
+            logp[ok] = _full(
+                np.maximum(bank.img.predict_log_proba(data.img[ok]), _FLOOR), bank.img.classes_, k, _FLOOR
+            )
         out["img"] = logp
     if bank.label_emb is not None and data.emb is not None:
         out["zs"] = data.emb.astype(np.float64) @ bank.label_emb.T.astype(np.float64)

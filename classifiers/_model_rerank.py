@@ -16,7 +16,7 @@ import numpy as np
 from scipy.special import softmax
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-__all__ = ["LabelInfo", "fused_probs", "candidate_features", "make_reranker", "to_distribution"]
+__all__ = ["LabelInfo", "candidate_features", "fused_probs", "make_reranker", "to_distribution"]
 
 
 @dataclass
@@ -104,7 +104,6 @@ def make_reranker(random_state: int) -> HistGradientBoostingClassifier:
 def to_distribution(cand_probs: np.ndarray, cand: np.ndarray, fused: np.ndarray) -> np.ndarray:
     """Label distribution (n, K): candidates keep their probabilities (scaled down if they sum past 1),
     the remaining mass goes to the other labels in proportion to the fused score."""
-    n, k = fused.shape
     s = np.clip(cand_probs, 1e-6, 1.0)
     total = s.sum(axis=1, keepdims=True)
     s = np.where(total > 1.0, s / total, s)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-__all__ = ["ModelInputs", "build_inputs", "TEXT_FIELDS", "embed_chunks"]
+__all__ = ["TEXT_FIELDS", "ModelInputs", "build_inputs", "embed_chunks"]
 
 TEXT_FIELDS = ("title", "brand", "description", "attributes", "review_text")
 _LIMITS = {"title": 400, "brand": 100, "description": 4000, "attributes": 3000, "review_text": 20000}

@@ -23,11 +23,11 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.utils.validation import check_is_fitted
 
 __all__ = [
-    "TemperatureScaler",
     "IsotonicCalibrator",
-    "select_threshold",
+    "TemperatureScaler",
     "Thresholds",
     "fit_thresholds",
+    "select_threshold",
 ]
 
 

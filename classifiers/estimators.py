@@ -25,7 +25,7 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["CosineKNNClassifier", "TextLinearClassifier", "KeyPriorClassifier"]
+__all__ = ["CosineKNNClassifier", "KeyPriorClassifier", "TextLinearClassifier"]
 
 
 class CosineKNNClassifier(ClassifierMixin, BaseEstimator):
@@ -101,7 +101,9 @@ def _tfidf_union(min_df_char: int) -> FeatureUnion:
             ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, lowercase=True, min_df=1)),
             (
                 "char",
-                TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=min_df_char),
+                TfidfVectorizer(
+                    analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=min_df_char
+                ),
             ),
         ]
     )
@@ -115,8 +117,14 @@ class TextLinearClassifier(ClassifierMixin, BaseEstimator):
     ``transform`` exposes the L2-normalised TF-IDF rows (used for lexical kNN).
     """
 
-    def __init__(self, *, C: float = 0.5, min_df_char: int = 2, proba_scale: float = 5.0,
-                 class_weight: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        C: float = 0.5,
+        min_df_char: int = 2,
+        proba_scale: float = 5.0,
+        class_weight: str | None = None,
+    ) -> None:
         self.C = C
         self.min_df_char = min_df_char
         self.proba_scale = proba_scale
@@ -213,5 +221,5 @@ class KeyPriorClassifier(ClassifierMixin, BaseEstimator):
 
 def _as_texts(X: Any) -> list[str]:
     if isinstance(X, str):
-        raise ValueError("X must be a sequence of strings, not one string")
+        raise TypeError("X must be a sequence of strings, not one string")
     return ["" if x is None else str(x) for x in X]

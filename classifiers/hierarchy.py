@@ -63,8 +63,12 @@ class NodeIndex:
 
     @classmethod
     def from_state(cls, state: dict[str, list[Any]]) -> NodeIndex:
-        return cls(ids=list(state["ids"]), paths=list(state["paths"]), parents=list(state["parents"]),
-                   depths=list(state["depths"]))
+        return cls(
+            ids=list(state["ids"]),
+            paths=list(state["paths"]),
+            parents=list(state["parents"]),
+            depths=list(state["depths"]),
+        )
 
     # ------------------------------------------------------------------ lookups
     def __len__(self) -> int:

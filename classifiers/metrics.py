@@ -27,13 +27,13 @@ from sklearn.metrics import f1_score
 from shelfwise.errors import CatalogError
 
 __all__ = [
+    "coverage_at_precision",
     "evaluate",
     "evaluate_files",
-    "write_evaluation_html",
     "expected_calibration_error",
     "risk_coverage",
-    "coverage_at_precision",
     "split_path",
+    "write_evaluation_html",
 ]
 
 _SEP = re.compile(r"\s*>{1,2}\s*")
@@ -215,15 +215,19 @@ def evaluate_files(
     """
     pred = _read_table(Path(predictions_path), "predictions")
     truth = _read_table(Path(truth_path), "truth")
-    for frame, name, need in ((pred, predictions_path, ("sku_id", "category_path", "confidence")),
-                              (truth, truth_path, ("sku_id", "category_path"))):
+    for frame, name, need in (
+        (pred, predictions_path, ("sku_id", "category_path", "confidence")),
+        (truth, truth_path, ("sku_id", "category_path")),
+    ):
         missing = [c for c in need if c not in frame.columns]
         if missing:
             raise CatalogError(
                 f"{name}: missing column(s) {missing} (has {frame.columns[:12]}); "
                 "predictions come from shelfwise classify; the truth catalog needs sku_id and category_path"
             )
-    pred = pred.select(pl.col("sku_id").cast(pl.String), "category_path", pl.col("confidence").cast(pl.Float64))
+    pred = pred.select(
+        pl.col("sku_id").cast(pl.String), "category_path", pl.col("confidence").cast(pl.Float64)
+    )
     truth = truth.select(pl.col("sku_id").cast(pl.String), pl.col("category_path").alias("true_path")).unique(
         "sku_id", keep="first"
     )
@@ -290,8 +294,13 @@ def write_evaluation_html(result: dict[str, Any], path: str | Path) -> Path:
     ax.bar(centers[ok], acc[ok], width=width * 0.9, color="#4c78a8", label="accuracy")
     ax.plot([0, 1], [0, 1], "--", color="#999", label="perfect calibration")
     ax.plot(conf[ok], acc[ok], "o", color="#e45756", ms=3, label="mean confidence")
-    ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
-           title=f"Reliability (ECE {result['ece']:.3f})")
+    ax.set(
+        xlabel="confidence",
+        ylabel="accuracy",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title=f"Reliability (ECE {result['ece']:.3f})",
+    )
     ax.legend(loc="upper left", fontsize=8)
     rel_png = _png(fig)
     plt.close(fig)
@@ -301,9 +310,13 @@ def write_evaluation_html(result: dict[str, Any], path: str | Path) -> Path:
     ax.plot(rc["coverage"], 1 - np.asarray(rc["risk"]), color="#4c78a8")
     for p, style in ((0.95, "--"), (0.99, ":")):
         ax.axhline(p, ls=style, color="#999", lw=1)
-    ax.set(xlabel="coverage (share auto-accepted)", ylabel="precision of accepted", xlim=(0, 1),
-           ylim=(max(0.0, min(1 - np.asarray(rc["risk"])) - 0.05), 1.01),
-           title=f"Precision vs coverage (AURC {result['aurc']:.3f})")
+    ax.set(
+        xlabel="coverage (share auto-accepted)",
+        ylabel="precision of accepted",
+        xlim=(0, 1),
+        ylim=(max(0.0, min(1 - np.asarray(rc["risk"])) - 0.05), 1.01),
+        title=f"Precision vs coverage (AURC {result['aurc']:.3f})",
+    )
     rc_png = _png(fig)
     plt.close(fig)
 

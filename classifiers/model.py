@@ -42,11 +42,16 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from classifiers._model_bank import BankData, fit_bank, score_bank
 from classifiers._model_rerank import LabelInfo, candidate_features, make_reranker, to_distribution
 from classifiers._model_text import TEXT_FIELDS, build_inputs, embed_chunks
-from classifiers.calibration import IsotonicCalibrator, TemperatureScaler, Thresholds, fit_thresholds, select_threshold
+from classifiers.calibration import (
+    IsotonicCalibrator,
+    TemperatureScaler,
+    fit_thresholds,
+    select_threshold,
+)
 from classifiers.hierarchy import NodeIndex
 from shelfwise.errors import ConfigError, ModelError
 
-__all__ = ["CategoryModel", "Prediction", "MODEL_FORMAT_VERSION"]
+__all__ = ["MODEL_FORMAT_VERSION", "CategoryModel", "Prediction"]
 
 log = logging.getLogger("shelfwise.model")
 
@@ -145,7 +150,9 @@ class CategoryModel(BaseEstimator):
                 f"CategoryModel calibration={self.calibration!r} is not valid; use one of {', '.join(_CALIBRATIONS)}"
             )
         if self.hierarchy not in _HIERARCHY:
-            raise ConfigError(f"CategoryModel hierarchy={self.hierarchy!r} is not valid; use 'backoff' or 'leaf'")
+            raise ConfigError(
+                f"CategoryModel hierarchy={self.hierarchy!r} is not valid; use 'backoff' or 'leaf'"
+            )
         if self.stacker not in ("rerank", "mean"):
             raise ConfigError(f"CategoryModel stacker={self.stacker!r} is not valid; use 'rerank' or 'mean'")
         if not (self.use_tfidf or self.use_embeddings):
@@ -206,7 +213,9 @@ class CategoryModel(BaseEstimator):
                 "training frame has no 'category_path' column; map your label column to category_path"
             )
         if self.use_images and image_embedder is None:
-            raise ConfigError("CategoryModel(use_images=True) needs image_embedder= in fit (or use_images=False)")
+            raise ConfigError(
+                "CategoryModel(use_images=True) needs image_embedder= in fit (or use_images=False)"
+            )
         self.fit_report_: dict[str, Any] = {"rows": frame.height}
         keep, ids = self._resolve_labels(frame, taxonomy)
         frame = frame.filter(pl.Series(keep))
@@ -225,7 +234,9 @@ class CategoryModel(BaseEstimator):
         self.fit_report_.update(trained_rows=n, n_classes=k)
         self.label_counts_ = {c: int(v) for c, v in zip(classes, np.bincount(y, minlength=k), strict=True)}
 
-        self.embedder_id_ = str(getattr(embedder, "model_id", "")) if self.use_embeddings or self.zero_shot else ""
+        self.embedder_id_ = (
+            str(getattr(embedder, "model_id", "")) if self.use_embeddings or self.zero_shot else ""
+        )
         self.image_embedder_id_ = str(getattr(image_embedder, "model_id", "")) if self.use_images else ""
         self.taxonomy_version_ = str(getattr(taxonomy, "version", ""))
         self.taxonomy_source_ = str(getattr(taxonomy, "source", ""))
@@ -242,9 +253,13 @@ class CategoryModel(BaseEstimator):
         label_emb = None
         self.zs_emb_ = None
         if need_emb:
-            label_emb = np.asarray(cache.embed(embedder, [self.index_.paths[p] for p in self.label_pos_]), np.float32)
+            label_emb = np.asarray(
+                cache.embed(embedder, [self.index_.paths[p] for p in self.label_pos_]), np.float32
+            )
             if zs_nodes:
-                self.zs_emb_ = np.asarray(cache.embed(embedder, [self.index_.paths[p] for p in self.zs_pos_]), np.float32)
+                self.zs_emb_ = np.asarray(
+                    cache.embed(embedder, [self.index_.paths[p] for p in self.zs_pos_]), np.float32
+                )
 
         data = self._bank_data(frame, embedder, cache, image_embedder, need_emb=need_emb)
         self.zero_shot_margin_ = float(self.zero_shot_margin) if self.zero_shot_margin is not None else 0.0
@@ -253,14 +268,18 @@ class CategoryModel(BaseEstimator):
             if self.zero_shot_margin is None:
                 self.zero_shot_margin_ = float(np.quantile(gap, 0.995)) + 0.01
             self.fit_report_["zero_shot"] = {
-                "untrained_nodes": int(len(self.zs_pos_)), "margin": round(self.zero_shot_margin_, 4),
+                "untrained_nodes": len(self.zs_pos_),
+                "margin": round(self.zero_shot_margin_, 4),
                 "training_rows_firing": float(np.mean(gap > self.zero_shot_margin_)),
             }
         self.fit_report_["image_failures"] = dict(self._last_image_failures)
-        bank_kw = dict(
-            use_tfidf=self.use_tfidf, use_embeddings=self.use_embeddings, k_neighbors=int(self.k_neighbors),
-            label_emb=label_emb, random_state=int(self.random_state),
-        )
+        bank_kw: dict[str, Any] = {
+            "use_tfidf": self.use_tfidf,
+            "use_embeddings": self.use_embeddings,
+            "k_neighbors": int(self.k_neighbors),
+            "label_emb": label_emb,
+            "random_state": int(self.random_state),
+        }
         # ---- out-of-fold base scores
         folds = self._folds(y)
         oof: dict[str, np.ndarray] = {}
@@ -279,7 +298,9 @@ class CategoryModel(BaseEstimator):
             parent_group=np.array([group_ids[p] for p in parents], dtype=np.int64),
         )
         # ---- stacker on out-of-fold scores (its own out-of-fold outputs feed calibration)
-        cand, feats, fused = candidate_features(oof, self.scorer_names_, self.label_info_, n_candidates=int(self.n_candidates))
+        cand, feats, fused = candidate_features(
+            oof, self.scorer_names_, self.label_info_, n_candidates=int(self.n_candidates)
+        )
         target = cand == y[:, None]
         self.reranker_ = None
         if self.stacker == "rerank" and 0 < target.sum() < target.size:
@@ -292,7 +313,9 @@ class CategoryModel(BaseEstimator):
                     s_oof[va] = np.take_along_axis(fused, cand[va], 1)
                     continue
                 rr = make_reranker(int(self.random_state)).fit(feats[tr].reshape(-1, feats.shape[-1]), t_tr)
-                s_oof[va] = rr.predict_proba(feats[va].reshape(-1, feats.shape[-1]))[:, 1].reshape(len(va), -1)
+                s_oof[va] = rr.predict_proba(feats[va].reshape(-1, feats.shape[-1]))[:, 1].reshape(
+                    len(va), -1
+                )
             self.reranker_ = make_reranker(int(self.random_state)).fit(flat, target.ravel())
         else:
             s_oof = np.take_along_axis(fused, cand, 1)
@@ -312,7 +335,9 @@ class CategoryModel(BaseEstimator):
         self.fit_report_["heldout"] = {
             "rows": n,
             "leaf_accuracy": round(float((top == y).mean()), 4),
-            "ece_uncalibrated": round(expected_calibration_error(p_raw.max(axis=1), p_raw.argmax(axis=1) == y), 4),
+            "ece_uncalibrated": round(
+                expected_calibration_error(p_raw.max(axis=1), p_raw.argmax(axis=1) == y), 4
+            ),
             "ece_calibrated": round(expected_calibration_error(p_cal.max(axis=1), top == y), 4),
             "temperature": getattr(self.calibrator_, "temperature_", None),
             "threshold_global": self.thresholds_.to_dict()["global"],
@@ -327,7 +352,9 @@ class CategoryModel(BaseEstimator):
         counts = np.bincount(y)
         strat = np.where(counts[y] >= n_splits, y, -1)
         if (strat == -1).sum() < n_splits and (strat == -1).any():
-            strat = np.where(strat == -1, int(np.argmax(counts)), strat)  # too few rare rows for their own bucket
+            strat = np.where(
+                strat == -1, int(np.argmax(counts)), strat
+            )  # too few rare rows for their own bucket
         kf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=int(self.random_state))
         return list(kf.split(np.zeros(len(y)), strat))
 
@@ -338,18 +365,29 @@ class CategoryModel(BaseEstimator):
         leaf_thr = select_threshold(p_cal.max(axis=1), top == y, target_precision=tp)
         if self.hierarchy == "leaf" or not math.isfinite(leaf_thr):
             self.thresholds_ = fit_thresholds(
-                p_cal.max(axis=1), top == y, leaf_ids, target_precision=tp, min_node_support=int(self.min_node_support)
+                p_cal.max(axis=1),
+                top == y,
+                leaf_ids,
+                target_precision=tp,
+                min_node_support=int(self.min_node_support),
             )
             return
         node_scores = self.index_.aggregate(p_cal, self.label_pos_)
         chosen, _ = self.index_.backoff(node_scores, self.label_pos_[top], leaf_thr)
         truth_pos = self.label_pos_[y]
-        correct = np.array([self.index_.is_ancestor_or_self(self.index_.ids[c], self.index_.ids[t])
-                            for c, t in zip(chosen, truth_pos, strict=True)])
+        correct = np.array(
+            [
+                self.index_.is_ancestor_or_self(self.index_.ids[c], self.index_.ids[t])
+                for c, t in zip(chosen, truth_pos, strict=True)
+            ]
+        )
         conf = node_scores[np.arange(len(y)), chosen]
         self.thresholds_ = fit_thresholds(
-            conf, correct, [self.index_.ids[c] for c in chosen],
-            target_precision=tp, min_node_support=int(self.min_node_support),
+            conf,
+            correct,
+            [self.index_.ids[c] for c in chosen],
+            target_precision=tp,
+            min_node_support=int(self.min_node_support),
         )
 
     def _zero_shot_gap(self, emb: np.ndarray, label_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -376,14 +414,19 @@ class CategoryModel(BaseEstimator):
             return out
         return p
 
-    def _bank_data(self, frame: pl.DataFrame, embedder: Any, cache: Any, image_embedder: Any, *,
-                   need_emb: bool) -> BankData:
+    def _bank_data(
+        self, frame: pl.DataFrame, embedder: Any, cache: Any, image_embedder: Any, *, need_emb: bool
+    ) -> BankData:
         inputs = build_inputs(frame, tuple(self.text_fields))
         emb = embed_chunks(inputs.chunks, embedder, cache) if need_emb else None
         img = ok = None
         self._last_image_failures: dict[str, int] = {}
         if self.use_images:
-            paths = frame.get_column("image_path").to_list() if "image_path" in frame.columns else [None] * frame.height
+            paths = (
+                frame.get_column("image_path").to_list()
+                if "image_path" in frame.columns
+                else [None] * frame.height
+            )
             if image_embedder is None:
                 log.warning("model uses images but no image_embedder was given; photos are ignored")
                 img = np.zeros((frame.height, 1))
@@ -438,13 +481,17 @@ class CategoryModel(BaseEstimator):
         p, _ = self._label_proba(frame, embedder, cache, image_embedder)
         return p
 
-    def _label_proba(self, frame: pl.DataFrame, embedder: Any, cache: Any, image_embedder: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    def _label_proba(
+        self, frame: pl.DataFrame, embedder: Any, cache: Any, image_embedder: Any
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         self._check_fitted()
         self._check_embedder(embedder)
         need_emb = self.bank_.label_emb is not None or self.bank_.knn_sem is not None
         data = self._bank_data(frame, embedder, cache, image_embedder, need_emb=need_emb)
         scores = score_bank(self.bank_, data)
-        cand, feats, fused = candidate_features(scores, self.scorer_names_, self.label_info_, n_candidates=int(self.n_candidates))
+        cand, feats, fused = candidate_features(
+            scores, self.scorer_names_, self.label_info_, n_candidates=int(self.n_candidates)
+        )
         if self.reranker_ is not None:
             s = self.reranker_.predict_proba(feats.reshape(-1, feats.shape[-1]))[:, 1].reshape(cand.shape)
         else:
@@ -502,9 +549,18 @@ class CategoryModel(BaseEstimator):
         n = frame.height
         if n == 0:
             e = np.zeros(0)
-            return Prediction(np.zeros((0, top_k), dtype=object), np.zeros((0, top_k)), e, e,
-                              np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool),
-                              np.zeros(0, dtype=object), e, np.zeros(0, dtype=bool))
+            return Prediction(
+                np.zeros((0, top_k), dtype=object),
+                np.zeros((0, top_k)),
+                e,
+                e,
+                np.zeros(0, dtype=object),
+                np.zeros(0, dtype=np.int64),
+                np.zeros(0, dtype=bool),
+                np.zeros(0, dtype=object),
+                e,
+                np.zeros(0, dtype=bool),
+            )
         probs, col_pos, node_scores = self._scored(frame, embedder, cache, image_embedder)
         rows = np.arange(n)
         order = np.argsort(-probs, axis=1, kind="stable")
@@ -547,9 +603,11 @@ class CategoryModel(BaseEstimator):
         self._check_fitted()
         d = Path(model_dir)
         d.mkdir(parents=True, exist_ok=True)
-        state = {"format": MODEL_FORMAT_VERSION, "params": self.get_params(), "fitted": {
-            k: v for k, v in self.__dict__.items() if k.endswith("_") and not k.startswith("__")
-        }}
+        state = {
+            "format": MODEL_FORMAT_VERSION,
+            "params": self.get_params(),
+            "fitted": {k: v for k, v in self.__dict__.items() if k.endswith("_") and not k.startswith("__")},
+        }
         state["fitted"]["index_"] = self.index_.to_state()
         tmp = d / (_STATE_FILE + ".tmp")
         joblib.dump(state, tmp, compress=3)
@@ -588,7 +646,9 @@ class CategoryModel(BaseEstimator):
         try:
             state = joblib.load(state_path)
         except Exception as exc:  # corrupt or foreign file
-            raise ModelError(f"model file {state_path} cannot be read ({exc}); retrain with shelfwise train") from exc
+            raise ModelError(
+                f"model file {state_path} cannot be read ({exc}); retrain with shelfwise train"
+            ) from exc
         if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT_VERSION:
             raise ModelError(
                 f"model {state_path} has format {state.get('format') if isinstance(state, dict) else '?'}, "

@@ -21,8 +21,15 @@ def flipkart_frame(shared_data: Path) -> pl.DataFrame:
     """flipkart.parquet in canonical catalog columns (attributes parsed from the specifications)."""
     df = pl.read_parquet(shared_data / "catalogs" / "flipkart.parquet")
     return df.select(
-        "sku_id", "title", "description", "brand", "category_path", "image_path",
-        pl.col("product_specifications").map_elements(_attributes, return_dtype=pl.String).alias("attributes"),
+        "sku_id",
+        "title",
+        "description",
+        "brand",
+        "category_path",
+        "image_path",
+        pl.col("product_specifications")
+        .map_elements(_attributes, return_dtype=pl.String)
+        .alias("attributes"),
     )
 
 
@@ -46,9 +53,12 @@ def flipkart_split(flipkart_frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
     labels = np.asarray(rows.get_column("category_path").to_list(), dtype=object)
     for label in np.unique(labels):
         idx = np.flatnonzero(labels == label)
-        test_mask[rng.choice(idx, size=max(2, int(round(0.3 * len(idx)))), replace=False)] = True
-    return {"train": rows.filter(pl.Series(~test_mask)), "test": rows.filter(pl.Series(test_mask)),
-            "watches": watches.head(25)}
+        test_mask[rng.choice(idx, size=max(2, round(0.3 * len(idx))), replace=False)] = True
+    return {
+        "train": rows.filter(pl.Series(~test_mask)),
+        "test": rows.filter(pl.Series(test_mask)),
+        "watches": watches.head(25),
+    }
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from classifiers.calibration import IsotonicCalibrator, TemperatureScaler, Thresholds, fit_thresholds, select_threshold
+from classifiers.calibration import (
+    IsotonicCalibrator,
+    TemperatureScaler,
+    Thresholds,
+    fit_thresholds,
+    select_threshold,
+)
 from classifiers.hierarchy import NodeIndex, tree_consistent
 from classifiers.metrics import (
     coverage_at_precision,
@@ -92,15 +98,29 @@ def test_temperature_and_isotonic_lower_ece_on_held_out_rows():
 @pytest.fixture()
 def tiny_tree() -> Taxonomy:
     return Taxonomy.from_paths(
-        ["Home", "Home > Bed Linen", "Home > Bed Linen > Blankets", "Home > Bed Linen > Bedsheets",
-         "Home > Curtains", "Watches", "Watches > Wrist Watches"],
+        [
+            "Home",
+            "Home > Bed Linen",
+            "Home > Bed Linen > Blankets",
+            "Home > Bed Linen > Bedsheets",
+            "Home > Curtains",
+            "Watches",
+            "Watches > Wrist Watches",
+        ],
         source="tiny",
     )
 
 
 def test_aggregate_makes_parents_at_least_their_children(tiny_tree):
-    labels = [tiny_tree.by_path(p).id for p in
-              ("Home > Bed Linen > Blankets", "Home > Bed Linen > Bedsheets", "Home > Curtains", "Watches > Wrist Watches")]
+    labels = [
+        tiny_tree.by_path(p).id
+        for p in (
+            "Home > Bed Linen > Blankets",
+            "Home > Bed Linen > Bedsheets",
+            "Home > Curtains",
+            "Watches > Wrist Watches",
+        )
+    ]
     index = NodeIndex.from_taxonomy(tiny_tree, labels)
     probs = np.array([[0.45, 0.40, 0.10, 0.05], [0.05, 0.05, 0.05, 0.85]])
     nodes = index.aggregate(probs, index.position(labels))
@@ -112,18 +132,32 @@ def test_aggregate_makes_parents_at_least_their_children(tiny_tree):
 
 
 def test_backoff_goes_to_the_deepest_sure_ancestor(tiny_tree):
-    labels = [tiny_tree.by_path(p).id for p in
-              ("Home > Bed Linen > Blankets", "Home > Bed Linen > Bedsheets", "Home > Curtains", "Watches > Wrist Watches")]
+    labels = [
+        tiny_tree.by_path(p).id
+        for p in (
+            "Home > Bed Linen > Blankets",
+            "Home > Bed Linen > Bedsheets",
+            "Home > Curtains",
+            "Watches > Wrist Watches",
+        )
+    ]
     index = NodeIndex.from_taxonomy(tiny_tree, labels)
     pos = index.position(labels)
-    probs = np.array([[0.45, 0.40, 0.10, 0.05],   # blanket vs bedsheet unsure, bed linen sure
-                      [0.05, 0.05, 0.05, 0.85],   # sure watch at leaf level? 0.85 < 0.9: its parent is 0.85 too
-                      [0.97, 0.01, 0.01, 0.01]])  # sure leaf
+    probs = np.array(
+        [
+            [0.45, 0.40, 0.10, 0.05],  # blanket vs bedsheet unsure, bed linen sure
+            [0.05, 0.05, 0.05, 0.85],  # sure watch at leaf level? 0.85 < 0.9: its parent is 0.85 too
+            [0.97, 0.01, 0.01, 0.01],
+        ]
+    )  # sure leaf
     nodes = index.aggregate(probs, pos)
     best = pos[probs.argmax(1)]
     chosen, backed = index.backoff(nodes, best, 0.8)
-    assert [index.paths[c] for c in chosen] == ["Home > Bed Linen", "Watches > Wrist Watches",
-                                               "Home > Bed Linen > Blankets"]
+    assert [index.paths[c] for c in chosen] == [
+        "Home > Bed Linen",
+        "Watches > Wrist Watches",
+        "Home > Bed Linen > Blankets",
+    ]
     assert backed.tolist() == [True, False, False]
     assert index.depths[chosen[0]] < index.depths[best[0]]
     chosen, backed = index.backoff(nodes, best, 0.999)  # nothing clears it: keep the leaf
@@ -149,7 +183,9 @@ def test_evaluate_on_hand_written_predictions():
     assert r["weighted_f1"] == pytest.approx((1 + 2 / 3) / 4)
     # ECE: bins hold one item each: |1-.9|+|0-.6|+|1-.8|+|0-.3| over 4
     assert r["ece"] == pytest.approx((0.1 + 0.6 + 0.2 + 0.3) / 4)
-    assert r["coverage_at_precision_hierarchical"]["0.95"] == 0.75  # "A>B" for "A>B>D" counts when ancestors do
+    assert (
+        r["coverage_at_precision_hierarchical"]["0.95"] == 0.75
+    )  # "A>B" for "A>B>D" counts when ancestors do
 
 
 def test_coverage_at_precision_never_splits_ties():
@@ -158,10 +194,16 @@ def test_coverage_at_precision_never_splits_ties():
 
 
 def test_evaluate_files_joins_on_sku_and_writes_a_self_contained_page(tmp_path):
-    pl.DataFrame({"sku_id": ["a", "b", "c", "x"], "category_path": ["A > B", "A > C", "D", "D"],
-                  "confidence": [0.9, 0.8, 0.7, 0.6]}).write_parquet(tmp_path / "pred.parquet")
+    pl.DataFrame(
+        {
+            "sku_id": ["a", "b", "c", "x"],
+            "category_path": ["A > B", "A > C", "D", "D"],
+            "confidence": [0.9, 0.8, 0.7, 0.6],
+        }
+    ).write_parquet(tmp_path / "pred.parquet")
     pl.DataFrame({"sku_id": ["a", "b", "c", "d"], "category_path": ["A > B", "A > B", "D", None]}).write_csv(
-        tmp_path / "truth.csv")
+        tmp_path / "truth.csv"
+    )
     r = evaluate_files(tmp_path / "pred.parquet", tmp_path / "truth.csv", out_dir=tmp_path / "eval")
     assert r["n"] == 3 and r["leaf_accuracy"] == pytest.approx(2 / 3)
     assert r["join"]["predictions_without_truth_row"] == 1

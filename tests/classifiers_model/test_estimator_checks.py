@@ -32,13 +32,20 @@ def test_bad_options_fail_in_fit_not_init():
 
 
 def test_text_and_key_classifiers_follow_classes_order():
-    texts = ["ceramic coffee mug 350 ml", "wifi router dual band", "coffee mug set of 2", "wireless router 300 mbps"]
+    texts = [
+        "ceramic coffee mug 350 ml",
+        "wifi router dual band",
+        "coffee mug set of 2",
+        "wireless router 300 mbps",
+    ]
     y = ["mug", "router", "mug", "router"]
     lex = TextLinearClassifier(min_df_char=1).fit(texts, y)
     assert list(lex.predict(["blue coffee mug", "router with 4 antennas"])) == ["mug", "router"]
     p = lex.predict_proba(["coffee mug"])
     assert p.shape == (1, 2) and p[0, 0] > 0.5
-    brand = KeyPriorClassifier().fit(["tp-link", "", "tp-link", "rockmantra"], ["router", "mug", "router", "mug"])
+    brand = KeyPriorClassifier().fit(
+        ["tp-link", "", "tp-link", "rockmantra"], ["router", "mug", "router", "mug"]
+    )
     pb = brand.predict_proba(["tp-link", "unknown brand"])
     assert pb[0, list(brand.classes_).index("router")] > 0.6
     np.testing.assert_allclose(pb[1], brand.prior_)

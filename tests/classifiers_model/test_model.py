@@ -19,8 +19,9 @@ def _truth_ids(frame: pl.DataFrame, taxonomy) -> np.ndarray:
     return np.array([taxonomy.find_path(p).id for p in frame.get_column("category_path")], dtype=object)
 
 
-def test_predicts_held_out_products_far_above_chance(trained, flipkart_split, flipkart_taxonomy, minilm,
-                                                     embedding_cache):
+def test_predicts_held_out_products_far_above_chance(
+    trained, flipkart_split, flipkart_taxonomy, minilm, embedding_cache
+):
     test = flipkart_split["test"]
     pred = trained.predict(test, embedder=minilm, cache=embedding_cache, top_k=3)
     truth = _truth_ids(test, flipkart_taxonomy)
@@ -37,7 +38,9 @@ def test_predicts_held_out_products_far_above_chance(trained, flipkart_split, fl
     assert np.mean(pred.leaf_ids[sure] == truth[sure]) >= np.mean(pred.leaf_ids[~sure] == truth[~sure])
 
 
-def test_scores_are_tree_consistent_and_backoff_is_shallower(trained, flipkart_split, minilm, embedding_cache):
+def test_scores_are_tree_consistent_and_backoff_is_shallower(
+    trained, flipkart_split, minilm, embedding_cache
+):
     test = flipkart_split["test"]
     ids, nodes = trained.node_proba(test, embedder=minilm, cache=embedding_cache)
     assert nodes.shape == (test.height, len(ids))
@@ -56,15 +59,18 @@ def test_scores_are_tree_consistent_and_backoff_is_shallower(trained, flipkart_s
     pred2 = trained_copy.predict(test, embedder=minilm, cache=embedding_cache)
     assert pred2.backed_off.mean() > 0.3
     assert (pred2.predicted_depth[pred2.backed_off] < leaf_depth[pred2.backed_off]).all()
-    ok_parent = [trained.index_.is_ancestor_or_self(p, leaf) for p, leaf in zip(pred2.predicted_ids, pred2.leaf_ids)]
+    ok_parent = [
+        trained.index_.is_ancestor_or_self(p, leaf) for p, leaf in zip(pred2.predicted_ids, pred2.leaf_ids)
+    ]
     assert all(ok_parent)
     assert np.isfinite(strict).any()
     leaf_only = trained.predict(test, embedder=minilm, cache=embedding_cache, hierarchy="leaf")
     assert not leaf_only.backed_off.any() and (leaf_only.predicted_ids == leaf_only.leaf_ids).all()
 
 
-def test_calibration_lowers_ece_on_held_out_rows(trained, flipkart_split, flipkart_taxonomy, minilm,
-                                                 embedding_cache):
+def test_calibration_lowers_ece_on_held_out_rows(
+    trained, flipkart_split, flipkart_taxonomy, minilm, embedding_cache
+):
     from classifiers.metrics import expected_calibration_error
 
     report = trained.fit_report_["heldout"]
@@ -108,26 +114,39 @@ def test_save_load_round_trip_and_embedder_check(trained, flipkart_split, minilm
         CategoryModel.load(tmp_path / "no-such-model")
 
 
-def test_zero_shot_predicts_a_category_without_training_rows(trained, flipkart_split, flipkart_taxonomy, minilm,
-                                                            embedding_cache):
+def test_zero_shot_predicts_a_category_without_training_rows(
+    trained, flipkart_split, flipkart_taxonomy, minilm, embedding_cache
+):
     watches = flipkart_split["watches"]
     assert not any(c.startswith("p-") and "Watch" in c for c in trained.classes_)  # no watch label trained
     assert trained.fit_report_["zero_shot"]["training_rows_firing"] < 0.02
     pred = trained.predict(watches, embedder=minilm, cache=embedding_cache)
     watches_root = flipkart_taxonomy.by_path("Watches").id
     in_watches = [trained.index_.is_ancestor_or_self(watches_root, i) for i in pred.leaf_ids]
-    assert np.mean(in_watches) >= 0.6, [trained.index_.paths[trained.index_.position([i])[0]] for i in pred.leaf_ids]
+    assert np.mean(in_watches) >= 0.6, [
+        trained.index_.paths[trained.index_.position([i])[0]] for i in pred.leaf_ids
+    ]
     assert pred.zero_shot[np.asarray(in_watches)].all()
-    one = pl.DataFrame({"sku_id": ["w1"], "title": ["Titan Analog Wrist Watch for Men"], "brand": ["Titan"],
-                        "attributes": ["Strap Material: Leather; Dial Shape: Round"]})
+    one = pl.DataFrame(
+        {
+            "sku_id": ["w1"],
+            "title": ["Titan Analog Wrist Watch for Men"],
+            "brand": ["Titan"],
+            "attributes": ["Strap Material: Leather; Dial Shape: Round"],
+        }
+    )
     p1 = trained.predict(one, embedder=minilm, cache=embedding_cache)
     assert flipkart_taxonomy.get(str(p1.leaf_ids[0])).path.startswith("Watches"), p1.leaf_ids
 
 
-def test_unresolvable_labels_are_skipped_and_counted(flipkart_split, flipkart_taxonomy, minilm, embedding_cache):
+def test_unresolvable_labels_are_skipped_and_counted(
+    flipkart_split, flipkart_taxonomy, minilm, embedding_cache
+):
     train = flipkart_split["train"].head(60)
     bogus = train.head(2).with_columns(pl.lit("Nowhere > Nothing").alias("category_path"))
-    deeper = train.head(1).with_columns((pl.col("category_path") + " > Some Product Name").alias("category_path"))
+    deeper = train.head(1).with_columns(
+        (pl.col("category_path") + " > Some Product Name").alias("category_path")
+    )
     model = CategoryModel(text_fields=("title",), use_embeddings=False, zero_shot=False, cv=2)
     model.fit(pl.concat([train, bogus, deeper]), flipkart_taxonomy, embedder=minilm, cache=embedding_cache)
     assert model.fit_report_["labels"]["unresolvable"] == 2
@@ -135,4 +154,6 @@ def test_unresolvable_labels_are_skipped_and_counted(flipkart_split, flipkart_ta
     assert model.fit_report_["unresolvable_examples"] == ["Nowhere > Nothing"]
     assert model.fit_report_["trained_rows"] == 61
     with pytest.raises(ConfigError, match="calibration"):
-        CategoryModel(calibration="platt").fit(train, flipkart_taxonomy, embedder=minilm, cache=embedding_cache)
+        CategoryModel(calibration="platt").fit(
+            train, flipkart_taxonomy, embedder=minilm, cache=embedding_cache
+        )

@@ -13,6 +13,7 @@ EUROSPA = "64d5d4a258243731dc7bbb1eef49ad74"
 JAIPUR = "6325b6870c54cd47be6ebfbffa620ec7"
 ELEGANCE = "55b85ea15a1536d46b7190ad6fff8ce7"
 SATHIYAS = "7b72c92c2f6c40268628ec5f14c6d590"
+CAMERII = "f355cc1ccb08bd0d283ed979b7ee7515"
 
 
 def _flashes(html: str) -> list[str]:
@@ -52,6 +53,8 @@ def test_review_flow_accept_moves_to_the_next_item(client: TestClient, env: Env)
     assert resp.url.path == f"/items/{env.item_ids[JAIPUR]}"  # straight on to the next suspect item
     assert any(f.startswith("Accepted") and "Towels" in f for f in _flashes(resp.text))
     store = QueueStore(env.db_url)
+    held, _ = store.list_items(ItemFilter(status="claimed", claimed_by="alice"))
+    assert [i.sku_id for i in held] == [JAIPUR]  # exactly one lease: the item on screen
     done = store.get_item(env.item_ids[EUROSPA])
     assert done is not None and done.status == "decided" and done.final_kind == "accept"
     assert store.decisions_for_item(env.item_ids[EUROSPA])[0]["duration_ms"] == 4100
@@ -89,7 +92,18 @@ def test_next_leaves_the_item_undecided_and_skip_records_it(client: TestClient, 
     )
     assert any(f.startswith("Skipped") for f in _flashes(skipped.text))
     assert [d["kind"] for d in store.decisions_for_item(env.item_ids[SATHIYAS])] == ["skip"]
-    assert skipped.url.path != f"/items/{env.item_ids[SATHIYAS]}"
+    assert skipped.url.path == f"/items/{env.item_ids[ELEGANCE]}"  # top of the queue again (released)
+    held, _ = store.list_items(ItemFilter(status="claimed", claimed_by="alice"))
+    assert [i.id for i in held] == [env.item_ids[ELEGANCE]]  # no stray leases left behind
+    # "Next" passes over the item alice skipped, and wraps around at the end of the queue.
+    step = client.post(
+        "/queues/next", data={"csrf_token": token, "queue": "low_confidence", "after": env.item_ids[ELEGANCE]}
+    )
+    assert step.url.path == f"/items/{env.item_ids[CAMERII]}"
+    step = client.post(
+        "/queues/next", data={"csrf_token": token, "queue": "low_confidence", "after": env.item_ids[CAMERII]}
+    )
+    assert step.url.path == f"/items/{env.item_ids[ELEGANCE]}"
 
 
 def test_decision_on_an_item_someone_else_holds_is_refused_politely(env: Env) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from verification._errors import InvalidDecisionError, ItemConflictError, ItemNotFoundError
 from verification._types import DecisionResult, ItemView
@@ -64,9 +65,12 @@ def claim_next(
     item_filter = dataclasses.replace(filters.to_item_filter(), status=None, queue=None)
     queues = [filters.queue] if filters.queue else [str(q) for q in QUEUE_ORDER]
     for queue in queues:
-        for item in store.claim(queue, reviewer, limit=2 if exclude is not None else 1, filters=item_filter):
-            if item.id != exclude:
-                return item
+        items = store.claim(queue, reviewer, limit=1, filters=item_filter)
+        if items and items[0].id == exclude:
+            # The excluded item is still leased to us, so it comes back first: take the one after it.
+            items = [i for i in store.claim(queue, reviewer, limit=2, filters=item_filter) if i.id != exclude]
+        if items:
+            return items[0]
     return None
 
 
@@ -76,25 +80,39 @@ def move_next(
     """Leave item ``current`` undecided and take the one after it in the list order (priority, then id).
 
     The current item is given back to the pool (its lease released, no decision logged). The next open
-    item after it is leased to ``reviewer``; past the end of the list it wraps around to the top.
+    item after it (or one this reviewer already holds) is leased to ``reviewer``; past the end of the
+    list it wraps around to the top. Items the reviewer skipped recently are passed over.
     """
     here = store.get_item(current)
     store.release(current, reviewer)
-    item_filter = dataclasses.replace(filters.to_item_filter(), status="open")
-    items, _ = store.list_items(item_filter, offset=0, limit=scan)
+    base = filters.to_item_filter()
+    open_items, _ = store.list_items(dataclasses.replace(base, status="open"), offset=0, limit=scan)
+    mine, _ = store.list_items(
+        dataclasses.replace(base, status="claimed", claimed_by=reviewer), offset=0, limit=scan
+    )
+    items = sorted({i.id: i for i in [*open_items, *mine]}.values(), key=lambda i: (-i.priority, i.id))
     if here is not None:
         key = (-here.priority, here.id)
-        after = [i for i in items if (-i.priority, i.id) > key]
-        before = [i for i in items if (-i.priority, i.id) < key]
-        items = after + before
+        items = [i for i in items if (-i.priority, i.id) > key] + [
+            i for i in items if (-i.priority, i.id) < key
+        ]
     for item in items:
-        if item.id == current:
+        if item.id == current or _skipped_recently(store, item.id, reviewer):
             continue
         try:
             return store.renew(item.id, reviewer)
         except (ItemConflictError, ItemNotFoundError):
             continue  # taken or decided in the meantime
     return None
+
+
+def _skipped_recently(store: QueueStore, item_id: int, reviewer: str) -> bool:
+    """True when ``reviewer`` skipped the item within the store's skip cool-down (claim honours it too)."""
+    since = datetime.now(UTC) - timedelta(seconds=store.skip_cooldown_seconds)
+    return any(
+        d["reviewer"] == reviewer and d["kind"] == DecisionKind.SKIP and d["decided_at"] > since
+        for d in store.decisions_for_item(item_id)
+    )
 
 
 def describe_decision(item: ItemView, result: DecisionResult) -> str:
