@@ -83,10 +83,8 @@ def _text(df: pl.DataFrame) -> list[str]:
     ]
 
 
-def classify(
-    train: pl.DataFrame, test: pl.DataFrame, tax: Any, *, top_k: int, which: str
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """(class ids (n, k) best first, scores (n, k), classifier name)."""
+def classify(train: pl.DataFrame, test: pl.DataFrame, tax: Any, *, top_k: int, which: str) -> dict[str, Any]:
+    """Top-k ids/scores (best first), the classifier's answer, its confidence and margin (as the pipeline)."""
     if which in ("auto", "model"):
         try:
             from classifiers.model import CategoryModel  # the real classifier, when its helper has shipped it
@@ -100,11 +98,14 @@ def classify(
             cache = EmbeddingCache(Path(tempfile.mkdtemp()) / "emb.sqlite")
             model = CategoryModel().fit(train, tax, embedder=emb, cache=cache)
             pred = model.predict(test, embedder=emb, cache=cache, top_k=top_k)
-            return (
-                np.asarray(pred.category_ids),
-                np.asarray(pred.scores, dtype=float),
-                "CategoryModel (MiniLM)",
-            )
+            return {
+                "ids": np.asarray(pred.category_ids),
+                "scores": np.asarray(pred.scores, dtype=float),
+                "answer": np.asarray(pred.predicted_ids).astype(str),
+                "confidence": np.asarray(pred.confidence, dtype=float),
+                "margin": np.asarray(pred.margin, dtype=float),
+                "name": "CategoryModel (MiniLM + TF-IDF stack)",
+            }
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import make_pipeline, make_union
@@ -126,7 +127,15 @@ def classify(
     proba = clf.predict_proba(_text(test))
     classes = np.asarray(clf.classes_)
     order = np.argsort(-proba, axis=1)[:, :top_k]
-    return classes[order], np.take_along_axis(proba, order, axis=1), "stand-in: TF-IDF + calibrated LinearSVC"
+    top = np.take_along_axis(proba, order, axis=1)
+    return {
+        "ids": classes[order],
+        "scores": top,
+        "answer": classes[order[:, 0]],
+        "confidence": top[:, 0],
+        "margin": top[:, 0] - (top[:, 1] if top.shape[1] > 1 else 0.0),
+        "name": "stand-in: TF-IDF + calibrated LinearSVC",
+    }
 
 
 def run_catalog(
@@ -142,13 +151,13 @@ def run_catalog(
     train, test = items.filter(pl.Series(~test_mask)), items.filter(pl.Series(test_mask))
     t0 = time.perf_counter()
     s0 = settings or LLMSettings()
-    ids, scores, clf_name = classify(train, test, tax, top_k=s0.top_k, which=args.classifier)
+    clf = classify(train, test, tax, top_k=s0.top_k, which=args.classifier)
+    ids, scores, clf_name = clf["ids"], clf["scores"], clf["name"]
     clf_s = time.perf_counter() - t0
     truth = np.array([tax.find_path(p).id for p in test["category_path"]])
-    conf = scores[:, 0]
-    margin = scores[:, 0] - (scores[:, 1] if scores.shape[1] > 1 else 0.0)
+    conf, margin = clf["confidence"], clf["margin"]
     gated = gate(conf, margin, settings=s0)
-    top1 = ids[:, 0]
+    top1 = clf["answer"]
     res: dict[str, Any] = {
         "catalog": name,
         "classifier": clf_name,
@@ -175,6 +184,7 @@ def run_catalog(
         [
             {"category_id": str(c), "category_path": tax.get(str(c)).path, "score": float(s)}
             for c, s in zip(ids[i], scores[i], strict=True)
+            if c is not None and str(c) in tax
         ]
         for i in idx
     ]

@@ -36,7 +36,7 @@ def text_key(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class CacheStats:
-    """Counters of one `EmbeddingCache` object (cumulative since it was opened) plus the file's size."""
+    """Counters of one `EmbeddingCache` object (cumulative since it was opened) and rows per model in the file."""
 
     path: str
     hits: int

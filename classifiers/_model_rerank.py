@@ -41,12 +41,12 @@ def fused_probs(scores: dict[str, np.ndarray], *, lex_scale: float = 5.0) -> np.
             parts.append(np.exp(scores[name]))
     if not parts:
         raise ValueError("no base scorer produced scores (enable use_tfidf or use_embeddings)")
-    return np.mean(parts, axis=0)
+    return np.asarray(np.mean(parts, axis=0))
 
 
 def _ranks(matrix: np.ndarray, cand: np.ndarray) -> np.ndarray:
     vals = np.take_along_axis(matrix, cand, 1)
-    return (matrix[:, None, :] > vals[:, :, None]).sum(axis=2).astype(np.float64)
+    return np.asarray((matrix[:, None, :] > vals[:, :, None]).sum(axis=2), dtype=np.float64)
 
 
 def candidate_features(
@@ -113,4 +113,4 @@ def to_distribution(cand_probs: np.ndarray, cand: np.ndarray, fused: np.ndarray)
     osum = other.sum(axis=1, keepdims=True)
     other = np.where(osum > 0, other / np.where(osum > 0, osum, 1.0), 0.0) * rest[:, None]
     np.put_along_axis(other, cand, s, axis=1)
-    return other / other.sum(axis=1, keepdims=True)
+    return np.asarray(other / other.sum(axis=1, keepdims=True))

@@ -64,7 +64,7 @@ class TemperatureScaler(BaseEstimator):
         check_is_fitted(self, "temperature_")
         z = np.asarray(logits, dtype=np.float64)
         z = np.where(np.isfinite(z), z, -1e9)
-        return softmax(z / self.temperature_, axis=1)
+        return np.asarray(softmax(z / self.temperature_, axis=1))
 
 
 class IsotonicCalibrator(BaseEstimator):
@@ -95,7 +95,7 @@ class IsotonicCalibrator(BaseEstimator):
         s = np.asarray(scores, dtype=np.float64)
         out = self.iso_.predict(s.ravel()).reshape(s.shape)
         # keep strict order between distinct inputs inside a flat isotonic step (tiny tie-break)
-        return np.clip(out + 1e-6 * s, 0.0, 1.0)
+        return np.asarray(np.clip(out + 1e-6 * s, 0.0, 1.0))
 
 
 def select_threshold(

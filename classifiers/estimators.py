@@ -78,7 +78,7 @@ class CosineKNNClassifier(ClassifierMixin, BaseEstimator):
         votes = np.zeros((n, len(self.classes_)))
         np.add.at(votes, (np.repeat(np.arange(n), k), self.y_[top].ravel()), w.ravel())
         votes /= votes.sum(axis=1, keepdims=True)
-        return (1 - self.smoothing) * votes + self.smoothing * self.prior_
+        return np.asarray((1 - self.smoothing) * votes + self.smoothing * self.prior_)
 
     def max_similarity(self, X: Any) -> np.ndarray:
         """Highest similarity to a training row of each class (n, n_classes); -1 for classes unseen."""
@@ -170,7 +170,7 @@ class TextLinearClassifier(ClassifierMixin, BaseEstimator):
         return normalize(Xv), np.asarray(d)
 
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
-        return softmax(self.proba_scale * self.decision_function(X), axis=1)
+        return np.asarray(softmax(self.proba_scale * self.decision_function(X), axis=1))
 
     def predict(self, X: Sequence[str]) -> np.ndarray:
         return np.asarray(self.classes_[self.decision_function(X).argmax(axis=1)])

@@ -121,7 +121,7 @@ class NodeIndex:
     def aggregate_full(self, full: np.ndarray) -> np.ndarray:
         """Like `aggregate` for scores already placed at node positions (n, n_nodes)."""
         out = np.asarray((self.up_matrix.T @ np.asarray(full, dtype=np.float64).T).T)
-        return np.clip(out, 0.0, 1.0)
+        return np.asarray(np.clip(out, 0.0, 1.0))
 
     def backoff(
         self, node_scores: np.ndarray, best: np.ndarray, thresholds: np.ndarray | float

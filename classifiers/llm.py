@@ -345,6 +345,7 @@ class LLMArbiter:
         self._reserved = 0
         self._logprobs = settings.logprobs
         self._max_tokens_key = "max_tokens"
+        self._slots = threading.BoundedSemaphore(settings.max_concurrency)
         self._mode_saved = False
         self._endpoint_key = f"{settings.base_url or 'client'}|{settings.model}"
         fixed = settings.output_mode
@@ -681,7 +682,8 @@ class LLMArbiter:
                 max_tokens_key=self._max_tokens_key,
             )
             try:
-                result = caller.create(body, est_tokens=est)
+                with self._slots:  # across concurrent decide() calls too (shards classified in parallel)
+                    result = caller.create(body, est_tokens=est)
             except UnsupportedOutputModeError as exc:
                 if exc.feature == "max_tokens":
                     with self._lock:

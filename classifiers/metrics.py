@@ -67,7 +67,7 @@ def expected_calibration_error(
     return float(ece)
 
 
-def _reliability(c: np.ndarray, ok: np.ndarray, n_bins: int = 15) -> dict[str, list[float]]:
+def _reliability(c: np.ndarray, ok: np.ndarray, n_bins: int = 15) -> dict[str, list[Any]]:
     bins = np.minimum((np.clip(c, 0, 1) * n_bins).astype(int), n_bins - 1)
     conf, acc, cnt = [], [], []
     for b in range(n_bins):

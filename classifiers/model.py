@@ -284,10 +284,10 @@ class CategoryModel(BaseEstimator):
         folds = self._folds(y)
         oof: dict[str, np.ndarray] = {}
         for tr, va in folds:
-            bank = fit_bank(data.take(tr), y[tr], k, **bank_kw)  # type: ignore[arg-type]
+            bank = fit_bank(data.take(tr), y[tr], k, **bank_kw)
             for name, m in score_bank(bank, data.take(va)).items():
                 oof.setdefault(name, np.zeros((n, k)))[va] = m
-        self.bank_ = fit_bank(data, y, k, **bank_kw)  # type: ignore[arg-type]
+        self.bank_ = fit_bank(data, y, k, **bank_kw)
         self.scorer_names_ = sorted(oof)
         depths = np.array([self.index_.depths[p] for p in self.label_pos_])
         parents = [self.index_.parents[p] for p in self.label_pos_]
@@ -508,7 +508,7 @@ class CategoryModel(BaseEstimator):
         col_pos = np.tile(self.label_pos_, (n, 1))
         probs = p
         if self.zero_shot and self.zs_emb_ is not None and len(self.zs_pos_) and emb is not None:
-            best_u, gap = self._zero_shot_gap(emb, self.bank_.label_emb)  # type: ignore[arg-type]
+            best_u, gap = self._zero_shot_gap(emb, self.bank_.label_emb)
             g = expit((gap - self.zero_shot_margin_) / float(self.zero_shot_temperature))
             g = np.where(g < 0.05, 0.0, g)
             probs = np.column_stack([p * (1 - g)[:, None], g])

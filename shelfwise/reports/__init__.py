@@ -57,9 +57,10 @@ def write_report(
     return _write(run_id, settings, out_dir, trend_runs=trend_runs)
 
 
-def report_markdown(run_id: str, settings: Settings) -> str:
-    """The report's key figures and section headlines as markdown (no files written, no charts drawn)."""
-    return _markdown(run_id, settings)
+def report_markdown(run_id: str, settings: Settings, *, trend_runs: int = 30) -> str:
+    """The report's key figures and section headlines as markdown (no files written, no charts drawn);
+    the same text as the ``report.md`` that ``write_report`` writes."""
+    return _markdown(run_id, settings, trend_runs=trend_runs)
 
 
 def build_report(run_id: str, settings: Settings) -> GovernanceReport:

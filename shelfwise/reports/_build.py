@@ -12,7 +12,7 @@ import polars as pl
 
 from shelfwise.reports import _charts as charts
 from shelfwise.reports import _sections as sections
-from shelfwise.reports._history import history_row, upsert_history
+from shelfwise.reports._history import history_row, read_history, upsert_history
 from shelfwise.reports._model import Card, GovernanceReport, age, ci, num, pct, plural
 from shelfwise.reports._render import render_html, render_markdown
 from shelfwise.reports._sources import load_inputs
@@ -112,7 +112,7 @@ def write(run_id: str, settings: Settings, out_dir: str | Path | None, *, trend_
     history = upsert_history(history_path, row)
     with charts.rendering(True):
         report.sections.append(sections.trends(history, report.figures, last=trend_runs,
-                                               target=_target(report.summary, settings)))
+                                               target=_target(report.summary, settings), run_id=report.run_id))
     report.tables["headline"] = row
     for name, frame in report.tables.items():
         tmp = out / f".{name}.parquet.tmp"
@@ -124,5 +124,14 @@ def write(run_id: str, settings: Settings, out_dir: str | Path | None, *, trend_
     return html_path
 
 
-def markdown(run_id: str, settings: Settings) -> str:
-    return render_markdown(build_report(run_id, settings, render_charts=False))
+def markdown(run_id: str, settings: Settings, *, trend_runs: int = 30) -> str:
+    """The markdown of ``report.md`` without writing anything (history is read, not updated)."""
+    report = build_report(run_id, settings, render_charts=False)
+    row = history_row(report.figures, report.summary)
+    history = read_history(settings.state_dir / "history.parquet")
+    history = pl.concat([history.filter(pl.col("run_id") != report.run_id), row], how="diagonal_relaxed").sort(
+        ["finished_at", "run_id"], nulls_last=True)
+    with charts.rendering(False):
+        report.sections.append(sections.trends(history, report.figures, last=trend_runs,
+                                               target=_target(report.summary, settings), run_id=report.run_id))
+    return render_markdown(report)

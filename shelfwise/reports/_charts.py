@@ -13,10 +13,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-__all__ = ["PALETTE", "barh", "grouped_barh", "stacked_bars", "reliability", "trend", "short_path", "leaf", "rendering"]
+__all__ = ["PALETTE", "barh", "grouped_barh", "leaf", "pair_labels", "reliability", "rendering", "short_path", "stacked_bars", "trend"]
 
 #: False while a report is built only for its figures (markdown): chart functions then return b"".
 _RENDER: ContextVar[bool] = ContextVar("shelfwise_report_render", default=True)
@@ -52,14 +52,37 @@ DISPLAY_SCALE = 1.5
 
 
 def short_path(path: str | None, keep: int = 2, width: int = 46) -> str:
-    """'A > B > C > D' -> '… > C > D' (the part a person recognises), cut to ``width`` characters."""
+    """'A > B > C > D' -> '… > C > D': the last ``keep`` segments (fewer if needed to fit ``width``)."""
     if not path:
         return "(none)"
     parts = [p.strip() for p in str(path).split(">")]
-    text = " > ".join(parts[-keep:])
-    if len(parts) > keep:
-        text = "… > " + text
-    return text if len(text) <= width else "…" + text[-(width - 1):]
+    for k in range(min(keep, len(parts)), 0, -1):
+        text = " > ".join(parts[-k:])
+        if k < len(parts):
+            text = "… > " + text
+        if len(text) <= width:
+            return text
+    last = parts[-1]
+    return last if len(last) <= width else last[: width - 1] + "…"
+
+
+def pair_labels(a: str | None, b: str | None, width: int = 34) -> str:
+    """'from → to' by leaf name; when both leaves are called the same, each side also shows the segment
+    where the two paths part ('Baby Boys' Clothes > … > Caps → Baby Girls' Clothes > … > Caps')."""
+    la, lb = leaf(a, width), leaf(b, width)
+    if la != lb or not a or not b:
+        return f"{la} → {lb}"
+    pa, pb = [x.strip() for x in a.split(">")], [x.strip() for x in b.split(">")]
+    k = 1
+    while k < min(len(pa), len(pb)) and pa[-k] == pb[-k]:
+        k += 1
+
+    def label(parts: list[str]) -> str:
+        if k > len(parts):
+            return parts[-1]
+        return parts[-k] + (" > … > " if k > 2 else " > ") + parts[-1]
+
+    return f"{label(pa)} → {label(pb)}"
 
 
 def leaf(path: str | None, width: int = 30) -> str:
@@ -92,7 +115,7 @@ def _fmt(value: float, kind: str) -> str:
         return f"{value:.0%}" if value >= 0.1 or value == 0 else f"{value:.1%}"
     if kind == "float":
         return f"{value:.2f}"
-    return f"{int(round(value)):,}"
+    return f"{round(value):,}"
 
 
 @_skippable
@@ -122,7 +145,7 @@ def barh(
     else:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
     ax.set_xlabel(xlabel, fontsize=9, color=PALETTE["muted"])
-    ax.set_title(title, loc="left", fontsize=11, color=PALETTE["text"], pad=10)
+    fig.suptitle(title, x=0.01, ha="left", fontsize=11, color=PALETTE["text"])
     _style(ax)
     return _png(fig)
 
@@ -148,8 +171,8 @@ def grouped_barh(
     ax.set_xlim(0, top * 1.18)
     if kind == "pct":
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.0%}"))
-    ax.legend(frameon=False, fontsize=8.5, loc="lower right")
-    ax.set_title(title, loc="left", fontsize=11, color=PALETTE["text"], pad=10)
+    ax.legend(frameon=False, fontsize=8.5, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=len(series))
+    fig.suptitle(title, x=0.01, ha="left", fontsize=11, color=PALETTE["text"])
     _style(ax)
     return _png(fig)
 
@@ -174,7 +197,7 @@ def stacked_bars(
     ax.set_ylabel(ylabel, fontsize=9, color=PALETTE["muted"])
     if len(series) > 1:
         ax.legend(frameon=False, fontsize=8.5, ncols=min(4, len(series)), loc="upper right")
-    ax.set_title(title, loc="left", fontsize=11, color=PALETTE["text"], pad=10)
+    fig.suptitle(title, x=0.01, ha="left", fontsize=11, color=PALETTE["text"])
     _style(ax, grid_axis="y")
     return _png(fig)
 
@@ -198,7 +221,7 @@ def reliability(bins: Sequence[Mapping[str, float]], *, title: str) -> bytes:
     ax.set_ylabel("share confirmed correct", fontsize=9, color=PALETTE["muted"])
     ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.0%}"))
     ax.legend(frameon=False, fontsize=8.5, loc="upper left")
-    ax.set_title(title, loc="left", fontsize=11, color=PALETTE["text"], pad=10)
+    fig.suptitle(title, x=0.01, ha="left", fontsize=11, color=PALETTE["text"])
     _style(ax, grid_axis="both")
     widths = [b["hi"] - b["lo"] for b in bins]
     axh.bar([b["lo"] for b in bins], ns, width=[w * 0.9 for w in widths], align="edge", color=PALETTE["light"])
@@ -246,6 +269,6 @@ def trend(
         ax.yaxis.set_major_locator(MaxNLocator(integer=kind == "int", nbins=5))
     if len(series) > 1 or band is not None or target is not None:
         ax.legend(frameon=False, fontsize=7.5, loc="best")
-    ax.set_title(title, loc="left", fontsize=10, color=PALETTE["text"], pad=8)
+    fig.suptitle(title, x=0.01, ha="left", fontsize=10, color=PALETTE["text"])
     _style(ax, grid_axis="y")
     return _png(fig)

@@ -8,7 +8,7 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["wilson_interval", "cohen_kappa", "jensen_shannon", "psi", "reliability_bins", "expected_calibration_error"]
+__all__ = ["cohen_kappa", "expected_calibration_error", "jensen_shannon", "psi", "reliability_bins", "wilson_interval"]
 
 
 def wilson_interval(successes: int, n: int, *, z: float = 1.959963984540054) -> tuple[float, float]:

@@ -78,7 +78,7 @@ def ci(lo: Any, hi: Any) -> str:
     return f"{lo * 100:.0f}–{hi * 100:.0f}%"
 
 
-def share(a: int | float, b: int | float) -> float | None:
+def share(a: float, b: float) -> float | None:
     return (a / b) if b else None
 
 

@@ -147,7 +147,7 @@ def _cell(v: Any) -> tuple[str, bool]:
 
 def html_table(t: Any) -> jinja2.utils.markupsafe.Markup:
     frame: pl.DataFrame = t.frame
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    head = "".join(f"<th>{html.escape(str(c).replace('_', ' '))}</th>" for c in frame.columns)
     rows = []
     for r in frame.iter_rows():
         cells = []
@@ -192,8 +192,8 @@ def render_markdown(r: GovernanceReport) -> str:
     rows = [
         ("products seen", num(f.get("seen"))), ("classified", num(f.get("classified"))),
         ("auto-accepted", f"{num(f.get('auto'))} ({pct(f.get('auto_rate'))})"),
-        ("estimated precision (95% CI)", f"{pct(f.get('precision'))} ({pct(f.get('precision_lo'))}–{pct(f.get('precision_hi'))}), "
-         f"{num(f.get('audit_answers'))} audit answers"),
+        ("estimated precision (95% CI)", (f"{pct(f.get('precision'))} ({pct(f.get('precision_lo'))}–"
+                                          f"{pct(f.get('precision_hi'))}), {num(f.get('audit_answers'))} audit answers")),
         ("sent to review (low confidence / suspect)", f"{num(f.get('review'))} / {num(f.get('suspect'))}"),
         ("quarantined", num(f.get("quarantined"))),
         ("disagree with current category", pct(f.get("suspect_rate"), 1)),

@@ -46,14 +46,16 @@ def top_level(path: str | None) -> str:
 
 
 def answers(decisions: pl.DataFrame) -> pl.DataFrame:
-    """Reviewer answers that name a category, one per review item (final answer, else the latest),
-    with ``chosen_id``, ``chosen_path`` and ``model_correct`` (the reviewer kept the shown suggestion)."""
+    """Final reviewer decisions that name a category (accept / choose), one per review item, with
+    ``chosen_id``, ``chosen_path`` and ``model_correct`` (the reviewer kept the shown suggestion).
+
+    A first opinion still waiting for a second reviewer is not an answer yet."""
     if decisions.is_empty():
         return decisions.with_columns(
             pl.lit(None, pl.String).alias("chosen_id"), pl.lit(None, pl.String).alias("chosen_path"),
             pl.lit(None, pl.Boolean).alias("model_correct"), pl.lit(None, pl.String).alias("item_key"),
         )
-    d = _with_choice(decisions.filter(pl.col("kind").is_in(ANSWER_KINDS)))
+    d = _with_choice(decisions.filter(pl.col("kind").is_in(ANSWER_KINDS) & pl.col("final").fill_null(False)))
     d = d.sort(["item_key", "final", "decided_at"], nulls_last=False)
     return d.group_by("item_key", maintain_order=True).last()
 
@@ -196,8 +198,8 @@ def volumes(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFrame
     if statuses:
         llm_rows.append(("outcomes", ", ".join(f"{k}: {num(v)}" for k, v in sorted(statuses.items()))))
     if llm.get("latency_ms_p50") is not None:
-        llm_rows.append(("latency p50 / p95", f"{float(llm['latency_ms_p50']):,.0f} ms / "
-                                              f"{float(llm.get('latency_ms_p95') or 0):,.0f} ms"))
+        llm_rows.append(("latency p50 / p95", (f"{float(llm['latency_ms_p50']):,.0f} ms / "
+                                               f"{float(llm.get('latency_ms_p95') or 0):,.0f} ms")))
     sec.tables.append(Table("LLM arbitration", pl.DataFrame({"": [a for a, _ in llm_rows],
                                                             "value": [b for _, b in llm_rows]})))
     log_frame = inp.llm_log
@@ -377,8 +379,8 @@ def catalog_health(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.Da
         ("flagged suspect (confident disagreement)", num(n_suspect)),
         ("suspects confirmed by reviewers", f"{num(confirmed)} of {num(sus.height)}"),
         ("uncategorized in the catalog (no current category)", f"{num(uncategorized)} ({num(unc_auto)} now auto-classified)"),
-        ("without an accepted category tonight", f"{num(unclassified_waiting + quarantined)} "
-                                                 f"({num(unclassified_waiting)} awaiting review, {num(quarantined)} quarantined)"),
+        ("without an accepted category tonight", (f"{num(unclassified_waiting + quarantined)} ({num(unclassified_waiting)} "
+                                                  f"awaiting review, {num(quarantined)} quarantined)")),
         ("classified only to the top level", num(top_only)),
     ]
     # categories with the most corrections (reviewer moved the product off its current category)
@@ -411,7 +413,7 @@ def catalog_health(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.Da
     if not hot.is_empty():
         shown = hot.head(10)
         sec.charts.append(Chart("Confusion hot-spots", charts.barh(
-            [f"{charts.leaf(a)} → {charts.leaf(b)}" for a, b in zip(shown["from_path"], shown["to_path"], strict=True)], shown["count"].to_list(),
+            [charts.pair_labels(a, b) for a, b in zip(shown["from_path"], shown["to_path"], strict=True)], shown["count"].to_list(),
             title="Where the catalog and shelfwise disagree most (current → predicted)", xlabel="products",
             colors=charts.PALETTE["accent"]), "bar chart of the most frequent current-to-predicted category pairs"))
         sec.tables.append(Table("Confusion hot-spots: current category vs shelfwise's prediction",
@@ -576,12 +578,12 @@ def drift(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFrame])
     figs.update(churn_moved=n_moved, churn_rate=share(n_moved, n_both), js_divergence=js_leaf, js_divergence_top=js_top,
                 psi_top=psi_top, new_skus=new_skus.height, gone_skus=gone)
     tables["category_distribution"] = _distribution(prev_top, cur_top, prev_leaf, cur_leaf)
-    size = ("barely shifted" if (js_leaf or 0) < 0.01 else "shifted a little" if (js_leaf or 0) < 0.05
-            else "shifted noticeably")
+    size = ("stayed stable" if psi_top < 0.1 else "shifted moderately" if psi_top < 0.25 else "shifted a lot")
     sec.headline = (
         f"{num(n_moved)} of {num(n_both)} products ({pct(share(n_moved, n_both), 1)}) moved category since run "
-        f"{inp.previous_run_id}; the category mix {size} (Jensen-Shannon divergence {js_leaf:.3f}, PSI of the "
-        f"top-level mix {psi_top:.3f}). {num(new_skus.height)} products are new, {num(gone)} dropped out."
+        f"{inp.previous_run_id}; the top-level mix {size} (PSI {psi_top:.3f}; Jensen-Shannon divergence "
+        f"{js_top:.3f} at the top level, {js_leaf:.3f} over all categories). {num(new_skus.height)} products are "
+        f"new, {num(gone)} dropped out."
     )
     ps = inp.previous_summary or {}
     if ps.get("model_version") and ps.get("model_version") != inp.summary.get("model_version"):
@@ -597,7 +599,7 @@ def drift(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFrame])
     if not flows.is_empty():
         shown = flows.head(10)
         sec.charts.append(Chart("Top category moves", charts.barh(
-            [f"{charts.leaf(x)} → {charts.leaf(y)}" for x, y in zip(shown["from_path"], shown["to_path"], strict=True)], shown["count"].to_list(),
+            [charts.pair_labels(x, y) for x, y in zip(shown["from_path"], shown["to_path"], strict=True)], shown["count"].to_list(),
             title="Biggest moves since the previous run (from → to)", xlabel="products",
             colors=charts.PALETTE["accent"]), "bar chart of the largest category-to-category moves"))
         sec.tables.append(Table("Biggest category moves since the previous run",
@@ -764,14 +766,22 @@ def _double_checks(d: pl.DataFrame) -> tuple[float | None, int, float | None]:
 # --------------------------------------------------------------------------------------------------
 # Trends (from history.parquet)
 # --------------------------------------------------------------------------------------------------
-def trends(history: pl.DataFrame, figs: dict[str, Any], *, last: int, target: float) -> Section:
+def trends(history: pl.DataFrame, figs: dict[str, Any], *, last: int, target: float,
+           run_id: str | None = None) -> Section:
+    """Charts over the last ``last`` runs of the history, ending at ``run_id`` (later runs are left out)."""
     sec = Section("trends", f"Trends over the last {last} runs", "")
+    ids = history["run_id"].to_list()
+    if run_id in ids:
+        history = history.head(ids.index(run_id) + 1)
     h = history.tail(last)
     if h.height < 2:
         sec.headline = "Trends appear from the second run on (history has one run so far)."
         return sec
     x = _run_labels(h["run_id"].to_list())
-    col = lambda name: h[name].to_list() if name in h.columns else [None] * h.height  # noqa: E731
+
+    def col(name: str) -> list[Any]:
+        return h[name].to_list() if name in h.columns else [None] * h.height
+
     ar = [v for v in col("auto_rate") if v is not None]
     sec.headline = (f"Over the last {h.height} runs the auto-accept rate moved from {pct(ar[0])} to {pct(ar[-1])}"
                     if ar else f"History holds {h.height} runs")

@@ -125,7 +125,7 @@ def _read_predictions(path: str | Path | None, *, what: str, inputs_notes: list[
         names = pl.read_parquet_schema(p)
         cols = [c for c in PREDICTION_READ_COLUMNS if c in names]
         df = pl.read_parquet(p, columns=cols)
-    except Exception as exc:  # a broken file must not stop the whole report
+    except Exception as exc:  # noqa: BLE001 - a broken source must not stop the report  # a broken file must not stop the whole report
         inputs_notes.append(f"{what}: predictions file {p} could not be read ({exc})")
         return empty
     for c in PREDICTION_READ_COLUMNS:
@@ -175,7 +175,7 @@ def _normalise(frame: Any, schema: dict[str, Any]) -> pl.DataFrame:
     if not isinstance(frame, pl.DataFrame):
         try:
             frame = pl.from_pandas(frame) if hasattr(frame, "to_numpy") and hasattr(frame, "iloc") else pl.DataFrame(frame)
-        except Exception:
+        except Exception:  # noqa: BLE001 - unknown frame-likes read as empty
             return pl.DataFrame(schema=schema)
     out = []
     for name, dtype in schema.items():
@@ -218,23 +218,23 @@ def read_queue(settings: Settings, notes: list[str]) -> tuple[pl.DataFrame, pl.D
         from verification.store import QueueStore
 
         store = QueueStore(url)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a broken source must not stop the report
         notes.append(f"review queue at {_safe_url(url)} could not be opened ({type(exc).__name__}: {exc})")
         return decisions, items, labels, False
     ok = True
     try:
         decisions = _normalise(store.decisions_frame(), DECISION_SCHEMA)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a broken source must not stop the report
         ok = False
         notes.append(f"reviewer decisions could not be read from {_safe_url(url)} ({type(exc).__name__}: {exc})")
     try:
         items = _normalise(_items_frame(store, url), ITEM_SCHEMA)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a broken source must not stop the report
         notes.append(f"review items could not be read from {_safe_url(url)} ({type(exc).__name__}: {exc})")
     try:
         raw = store.labels()
         labels = _normalise(raw, {"sku_id": pl.String, "category_id": pl.String, "category_path": pl.String})
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a broken source must not stop the report
         notes.append(f"human labels could not be read from {_safe_url(url)} ({type(exc).__name__}: {exc})")
     finally:
         dispose = getattr(getattr(store, "engine", None), "dispose", None)
@@ -269,7 +269,7 @@ def _safe_url(url: str) -> str:
         import sqlalchemy as sa
 
         return sa.make_url(url).render_as_string(hide_password=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any unparsable URL
         return url.split("@")[-1]
 
 
@@ -282,7 +282,7 @@ def read_taxonomy(summary: dict[str, Any], notes: list[str]) -> Any:
         from shelfwise.pipeline import load_model_taxonomy
 
         return load_model_taxonomy(Path(model_dir))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a broken source must not stop the report
         notes.append(f"the taxonomy of model {model_dir} could not be loaded ({exc})")
         return None
 
@@ -344,7 +344,7 @@ def read_llm_log(settings: Settings, summary: dict[str, Any], taxonomy: Any, not
             close = getattr(getattr(arbiter, "store", None), "close", None)
             if callable(close):
                 close()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a broken source must not stop the report
         notes.append(f"the LLM decision log {path} could not be read ({type(exc).__name__}: {exc})")
         return pl.DataFrame()
     if log_frame.is_empty() or "created_at" not in log_frame.columns:

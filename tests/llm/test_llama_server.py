@@ -40,52 +40,52 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
     server.stop()
 
 
+def _settings(llama: LlamaServer, **kw: Any) -> LLMSettings:
+    # bounded work: SmolLM2 sometimes answers "none of these"; one walk level is enough to test the protocol
+    base = {"base_url": llama.base_url, "model": "smollm2", "timeout_s": 180, "max_concurrency": 1}
+    return LLMSettings(**{**base, "max_tokens": 60, "walk_max_depth": 1, **kw})
+
+
 def test_arbiter_end_to_end_on_llama_cpp(
     llama: LlamaServer, amazon_tax: Any, amazon_items: Any, tmp_path: Path
 ):
-    items = amazon_items.head(4).drop("true_id")
-    s = LLMSettings(base_url=llama.base_url, model="smollm2", timeout_s=120, max_concurrency=1, max_tokens=60)
-    arb = LLMArbiter(s, amazon_tax, store_path=tmp_path / "llm.sqlite")
+    items = amazon_items.head(1).drop("true_id")  # ~20 s per question with logits_all on 2 shared cores
+    arb = LLMArbiter(_settings(llama), amazon_tax, store_path=tmp_path / "llm.sqlite")
     out = arb.decide(items)
     st = arb.stats
     print(out.to_dicts(), st)
 
-    # protocol: every item got an answer (no transport failures), in a structured mode llama.cpp accepts
-    assert st.failed == 0 and not st.breaker_open
-    assert st.mode in ("json_schema", "json_object")
+    # mode detection: llama.cpp refuses response_format json_schema (HTTP 500), json_object + schema works
+    assert st.mode == "json_object", st.notes
+    assert any("output mode json_schema refused" in n for n in st.notes)
+    # protocol: every item got an answer, no transport failures
+    assert st.failed == 0 and not st.breaker_open and st.retries == 0
     # constrained output: the grammar makes every answer valid JSON with an offered option number
-    assert set(out["llm_status"]) <= DECIDED, out["llm_status"].to_list()
-    assert out["llm_category_id"].null_count() == 0
+    assert set(out["llm_status"]) <= DECIDED, out["llm_reason"].to_list()
     for cid in out["llm_category_id"]:
         assert cid in amazon_tax
     # logprobs: the confidence comes from the answer token's probability
     assert (out["llm_confidence_source"] == "logprobs").all()
-    conf = out["llm_confidence"].to_list()
-    assert all(0.0 < c <= 1.0 for c in conf)
+    assert all(0.0 < c <= 1.0 for c in out["llm_confidence"].to_list())
     assert st.tokens_in > 0 and st.tokens_out > 0 and st.latency_ms_p50 is not None
 
     log = arb.decisions_frame()
-    assert log["raw_answer"].str.contains('"choice"').all()
+    assert log["raw_answer"].str.contains('"choice"').all() and (log["mode"] == "json_object").all()
 
     # the next run costs nothing
-    again = LLMArbiter(s, amazon_tax, store_path=tmp_path / "llm.sqlite")
+    again = LLMArbiter(_settings(llama), amazon_tax, store_path=tmp_path / "llm.sqlite")
     out2 = again.decide(items)
     assert again.stats.calls == 0 and out2["llm_cached"].all()
     assert out2["llm_category_id"].to_list() == out["llm_category_id"].to_list()
 
 
-def test_json_object_with_schema_is_enforced_by_llama_cpp(
+def test_forced_tool_call_on_llama_cpp(
     llama: LlamaServer, amazon_tax: Any, amazon_items: Any, tmp_path: Path
 ):
-    s = LLMSettings(
-        base_url=llama.base_url,
-        model="smollm2",
-        output_mode="json_object",
-        timeout_s=120,
-        max_concurrency=1,
-        max_tokens=60,
+    arb = LLMArbiter(
+        _settings(llama, output_mode="tools", logprobs=False), amazon_tax, store_path=tmp_path / "llm.sqlite"
     )
-    arb = LLMArbiter(s, amazon_tax, store_path=tmp_path / "llm.sqlite")
-    out = arb.decide(amazon_items.slice(4, 2).drop("true_id"))
+    out = arb.decide(amazon_items.slice(2, 1).drop("true_id"))
     assert set(out["llm_status"]) <= DECIDED, out["llm_reason"].to_list()
-    assert arb.stats.mode == "json_object" and arb.stats.calls == 2
+    assert arb.stats.mode == "tools" and arb.stats.failed == 0
+    assert out["llm_confidence_source"][0] == "agreement"

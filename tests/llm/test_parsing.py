@@ -88,7 +88,7 @@ def test_concurrency_is_limited(amazon_tax, amazon_items, tmp_path):
         with lock:
             state["now"] += 1
             state["max"] = max(state["max"], state["now"])
-        time.sleep(0.15)
+        time.sleep(0.1)
         with lock:
             state["now"] -= 1
         return {"answer": {"choice": 1, "reason": "ok"}}
@@ -100,6 +100,19 @@ def test_concurrency_is_limited(amazon_tax, amazon_items, tmp_path):
         )
     assert out["llm_status"].to_list() == ["accepted"] * 9
     assert state["max"] == 3
+
+    # two shards decided at the same time share the limit
+    state["max"] = 0
+    with FakeOpenAI(responder=slow) as fake:
+        s = LLMSettings(base_url=fake.base_url, model="m", max_concurrency=2)
+        arb = LLMArbiter(s, amazon_tax, store_path=tmp_path / "l2.sqlite")
+        shards = [amazon_items.slice(0, 6).drop("true_id"), amazon_items.slice(6, 6).drop("true_id")]
+        threads = [threading.Thread(target=arb.decide, args=(shard,)) for shard in shards]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert state["max"] == 2 and arb.stats.statuses == {"accepted": 12}
 
 
 def test_refused_logprobs_are_dropped_and_remembered(amazon_tax, amazon_items, tmp_path):

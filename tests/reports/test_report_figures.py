@@ -158,7 +158,9 @@ def test_reviewer_agreement_and_backlog(nights: Any) -> None:
 
 def test_report_folder_has_the_bi_tables_and_the_markdown(nights: Any) -> None:
     folder = _report_dir(nights, 1)
-    for name in ("volumes", "quarantine_reasons", "queues", "churn", "category_distribution", "confusion",
+    assert pl.read_parquet(_report_dir(nights, 0) / "quarantine_reasons.parquet").height > 0
+    assert pl.read_parquet(folder / "quarantine_reasons.parquet").is_empty()  # night 2 had no bad rows
+    for name in ("volumes", "queues", "churn", "category_distribution", "confusion",
                  "reviewer_stats", "backlog", "taxonomy_nodes", "agreement", "calibration", "headline"):
         frame = pl.read_parquet(folder / f"{name}.parquet")
         assert frame.height > 0, name
