@@ -13,8 +13,9 @@ with the classifier alone and with the LLM's decisions.
 The classifier is `classifiers.model.CategoryModel` when it is importable (MiniLM embeddings), else a
 stand-in: TF-IDF word 1-2 + char 2-5 grams with a sigmoid-calibrated LinearSVC (the best lexical baseline
 in FINDINGS.md). Endpoint: --base-url / --model, else OPENAI_BASE_URL (+ SHELFWISE_LLM__MODEL). Without
-any, the LLM part measures nothing and says why. SmolLM2-135M picks the first option it sees: its
-accuracy figures say nothing about LLM arbitration; they only show the protocol works end to end.
+any, the LLM part measures nothing and says why. SmolLM2-135M is far too small to judge categories (on
+our prompts it mostly answers "none of these" and walks the tree): its accuracy figures say nothing about
+LLM arbitration; they only show the protocol works end to end. --classifier tfidf is much faster to train.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def classify(train: pl.DataFrame, test: pl.DataFrame, tax: Any, *, top_k: int, w
 
 
 def run_catalog(
-    name: str, args: argparse.Namespace, settings: LLMSettings | None, note: str
+    name: str, args: argparse.Namespace, settings: LLMSettings | None, note: str, server: Any = None
 ) -> dict[str, Any]:
     _, tax_file = CATALOGS[name]
     tax = load_taxonomy(args.shared / "taxonomies" / tax_file)
@@ -189,6 +190,8 @@ def run_catalog(
         for i in idx
     ]
     llm_items = test[idx].with_columns(pl.Series("candidates", cands), pl.Series("confidence", conf[idx]))
+    if server is not None and server.proc is None:
+        server.start(timeout_s=180)
     store = args.store or Path(tempfile.mkdtemp(prefix="shelfwise-llm-bench-")) / "llm.sqlite"
     arbiter = LLMArbiter(settings, tax, store_path=store, run_id=f"bench-{name}")
     t1 = time.perf_counter()
@@ -255,14 +258,16 @@ def main() -> None:
         if why:
             note = f"measured nothing for the LLM: --smollm2 asked, but {why}"
         else:
-            server = LlamaServer(log=Path(tempfile.mkdtemp()) / "llama_server.log").start()
+            server = LlamaServer(
+                log=Path(tempfile.mkdtemp()) / "llama_server.log"
+            )  # started when first needed
             settings = LLMSettings(
                 base_url=server.base_url, model="smollm2-135m", timeout_s=120, max_concurrency=1
             )
             if args.limit is None:
                 args.limit = 30
             note = (
-                "PROTOCOL ONLY: local SmolLM2-135M-Instruct (llama.cpp); it picks the first option, so the "
+                "PROTOCOL ONLY: local SmolLM2-135M-Instruct (llama.cpp); far too small to judge categories, so the "
                 "accuracy figures below say nothing about LLM arbitration"
             )
     else:
@@ -274,7 +279,7 @@ def main() -> None:
     results = []
     try:
         for name in args.catalogs:
-            res = run_catalog(name, args, settings, note)
+            res = run_catalog(name, args, settings, note, server)
             results.append(res)
             print(f"## {name} ({res['classifier']})")
             print(

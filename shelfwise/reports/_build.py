@@ -13,7 +13,7 @@ import polars as pl
 from shelfwise.reports import _charts as charts
 from shelfwise.reports import _sections as sections
 from shelfwise.reports._history import history_row, read_history, upsert_history
-from shelfwise.reports._model import Card, GovernanceReport, age, ci, num, pct, plural
+from shelfwise.reports._model import Card, GovernanceReport, age, ci, money, num, pct, plural
 from shelfwise.reports._render import render_html, render_markdown
 from shelfwise.reports._sources import load_inputs
 from shelfwise.settings import Settings
@@ -66,7 +66,7 @@ def cards(f: dict[str, Any]) -> list[Card]:
     out.append(Card("Waiting for review", num(f.get("open_backlog")),
                     f"oldest {age(oldest)}" if oldest is not None else "queue empty",
                     "warn" if (oldest or 0) > 7 else "neutral"))
-    out.append(Card("LLM cost", f"${float(f.get('llm_cost_usd') or 0):,.2f}",
+    out.append(Card("LLM cost", money(f.get("llm_cost_usd")),
                     f"{num(f.get('llm_calls'))} calls · {num(f.get('llm_tokens'))} tokens"))
     return out
 

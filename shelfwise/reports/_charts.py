@@ -8,12 +8,14 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 __all__ = ["PALETTE", "barh", "grouped_barh", "leaf", "pair_labels", "reliability", "rendering", "short_path", "stacked_bars", "trend"]
@@ -93,7 +95,7 @@ def leaf(path: str | None, width: int = 30) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _style(ax: plt.Axes, *, grid_axis: str = "x") -> None:
+def _style(ax: Axes, *, grid_axis: Literal["both", "x", "y"] = "x") -> None:
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     for side in ("left", "bottom"):
@@ -103,7 +105,7 @@ def _style(ax: plt.Axes, *, grid_axis: str = "x") -> None:
     ax.set_axisbelow(True)
 
 
-def _png(fig: plt.Figure) -> bytes:
+def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
     plt.close(fig)
@@ -193,6 +195,7 @@ def stacked_bars(
         if total:
             ax.text(x, total, f"{int(total):,}", ha="center", va="bottom", fontsize=8.5, color=PALETTE["text"])
     ax.set_ylim(0, max(bottom + [1.0]) * 1.18)
+    ax.set_xlim(-0.6, max(len(categories), 6) - 0.4)  # a lone day stays a bar, not a wall
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
     ax.set_ylabel(ylabel, fontsize=9, color=PALETTE["muted"])
     if len(series) > 1:
@@ -258,7 +261,7 @@ def trend(
         ax.plot(idx, ys, marker="o", markersize=4, linewidth=1.6, color=SERIES[j % len(SERIES)], label=name)
     finite = [v for vals in series.values() for v in clean(vals) if not math.isnan(v)]
     if finite and min(finite) >= 0 and kind != "pct":
-        ax.set_ylim(bottom=0, top=max(max(finite) * 1.15, 1e-6 if kind == "float" else 1))
+        ax.set_ylim(bottom=0, top=max(finite) * 1.15 if max(finite) > 0 else 1.0)
     if target is not None:
         ax.axhline(target, color=PALETTE["accent"], linestyle="--", linewidth=1.1, label=target_label or None)
     step = max(1, len(x) // 6)

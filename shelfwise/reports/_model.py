@@ -96,3 +96,12 @@ def age(days: float | None) -> str:
     if days < 1:
         return f"{hours:.0f} hour{'s' if round(hours) != 1 else ''}"
     return f"{days:.1f} days"
+
+
+def money(usd: Any) -> str:
+    """US dollars: cents for large sums, four decimals for the fractions of a cent LLM runs cost."""
+    try:
+        v = float(usd or 0.0)
+    except (TypeError, ValueError):
+        return "n/a"
+    return f"${v:,.2f}" if v >= 1 or v == 0 else f"${v:.4f}"

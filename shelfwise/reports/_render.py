@@ -10,8 +10,9 @@ from typing import Any
 
 import jinja2
 import polars as pl
+from markupsafe import Markup
 
-from shelfwise.reports._model import GovernanceReport, num, pct
+from shelfwise.reports._model import GovernanceReport, money, num, pct
 
 CSS = """
 :root { --ink:#1f2937; --muted:#6b7280; --line:#e5e7eb; --bg:#f8fafc; --main:#0f766e; --good:#15803d;
@@ -145,7 +146,7 @@ def _cell(v: Any) -> tuple[str, bool]:
     return str(v), False
 
 
-def html_table(t: Any) -> jinja2.utils.markupsafe.Markup:
+def html_table(t: Any) -> Markup:
     frame: pl.DataFrame = t.frame
     head = "".join(f"<th>{html.escape(str(c).replace('_', ' '))}</th>" for c in frame.columns)
     rows = []
@@ -155,9 +156,10 @@ def html_table(t: Any) -> jinja2.utils.markupsafe.Markup:
             text, numeric = _cell(v)
             cells.append(f'<td class="n">{html.escape(text)}</td>' if numeric else f"<td>{html.escape(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    cls = ' class="narrow"' if len(frame.columns) <= 2 else ""
+    longest = max((len(_cell(v)[0]) for r in frame.iter_rows() for v in r), default=0)
+    cls = ' class="narrow"' if len(frame.columns) <= 2 and longest <= 36 else ""
     body = "".join(rows) or f'<tr><td colspan="{max(1, len(frame.columns))}">nothing to show</td></tr>'
-    return jinja2.utils.markupsafe.Markup(
+    return Markup(
         f"<table{cls}><caption>{html.escape(t.caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
@@ -181,7 +183,7 @@ def render_html(r: GovernanceReport, *, tables: list[str], history: str) -> str:
         about_rows.append((f"setting: {k}", str(v)))
     about = Table("Run details", pl.DataFrame({"": [a for a, _ in about_rows], "value": [b for _, b in about_rows]}))
     return env.from_string(TEMPLATE).render(
-        r=r, css=jinja2.utils.markupsafe.Markup(CSS), b64=lambda b: base64.b64encode(b).decode("ascii"), table=html_table, about=about, width=_width,
+        r=r, css=Markup(CSS), b64=lambda b: base64.b64encode(b).decode("ascii"), table=html_table, about=about, width=_width,
         finished=str(s.get("finished_at", "?")), catalog=str(s.get("catalog", "?")),
         tables=", ".join(f"{t}.parquet" for t in tables), history=history,
     )
@@ -201,7 +203,7 @@ def render_markdown(r: GovernanceReport) -> str:
          f"{num(f.get('churn_moved'))} ({pct(f.get('churn_rate'), 1)})"),
         ("products on deprecated paths", num(f.get("deprecated_items"))),
         ("open review items", num(f.get("open_backlog"))),
-        ("LLM calls / cost", f"{num(f.get('llm_calls'))} / ${float(f.get('llm_cost_usd') or 0):,.4f}"),
+        ("LLM calls / cost", f"{num(f.get('llm_calls'))} / {money(f.get('llm_cost_usd'))}"),
     ]
     lines = [f"# Catalog governance report: run `{r.run_id}`", "", f"**{r.headline}**", "", "| figure | value |",
              "|---|---:|", *[f"| {a} | {b} |" for a, b in rows], ""]

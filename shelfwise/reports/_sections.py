@@ -18,7 +18,7 @@ from shelfwise.reports._metrics import (
     reliability_bins,
     wilson_interval,
 )
-from shelfwise.reports._model import Chart, Section, Table, age, ci, num, pct, plural, share
+from shelfwise.reports._model import Chart, Section, Table, age, ci, money, num, pct, plural, share
 from shelfwise.reports._sources import RunInputs
 
 SEP = " > "
@@ -39,6 +39,19 @@ def same_branch(a: str | None, b: str | None) -> bool:
     pa, pb = _segments(a), _segments(b)
     n = min(len(pa), len(pb))
     return pa[:n] == pb[:n]
+
+
+def top_expr(col: str) -> pl.Expr:
+    """Vectorised :func:`top_level` (millions of rows stay in polars)."""
+    return (pl.col(col).str.split(">").list.first().str.strip_chars().fill_null("(none)")
+            .replace("", "(none)"))
+
+
+def top_counter(frame: pl.DataFrame, col: str = "category_path") -> Counter[str]:
+    if frame.is_empty():
+        return Counter()
+    vc = frame.select(top_expr(col).alias("top")).group_by("top").agg(pl.len().alias("n"))
+    return Counter(dict(zip(vc["top"].to_list(), vc["n"].to_list(), strict=True)))
 
 
 def top_level(path: str | None) -> str:
@@ -84,21 +97,16 @@ def _pairs(frame: pl.DataFrame, a: str, b: str) -> pl.DataFrame:
     return frame.group_by(a, b).agg(pl.len().alias("n"))
 
 
-def _counts(values: list[Any]) -> dict[str, int]:
-    return dict(Counter(v for v in values))
-
-
 def _fmt_frame(frame: pl.DataFrame, *, pct_cols: tuple[str, ...] = (), path_cols: tuple[str, ...] = ()) -> pl.DataFrame:
     """A small display copy: percentages as text, long paths shortened."""
     out = frame
     for c in pct_cols:
         if c in out.columns:
-            out = out.with_columns(pl.col(c).map_elements(lambda v: pct(v), return_dtype=pl.String).alias(c))
+            out = out.with_columns(pl.Series(c, [pct(v) for v in out[c].to_list()], dtype=pl.String))
     for c in path_cols:
         if c in out.columns:
-            out = out.with_columns(
-                pl.col(c).map_elements(lambda v: charts.short_path(v, keep=3, width=70), return_dtype=pl.String)
-                .alias(c))
+            out = out.with_columns(pl.Series(c, [charts.short_path(v, keep=3, width=70) for v in out[c].to_list()],
+                                             dtype=pl.String))
     return out
 
 
@@ -134,6 +142,11 @@ def volumes(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFrame
         f"{num(auto)} ({pct(share(auto, classified))}) were auto-accepted, "
         f"{num(review + suspect)} need a human look."
     )
+    if llm.get("enabled") and (llm.get("gated") or llm.get("calls")):
+        sec.headline += (f" The LLM looked at {plural(int(llm.get('gated', 0) or 0), 'uncertain product')} "
+                         f"({plural(int(llm.get('calls', 0) or 0), 'call')}, "
+                         f"{num((llm.get('tokens_in', 0) or 0) + (llm.get('tokens_out', 0) or 0))} tokens, "
+                         f"{money(llm.get('cost_usd'))}).")
     sec.facts = [
         ("seen", num(seen)), ("new", num(new)), ("changed", num(changed)), ("unchanged", num(unchanged)),
         ("classified", num(classified)), ("quarantined", num(quarantined)), ("auto-accepted", num(auto)),
@@ -152,6 +165,12 @@ def volumes(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFrame
     queue_rows = [{"queue": k, "items sent": int(q.get(k, 0) or 0)} for k in
                   ("low_confidence", "suspect", "llm_failed", "audit")]
     queue_df = pl.DataFrame(queue_rows, schema={"queue": pl.String, "items sent": pl.Int64})
+    if sum(queue_df["items sent"]):
+        sec.charts.append(Chart("Review queues", charts.barh(
+            [q.replace("_", " ") for q in queue_df["queue"]], queue_df["items sent"].to_list(),
+            title="Items sent to each review queue", xlabel="items",
+            colors=[charts.PALETTE["accent"], charts.PALETTE["bad"], charts.PALETTE["second"], charts.PALETTE["main"]]),
+            "bar chart of items sent to each review queue"))
     sec.tables.append(Table("Items sent to each review queue tonight (within the nightly capacity)", queue_df))
 
     # quarantine reasons: from the JSONL when present (field + example fix), else from the summary counts
@@ -191,7 +210,7 @@ def volumes(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFrame
         ("items sent to the LLM (gated)", num(llm.get("gated", 0))),
         ("LLM calls", num(llm.get("calls", 0))), ("answers from the LLM cache", num(llm.get("cache_hits", 0))),
         ("tokens in / out", f"{num(llm.get('tokens_in', 0))} / {num(llm.get('tokens_out', 0))}"),
-        ("cost", f"${float(llm.get('cost_usd', 0.0) or 0.0):,.4f}"),
+        ("cost", money(llm.get("cost_usd"))),
         ("failed / skipped", f"{num(llm.get('failed', 0))} / {num(llm.get('skipped', 0))}"),
     ]
     statuses = llm.get("statuses") or {}
@@ -318,7 +337,7 @@ def quality(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFrame
     # coverage by top-level branch
     pred = inp.predictions
     if not pred.is_empty():
-        tl = (pred.with_columns(pl.col("category_path").map_elements(top_level, return_dtype=pl.String).alias("top"))
+        tl = (pred.with_columns(top_expr("category_path").alias("top"))
               .group_by("top").agg(pl.len().alias("classified"), (pl.col("route") == "auto").sum().alias("auto"))
               .with_columns((pl.col("auto") / pl.col("classified")).alias("coverage"))
               .sort("classified", descending=True))
@@ -546,7 +565,7 @@ def drift(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFrame])
     sec.notes += inp.missing.get("drift", [])
     pred = inp.predictions
     prev = inp.previous_predictions
-    cur_top = Counter(top_level(p) for p in pred["category_path"].to_list()) if not pred.is_empty() else Counter()
+    cur_top = top_counter(pred)
     if prev is None or prev.is_empty():
         sec.headline = ("This is the first run to compare against: churn and distribution shift appear from the "
                         "next run on." if inp.previous_run_id is None else
@@ -570,7 +589,7 @@ def drift(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFrame])
              .sort(["count", "prev_path", "category_path"], descending=[True, False, False])
              .rename({"prev_path": "from_path", "category_path": "to_path"}))
     tables["churn"] = flows
-    prev_top = Counter(top_level(p) for p in prev["category_path"].to_list())
+    prev_top = top_counter(prev)
     prev_leaf, cur_leaf = _vcounter(prev), _vcounter(pred)
     js_top = jensen_shannon(prev_top, cur_top)
     js_leaf = jensen_shannon(prev_leaf, cur_leaf)
@@ -612,11 +631,12 @@ def drift(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFrame])
             title="Share of products per top-level category"),
             "grouped bars of top-level category shares, previous run vs tonight"))
     if not new_skus.is_empty():
-        new_top = Counter(top_level(p) for p in new_skus["category_path"].to_list())
+        new_top = top_counter(new_skus)
         mix = pl.DataFrame({"top_level": list(new_top), "new products": list(new_top.values())}).with_columns(
             (pl.col("new products") / new_skus.height).alias("share of new"),
-            pl.col("top_level").map_elements(lambda t: cur_top.get(t, 0) / max(1, sum(cur_top.values())),
-                                             return_dtype=pl.Float64).alias("share of all"),
+            pl.col("top_level").replace_strict(
+                {t: n / max(1, sum(cur_top.values())) for t, n in cur_top.items()}, default=0.0,
+                return_dtype=pl.Float64).alias("share of all"),
         ).sort("new products", descending=True)
         tables["new_product_mix"] = mix
         sec.tables.append(Table("New-product mix by top-level category",
@@ -689,7 +709,8 @@ def reviewers(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFra
             pl.col("decided_at").min().alias("first"), pl.col("decided_at").max().alias("last"))
             .sort(["decisions", "reviewer"], descending=[True, False]))
         tables["reviewer_stats"] = stats
-        med = dd["seconds"].median()
+        med_raw = dd["seconds"].median()
+        med = float(med_raw) if isinstance(med_raw, int | float) and not math.isnan(med_raw) else None
         day = now_naive - dt.timedelta(days=1)
         last_day = int(dd.filter(pl.col("decided_at") >= day).height)
         # two reviewers on one item: first two answers by different people
@@ -698,7 +719,7 @@ def reviewers(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFra
                     double_checked=n_double, reviewer_raw_agreement=raw, decisions_last_day=last_day)
         sec.headline = (
             f"{plural(stats.height, 'reviewer')} made {plural(d.height, 'decision')} ({num(last_day)} in the last "
-            f"24 hours), taking a median {med:.0f} s each" if med is not None and not math.isnan(med) else
+            f"24 hours), taking a median {med:.0f} s each" if med is not None else
             f"{plural(stats.height, 'reviewer')} made {plural(d.height, 'decision')} ({num(last_day)} in the last 24 hours)")
         sec.headline += (f"; {plural(open_items.height, 'item')} {'is' if open_items.height == 1 else 'are'} waiting"
                          + (f", the oldest for {age(oldest)}" if oldest is not None else "") + ". ")
@@ -710,7 +731,7 @@ def reviewers(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFra
             sec.notes.append("no item answered by two reviewers yet: Cohen's kappa needs double-checked items")
         sec.facts = [("decisions", num(d.height)), ("reviewers", num(stats.height)),
                      ("decisions in the last 24 h", num(last_day)),
-                     ("median time per decision", f"{med:.1f} s" if med is not None and not math.isnan(med) else "n/a"),
+                     ("median time per decision", f"{med:.1f} s" if med is not None else "n/a"),
                      ("items answered by two reviewers", num(n_double)),
                      ("agreement between reviewers", "n/a" if not n_double else f"{pct(raw)} (κ {kappa:.2f})")]
         per_day = (dd.with_columns(pl.col("decided_at").dt.date().alias("day")).group_by("day", "reviewer")
@@ -801,8 +822,11 @@ def trends(history: pl.DataFrame, figs: dict[str, Any], *, last: int, target: fl
         title="Churn and suspected misfiles"), "line chart of churn and suspect rates per run"))
     sec.charts.append(Chart("Backlog", charts.trend(x, {"open review items": col("open_backlog")}, kind="int",
                                                   title="Review backlog"), "line chart of open review items"))
-    sec.charts.append(Chart("LLM cost", charts.trend(x, {"LLM cost (USD)": col("llm_cost_usd")}, kind="float",
-                                                   title="LLM cost per run (USD)"), "line chart of LLM cost per run"))
+    if any(v for v in col("llm_calls") + col("llm_cost_usd") if v is not None):
+        sec.charts.append(Chart("LLM cost", charts.trend(x, {"LLM cost (USD)": col("llm_cost_usd")}, kind="float",
+                                                       title="LLM cost per run (USD)"), "line chart of LLM cost per run"))
+    else:
+        sec.text.append("The LLM step made no calls in these runs, so there is no LLM cost to chart.")
     return sec
 
 

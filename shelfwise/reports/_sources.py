@@ -193,7 +193,8 @@ def _normalise(frame: Any, schema: dict[str, Any]) -> pl.DataFrame:
             out.append(col.alias(name))
         else:
             out.append(pl.lit(None, dtype=dtype).alias(name))
-    return frame.select(out)
+    result: pl.DataFrame = frame.select(out)
+    return result
 
 
 def _sqlite_missing(url: str) -> Path | None:

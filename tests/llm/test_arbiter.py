@@ -592,3 +592,20 @@ def test_stale_candidates_are_never_offered_and_no_candidates_means_walk(
         r.path for r in amazon_tax.roots()
     ]
     assert out["empty"]["llm_status"] == "none_of_these_walked"
+
+
+def test_injected_client_is_used_with_our_own_retry_loop(fake, amazon_tax, amazon_items, store):
+    import openai
+
+    client = openai.OpenAI(base_url=fake.base_url, api_key="sk-injected", max_retries=5)
+    fake.script({"status": 503, "json": {"error": {"message": "busy"}}})
+    s = LLMSettings(
+        model="test-model", max_concurrency=1, **{k: v for k, v in FAST.items() if k != "max_concurrency"}
+    )
+    assert s.base_url is None
+    arb = LLMArbiter(s, amazon_tax, client=client, store_path=store)
+    out = arb.decide(amazon_items.head(1).drop("true_id"))
+    assert out["llm_status"].to_list() == ["accepted"]
+    # the client's own retries are off: one retry, counted by us
+    assert len(fake.chat_requests) == 2 and arb.stats.retries == 1
+    assert fake.chat_requests[0].headers["authorization"] == "Bearer sk-injected"

@@ -1,7 +1,7 @@
 """End to end against a real llama.cpp server (llama-cpp-python[server]) running SmolLM2-135M on 127.0.0.1.
 
 Checks the protocol only: mode detection, constrained JSON output (json_object + schema), logprobs-based
-confidence, caching. SmolLM2-135M tends to pick the first option, so nothing here measures accuracy.
+confidence, caching. SmolLM2-135M is far too small to judge categories: nothing here measures accuracy.
 Needs the optional extra `llm-server`; skipped without it unless SHELFWISE_REQUIRE_LLAMA=1.
 """
 
