@@ -400,7 +400,7 @@ def classify_frame(shard: pl.DataFrame, res: Resources, *, run_id: str) -> tuple
                 pl.Series("candidates", [candidates[i] for i in idx], dtype=CANDIDATE_TYPE),
                 pl.Series("confidence", confidence[idx]),
             )
-            decided = res.arbiter.decide(items)
+            decided = res.arbiter.decide(items, run_id=run_id)
             by_sku = {r["sku_id"]: r for r in decided.iter_rows(named=True)}
             skus = shard.get_column("sku_id").to_list()
             for i in idx:

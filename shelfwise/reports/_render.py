@@ -120,7 +120,9 @@ TEMPLATE = """<!doctype html>
   suggested category. "Disagree" means the current and predicted categories lie on different branches of the
   taxonomy. Churn compares each product's category with the previous run; the distribution shift uses the
   Jensen-Shannon divergence (0 = same mix, 1 = disjoint) and the population stability index (below 0.1 is
-  stable). Reviewer agreement is Cohen's kappa on items answered by two different reviewers.</p>
+  stable). Reviewer agreement is Cohen's kappa on items answered by two different reviewers. Figures from
+  reviewers cover every answer recorded so far (precision: the audit answers on the current model); the
+  volumes, catalog, taxonomy and drift figures are this run's.</p>
   {{ table(about) }}
   <p class="text">The tables behind this report are Parquet files next to it ({{ tables }}); one row per run is kept in
   <code>{{ history }}</code>.</p>

@@ -298,9 +298,10 @@ def quality(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFrame
                          "(queue `audit`)")
     sec.facts = [
         ("estimated precision of auto-accepted", pct(prec, 1)), ("95% confidence interval", ci(lo, hi)),
-        ("based on", f"{plural(n_audit, 'audit answer')} ({scope})"), ("precision target", pct(target)),
-        ("coverage (auto-accepted share)", pct(auto_rate, 1)),
-        ("model agrees with reviewers", f"{pct(share(agree, n_ans))} of {plural(n_ans, 'answer')}"),
+        ("based on", f"{plural(n_audit, 'audit answer')} ({scope})" if n_audit else "no audit answers yet"),
+        ("precision target", pct(target)), ("coverage (auto-accepted share)", pct(auto_rate, 1)),
+        ("model agrees with reviewers",
+         f"{pct(share(agree, n_ans))} of {plural(n_ans, 'answer')}" if n_ans else "no reviewer answers yet"),
     ]
     # agreement by queue
     if n_ans:
@@ -385,7 +386,7 @@ def catalog_health(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.Da
         head += (f"Reviewers confirmed {pct(share(confirmed, sus.height))} of the suspects they checked "
                  f"({num(confirmed)} of {num(sus.height)}; 95% CI {ci(c_lo, c_hi)}).")
     else:
-        head += "No reviewer has checked a suspect yet (no audit answers yet on the suspect queue)."
+        head += "No reviewer has checked a suspect yet, so the rate is not confirmed."
         sec.notes.append("no answers yet on the suspect queue: the misclassification rate is not confirmed")
     sec.headline = head
     unclassified_waiting = int(pred.filter(pl.col("route") != "auto").height) if not pred.is_empty() else 0

@@ -14,6 +14,7 @@ import pytest
 from fake_openai import FakeOpenAI, free_port, options_of, prompt_of
 
 from classifiers.llm import LLMArbiter, LLMSettings, gate
+from shelfwise.errors import ConfigError
 
 FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "max_concurrency": 2}
 
@@ -551,6 +552,11 @@ def test_calibrate_on_labelled_items_is_stored_and_reused(fake, amazon_tax, amaz
     assert again["llm_confidence"].to_list() == pytest.approx([8 / 12] * 12)
     assert again["llm_confidence_raw"].to_list() == pytest.approx([0.9] * 12)
     assert again["llm_confidence_source"][0] == "logprobs+calibrated"
+    # Platt scaling instead; a bad method name is refused with the allowed values
+    platt = fresh.calibrate(again, truth, method="platt")
+    assert platt["method"] in ("platt", "constant") and platt["brier_after"] <= platt["brier_before"] + 1e-9
+    with pytest.raises(ConfigError, match="use .isotonic. or .platt."):
+        fresh.calibrate(again, truth, method="beta")
 
 
 def test_requests_per_minute_limit_waits(fake, amazon_tax, amazon_items, store):

@@ -44,8 +44,9 @@ def _catalogs(shared: Path, work: Path) -> dict[str, Path]:
     paths = tonight["category_path"].to_list()
     tops = [p.split(" > ")[0] for p in paths]
     current = list(paths)
-    for i in range(15):  # misfiled: the category of a product from another top-level branch
-        j = next(k for k in range(len(paths)) if tops[k] != tops[i])
+    n = len(paths)
+    for i in range(15):  # misfiled: the category of some product from another top-level branch
+        j = next(k % n for k in range(i * 17 + 40, i * 17 + 40 + n) if tops[k % n] != tops[i])
         current[i] = paths[j]
     for i in range(15, 23):  # no category in the catalog
         current[i] = None
