@@ -13,7 +13,7 @@ from shelfwise.pipeline import Resources, RunStats
 from shelfwise.settings import Settings, load_settings
 
 __all__ = ["Resources", "ShardResult", "start_run", "prepare_resources", "stage", "classify_shard_file",
-           "finalize", "report", "summary_markdown", "settings_from"]
+           "finalize", "report", "artifact_markdown", "summary_markdown", "settings_from"]
 
 
 @dataclass
@@ -110,6 +110,16 @@ def report(summary: dict[str, Any], res: Resources) -> str:
         return ""
     path = write_report(summary["run_id"], settings=res.settings)
     return str(path)
+
+
+def artifact_markdown(summary: dict[str, Any], res: Resources) -> str:
+    """The governance report's key figures for the Prefect artifact (the run summary if that fails)."""
+    try:
+        from shelfwise.reports import report_markdown
+
+        return report_markdown(summary["run_id"], res.settings)
+    except Exception as exc:  # the artifact must never fail the run
+        return summary_markdown(summary) + f"\n\n(report figures unavailable: {exc})"
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:

@@ -63,6 +63,6 @@ def nightly_reclassification(
     results = classify_shard.map(shard_paths, unmapped(res), unmapped(run_id), unmapped(run_dir)).result()
     summary = finalize(params, res, results, staging, run_id, run_dir, started_at)
     summary["report"] = report(summary, res)
-    create_markdown_artifact(key="nightly-summary", markdown=steps.summary_markdown(summary),
+    create_markdown_artifact(key="nightly-summary", markdown=steps.artifact_markdown(summary, res),
                              description=f"shelfwise run {run_id}")
     return summary

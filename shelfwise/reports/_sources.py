@@ -331,7 +331,7 @@ def load_inputs(run_id: str, settings: Settings) -> RunInputs:
 
 
 def read_llm_log(settings: Settings, summary: dict[str, Any], taxonomy: Any, notes: list[str]) -> pl.DataFrame:
-    """The LLM decision log's final answers written while this run ran (empty when the LLM was off)."""
+    """The LLM decision log's final answers of this run (empty when the LLM was off)."""
     path = settings.state_dir / "llm" / "llm.sqlite"
     if not (summary.get("llm") or {}).get("enabled") or not path.is_file():
         return pl.DataFrame()
@@ -340,6 +340,10 @@ def read_llm_log(settings: Settings, summary: dict[str, Any], taxonomy: Any, not
 
         arbiter = LLMArbiter(settings.llm, taxonomy, store_path=path)
         try:
+            log_frame = arbiter.decisions_frame(run_id=str(summary.get("run_id")), final_only=True)
+            if not log_frame.is_empty():
+                return log_frame
+            # logs written before the pipeline passed its run id: take the run's time window instead
             log_frame = arbiter.decisions_frame(final_only=True)
         finally:
             close = getattr(getattr(arbiter, "store", None), "close", None)
