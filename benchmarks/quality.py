@@ -277,7 +277,9 @@ def ablations(name: str, fields: tuple[str, ...]) -> list[tuple[str, dict[str, A
         ),
         ("semantic only (MiniLM scorers, 3 folds)", {"text_fields": fields, "use_tfidf": False}),
         ("fused, mean of scorers (no stacker, 3 folds)", {"text_fields": fields, "stacker": "mean"}),
-        ("fused, isotonic calibration (3 folds)", {"text_fields": fields, "calibration": "isotonic"}),
+        ("fused, weighted stacker only (3 folds)", {"text_fields": fields, "stacker": "weighted"}),
+        ("fused, reranker only (3 folds)", {"text_fields": fields, "stacker": "rerank"}),
+        ("fused, temperature calibration (3 folds)", {"text_fields": fields, "calibration": "temperature"}),
     ]
     return rows
 
@@ -293,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-images", action="store_true")
     ap.add_argument("--no-zero-shot-probe", action="store_true")
     ap.add_argument("--skip-main", action="store_true", help="keep the main rows already in the JSON file")
+    ap.add_argument("--table", action="store_true", help="only print the tables of the JSON file")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "quality.json"))
     args = ap.parse_args(argv)
 
@@ -303,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     cache = EmbeddingCache(BENCH / "embeddings.sqlite")
     out_path = Path(args.out)
     results: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
+    if args.table:
+        print(markdown(results))
+        return 0
     results["_meta"] = {
         "seed": SEED,
         "split": "60/20/20 train/cal/test, stratified; both systems fit on train+cal",
@@ -424,8 +430,8 @@ def markdown(results: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| data set | variant | leaf acc | macro F1 | ECE | cov@95% prec |",
-        "|---|---|---|---|---|---|",
+        "| data set | variant | leaf acc | macro F1 | ECE | cov@95% prec | auto share (precision) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, e in results.items():
         if name.startswith("_"):
@@ -433,7 +439,7 @@ def markdown(results: dict[str, Any]) -> str:
         for label, r in e.get("ablation", {}).items():
             lines.append(
                 f"| {name} | {label} | {fmt(r['leaf_accuracy'])} | {fmt(r['macro_f1'])} | {fmt(r['ece'])} | "
-                f"{fmt(r['coverage_at_95'])} |"
+                f"{fmt(r['coverage_at_95'])} | {fmt(r['policy_auto_share'])} ({fmt(r['policy_auto_precision'])}) |"
             )
     return "\n".join(lines)
 

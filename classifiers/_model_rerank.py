@@ -114,3 +114,46 @@ def to_distribution(cand_probs: np.ndarray, cand: np.ndarray, fused: np.ndarray)
     other = np.where(osum > 0, other / np.where(osum > 0, osum, 1.0), 0.0) * rest[:, None]
     np.put_along_axis(other, cand, s, axis=1)
     return np.asarray(other / other.sum(axis=1, keepdims=True))
+
+
+class WeightedStacker:
+    """Softmax over labels of a weighted sum of the base scorers' per-label scores (+ log label count).
+
+    One weight per scorer, shared by all labels, fitted by minimising the log-loss of out-of-fold
+    labels (L2-regularised). Few parameters, so it suits small training sets where the reranker overfits.
+    """
+
+    def __init__(self, *, l2: float = 1e-3) -> None:
+        self.l2 = l2
+
+    @staticmethod
+    def features(scores: dict[str, np.ndarray], names: Sequence[str], info: LabelInfo) -> np.ndarray:
+        first = next(iter(scores.values()))
+        cols = []
+        for name in names:
+            m = scores.get(name)
+            if m is None:
+                m = np.zeros_like(first)
+            cols.append(m if name in ("lex", "zs", "maxsim") else np.clip(m, -10.0, None))
+        cols.append(np.broadcast_to(info.log_count, first.shape))
+        return np.stack(cols, axis=-1)
+
+    def fit(self, F: np.ndarray, y: np.ndarray) -> WeightedStacker:
+        from scipy.optimize import minimize
+        from scipy.special import log_softmax
+
+        rows = np.arange(len(y))
+        l2 = float(self.l2)
+
+        def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+            ls = log_softmax(F @ w, axis=1)
+            p = np.exp(ls)
+            p[rows, y] -= 1.0
+            grad = np.einsum("nk,nkm->m", p, F) / len(y) + 2 * l2 * w
+            return float(-ls[rows, y].mean() + l2 * w @ w), grad
+
+        self.coef_ = minimize(loss, np.full(F.shape[-1], 0.5), jac=True, method="L-BFGS-B").x
+        return self
+
+    def predict_proba(self, F: np.ndarray) -> np.ndarray:
+        return np.asarray(softmax(F @ self.coef_, axis=1))

@@ -6,10 +6,12 @@ Inside (see docs/readme_parts/model.md for the measured effect of each part):
    embeddings -> logistic regression and cosine kNN (semantic), kNN over TF-IDF rows, a smoothed
    brand prior, optionally product-photo embeddings -> logistic regression, and the cosine between the
    product and each label's taxonomy path (zero-shot signal).
-2. A stacker trained on out-of-fold scores (``cv`` folds): a gradient-boosted reranker over the top
-   candidates of each row, which learns when to trust which scorer.
-3. Calibration on the stacker's own out-of-fold outputs (temperature scaling or isotonic on the top
-   score), then auto-accept thresholds for the target precision (global + per node).
+2. A stacker trained on out-of-fold scores (``cv`` folds): a weighted sum of the scorers' per-label
+   scores (one learned weight per scorer; robust on small data) and a gradient-boosted reranker over
+   each row's top candidates (learns when to trust which scorer; wins on larger data). With
+   ``stacker="auto"`` the one with the higher out-of-fold accuracy is kept.
+3. Calibration on the stacker's own out-of-fold outputs (isotonic on the top score, or temperature
+   scaling), then auto-accept thresholds for the target precision (global + per node).
 4. Label probabilities summed into ancestors (a parent's score >= its best child's); when the best
    label is below its threshold, the prediction backs off to the deepest ancestor that clears it.
 5. Zero-shot fallback: taxonomy nodes without training rows are scored by the cosine between the
@@ -40,7 +42,13 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from classifiers._model_bank import BankData, fit_bank, score_bank
-from classifiers._model_rerank import LabelInfo, candidate_features, make_reranker, to_distribution
+from classifiers._model_rerank import (
+    LabelInfo,
+    WeightedStacker,
+    candidate_features,
+    make_reranker,
+    to_distribution,
+)
 from classifiers._model_text import TEXT_FIELDS, build_inputs, embed_chunks
 from classifiers.calibration import (
     IsotonicCalibrator,
@@ -60,6 +68,7 @@ _STATE_FILE = "model.joblib"
 _MANIFEST_FILE = "manifest.json"
 _CALIBRATIONS = ("temperature", "isotonic", "none")
 _HIERARCHY = ("backoff", "leaf")
+_STACKERS = ("auto", "rerank", "weighted", "mean")
 
 
 @dataclass
@@ -93,9 +102,10 @@ class CategoryModel(BaseEstimator):
         text_fields: catalog columns used as text.
         use_tfidf / use_embeddings / use_images: enable the lexical, semantic and photo scorers.
         k_neighbors: neighbours of the kNN scorers.
-        calibration: ``"temperature"`` (default), ``"isotonic"`` or ``"none"``.
+        calibration: ``"isotonic"`` (default), ``"temperature"`` or ``"none"``.
         hierarchy: ``"backoff"`` (default: back off to an ancestor when the label is uncertain) or ``"leaf"``.
-        stacker: ``"rerank"`` (default; gradient-boosted candidate reranker) or ``"mean"`` (fused mean).
+        stacker: ``"auto"`` (default: the better of the two below, by out-of-fold accuracy), ``"weighted"``
+            (one weight per scorer), ``"rerank"`` (gradient-boosted candidate reranker) or ``"mean"``.
         target_precision: precision the auto-accept thresholds aim for on held-out data.
         min_node_support: held-out predictions a node needs for its own threshold.
         zero_shot: let taxonomy nodes without training rows be predicted from their path text.
@@ -114,9 +124,9 @@ class CategoryModel(BaseEstimator):
         use_embeddings: bool = True,
         use_images: bool = False,
         k_neighbors: int = 10,
-        calibration: str = "temperature",
+        calibration: str = "isotonic",
         hierarchy: str = "backoff",
-        stacker: str = "rerank",
+        stacker: str = "auto",
         n_candidates: int = 10,
         target_precision: float = 0.95,
         min_node_support: int = 40,
@@ -153,8 +163,10 @@ class CategoryModel(BaseEstimator):
             raise ConfigError(
                 f"CategoryModel hierarchy={self.hierarchy!r} is not valid; use 'backoff' or 'leaf'"
             )
-        if self.stacker not in ("rerank", "mean"):
-            raise ConfigError(f"CategoryModel stacker={self.stacker!r} is not valid; use 'rerank' or 'mean'")
+        if self.stacker not in _STACKERS:
+            raise ConfigError(
+                f"CategoryModel stacker={self.stacker!r} is not valid; use one of {', '.join(_STACKERS)}"
+            )
         if not (self.use_tfidf or self.use_embeddings):
             raise ConfigError("CategoryModel needs use_tfidf=True or use_embeddings=True (both are off)")
         unknown = [f for f in self.text_fields if f not in TEXT_FIELDS]
@@ -297,29 +309,8 @@ class CategoryModel(BaseEstimator):
             depth=depths,
             parent_group=np.array([group_ids[p] for p in parents], dtype=np.int64),
         )
-        # ---- stacker on out-of-fold scores (its own out-of-fold outputs feed calibration)
-        cand, feats, fused = candidate_features(
-            oof, self.scorer_names_, self.label_info_, n_candidates=int(self.n_candidates)
-        )
-        target = cand == y[:, None]
-        self.reranker_ = None
-        if self.stacker == "rerank" and 0 < target.sum() < target.size:
-            flat = feats.reshape(-1, feats.shape[-1])
-            s_oof = np.zeros(target.shape)
-            inner = KFold(n_splits=3, shuffle=True, random_state=int(self.random_state))
-            for tr, va in inner.split(np.arange(n)):
-                t_tr = target[tr].ravel()
-                if t_tr.all() or not t_tr.any():
-                    s_oof[va] = np.take_along_axis(fused, cand[va], 1)
-                    continue
-                rr = make_reranker(int(self.random_state)).fit(feats[tr].reshape(-1, feats.shape[-1]), t_tr)
-                s_oof[va] = rr.predict_proba(feats[va].reshape(-1, feats.shape[-1]))[:, 1].reshape(
-                    len(va), -1
-                )
-            self.reranker_ = make_reranker(int(self.random_state)).fit(flat, target.ravel())
-        else:
-            s_oof = np.take_along_axis(fused, cand, 1)
-        p_raw = to_distribution(s_oof, cand, fused)
+        # ---- stackers on out-of-fold scores (their own out-of-fold outputs feed selection + calibration)
+        p_raw = self._fit_stackers(oof, y)
         # ---- calibration on held-out (out-of-fold) outputs
         self.calibrator_: TemperatureScaler | IsotonicCalibrator | None = None
         if self.calibration == "temperature":
@@ -346,6 +337,53 @@ class CategoryModel(BaseEstimator):
         self.version_ = self._compute_version(frame, labels)
         self.created_at_ = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         return self
+
+    def _fit_stackers(self, oof: dict[str, np.ndarray], y: np.ndarray) -> np.ndarray:
+        """Fit the weighted stacker and/or the reranker; keep the one right more often out of fold.
+
+        Returns the chosen stacker's out-of-fold label distribution (n, K).
+        """
+        n = len(y)
+        inner = list(KFold(n_splits=3, shuffle=True, random_state=int(self.random_state)).split(np.arange(n)))
+        outputs: dict[str, np.ndarray] = {}
+        self.weighted_ = None
+        self.reranker_ = None
+        if self.stacker in ("auto", "weighted"):
+            F = WeightedStacker.features(oof, self.scorer_names_, self.label_info_)
+            w_oof = np.zeros((n, F.shape[1]))
+            for tr, va in inner:
+                w_oof[va] = WeightedStacker().fit(F[tr], y[tr]).predict_proba(F[va])
+            self.weighted_ = WeightedStacker().fit(F, y)
+            outputs["weighted"] = w_oof
+        cand, feats, fused = candidate_features(
+            oof, self.scorer_names_, self.label_info_, n_candidates=int(self.n_candidates)
+        )
+        target = cand == y[:, None]
+        if self.stacker in ("auto", "rerank") and 0 < target.sum() < target.size:
+            s_oof = np.zeros(target.shape)
+            width = feats.shape[-1]
+            for tr, va in inner:
+                t_tr = target[tr].ravel()
+                if t_tr.all() or not t_tr.any():
+                    s_oof[va] = np.take_along_axis(fused, cand[va], 1)
+                    continue
+                rr = make_reranker(int(self.random_state)).fit(feats[tr].reshape(-1, width), t_tr)
+                s_oof[va] = rr.predict_proba(feats[va].reshape(-1, width))[:, 1].reshape(len(va), -1)
+            self.reranker_ = make_reranker(int(self.random_state)).fit(
+                feats.reshape(-1, width), target.ravel()
+            )
+            outputs["rerank"] = to_distribution(s_oof, cand, fused)
+        if not outputs:  # "mean", or a reranker without both outcomes to learn from
+            outputs["mean"] = fused
+        accuracy = {k: round(float((v.argmax(axis=1) == y).mean()), 4) for k, v in outputs.items()}
+        chosen = max(accuracy, key=lambda k: (accuracy[k], k == "weighted"))
+        self.stacker_ = chosen
+        if chosen != "weighted":
+            self.weighted_ = None
+        if chosen != "rerank":
+            self.reranker_ = None
+        self.fit_report_["stacker"] = {"chosen": chosen, "out_of_fold_accuracy": accuracy}
+        return outputs[chosen]
 
     def _folds(self, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         n_splits = int(min(self.cv, max(2, len(y) // 4)))
@@ -489,6 +527,9 @@ class CategoryModel(BaseEstimator):
         need_emb = self.bank_.label_emb is not None or self.bank_.knn_sem is not None
         data = self._bank_data(frame, embedder, cache, image_embedder, need_emb=need_emb)
         scores = score_bank(self.bank_, data)
+        if getattr(self, "weighted_", None) is not None:
+            F = WeightedStacker.features(scores, self.scorer_names_, self.label_info_)
+            return self._calibrate(self.weighted_.predict_proba(F)), data.emb
         cand, feats, fused = candidate_features(
             scores, self.scorer_names_, self.label_info_, n_candidates=int(self.n_candidates)
         )

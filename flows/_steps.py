@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +111,12 @@ def report(summary: dict[str, Any], res: Resources) -> str:
     except ImportError:  # pragma: no cover - reports are part of the package
         return ""
     path = write_report(summary["run_id"], settings=res.settings)
+    summary_path = res.settings.runs_dir / summary["run_id"] / "summary.json"
+    data = json.loads(summary_path.read_text())
+    data["report"] = str(path)
+    tmp = summary_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, summary_path)
     return str(path)
 
 
