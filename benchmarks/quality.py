@@ -165,6 +165,7 @@ def run_model(
     res = evaluate(leaf_paths, truth, pred.leaf_confidence, taxonomy=tax)
     res["seconds_fit"] = round(t_fit, 1)
     res["heldout_fit_report"] = model.fit_report_.get("heldout", {})
+    res["stacker"] = model.fit_report_.get("stacker", {})
     # the policy the pipeline applies: auto when confidence >= threshold of the predicted node
     chosen = [path_of[i] for i in pred.predicted_ids]
     thr = model.thresholds_.for_nodes(pred.predicted_ids)
@@ -235,6 +236,13 @@ def held_out_class_probe(
         )
         pred = model.predict(frame[rows], embedder=embedder, cache=cache, top_k=5)
         node = tax.find_path(str(cls))
+        auto = pred.confidence >= model.thresholds_.for_nodes(pred.predicted_ids)
+        right = np.array(
+            [
+                node is not None and model.index_.is_ancestor_or_self(str(p), node.id)
+                for p in pred.predicted_ids
+            ]
+        )
         top1 = float(np.mean(pred.leaf_ids == node.id)) if node else 0.0
         top5 = (
             float(np.mean([(pred.category_ids[i] == node.id).any() for i in range(len(rows))]))
@@ -247,9 +255,8 @@ def held_out_class_probe(
                 "test_rows": len(rows),
                 "top1": top1,
                 "top5": top5,
-                "auto_accepted_wrongly": float(
-                    np.mean(pred.confidence >= model.thresholds_.for_nodes(pred.predicted_ids))
-                ),
+                "auto_accepted": float(np.mean(auto)),
+                "auto_accepted_wrong": float(np.mean(auto & ~right)),
             }
         )
     return {"classes": results}

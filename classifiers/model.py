@@ -329,7 +329,7 @@ class CategoryModel(BaseEstimator):
             "ece_uncalibrated": round(
                 expected_calibration_error(p_raw.max(axis=1), p_raw.argmax(axis=1) == y), 4
             ),
-            "ece_calibrated": round(expected_calibration_error(p_cal.max(axis=1), top == y), 4),
+            "ece_calibrated_in_sample": round(expected_calibration_error(p_cal.max(axis=1), top == y), 4),
             "temperature": getattr(self.calibrator_, "temperature_", None),
             "threshold_global": self.thresholds_.to_dict()["global"],
             "nodes_with_own_threshold": len(self.thresholds_.per_node),
@@ -527,9 +527,10 @@ class CategoryModel(BaseEstimator):
         need_emb = self.bank_.label_emb is not None or self.bank_.knn_sem is not None
         data = self._bank_data(frame, embedder, cache, image_embedder, need_emb=need_emb)
         scores = score_bank(self.bank_, data)
-        if getattr(self, "weighted_", None) is not None:
+        weighted: WeightedStacker | None = getattr(self, "weighted_", None)
+        if weighted is not None:
             F = WeightedStacker.features(scores, self.scorer_names_, self.label_info_)
-            return self._calibrate(self.weighted_.predict_proba(F)), data.emb
+            return self._calibrate(weighted.predict_proba(F)), data.emb
         cand, feats, fused = candidate_features(
             scores, self.scorer_names_, self.label_info_, n_candidates=int(self.n_candidates)
         )
@@ -548,8 +549,15 @@ class CategoryModel(BaseEstimator):
         # label columns (+ one zero-shot column per row) at node positions
         col_pos = np.tile(self.label_pos_, (n, 1))
         probs = p
-        if self.zero_shot and self.zs_emb_ is not None and len(self.zs_pos_) and emb is not None:
-            best_u, gap = self._zero_shot_gap(emb, self.bank_.label_emb)
+        label_emb = self.bank_.label_emb
+        if (
+            self.zero_shot
+            and self.zs_emb_ is not None
+            and len(self.zs_pos_)
+            and emb is not None
+            and label_emb is not None
+        ):
+            best_u, gap = self._zero_shot_gap(emb, label_emb)
             g = expit((gap - self.zero_shot_margin_) / float(self.zero_shot_temperature))
             g = np.where(g < 0.05, 0.0, g)
             probs = np.column_stack([p * (1 - g)[:, None], g])
@@ -669,7 +677,10 @@ class CategoryModel(BaseEstimator):
             "created_at": self.created_at_,
             "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()},
             "n_classes": len(self.classes_),
-            "label_counts": self.label_counts_,
+            "label_counts": {  # by category path (ids in label_ids)
+                self.index_.paths[self.index_.position([c])[0]]: n for c, n in self.label_counts_.items()
+            },
+            "label_ids": {self.index_.paths[self.index_.position([c])[0]]: c for c in self.label_counts_},
             "thresholds": self.thresholds_.to_dict(),
             "fit_report": self.fit_report_,
         }

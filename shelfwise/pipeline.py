@@ -449,7 +449,9 @@ def classify_frame(shard: pl.DataFrame, res: Resources, *, run_id: str) -> tuple
             routes[i], queues[i], reasons[i] = "auto", None, "human_decision"
             stats.human_locked += 1
 
-    audit = audit_sample(skus, run_id, rate=s.audit_rate)
+    # The audit sample is drawn per night (the run id starts with the UTC date), so re-running the same
+    # night picks the same items and the queue is not inflated.
+    audit = audit_sample(skus, run_id[:8], rate=s.audit_rate)
     for i in np.flatnonzero(audit):
         if routes[i] == "auto" and source[i] != "human":
             queues[i] = QueueName.AUDIT
