@@ -1,19 +1,34 @@
-"""Embedding, classification and LLM arbitration for shelfwise."""
+"""Embedding, classification and LLM arbitration for shelfwise.
+
+Embeddings: `Embedder`, `EmbeddingCache`, `make_embedder` (classifiers/embedding.py). Category model,
+calibration, thresholds and evaluation: `CategoryModel`, `Prediction`, `Thresholds`, `select_threshold`,
+`fit_thresholds`, `evaluate`, `evaluate_files`, `write_evaluation_html` (classifiers/model.py and friends). LLM arbitration: `LLMArbiter`, `LLMSettings`, `gate`
+(classifiers/llm.py).
+"""
+
+from classifiers.calibration import Thresholds, fit_thresholds, select_threshold
 from classifiers.embedding import Embedder, EmbeddingCache, make_embedder
-__all__ = ["Embedder", "EmbeddingCache", "make_embedder"]
+from classifiers.llm import LLMArbiter, LLMSettings, LLMStats, LLMStatus, ModelPrice, OutputMode, gate
+from classifiers.metrics import evaluate, evaluate_files, write_evaluation_html
+from classifiers.model import CategoryModel, Prediction
 
-# category model, calibration, hierarchy and evaluation (classifiers/model.py and friends)
-from classifiers.calibration import Thresholds, fit_thresholds, select_threshold  # noqa: E402
-from classifiers.metrics import evaluate, evaluate_files, write_evaluation_html  # noqa: E402
-from classifiers.model import CategoryModel, Prediction  # noqa: E402
-
-__all__ += [
+__all__ = [
     "CategoryModel",
+    "Embedder",
+    "EmbeddingCache",
     "Prediction",
+    "LLMArbiter",
+    "LLMSettings",
+    "LLMStats",
+    "LLMStatus",
+    "ModelPrice",
+    "OutputMode",
     "Thresholds",
-    "select_threshold",
-    "fit_thresholds",
     "evaluate",
     "evaluate_files",
+    "fit_thresholds",
+    "gate",
+    "make_embedder",
+    "select_threshold",
     "write_evaluation_html",
 ]

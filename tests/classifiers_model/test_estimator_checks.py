@@ -49,3 +49,18 @@ def test_text_and_key_classifiers_follow_classes_order():
     pb = brand.predict_proba(["tp-link", "unknown brand"])
     assert pb[0, list(brand.classes_).index("router")] > 0.6
     np.testing.assert_allclose(pb[1], brand.prior_)
+
+
+def test_public_names_are_exported_once():
+    import classifiers
+
+    assert len(classifiers.__all__) == len(set(classifiers.__all__))
+    for name in (
+        "CategoryModel",
+        "Prediction",
+        "Thresholds",
+        "select_threshold",
+        "evaluate",
+        "evaluate_files",
+    ):
+        assert name in classifiers.__all__ and getattr(classifiers, name) is not None
