@@ -106,6 +106,17 @@ def serve(
         Path | None, typer.Option("--image-root", help="Folder product image paths are relative to.")
     ] = None,
     db_url: DbUrlOpt = None,
+    consensus: Annotated[
+        bool,
+        typer.Option(
+            "--consensus/--no-consensus",
+            envvar="SHELFWISE_REVIEW_CONSENSUS",
+            help="A suspect item whose first answer overrules the suggestion needs a second reviewer.",
+        ),
+    ] = False,
+    secure_cookies: Annotated[
+        bool, typer.Option("--secure-cookies", help="Mark session cookies Secure (behind HTTPS).")
+    ] = False,
 ) -> None:
     """Run the review web app (FastAPI + uvicorn)."""
     with _errors():
@@ -119,6 +130,8 @@ def serve(
             extra_taxonomy_paths=[str(p) for p in extra_taxonomy or []],
             secret_key=secret_key,
             image_root=None if image_root is None else str(image_root),
+            secure_cookies=secure_cookies,
+            consensus_suspect=consensus,
         )
         import sqlalchemy as sa
 

@@ -98,6 +98,7 @@ def create_app(
     secret_key: str | None = None,
     image_root: str | None = None,
     secure_cookies: bool = False,
+    consensus_suspect: bool = False,
 ) -> FastAPI:
     """Build the review web app.
 
@@ -116,7 +117,7 @@ def create_app(
                 f"review app: image_root {image_root} is not a folder; pass the folder the image paths are relative to"
             )
     taxonomy = load_service(taxonomy_path, list(extra_taxonomy_paths or []))
-    store = QueueStore(db_url)
+    store = QueueStore(db_url, consensus_suspect=consensus_suspect)
     store.upgrade()
 
     app = FastAPI(
