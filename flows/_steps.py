@@ -14,8 +14,19 @@ from shelfwise import pipeline
 from shelfwise.pipeline import Resources, RunStats
 from shelfwise.settings import Settings, load_settings
 
-__all__ = ["Resources", "ShardResult", "start_run", "prepare_resources", "stage", "classify_shard_file",
-           "finalize", "report", "artifact_markdown", "summary_markdown", "settings_from"]
+__all__ = [
+    "Resources",
+    "ShardResult",
+    "artifact_markdown",
+    "classify_shard_file",
+    "finalize",
+    "prepare_resources",
+    "report",
+    "settings_from",
+    "stage",
+    "start_run",
+    "summary_markdown",
+]
 
 
 @dataclass
@@ -79,26 +90,13 @@ def classify_shard_file(shard_path: Path, res: Resources, *, run_id: str, run_di
 def finalize(params: dict[str, Any], res: Resources, results: list[ShardResult], staging: dict[str, Any], *,
              run_id: str, run_dir: Path, started_at: str) -> dict[str, Any]:
     out = Path(params.get("out") or run_dir / "predictions.parquet")
-    writer = pipeline.PredictionWriter(out)
-    stats = RunStats()
-    queue_parts, hash_parts = [], []
-    try:
-        for r in results:
-            preds = pl.read_parquet(r.predictions)
-            writer.write(preds)
-            queue_parts.append(pipeline.queue_frame(preds))
-            hash_parts.append(preds.select("sku_id", "content_hash"))
-            stats.add(r.stats)
-        writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+    written = pipeline.write_predictions(((pl.read_parquet(r.predictions), r.stats) for r in results), out)
     for r in results:
         r.predictions.unlink(missing_ok=True)
     summary = pipeline.finalize_run(
-        res=res, run_id=run_id, run_dir=run_dir, predictions_path=out, queue_rows=pipeline._concat(queue_parts),
-        stats=stats, catalog=params["catalog"], staging=staging, started_at=started_at,
-        hashes=pipeline._concat(hash_parts),
+        res=res, run_id=run_id, run_dir=run_dir, predictions_path=out, queue_rows=written.queue_rows,
+        stats=written.stats, catalog=params["catalog"], staging=staging, started_at=started_at,
+        hashes=written.hashes,
     )
     print(summary_markdown(summary))
     return summary

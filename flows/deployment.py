@@ -9,7 +9,7 @@ from typing import Any
 
 from flows.nightly import nightly_reclassification
 
-__all__ = ["serve_nightly", "NIGHTLY_CRON"]
+__all__ = ["NIGHTLY_CRON", "serve_nightly"]
 
 NIGHTLY_CRON = "0 2 * * *"
 

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shelfwise.errors import ConfigError, ModelError
@@ -35,17 +34,19 @@ from shelfwise.settings import Settings
 
 __all__ = [
     "PREDICTION_COLUMNS",
+    "PredictionWriter",
     "Resources",
     "RunStats",
-    "PredictionWriter",
-    "new_run_id",
-    "train",
-    "load_resources",
-    "iter_shards",
-    "stage_catalog",
+    "Written",
+    "classify_catalog",
     "classify_frame",
     "finalize_run",
-    "classify_catalog",
+    "iter_shards",
+    "load_resources",
+    "new_run_id",
+    "stage_catalog",
+    "train",
+    "write_predictions",
 ]
 
 log = logging.getLogger("shelfwise")
@@ -334,7 +335,7 @@ class RunStats:
     llm: Counter[str] = field(default_factory=Counter)
     llm_gated: int = 0
 
-    def add(self, other: "RunStats") -> None:
+    def add(self, other: RunStats) -> None:
         self.seen += other.seen
         self.classified += other.classified
         self.human_locked += other.human_locked
@@ -528,6 +529,34 @@ def queue_frame(predictions: pl.DataFrame) -> pl.DataFrame:
     return predictions.filter(pl.col("queue").is_not_null())
 
 
+@dataclass
+class Written:
+    """What a run keeps in memory from its prediction shards: counts, queue candidates, content hashes."""
+
+    stats: RunStats
+    queue_rows: pl.DataFrame
+    hashes: pl.DataFrame
+
+
+def write_predictions(shards: Iterable[tuple[pl.DataFrame, RunStats]], out: str | Path) -> Written:
+    """Stream prediction shards into ``out`` (atomically) and collect what ``finalize_run`` needs."""
+    writer = PredictionWriter(out)
+    stats = RunStats()
+    queue_parts: list[pl.DataFrame] = []
+    hash_parts: list[pl.DataFrame] = []
+    try:
+        for preds, shard_stats in shards:
+            writer.write(preds)
+            queue_parts.append(queue_frame(preds))
+            hash_parts.append(preds.select("sku_id", "content_hash"))
+            stats.add(shard_stats)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return Written(stats, _concat(queue_parts), _concat(hash_parts))
+
+
 # --------------------------------------------------------------------------------------------------
 # Staging (for the flow: one task per shard)
 # --------------------------------------------------------------------------------------------------
@@ -557,8 +586,13 @@ def stage_catalog(
         shard.write_parquet(p)
         paths.append(p)
     quarantine.close()
-    return paths, {"quarantined": quarantine.total, "quarantine_reasons": dict(quarantine.counts),
-                   "quarantine_path": str(run_dir / "quarantine.jsonl")}
+    return paths, _staging(quarantine)
+
+
+def _staging(quarantine: Any) -> dict[str, Any]:
+    """The quarantine figures a run summary reports."""
+    return {"quarantined": quarantine.total, "quarantine_reasons": dict(quarantine.counts),
+            "quarantine_path": str(quarantine.path)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -711,32 +745,22 @@ def classify_catalog(
     run_dir = settings.runs_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     quarantine = Quarantine(run_dir / "quarantine.jsonl")
-    writer = PredictionWriter(out)
-    stats = RunStats()
-    queue_parts: list[pl.DataFrame] = []
-    hash_parts: list[pl.DataFrame] = []
-    try:
+
+    def classified() -> Iterator[tuple[pl.DataFrame, RunStats]]:
         for shard in iter_shards(catalog, settings=settings, taxonomy=res.taxonomy, quarantine=quarantine,
                                  reviews=reviews, images_root=images_root, spec=spec, mapping=mapping):
-            preds, st = classify_frame(shard, res, run_id=run_id)
-            writer.write(preds)
-            queue_parts.append(queue_frame(preds))
-            hash_parts.append(preds.select("sku_id", "content_hash"))
-            stats.add(st)
+            yield classify_frame(shard, res, run_id=run_id)
             if progress:
                 progress(shard.height)
+
+    try:
+        written = write_predictions(classified(), out)
+    finally:
         quarantine.close()
-        writer.close()
-    except BaseException:
-        writer.abort()
-        quarantine.close()
-        raise
-    staging = {"quarantined": quarantine.total, "quarantine_reasons": dict(quarantine.counts),
-               "quarantine_path": str(run_dir / "quarantine.jsonl")}
     return finalize_run(
         res=res, run_id=run_id, run_dir=run_dir, predictions_path=Path(out),
-        queue_rows=_concat(queue_parts), stats=stats, catalog=catalog, staging=staging,
-        started_at=started, hashes=_concat(hash_parts), enqueue=enqueue,
+        queue_rows=written.queue_rows, stats=written.stats, catalog=catalog, staging=_staging(quarantine),
+        started_at=started, hashes=written.hashes, enqueue=enqueue,
     )
 
 

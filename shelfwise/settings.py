@@ -12,11 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from classifiers.llm import LLMSettings
 
-__all__ = ["Settings", "QueueCapacity", "load_settings"]
+__all__ = ["QueueCapacity", "Settings", "load_settings"]
 
 
 class QueueCapacity(BaseSettings):
@@ -79,7 +84,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _defaults_from_state_dir(self) -> "Settings":
+    def _defaults_from_state_dir(self) -> Settings:
         if self.queue_url is None:
             self.queue_url = f"sqlite:///{(self.state_dir / 'queue.db').as_posix()}"
         if self.default_model_dir is None:
