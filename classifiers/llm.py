@@ -723,22 +723,28 @@ class LLMArbiter:
                     self._mode_saved = True
                 if remember:
                     self.store.state_put(f"mode:{self._endpoint_key}", str(mode))
-            raw = raw_from_completion(result.completion, mode)
-            key = prompt_hash(self.settings.model, q, mode)
-            cost = self._cost(raw.tokens_in, raw.tokens_out)
-            self._account(raw, cost, result.latency_ms, q)
-            self.store.cache_put(
-                key,
-                model=self.settings.model,
-                mode=str(mode),
-                raw_answer=raw.text,
-                answer_p=raw.answer_p,
-                tokens_in=raw.tokens_in,
-                tokens_out=raw.tokens_out,
-                finish_reason=raw.finish_reason,
-            )
-            parsed = parse_answer(raw, q, known_ids=self._known)
-            return _Step(q, key, str(mode), raw, parsed, False, cost, result.latency_ms, "")
+            return self._answered_step(q, result.completion, mode, latency_ms=result.latency_ms)
+
+    def _answered_step(
+        self, q: Question, completion: Any, mode: Any, *, latency_ms: float | None, batch: bool = False
+    ) -> _Step:
+        """A fresh answer (live or from a batch): priced, accounted, cached, parsed."""
+        raw = raw_from_completion(completion, mode)
+        key = prompt_hash(self.settings.model, q, mode)
+        cost = self._cost(raw.tokens_in, raw.tokens_out, batch=batch)
+        self._account(raw, cost, latency_ms, q)
+        self.store.cache_put(
+            key,
+            model=self.settings.model,
+            mode=str(mode),
+            raw_answer=raw.text,
+            answer_p=raw.answer_p,
+            tokens_in=raw.tokens_in,
+            tokens_out=raw.tokens_out,
+            finish_reason=raw.finish_reason,
+        )
+        parsed = parse_answer(raw, q, known_ids=self._known)
+        return _Step(q, key, str(mode), raw, parsed, False, cost, latency_ms, "")
 
     def _unsent_step(self, q: Question, status: str) -> _Step:
         mode = self._mode
@@ -870,22 +876,7 @@ class LLMArbiter:
                     job.steps.append(self._unsent_step(q, "failed_transient"))
                     self._finish(job, LLMStatus.FAILED_TRANSIENT, f"Batch API: {why}")
                     continue
-                raw = raw_from_completion(line.body, mode)
-                key = prompt_hash(s.model, q, mode)
-                cost = self._cost(raw.tokens_in, raw.tokens_out, batch=True)
-                self._account(raw, cost, None, q)
-                self.store.cache_put(
-                    key,
-                    model=s.model,
-                    mode=str(mode),
-                    raw_answer=raw.text,
-                    answer_p=raw.answer_p,
-                    tokens_in=raw.tokens_in,
-                    tokens_out=raw.tokens_out,
-                    finish_reason=raw.finish_reason,
-                )
-                parsed = parse_answer(raw, q, known_ids=self._known)
-                self._apply(job, _Step(q, key, str(mode), raw, parsed, False, cost, None, ""))
+                self._apply(job, self._answered_step(q, line.body, mode, latency_ms=None, batch=True))
             active = [j for j, _ in waiting.values() if j.stage != "done"]
 
     # ------------------------------------------------------------------------------------------------
