@@ -39,6 +39,16 @@ def split_category(text: str, separator: str | None) -> list[str]:
     return [" ".join(p.split()) for p in parts if p.strip()]
 
 
+
+def _json_items(text: str) -> tuple[Any, str | None]:
+    """Decode a JSON list cell (a lone JSON string counts as a one-item list), or say why it isn't one."""
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"not a JSON list ({exc.msg} at character {exc.pos})"
+    return ([items] if isinstance(items, str) else items), None
+
+
 def parse_category(value: str | None, *, fmt: str, separator: str | None) -> tuple[str | None, str | None]:
     """A source category value -> ``" > "``-joined path (or ``None``), and a problem description."""
     if is_blank(value):
@@ -46,12 +56,9 @@ def parse_category(value: str | None, *, fmt: str, separator: str | None) -> tup
     assert value is not None
     text = value.strip()
     if fmt == "json_list" or (fmt == "auto" and text.startswith("[")):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            return None, f"not a JSON list ({exc.msg} at character {exc.pos})"
-        if isinstance(items, str):
-            items = [items]
+        items, problem = _json_items(text)
+        if problem is not None:
+            return None, problem
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
             return None, 'expected a JSON list of strings like ["A >> B >> C"]'
         items = [i for i in items if i.strip()]
@@ -166,12 +173,9 @@ def parse_image(value: str | None, *, fmt: str) -> tuple[str | None, str | None]
     assert value is not None
     text = value.strip()
     if fmt == "json_list" or (fmt == "auto" and text.startswith("[")):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            return None, f"not a JSON list ({exc.msg} at character {exc.pos})"
-        if isinstance(items, str):
-            items = [items]
+        items, problem = _json_items(text)
+        if problem is not None:
+            return None, problem
         if not isinstance(items, list):
             return None, "expected a JSON list of image paths or URLs"
         items = [i for i in items if isinstance(i, str) and i.strip()]
