@@ -288,6 +288,10 @@ class EmbeddingCache:
                     f"EmbeddingCache.embed: item {pos} is {type(text).__name__} ({text!r}), not str; "
                     "fill missing text (e.g. with '') before embedding"
                 )
+        parts = getattr(embedder, "parts", None)
+        if parts is not None:  # a ConcatEmbedder: each part cached under its own model_id
+            blocks = [self.embed(part, items, batch_size=batch_size, progress=progress) for part in parts]
+            return embedder.combine(blocks)  # type: ignore[attr-defined]
         keys = [text_key(text) for text in items]
         vectors, _ = self._get_or_encode(
             embedder.model_id,

@@ -25,6 +25,7 @@ from shelfwise.errors import ConfigError
 
 __all__ = [
     "CacheStats",
+    "ConcatEmbedder",
     "E5Embedder",
     "E5Mode",
     "Embedder",
@@ -57,6 +58,34 @@ class EmbedderName(StrEnum):
 
     MINILM = "minilm"
     E5_MULTILINGUAL = "e5-multilingual"
+    MINILM_E5 = "minilm+e5-multilingual"
+
+
+class ConcatEmbedder:
+    """Several embedders side by side: each part's unit vector, concatenated and scaled by 1/sqrt(parts),
+    so the result is a unit vector whose cosine is the mean of the parts' cosines.
+
+    `EmbeddingCache.embed` caches each part under its own ``model_id`` (switching from ``minilm`` to
+    ``minilm+e5-multilingual`` re-uses every MiniLM vector already cached).
+    """
+
+    def __init__(self, parts: list[Embedder]) -> None:
+        if len(parts) < 2:
+            raise ConfigError("ConcatEmbedder needs at least two embedders")
+        self.parts = list(parts)
+        self.dim: int = sum(int(p.dim) for p in self.parts)
+        self.model_id: str = "concat(" + ",".join(p.model_id for p in self.parts) + ")"
+
+    def combine(self, blocks: list[np.ndarray]) -> np.ndarray:
+        return np.ascontiguousarray(np.hstack(blocks) / np.sqrt(len(blocks)), dtype=np.float32)
+
+    def encode(
+        self, texts: list[str], *, batch_size: int | None = None, show_progress: bool = False
+    ) -> np.ndarray:
+        return self.combine([p.encode(texts, batch_size=batch_size) for p in self.parts])
+
+    def __repr__(self) -> str:
+        return f"ConcatEmbedder(model_id={self.model_id!r})"
 
 
 _REGISTRY: dict[str, Callable[..., Embedder]] = {
@@ -67,15 +96,18 @@ _REGISTRY: dict[str, Callable[..., Embedder]] = {
 
 def embedder_names() -> list[str]:
     """Valid names for `make_embedder`, default first."""
-    return list(_REGISTRY)
+    return [*_REGISTRY, EmbedderName.MINILM_E5.value]
 
 
 def make_embedder(name: str = "minilm", **kwargs: Any) -> Embedder:
-    """Build the embedder called `name` ("minilm" = default, "e5-multilingual").
+    """Build the embedder called `name` ("minilm" = default, "e5-multilingual", "minilm+e5-multilingual").
 
     Keyword arguments go to the embedder's constructor, e.g. ``make_embedder("minilm", threads=2)`` or
-    ``make_embedder("e5-multilingual", mode="query")``.
+    ``make_embedder("e5-multilingual", mode="query")``. ``"minilm+e5-multilingual"`` (any names joined
+    with ``+``) gives a `ConcatEmbedder` of those embedders (options are not passed to the parts).
     """
+    if "+" in str(name):
+        return ConcatEmbedder([make_embedder(part) for part in str(name).split("+")])
     factory = _REGISTRY.get(str(name).strip().lower())
     if factory is None:
         raise ConfigError(

@@ -12,12 +12,12 @@
 from __future__ import annotations
 
 __all__ = [
-    "ShelfwiseError",
-    "ConfigError",
-    "TaxonomyError",
     "CatalogError",
-    "ModelError",
+    "ConfigError",
     "LLMResponseError",
+    "ModelError",
+    "ShelfwiseError",
+    "TaxonomyError",
     "TransientServiceError",
 ]
 

@@ -40,27 +40,49 @@ class Settings(BaseSettings):
         env_prefix="SHELFWISE_", env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
-    state_dir: Path = Field(Path(".shelfwise"), description="Folder for runtime state: models, caches, runs, queue DB.")
-    queue_url: str | None = Field(None, description="SQLAlchemy URL of the verification queue DB (default: SQLite in state_dir).")
-    embedder: str = Field("minilm", description="Text embedder: minilm | e5-multilingual.")
+    state_dir: Path = Field(
+        Path(".shelfwise"), description="Folder for runtime state: models, caches, runs, queue DB."
+    )
+    queue_url: str | None = Field(
+        None, description="SQLAlchemy URL of the verification queue DB (default: SQLite in state_dir)."
+    )
+    embedder: str = Field(
+        "minilm", description="Text embedder: minilm | e5-multilingual | minilm+e5-multilingual."
+    )
     shard_size: int = Field(20_000, ge=100, description="SKUs per shard (one Prefect task per shard).")
     workers: int = Field(2, ge=1, le=64, description="Shards classified in parallel (threads).")
     top_k: int = Field(5, ge=1, le=50, description="Candidates kept per SKU.")
-    target_precision: float = Field(0.95, gt=0.5, lt=1.0, description="Precision the auto-accept thresholds are tuned for.")
+    target_precision: float = Field(
+        0.95, gt=0.5, lt=1.0, description="Precision the auto-accept thresholds are tuned for."
+    )
     auto_threshold: float | None = Field(
-        None, ge=0.0, le=1.0, description="Fixed confidence threshold for auto-accept; default: the model's tuned per-node thresholds."
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Fixed confidence threshold for auto-accept; default: the model's tuned per-node thresholds.",
     )
     suspect_threshold: float | None = Field(
-        None, ge=0.0, le=1.0, description="Confidence a prediction needs to flag the current category as suspect (default: max(auto threshold, 0.5))."
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Confidence a prediction needs to flag the current category as suspect (default: max(auto threshold, 0.5)).",
     )
     max_current_support: float = Field(
-        0.05, ge=0.0, le=1.0,
+        0.05,
+        ge=0.0,
+        le=1.0,
         description="A current category still scoring above this (best candidate on its branch) is not called suspect; a disagreement goes to review instead.",
     )
-    audit_rate: float = Field(0.01, ge=0.0, le=1.0, description="Share of auto-accepted items sampled into the audit queue.")
+    audit_rate: float = Field(
+        0.01, ge=0.0, le=1.0, description="Share of auto-accepted items sampled into the audit queue."
+    )
     queue_capacity: QueueCapacity = Field(default_factory=QueueCapacity)
-    use_images: bool = Field(False, description="Use product photos (EfficientNet-Lite0 features) when training.")
-    default_model_dir: Path | None = Field(None, description="Model used by `run` (default: <state_dir>/models/default).")
+    use_images: bool = Field(
+        False, description="Use product photos (EfficientNet-Lite0 features) when training."
+    )
+    default_model_dir: Path | None = Field(
+        None, description="Model used by `run` (default: <state_dir>/models/default)."
+    )
     llm: LLMSettings = Field(default_factory=LLMSettings)
 
     @classmethod
@@ -78,7 +100,9 @@ class Settings(BaseSettings):
     @field_validator("embedder")
     @classmethod
     def _known_embedder(cls, value: str) -> str:
-        allowed = ("minilm", "e5-multilingual")
+        from classifiers.embedding import embedder_names
+
+        allowed = tuple(embedder_names())
         if value not in allowed:
             raise ValueError(f"embedder {value!r} is not known; use one of {', '.join(allowed)}")
         return value

@@ -186,3 +186,34 @@ def test_broken_embedder_output_is_a_model_error(tmp_path, minilm) -> None:
 
     with pytest.raises(ModelError, match="truncating-test.*shape"):
         EmbeddingCache(tmp_path / "embeddings.sqlite").embed(Truncating(), ["a", "b"])
+
+
+def test_concatenated_embedder_reuses_each_parts_cached_vectors(tmp_path, minilm, e5, counting, titles) -> None:
+    from classifiers.embedding import ConcatEmbedder
+
+    cache = EmbeddingCache(tmp_path / "embeddings.sqlite")
+    alone = cache.embed(minilm, titles[:12])  # a shop that ran on MiniLM before switching
+    mini_counter, e5_counter = counting(minilm), counting(e5)
+    both = ConcatEmbedder([mini_counter, e5_counter])
+
+    vectors = cache.embed(both, titles[:12])
+
+    assert mini_counter.encoded == [] and len(e5_counter.encoded) == 12  # only E5 is new
+    assert vectors.shape == (12, minilm.dim + e5.dim) and both.dim == vectors.shape[1]
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # the cosine of the concatenation is the mean of the parts' cosines
+    e5_vecs = e5.encode(titles[:12])
+    want = ((alone @ alone.T) + (e5_vecs @ e5_vecs.T)) / 2
+    np.testing.assert_allclose(vectors @ vectors.T, want, atol=1e-4)
+    assert set(cache.stats().models) == {minilm.model_id, e5.model_id}
+
+
+def test_concatenated_embedder_is_built_by_name(e5) -> None:
+    from classifiers import make_embedder
+    from shelfwise.settings import Settings
+
+    both = make_embedder("minilm+e5-multilingual")
+    assert both.dim == 768 and "all-MiniLM" in both.model_id and e5.model_id in both.model_id
+    assert Settings(embedder="minilm+e5-multilingual").embedder == "minilm+e5-multilingual"
+    with pytest.raises(ConfigError, match="not known"):
+        make_embedder("minilm+nope")

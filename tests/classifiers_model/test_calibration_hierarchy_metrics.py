@@ -213,3 +213,27 @@ def test_evaluate_files_joins_on_sku_and_writes_a_self_contained_page(tmp_path):
     with pytest.raises(CatalogError, match="missing column"):
         evaluate_files(tmp_path / "truth.csv", tmp_path / "truth.csv")
     write_evaluation_html(r, tmp_path / "again.html")
+
+
+def test_ece_noise_floor_shrinks_with_items_and_separates_miscalibration() -> None:
+    from classifiers.metrics import ece_sampling_floor, expected_calibration_error
+
+    rng = np.random.default_rng(7)
+    small, large = rng.uniform(0.3, 1.0, 170), rng.uniform(0.3, 1.0, 5000)
+    # a perfectly calibrated model still measures a sizeable ECE on 170 items, little on 5,000
+    assert 0.06 < ece_sampling_floor(small) < 0.13
+    assert ece_sampling_floor(large) < 0.03
+    # an over-confident model (true accuracy 20 points below its confidence) stands well above its floor
+    correct = rng.random(5000) < large - 0.2
+    assert expected_calibration_error(large, correct) > 0.15 > 5 * ece_sampling_floor(large)
+
+
+def test_evaluate_reports_the_ece_floor_and_interval() -> None:
+    from classifiers.metrics import evaluate
+
+    truth = ["A > x", "A > y", "B > z"] * 40
+    pred = ["A > x", "A > y", "A > y"] * 40
+    res = evaluate(pred, truth, [0.9, 0.8, 0.6] * 40)
+    lo, hi = res["ece_interval_95"]
+    assert lo <= res["ece"] <= hi
+    assert 0 < res["ece_if_perfectly_calibrated"] < 0.15
