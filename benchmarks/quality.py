@@ -427,10 +427,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"policy {main_res['policy']}",
                 flush=True,
             )
-            entry["ablation"] = {
-                "fused (shelfwise, 5 folds)": _brief(main_res),
-                "without back-off (leaf only)": main_res["leaf_only"],
-            }
+            entry.setdefault("ablation", {}).update(
+                {
+                    "fused (shelfwise, 5 folds)": _brief(main_res),
+                    "without back-off (leaf only)": main_res["leaf_only"],
+                }
+            )
             results[name] = entry
             _write(out_path, results)
         if not args.no_ablation:

@@ -14,6 +14,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
@@ -120,7 +121,8 @@ def create_app(
     store = QueueStore(db_url, consensus_suspect=consensus_suspect)
     store.upgrade()
 
-    app = FastAPI(
+    # API docs (/docs, /redoc) with Swagger UI and ReDoc served from the package, not a CDN: works offline
+    app: FastAPI = FastAPIOffline(
         title="shelfwise review",
         version="1",
         description=(
