@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/quality.py                    # all three data sets, main table + ablations
     .venv/bin/python benchmarks/quality.py --datasets amazon_uk --no-ablation
 
-Data sets (from ../shared/data): Amazon UK (titles + brand), Flipkart (title, description, brand,
-specifications; photos for the +images row), women's clothing (reviews only, aggregated per sku_id).
+Data sets (from ../shared/data): Amazon UK (titles + brand + price), Flipkart (title, description,
+brand, specifications, retail price; photos for the +images row), women's clothing (reviews only, aggregated per sku_id).
 Split: fixed seed, 60% train / 20% calibration / 20% test, stratified; classes with fewer than 3 rows
 go to train only (never tested). Both systems train on train+calibration (80%): the baseline uses it
 for CalibratedClassifierCV(LinearSVC, method="sigmoid", cv=3) (rows of classes with < 3 examples there
@@ -66,7 +66,7 @@ def load_dataset(name: str) -> tuple[pl.DataFrame, Any, tuple[str, ...]]:
     taxes = DATA / "taxonomies"
     if name == "amazon_uk":
         df = pl.read_parquet(cats / "amazon_uk.parquet").filter(pl.col("category_path").is_not_null())
-        frame = df.select("sku_id", "title", "brand", "category_path")
+        frame = df.select("sku_id", "title", "brand", "category_path", pl.col("price_gbp").alias("price"))
         return frame, load_taxonomy(taxes / "amazon_uk_categories.txt"), ("title", "brand")
     if name == "flipkart":
         df = pl.read_parquet(cats / "flipkart.parquet")
@@ -76,6 +76,7 @@ def load_dataset(name: str) -> tuple[pl.DataFrame, Any, tuple[str, ...]]:
             "description",
             "brand",
             "category_path",
+            pl.col("retail_price_inr").alias("price"),
             pl.col("product_specifications")
             .map_elements(_flipkart_attributes, return_dtype=pl.String)
             .alias("attributes"),

@@ -15,11 +15,16 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from classifiers.estimators import CosineKNNClassifier, KeyPriorClassifier, TextLinearClassifier
+from classifiers.estimators import (
+    CosineKNNClassifier,
+    KeyPriorClassifier,
+    LogPriceClassifier,
+    TextLinearClassifier,
+)
 
 __all__ = ["SCORER_NAMES", "Bank", "BankData", "fit_bank", "score_bank"]
 
-SCORER_NAMES = ("lex", "sem", "knn_sem", "knn_lex", "maxsim", "brand", "img", "zs")
+SCORER_NAMES = ("lex", "sem", "knn_sem", "knn_lex", "maxsim", "brand", "price", "img", "zs")
 _FLOOR = -30.0
 
 
@@ -32,6 +37,7 @@ class BankData:
     emb: np.ndarray | None
     img: np.ndarray | None = None
     img_ok: np.ndarray | None = None
+    price: np.ndarray | None = None  # (n,) float, NaN = missing
 
     def take(self, idx: np.ndarray) -> BankData:
         return BankData(
@@ -40,6 +46,7 @@ class BankData:
             emb=None if self.emb is None else self.emb[idx],
             img=None if self.img is None else self.img[idx],
             img_ok=None if self.img_ok is None else self.img_ok[idx],
+            price=None if self.price is None else self.price[idx],
         )
 
     def __len__(self) -> int:
@@ -57,6 +64,7 @@ class Bank:
     knn_lex: CosineKNNClassifier | None = None
     brand: KeyPriorClassifier | None = None
     img: LogisticRegression | None = None
+    price: LogPriceClassifier | None = None
     label_emb: np.ndarray | None = None  # (K, d) embedded label paths for the zero-shot score
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -96,6 +104,8 @@ def fit_bank(
         bank.knn_sem = CosineKNNClassifier(n_neighbors=k_neighbors, temperature=0.05).fit(data.emb, y)
     if any(data.brand):
         bank.brand = KeyPriorClassifier(strength=2.0).fit(data.brand, y)
+    if data.price is not None and (np.isfinite(data.price) & (data.price > 0)).sum() >= 2:
+        bank.price = LogPriceClassifier(strength=5.0).fit(data.price, y)
     if data.img is not None and data.img_ok is not None and data.img_ok.sum() >= 2:
         ok = data.img_ok
         if len(np.unique(y[ok])) >= 2:
@@ -133,6 +143,10 @@ def score_bank(bank: Bank, data: BankData) -> dict[str, np.ndarray]:
         logp[~has] = 0.0  # no information: flat
         out["brand"] = _full(logp, bank.brand.classes_, k, np.log(1e-4))
         out["brand"][~has] = 0.0
+    if getattr(bank, "price", None) is not None:  # models saved before the price scorer lack it
+        assert bank.price is not None
+        prices = data.price if data.price is not None else np.full(n, np.nan)
+        out["price"] = _full(bank.price.log_likelihood(prices), bank.price.classes_, k, 0.0)
     if bank.img is not None and data.img is not None and data.img_ok is not None:
         logp = np.zeros((n, k))
         ok = data.img_ok

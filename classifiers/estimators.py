@@ -25,7 +25,7 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["CosineKNNClassifier", "KeyPriorClassifier", "TextLinearClassifier"]
+__all__ = ["CosineKNNClassifier", "KeyPriorClassifier", "LogPriceClassifier", "TextLinearClassifier"]
 
 
 class CosineKNNClassifier(ClassifierMixin, BaseEstimator):
@@ -217,6 +217,54 @@ class KeyPriorClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Sequence[str]) -> np.ndarray:
         return np.asarray(self.classes_[self.predict_proba(X).argmax(axis=1)])
+
+
+class LogPriceClassifier(ClassifierMixin, BaseEstimator):
+    """log P(price | class) for a positive number such as the price: a Gaussian over log(price) per class.
+
+    A class's mean and variance are shrunk towards the global ones with ``strength`` pseudo-rows, so a
+    class seen with two prices does not get a needle-thin density. ``log_likelihood`` returns (n, K) log
+    densities relative to the global density (0 = the price says nothing); a missing, zero or negative
+    price gives a row of zeros. X is a 1-d array of prices (NaN = missing).
+    """
+
+    def __init__(self, *, strength: float = 5.0) -> None:
+        self.strength = strength
+
+    def fit(self, X: Any, y: Any) -> LogPriceClassifier:
+        price = np.asarray(X, dtype=np.float64).ravel()
+        y = np.asarray(y)
+        if len(price) != len(y):
+            raise ValueError(f"X has {len(price)} prices but y has {len(y)} labels")
+        if not self.strength > 0:
+            raise ValueError(f"strength must be > 0, got {self.strength!r}")
+        check_classification_targets(y)
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        k = len(self.classes_)
+        ok = np.isfinite(price) & (price > 0)
+        lp = np.log(price[ok]) if ok.any() else np.zeros(1)
+        self.global_mean_ = float(lp.mean())
+        self.global_var_ = float(max(lp.var(), 1e-2))
+        n = np.bincount(y_idx[ok], minlength=k).astype(np.float64)
+        s1 = np.bincount(y_idx[ok], weights=lp if ok.any() else None, minlength=k)
+        s2 = np.bincount(y_idx[ok], weights=lp**2 if ok.any() else None, minlength=k)
+        a = float(self.strength)
+        self.mean_ = (s1 + a * self.global_mean_) / (n + a)
+        within = s2 - 2 * self.mean_ * s1 + n * self.mean_**2  # sum of squares around the shrunk mean
+        self.var_ = np.maximum((within + a * self.global_var_) / (n + a), 1e-2)
+        return self
+
+    def log_likelihood(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "mean_")
+        price = np.asarray(X, dtype=np.float64).ravel()
+        out = np.zeros((len(price), len(self.classes_)))
+        ok = np.isfinite(price) & (price > 0)
+        if ok.any():
+            lp = np.log(price[ok])[:, None]
+            dens = -0.5 * (np.log(self.var_) + (lp - self.mean_) ** 2 / self.var_)
+            base = -0.5 * (np.log(self.global_var_) + (lp - self.global_mean_) ** 2 / self.global_var_)
+            out[ok] = dens - base
+        return out
 
 
 def _as_texts(X: Any) -> list[str]:

@@ -101,6 +101,8 @@ class CategoryModel(BaseEstimator):
     Options (keyword-only, stored as given; validated in ``fit``):
         text_fields: catalog columns used as text.
         use_tfidf / use_embeddings / use_images: enable the lexical, semantic and photo scorers.
+        use_price: when the rows have a ``price`` column, score log(price) per category (a Gaussian per
+            category, shrunk to the global one); rows without a price get no price signal.
         k_neighbors: neighbours of the kNN scorers.
         calibration: ``"isotonic"`` (default), ``"temperature"`` or ``"none"``.
         hierarchy: ``"backoff"`` (default: back off to an ancestor when the label is uncertain) or ``"leaf"``.
@@ -123,6 +125,7 @@ class CategoryModel(BaseEstimator):
         use_tfidf: bool = True,
         use_embeddings: bool = True,
         use_images: bool = False,
+        use_price: bool = True,
         k_neighbors: int = 10,
         calibration: str = "isotonic",
         hierarchy: str = "backoff",
@@ -140,6 +143,7 @@ class CategoryModel(BaseEstimator):
         self.use_tfidf = use_tfidf
         self.use_embeddings = use_embeddings
         self.use_images = use_images
+        self.use_price = use_price
         self.k_neighbors = k_neighbors
         self.calibration = calibration
         self.hierarchy = hierarchy
@@ -473,7 +477,10 @@ class CategoryModel(BaseEstimator):
                 batch = cache.embed_images(image_embedder, paths)
                 img, ok = batch.vectors, batch.ok
                 self._last_image_failures = dict(batch.failures)
-        return BankData(lexical=inputs.lexical, brand=inputs.brand, emb=emb, img=img, img_ok=ok)
+        price = None
+        if self.use_price and "price" in frame.columns:
+            price = frame.get_column("price").cast(pl.Float64, strict=False).fill_null(np.nan).to_numpy()
+        return BankData(lexical=inputs.lexical, brand=inputs.brand, emb=emb, img=img, img_ok=ok, price=price)
 
     def _compute_version(self, frame: pl.DataFrame, labels: list[str]) -> str:
         h = hashlib.sha256()
@@ -706,7 +713,9 @@ class CategoryModel(BaseEstimator):
                 f"model {state_path} has format {state.get('format') if isinstance(state, dict) else '?'}, "
                 f"this shelfwise reads format {MODEL_FORMAT_VERSION}; retrain with shelfwise train"
             )
-        model = cls(**state["params"])
+        params = dict(state["params"])
+        params.setdefault("use_price", False)  # models saved before the price scorer existed
+        model = cls(**params)
         fitted = dict(state["fitted"])
         fitted["index_"] = NodeIndex.from_state(fitted["index_"])
         model.__dict__.update(fitted)

@@ -645,6 +645,7 @@ def finalize_run(
     s = res.settings
     queued: dict[str, int] = {}
     enqueue_result: dict[str, Any] = {}
+    store = None
     if enqueue and not queue_rows.is_empty():
         qs = queue_rows.get_column("queue").to_list()
         price = queue_rows.get_column("price").to_numpy() if "price" in queue_rows.columns else None
@@ -655,6 +656,21 @@ def finalize_run(
         result = store.enqueue(to_queue, run_id=run_id, capacity=s.queue_capacity.model_dump())
         enqueue_result = _as_dict(result)
         queued = dict(Counter(to_queue.get_column("queue").to_list()))
+    if enqueue:
+        # open items of SKUs this run auto-accepted are stale (fixed upstream, changed text, better model)
+        auto_skus = (
+            pl.scan_parquet(predictions_path)
+            .filter(pl.col("queue").is_null())
+            .select("sku_id")
+            .collect()
+            .get_column("sku_id")
+            .to_list()
+        )
+        if auto_skus:
+            store = store or _queue_store(s)
+            enqueue_result["superseded"] = store.supersede(auto_skus, run_id=run_id)
+    if store is not None:
+        store.close()
     s.state_dir.mkdir(parents=True, exist_ok=True)
     state_path = s.state_dir / "catalog_state.parquet"
     changes = _change_counts(state_path, hashes)

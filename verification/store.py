@@ -118,6 +118,9 @@ _LABELS_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+SUPERSEDED = "superseded"  # final_kind of an item closed by a later run, not by a reviewer
+
+
 def default_queue_url() -> str:
     """``$SHELFWISE_QUEUE_URL`` or ``sqlite:///.shelfwise/queue.db``."""
     import os
@@ -449,6 +452,45 @@ class QueueStore:
                 for chunk in _chunks(changed, 1000):
                     conn.execute(stmt, list(chunk))
         return EnqueueResult(**counts)
+
+    def supersede(self, skus: Sequence[str], *, run_id: str) -> dict[str, int]:
+        """Close the open items of SKUs that a later run no longer sends to review (it auto-accepted them).
+
+        Typical case: a suspect SKU whose current category was fixed upstream, or whose text changed,
+        is now auto-accepted: its old item would only waste a reviewer's time. Only items nobody has
+        touched are closed: status ``open`` (not claimed) and no review yet (a first consensus review
+        is kept). A closed item gets status ``decided`` with ``final_kind = "superseded"``, no
+        ``decided_by`` and no decision or human label (nothing is learned from it); its ``run_id`` says
+        which run closed it. Returns the number closed per queue.
+        """
+        closed: dict[str, int] = {}
+        if not skus:
+            return closed
+        now = utcnow()
+        with self._writing() as conn:
+            for chunk in _chunks(list(dict.fromkeys(str(s) for s in skus))):
+                where = sa.and_(
+                    ITEMS.c.sku_id.in_(list(chunk)),
+                    ITEMS.c.status == ItemStatus.OPEN.value,
+                    ITEMS.c.reviews_done == 0,
+                )
+                rows = conn.execute(sa.select(ITEMS.c.id, ITEMS.c.queue).where(where)).all()
+                if not rows:
+                    continue
+                conn.execute(
+                    sa.update(ITEMS)
+                    .where(ITEMS.c.id.in_([r.id for r in rows]), where)
+                    .values(
+                        status=ItemStatus.DECIDED.value,
+                        final_kind=SUPERSEDED,
+                        decided_at=now,
+                        updated_at=now,
+                        run_id=run_id,
+                    )
+                )
+                for r in rows:
+                    closed[r.queue] = closed.get(r.queue, 0) + 1
+        return closed
 
     @staticmethod
     def _same(old: Any, new: Any) -> bool:

@@ -27,6 +27,7 @@ def flipkart_frame(shared_data: Path) -> pl.DataFrame:
         "brand",
         "category_path",
         "image_path",
+        pl.col("retail_price_inr").alias("price"),
         pl.col("product_specifications")
         .map_elements(_attributes, return_dtype=pl.String)
         .alias("attributes"),

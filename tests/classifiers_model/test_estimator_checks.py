@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from classifiers.estimators import CosineKNNClassifier, KeyPriorClassifier, TextLinearClassifier
+from classifiers.estimators import (
+    CosineKNNClassifier,
+    KeyPriorClassifier,
+    LogPriceClassifier,
+    TextLinearClassifier,
+)
 
 
 @parametrize_with_checks([CosineKNNClassifier(), CosineKNNClassifier(n_neighbors=3, temperature=0.2)])
@@ -49,6 +54,23 @@ def test_text_and_key_classifiers_follow_classes_order():
     pb = brand.predict_proba(["tp-link", "unknown brand"])
     assert pb[0, list(brand.classes_).index("router")] > 0.6
     np.testing.assert_allclose(pb[1], brand.prior_)
+
+
+def test_price_likelihood_separates_cheap_and_dear_categories_and_ignores_missing_prices():
+    rng = np.random.default_rng(0)
+    # real-world shape: dice sets cost a few pounds, board games tens of pounds
+    prices = np.r_[rng.lognormal(np.log(4), 0.3, 40), rng.lognormal(np.log(40), 0.3, 40)]
+    y = np.array(["dice"] * 40 + ["board games"] * 40)
+    est = LogPriceClassifier().fit(prices, y)
+    ll = est.log_likelihood(np.array([3.5, 45.0, np.nan, 0.0, -2.0]))
+    dice, board = list(est.classes_).index("dice"), list(est.classes_).index("board games")
+    assert ll[0, dice] > ll[0, board] + 5 and ll[1, board] > ll[1, dice] + 5
+    np.testing.assert_array_equal(ll[2:], 0.0)  # missing / impossible price: no signal
+    # a class seen with only two prices is shrunk towards the global spread, not needle-thin
+    few = LogPriceClassifier().fit(np.r_[prices, 10.0, 10.0], np.concatenate([y, ["kites", "kites"]]))
+    assert few.var_[list(few.classes_).index("kites")] > 0.2 * few.global_var_
+    with pytest.raises(ValueError, match="strength"):
+        LogPriceClassifier(strength=0).fit(prices, y)
 
 
 def test_public_names_are_exported_once():

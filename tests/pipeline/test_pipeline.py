@@ -113,6 +113,28 @@ def test_classify_writes_the_predictions_contract_and_fills_the_queue_once(train
     assert open_items() == {q: n for q, n in summary["counts"]["queued"].items() if n}
     assert pl.read_parquet(out2).select("sku_id", "category_id").equals(pred.select("sku_id", "category_id"))
 
+    # The catalog team fixes the misfiled products upstream: the next run auto-accepts those it is sure
+    # of, and their stale suspect items leave the queue (closed as superseded, nothing learned from them).
+    fixed = pl.read_csv(trained["tonight"]).drop("category_path").join(
+        pl.read_parquet(trained["truth"]), on="sku_id"
+    )
+    fixed.write_csv(trained["dir"] / "fixed.csv")
+    out3 = trained["dir"] / "pred3.parquet"
+    _cli("classify", "--model-dir", str(trained["model"]), "--catalog", str(trained["dir"] / "fixed.csv"),
+         "--images-root", str(trained["images"]), "--out", str(out3), state=trained["state"])
+    third = json.loads(sorted((trained["state"] / "runs").glob("*/summary.json"))[-1].read_text())
+    was_open = set(pred.filter(pl.col("route") != "auto")["sku_id"])
+    now_auto = set(pl.read_parquet(out3).filter(pl.col("queue").is_null())["sku_id"])
+    closed = was_open & now_auto
+    assert len(closed & set(misfiled)) >= 5, "fixing the categories upstream should clear suspect items"
+    assert sum(third["enqueue"]["superseded"].values()) == len(closed)
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT sku_id, final_kind, decided_by FROM review_items WHERE status = 'decided'"
+        ).all()
+    assert {r[0] for r in rows} == closed and {(r[1], r[2]) for r in rows} == {("superseded", None)}
+    assert store.labels().height == 0
+
 
 @pytest.mark.slow
 def test_bad_rows_are_quarantined_and_the_run_goes_on(trained: dict[str, Path], tmp_path: Path) -> None:

@@ -165,3 +165,32 @@ def test_review_text_becomes_a_short_excerpt(store: QueueStore, make_frame) -> N
     assert item.review_excerpt is not None
     assert item.review_excerpt.startswith("Great set, my kids love it.")
     assert len(item.review_excerpt) <= 600
+
+
+def test_items_of_skus_a_later_run_auto_accepts_are_closed_unless_someone_works_on_them(
+    store: QueueStore, make_frame, row_count
+) -> None:
+    frame = make_frame(12, queues=("low_confidence", "suspect"))
+    store.enqueue(frame, run_id="run-1")
+    skus = frame["sku_id"].to_list()
+    held = store.claim("suspect", "alice")[0].sku_id  # a reviewer has it open right now
+    decided = store.claim("low_confidence", "bob")[0]
+    store.decide(decided.id, "bob", "accept")
+    labels_before = store.labels().height
+
+    # next night the model is sure about every one of these SKUs: no queue for them
+    closed = store.supersede(skus, run_id="run-2")
+
+    assert sum(closed.values()) == 10 and set(closed) == {"low_confidence", "suspect"}
+    assert _open(store) == 1  # only the claimed item stays, with alice
+    items, _ = store.list_items(ItemFilter(sku_id=skus[2]), limit=5)
+    assert [(i.status, i.final_kind, i.decided_by) for i in items] == [("decided", "superseded", None)]
+    assert store.labels().height == labels_before  # nothing is learned from a closed item
+    assert store.get_item(decided.id).final_kind == "accept"  # a human decision is never overwritten
+    assert row_count("decisions") == 1 and row_count("review_items") == 12
+    assert store.supersede(skus, run_id="run-3") == {}  # idempotent
+    assert store.supersede([], run_id="run-3") == {}
+    # a later night may route the SKU to review again: a fresh open item, the old one kept as history
+    again = store.enqueue(frame.filter(pl.col("sku_id") == skus[2]), run_id="run-4")
+    assert again.total("inserted") == 1
+    assert held in {i.sku_id for i in store.list_items(ItemFilter(status="claimed"), limit=20)[0]}
