@@ -332,10 +332,12 @@ DATASETS = {
 
 def ablations(name: str, fields: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
     rows: list[tuple[str, dict[str, Any]]] = (
-        [("title only", {"text_fields": ("title",)})] if "title" in fields else []
+        [("title only", {"text_fields": ("title",), "use_price": False})] if "title" in fields else []
     )
     if name == "flipkart":
-        rows.append(("+ brand, description, attributes", {"text_fields": fields}))
+        rows.append(("+ brand, description, attributes", {"text_fields": fields, "use_price": False}))
+    if name in ("amazon_uk", "flipkart"):
+        rows.append(("without price (all text fields)", {"text_fields": fields, "use_price": False}))
     if name == "womens_clothing":
         rows.append(("reviews only (all)", {"text_fields": fields}))
     rows += [
