@@ -337,3 +337,33 @@ def test_deactivating_a_user_ends_their_session_at_once(env: Env) -> None:
         assert "cannot deactivate yourself" in resp.text
         admin.post("/admin/users/bob/active", data={"csrf_token": token, "active": "1"})
         login(bob, "bob")
+
+
+def test_reviewer_changes_their_own_password(client: TestClient, env: Env) -> None:
+    store = QueueStore(env.db_url, bcrypt_rounds=4)
+    login(client, "bob")
+
+    def change(current: str, new: str, repeat: str) -> str:
+        page = client.get("/account")
+        assert page.status_code == 200 and "Change your password" in page.text
+        resp = client.post(
+            "/account/password",
+            data={"current": current, "new": new, "repeat": repeat, "csrf_token": csrf_from(page.text)},
+        )
+        assert resp.url.path == "/account"
+        return resp.text
+
+    assert "not right" in change("wrong guess!", "a brand new pw", "a brand new pw")
+    assert "differ" in change(PASSWORD, "a brand new pw", "a brand new px")
+    assert "too short" in change(PASSWORD, "short", "short")
+    assert store.authenticate("bob", PASSWORD) is not None  # nothing changed so far
+    assert "was changed" in change(PASSWORD, "a brand new pw", "a brand new pw")
+    assert store.authenticate("bob", PASSWORD) is None
+    assert store.authenticate("bob", "a brand new pw") is not None
+    assert client.get("/queues").status_code == 200  # still signed in, with a fresh session
+    # without the session's CSRF token nothing happens
+    resp = client.post(
+        "/account/password", data={"current": "a brand new pw", "new": "x" * 12, "repeat": "x" * 12}
+    )
+    assert resp.status_code == 403
+    assert store.authenticate("bob", "a brand new pw") is not None

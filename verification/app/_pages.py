@@ -329,6 +329,37 @@ async def bulk_accept(request: Request, who: PageAdminCsrf) -> Response:
     return _see_other(f"/queues?{filter_query(dataclasses.replace(filters, status=None))}")
 
 
+# ---- own account --------------------------------------------------------------------------------
+
+
+@router.get("/account")
+def account_page(request: Request, _: PageUser) -> Response:
+    return render(request, "account.html", {"nav": "account"})
+
+
+@router.post("/account/password")
+async def change_own_password(request: Request, who: PageUserCsrf) -> Response:
+    """A reviewer changes their own password: the current one must be right, the new one typed twice."""
+    form = await request.form()
+    current, new, repeat = _form_str(form, "current"), _form_str(form, "new"), _form_str(form, "repeat")
+    app_state = state(request)
+    client = request.client.host if request.client else None
+    if app_state.throttle.retry_after(who.username, client) > 0:
+        flash(request, "error", "Too many wrong passwords; try again later.")
+    elif app_state.store.authenticate(who.username, current) is None:
+        app_state.throttle.failed(who.username, client)
+        flash(request, "error", "Your current password is not right; nothing was changed.")
+    elif len(new) < MIN_PASSWORD:
+        flash(request, "error", f"The new password is too short; use at least {MIN_PASSWORD} characters.")
+    elif new != repeat:
+        flash(request, "error", "The two new passwords differ; type the same one twice.")
+    else:
+        app_state.store.set_password(who.username, new)
+        rotate_session(request, who.username)  # a fresh session (and CSRF token) after a credential change
+        flash(request, "ok", "Your password was changed.")
+    return _see_other("/account")
+
+
 # ---- users (admins) ----------------------------------------------------------------------------
 
 
