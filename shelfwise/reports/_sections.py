@@ -7,6 +7,7 @@ import math
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from shelfwise.reports import _charts as charts
@@ -303,6 +304,7 @@ def quality(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFrame
         ("model agrees with reviewers",
          f"{pct(share(agree, n_ans))} of {plural(n_ans, 'answer')}" if n_ans else "no reviewer answers yet"),
     ]
+    _what_if(sec, audit, inp.predictions, tables, figs, target=target)
     # agreement by queue
     if n_ans:
         byq = (ans.group_by("queue").agg(pl.len().alias("answers"), pl.col("model_correct").sum().alias("agree"))
@@ -350,6 +352,67 @@ def quality(inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFrame
             ref=auto_rate, ref_label=f"all: {pct(auto_rate)}"),
             "bar chart of the share of auto-accepted products per top-level category"))
     return sec
+
+
+def what_if_table(audit: pl.DataFrame, predictions: pl.DataFrame, *, steps: int = 6) -> pl.DataFrame:
+    """Raising the auto-accept bar, estimated from audit answers (a random sample of auto-accepted items).
+
+    For minimum confidences ``t`` (the audit answers' own confidence quantiles), an extra rule "auto-accept
+    only when confidence >= t" would keep the audited items with confidence >= t: their share confirmed by
+    the reviewers estimates the precision (Wilson 95% interval), without bias because the audit sample is
+    random. Coverage is the share of tonight's classified products that would still be auto-accepted.
+    The first row (lowest ``t``) is tonight's policy. Lowering the bar cannot be estimated this way
+    (nothing below the threshold is audited).
+    """
+    conf = audit.get_column("shown_confidence").cast(pl.Float64).to_numpy()
+    ok = audit.get_column("model_correct").cast(pl.Boolean).to_numpy()
+    if "confidence" in predictions.columns and "route" in predictions.columns:
+        auto_conf = predictions.filter(pl.col("route") == "auto").get_column("confidence").cast(pl.Float64).to_numpy()
+    else:
+        auto_conf = conf[:0]
+    classified = max(predictions.height, 1)
+    grid = sorted({float(x) for x in np.quantile(conf, np.linspace(0, 0.9, steps))}) if len(conf) else []
+    rows = []
+    for t in grid:
+        keep = conf >= t
+        n = int(keep.sum())
+        if n == 0:
+            continue
+        good = int(ok[keep].sum())
+        lo, hi = wilson_interval(good, n)
+        rows.append({"min confidence": t, "audit answers": n, "estimated precision": good / n,
+                     "95% CI": ci(lo, hi), "_lo": lo,
+                     "coverage": float((auto_conf >= t).sum()) / classified})
+    return pl.DataFrame(rows)
+
+
+def _what_if(sec: Section, audit: pl.DataFrame, predictions: pl.DataFrame, tables: dict[str, pl.DataFrame],
+             figs: dict[str, Any], *, target: float) -> None:
+    audit = audit.filter(pl.col("shown_confidence").is_not_null())
+    if audit.height < 20:
+        if audit.height:
+            sec.notes.append(f"only {plural(audit.height, 'audit answer')}: the what-if table on raising the "
+                             "auto-accept bar needs at least 20")
+        return
+    table = what_if_table(audit, predictions)
+    if table.is_empty():
+        return
+    tables["what_if_threshold"] = table.drop("_lo")
+    sec.tables.append(Table("What if auto-accept required a higher confidence? (estimated from audit answers)",
+                            _fmt_frame(table.drop("_lo").with_columns(pl.col("min confidence").round(3)),
+                                       pct_cols=("estimated precision", "coverage"))))
+    reach = table.filter(pl.col("_lo") >= target)
+    if reach.is_empty():
+        sec.text.append(f"None of the confidence bars in the what-if table is proven to reach {pct(target)} "
+                        "precision yet (the lower end of every interval is below it): more audit answers, "
+                        "or retraining with the reviewers' labels, are needed.")
+    else:
+        best = reach.row(0, named=True)
+        figs["what_if_min_confidence"] = best["min confidence"]
+        figs["what_if_coverage"] = best["coverage"]
+        sec.text.append(f"Requiring confidence >= {best['min confidence']:.2f} is the lowest bar whose precision is "
+                        f"proven above {pct(target)} (95% CI {best['95% CI']}); it would auto-accept "
+                        f"{pct(best['coverage'])} of tonight's products.")
 
 
 # --------------------------------------------------------------------------------------------------

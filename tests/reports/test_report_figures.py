@@ -176,3 +176,24 @@ def test_report_folder_has_the_bi_tables_and_the_markdown(nights: Any) -> None:
     assert (folder / "report.md").read_text() == md
     summary = json.loads((nights.settings.runs_dir / nights.runs[1]["run_id"] / "summary.json").read_text())
     assert summary["run_id"] == nights.runs[1]["run_id"]
+
+
+def test_what_if_a_higher_confidence_bar_matches_the_audit_answers(nights: Any) -> None:
+    """Governance asks 'what would it take to be surely above 95%?': every row re-counted by hand."""
+    run2 = nights.runs[1]
+    audit = [d for d in _decisions(nights) if d["queue"] == "audit" and d["final"]
+             and d["kind"] in ("accept", "choose") and d["model_version"] == run2["model_version"]]
+    pred = pl.read_parquet(run2["predictions_path"])
+    table = pl.read_parquet(_report_dir(nights, 1) / "what_if_threshold.parquet")
+    assert table.height >= 3 and table["min confidence"].is_sorted()
+    assert table["audit answers"][0] == len(audit)  # the first row is tonight's policy
+    for row in table.iter_rows(named=True):
+        t = row["min confidence"]
+        kept = [d for d in audit if d["shown_confidence"] >= t]
+        assert row["audit answers"] == len(kept)
+        assert row["estimated precision"] == pytest.approx(
+            sum(_chosen(d) == d["shown_category_id"] for d in kept) / len(kept))
+        auto = pred.filter((pl.col("route") == "auto") & (pl.col("confidence") >= t)).height
+        assert row["coverage"] == pytest.approx(auto / pred.height)
+    assert table["coverage"].is_sorted(descending=True)
+    assert "What if auto-accept required a higher confidence?" in nights.reports[1].read_text()
