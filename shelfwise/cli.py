@@ -293,6 +293,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
         ("review", c["review"]), ("suspect", c["suspect"]), ("kept human decisions", c.get("human_locked", 0)),
     ]
     rows += [(f"queued: {k}", v) for k, v in c["queued"].items()]
+    superseded = sum((summary.get("enqueue") or {}).get("superseded", {}).values())
+    if superseded:
+        rows.append(("stale queue items closed (now auto-accepted)", superseded))
     rows += [("LLM gated", summary["llm"].get("gated", 0)),
              ("embeddings computed", summary["embedding"]["misses"]),
              ("embeddings from cache", summary["embedding"]["hits"])]
