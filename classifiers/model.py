@@ -24,6 +24,7 @@ Inside (see docs/readme_parts/model.md for the measured effect of each part):
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -69,6 +70,7 @@ _MANIFEST_FILE = "manifest.json"
 _CALIBRATIONS = ("temperature", "isotonic", "none")
 _HIERARCHY = ("backoff", "leaf")
 _STACKERS = ("auto", "rerank", "weighted", "mean")
+_PREDICT_CHUNK = 2048  # rows scored at once by `predict` (bounds memory on large shards and training sets)
 
 
 @dataclass
@@ -616,6 +618,26 @@ class CategoryModel(BaseEstimator):
                 np.zeros(0, dtype=object),
                 e,
                 np.zeros(0, dtype=bool),
+            )
+        if n > _PREDICT_CHUNK:
+            # bounded memory: the kNN scorers build (rows x training rows) similarity matrices and the
+            # hierarchy (rows x taxonomy nodes) scores, so a 20k-row shard is scored 2k rows at a time
+            parts = [
+                self.predict(
+                    frame.slice(start, _PREDICT_CHUNK),
+                    embedder=embedder,
+                    cache=cache,
+                    image_embedder=image_embedder,
+                    top_k=top_k,
+                    hierarchy=mode,
+                )
+                for start in range(0, n, _PREDICT_CHUNK)
+            ]
+            return Prediction(
+                **{
+                    f.name: np.concatenate([getattr(p, f.name) for p in parts], axis=0)
+                    for f in dataclasses.fields(Prediction)
+                }
             )
         probs, col_pos, node_scores = self._scored(frame, embedder, cache, image_embedder)
         rows = np.arange(n)

@@ -188,3 +188,19 @@ def test_unresolvable_labels_are_skipped_and_counted(
         CategoryModel(calibration="platt").fit(
             train, flipkart_taxonomy, embedder=minilm, cache=embedding_cache
         )
+
+
+def test_large_frames_are_scored_in_chunks_with_the_same_result(
+    trained, flipkart_split, minilm, embedding_cache, monkeypatch
+):
+    import classifiers.model as model_module
+
+    test = flipkart_split["test"]
+    whole = trained.predict(test, embedder=minilm, cache=embedding_cache, top_k=3)
+    monkeypatch.setattr(model_module, "_PREDICT_CHUNK", 7)  # memory stays bounded on a 20k-row shard
+    chunked = trained.predict(test, embedder=minilm, cache=embedding_cache, top_k=3)
+    assert len(chunked) == len(whole) == test.height
+    assert (chunked.category_ids == whole.category_ids).all()
+    assert (chunked.predicted_ids == whole.predicted_ids).all()
+    np.testing.assert_allclose(chunked.scores, whole.scores, atol=1e-12)
+    np.testing.assert_allclose(chunked.confidence, whole.confidence, atol=1e-12)
