@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/quality.py                    # all three data sets, main table + ablations
     .venv/bin/python benchmarks/quality.py --datasets amazon_uk --no-ablation
 
-Data sets (from ../shared/data): Amazon UK (titles + brand + price), Flipkart (title, description,
-brand, specifications, retail price; photos for the +images row), women's clothing (reviews only, aggregated per sku_id).
+Data sets (from ../shared/data): Amazon UK (titles + brand; price for the +price row), Flipkart (title,
+description, brand, specifications; retail price for the +price row, photos for the +images row), women's clothing (reviews only, aggregated per sku_id).
 Split: fixed seed, 60% train / 20% calibration / 20% test, stratified; classes with fewer than 3 rows
 go to train only (never tested). Both systems train on train+calibration (80%): the baseline uses it
 for CalibratedClassifierCV(LinearSVC, method="sigmoid", cv=3) (rows of classes with < 3 examples there
@@ -332,12 +332,12 @@ DATASETS = {
 
 def ablations(name: str, fields: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
     rows: list[tuple[str, dict[str, Any]]] = (
-        [("title only", {"text_fields": ("title",), "use_price": False})] if "title" in fields else []
+        [("title only", {"text_fields": ("title",)})] if "title" in fields else []
     )
     if name == "flipkart":
-        rows.append(("+ brand, description, attributes", {"text_fields": fields, "use_price": False}))
+        rows.append(("+ brand, description, attributes", {"text_fields": fields}))
     if name in ("amazon_uk", "flipkart"):
-        rows.append(("without price (all text fields)", {"text_fields": fields, "use_price": False}))
+        rows.append(("+ price (log-price per category)", {"text_fields": fields, "use_price": True}))
     if name == "womens_clothing":
         rows.append(("reviews only (all)", {"text_fields": fields}))
     rows += [

@@ -88,7 +88,7 @@ def _build_settings(
     *, state_dir: Path | None = None, embedder: str | None = None, shard_size: int | None = None,
     auto_threshold: float | None = None, target_precision: float | None = None,
     llm_base_url: str | None = None, llm_model: str | None = None, use_images: bool | None = None,
-    workers: int | None = None,
+    workers: int | None = None, use_price: bool | None = None,
 ) -> Any:
     from pydantic import ValidationError
 
@@ -97,6 +97,7 @@ def _build_settings(
     overrides: dict[str, Any] = {
         "state_dir": state_dir, "embedder": embedder, "shard_size": shard_size, "auto_threshold": auto_threshold,
         "target_precision": target_precision, "use_images": use_images, "workers": workers,
+        "use_price": use_price,
     }
     try:
         settings = load_settings(**overrides)
@@ -156,6 +157,7 @@ def train(
     spec: SpecOpt = None,
     embedder: EmbedderOpt = None,
     use_images: Annotated[bool | None, typer.Option("--use-images/--no-images", help="Learn from product photos too.")] = None,
+    use_price: Annotated[bool | None, typer.Option("--use-price/--no-price", help="Learn from the catalog's price column too (log-price per category).")] = None,
     target_precision: TargetOpt = None,
     human_labels: Annotated[bool, typer.Option("--human-labels/--no-human-labels", help="Use reviewers' decisions from the queue as labels.")] = True,
     state_dir: StateOpt = None,
@@ -165,7 +167,7 @@ def train(
 
     try:
         settings = _build_settings(state_dir=state_dir, embedder=embedder, use_images=use_images,
-                                   target_precision=target_precision)
+                                   target_precision=target_precision, use_price=use_price)
         with _progress("reading labelled catalog") as prog:
             tid = prog.add_task("read", total=_count_rows(catalog))
             summary = pipeline.train(

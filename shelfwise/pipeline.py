@@ -217,7 +217,8 @@ def train(
     embedder = make_embedder(settings.embedder)
     cache = EmbeddingCache(settings.cache_path)
     image_embedder = _image_embedder(settings)
-    model = CategoryModel(use_images=settings.use_images, random_state=0, target_precision=settings.target_precision)
+    model = CategoryModel(use_images=settings.use_images, use_price=settings.use_price, random_state=0,
+                          target_precision=settings.target_precision)
     model.fit(labelled, tax, embedder=embedder, cache=cache, image_embedder=image_embedder)
     model.save(model_dir)
     _copy_taxonomy(taxonomy_path, model_dir, taxonomy_format)

@@ -74,5 +74,5 @@ def trained(flipkart_split, flipkart_taxonomy, minilm, embedding_cache):
     """A CategoryModel trained on ~260 real Flipkart rows (title, brand, attributes), 3 folds."""
     from classifiers.model import CategoryModel
 
-    model = CategoryModel(text_fields=("title", "brand", "attributes"), cv=3, random_state=0)
+    model = CategoryModel(text_fields=("title", "brand", "attributes"), cv=3, random_state=0, use_price=True)
     return model.fit(flipkart_split["train"], flipkart_taxonomy, embedder=minilm, cache=embedding_cache)
