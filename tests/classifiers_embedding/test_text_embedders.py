@@ -62,7 +62,7 @@ def test_unknown_embedder_name_lists_valid_names() -> None:
         make_embedder("bert-huge")
     message = str(err.value)
     assert "'bert-huge'" in message and "minilm" in message and "e5-multilingual" in message
-    assert embedder_names() == ["minilm", "e5-multilingual"]
+    assert embedder_names() == ["minilm", "e5-multilingual", "minilm+e5-multilingual"]
 
 
 def test_bad_options_are_config_errors() -> None:
