@@ -182,9 +182,24 @@ def train(
     table.add_column("value", justify="right")
     for key in ("rows", "labelled", "human_labels", "quarantined"):
         table.add_row(key, str(getattr(summary, key)))
-    for key, value in summary.fit_report.items():
-        if isinstance(value, (int, float, str)):
-            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    report = summary.fit_report
+    for key in ("trained_rows", "n_classes"):
+        if key in report:
+            table.add_row({"trained_rows": "trained rows", "n_classes": "categories"}[key], str(report[key]))
+    heldout = report.get("heldout") or {}
+    shown = {
+        "leaf_accuracy": "held-out leaf accuracy",
+        "ece_uncalibrated": "held-out ECE before calibration",
+        "ece_calibrated_in_sample": "ECE after calibration (in-sample)",
+        "threshold_global": "auto-accept threshold (global)",
+        "nodes_with_own_threshold": "categories with their own threshold",
+    }
+    for key, label in shown.items():
+        value = heldout.get(key)
+        if isinstance(value, (int, float)):
+            table.add_row(label, f"{value:.3f}" if isinstance(value, float) else str(value))
+    if isinstance(report.get("stacker"), dict) and report["stacker"].get("chosen"):
+        table.add_row("stacker", str(report["stacker"]["chosen"]))
     console.print(table)
     console.print(f"model written to [bold]{summary.model_dir}[/] (taxonomy {summary.taxonomy_version}); "
                   f"quarantine: {summary.quarantine_path}")
