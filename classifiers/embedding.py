@@ -20,6 +20,7 @@ import numpy as np
 
 from classifiers._embedding_cache import CacheStats, EmbeddingCache, ImageBatch, text_key
 from classifiers._embedding_e5 import E5Embedder, E5Mode
+from classifiers._embedding_onnx import OnnxMiniLMEmbedder
 from classifiers._embedding_st import SentenceTransformerEmbedder
 from shelfwise.errors import ConfigError
 
@@ -32,6 +33,7 @@ __all__ = [
     "EmbedderName",
     "EmbeddingCache",
     "ImageBatch",
+    "OnnxMiniLMEmbedder",
     "SentenceTransformerEmbedder",
     "embedder_names",
     "make_embedder",
@@ -57,6 +59,7 @@ class EmbedderName(StrEnum):
     """Names accepted by `make_embedder` (and the `embedder` setting)."""
 
     MINILM = "minilm"
+    MINILM_INT8 = "minilm-int8"
     E5_MULTILINGUAL = "e5-multilingual"
     MINILM_E5 = "minilm+e5-multilingual"
 
@@ -90,6 +93,7 @@ class ConcatEmbedder:
 
 _REGISTRY: dict[str, Callable[..., Embedder]] = {
     EmbedderName.MINILM.value: SentenceTransformerEmbedder,
+    EmbedderName.MINILM_INT8.value: OnnxMiniLMEmbedder,
     EmbedderName.E5_MULTILINGUAL.value: E5Embedder,
 }
 
@@ -100,7 +104,7 @@ def embedder_names() -> list[str]:
 
 
 def make_embedder(name: str = "minilm", **kwargs: Any) -> Embedder:
-    """Build the embedder called `name` ("minilm" = default, "e5-multilingual", "minilm+e5-multilingual").
+    """Build the embedder called `name` ("minilm" = default, "minilm-int8", "e5-multilingual", ...).
 
     Keyword arguments go to the embedder's constructor, e.g. ``make_embedder("minilm", threads=2)`` or
     ``make_embedder("e5-multilingual", mode="query")``. ``"minilm+e5-multilingual"`` (any names joined

@@ -8,7 +8,7 @@ import pytest
 
 from classifiers import Embedder, make_embedder
 from classifiers.embedding import E5Embedder, SentenceTransformerEmbedder, embedder_names
-from shelfwise.errors import ConfigError
+from shelfwise.errors import ConfigError, ModelError
 
 
 def test_minilm_rows_are_unit_float32_and_deterministic(minilm, amazon: pl.DataFrame) -> None:
@@ -62,7 +62,7 @@ def test_unknown_embedder_name_lists_valid_names() -> None:
         make_embedder("bert-huge")
     message = str(err.value)
     assert "'bert-huge'" in message and "minilm" in message and "e5-multilingual" in message
-    assert embedder_names() == ["minilm", "e5-multilingual", "minilm+e5-multilingual"]
+    assert embedder_names() == ["minilm", "minilm-int8", "e5-multilingual", "minilm+e5-multilingual"]
 
 
 def test_bad_options_are_config_errors() -> None:
@@ -134,3 +134,30 @@ def test_embedders_pickle_as_options_for_worker_processes(e5, image_embedder) ->
     np.testing.assert_allclose(clone.encode(["garden hose 30 m"]), e5.encode(["garden hose 30 m"]), atol=1e-6)
     image_clone = pickle.loads(pickle.dumps(image_embedder))
     assert image_clone.model_id == image_embedder.model_id and len(pickle.dumps(image_embedder)) < 1000
+
+
+def test_int8_onnx_minilm_is_exported_once_and_close_to_fp32(tmp_path, minilm, amazon: pl.DataFrame) -> None:
+    """The fast embedder: exported to int8 ONNX on first use (offline), then loaded from its cache."""
+    import pickle
+
+    from classifiers.embedding import OnnxMiniLMEmbedder
+
+    fast = make_embedder("minilm-int8", cache_dir=tmp_path / "onnx")
+    assert isinstance(fast, OnnxMiniLMEmbedder) and fast.onnx_path.is_file()
+    assert fast.model_id.startswith("onnx-int8:all-MiniLM-L6-v2:") and fast.model_id != minilm.model_id
+    titles = amazon["title"].drop_nulls().head(300).to_list()
+    got = fast.encode(titles)
+    assert got.shape == (300, 384) and got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    cos = (got * minilm.encode(titles)).sum(axis=1)
+    assert cos.mean() > 0.93 and cos.min() > 0.8, (cos.mean(), cos.min())
+    # a text's vector does not depend on what else is encoded with it
+    np.testing.assert_allclose(fast.encode(titles[::-1], batch_size=7)[::-1], got, atol=1e-6)
+    # a second embedder (or a worker process) reuses the exported file
+    stamp = fast.onnx_path.stat().st_mtime_ns
+    again = pickle.loads(pickle.dumps(fast))
+    assert again.onnx_path == fast.onnx_path and fast.onnx_path.stat().st_mtime_ns == stamp
+    # a corrupt cache file names itself and the fix
+    fast.onnx_path.write_bytes(b"not onnx")
+    with pytest.raises(ModelError, match="delete it"):
+        make_embedder("minilm-int8", cache_dir=tmp_path / "onnx")
