@@ -223,3 +223,13 @@ def test_queue_list_pages_through_many_items(client: TestClient, env: Env, share
     assert 'href="/queues?queue=low_confidence&amp;status=open&amp;page=2"' in first
     second = client.get("/queues", params={"queue": "low_confidence", "page": 2}).text
     assert "showing 51–63" in second and second.count('<a href="/items/') == 13
+
+
+def test_an_item_closed_by_a_later_run_says_so_and_offers_no_decision(client: TestClient, env: Env) -> None:
+    sku, item_id = next(iter(env.item_ids.items()))
+    store = QueueStore(env.db_url)
+    assert store.supersede([sku], run_id="run-night-2") == {store.get_item(item_id).queue: 1}
+    login(client, "alice")
+    page = client.get(f"/items/{item_id}").text
+    assert "Closed by nightly run run-night-2" in page and "No longer needs review" in page
+    assert "Decided by None" not in page and 'id="decision-form"' not in page
