@@ -20,6 +20,7 @@ from classifiers.estimators import (
     KeyPriorClassifier,
     LogPriceClassifier,
     TextLinearClassifier,
+    usable_prices,
 )
 
 __all__ = ["SCORER_NAMES", "Bank", "BankData", "fit_bank", "score_bank"]
@@ -104,7 +105,7 @@ def fit_bank(
         bank.knn_sem = CosineKNNClassifier(n_neighbors=k_neighbors, temperature=0.05).fit(data.emb, y)
     if any(data.brand):
         bank.brand = KeyPriorClassifier(strength=2.0).fit(data.brand, y)
-    if data.price is not None and (np.isfinite(data.price) & (data.price > 0)).sum() >= 2:
+    if data.price is not None and usable_prices(data.price).sum() >= 2:
         bank.price = LogPriceClassifier(strength=5.0).fit(data.price, y)
     if data.img is not None and data.img_ok is not None and data.img_ok.sum() >= 2:
         ok = data.img_ok
@@ -143,10 +144,10 @@ def score_bank(bank: Bank, data: BankData) -> dict[str, np.ndarray]:
         logp[~has] = 0.0  # no information: flat
         out["brand"] = _full(logp, bank.brand.classes_, k, np.log(1e-4))
         out["brand"][~has] = 0.0
-    if getattr(bank, "price", None) is not None:  # models saved before the price scorer lack it
-        assert bank.price is not None
+    price_model = getattr(bank, "price", None)  # models saved before the price scorer lack it
+    if price_model is not None:
         prices = data.price if data.price is not None else np.full(n, np.nan)
-        out["price"] = _full(bank.price.log_likelihood(prices), bank.price.classes_, k, 0.0)
+        out["price"] = _full(price_model.log_likelihood(prices), price_model.classes_, k, 0.0)
     if bank.img is not None and data.img is not None and data.img_ok is not None:
         logp = np.zeros((n, k))
         ok = data.img_ok

@@ -25,7 +25,13 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["CosineKNNClassifier", "KeyPriorClassifier", "LogPriceClassifier", "TextLinearClassifier"]
+__all__ = [
+    "CosineKNNClassifier",
+    "KeyPriorClassifier",
+    "LogPriceClassifier",
+    "TextLinearClassifier",
+    "usable_prices",
+]
 
 
 class CosineKNNClassifier(ClassifierMixin, BaseEstimator):
@@ -188,13 +194,7 @@ class KeyPriorClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Sequence[str], y: Any) -> KeyPriorClassifier:
         keys = _as_texts(X)
-        y = np.asarray(y)
-        if len(keys) != len(y):
-            raise ValueError(f"X has {len(keys)} keys but y has {len(y)} labels")
-        if not self.strength > 0:
-            raise ValueError(f"strength must be > 0, got {self.strength!r}")
-        check_classification_targets(y)
-        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        self.classes_, y_idx = _labels(y, len(keys), "keys", self.strength)
         k = len(self.classes_)
         prior = np.bincount(y_idx, minlength=k).astype(np.float64) + 1.0
         self.prior_ = prior / prior.sum()
@@ -233,15 +233,9 @@ class LogPriceClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> LogPriceClassifier:
         price = np.asarray(X, dtype=np.float64).ravel()
-        y = np.asarray(y)
-        if len(price) != len(y):
-            raise ValueError(f"X has {len(price)} prices but y has {len(y)} labels")
-        if not self.strength > 0:
-            raise ValueError(f"strength must be > 0, got {self.strength!r}")
-        check_classification_targets(y)
-        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        self.classes_, y_idx = _labels(y, len(price), "prices", self.strength)
         k = len(self.classes_)
-        ok = np.isfinite(price) & (price > 0)
+        ok = usable_prices(price)
         lp = np.log(price[ok]) if ok.any() else np.zeros(1)
         self.global_mean_ = float(lp.mean())
         self.global_var_ = float(max(lp.var(), 1e-2))
@@ -258,13 +252,30 @@ class LogPriceClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "mean_")
         price = np.asarray(X, dtype=np.float64).ravel()
         out = np.zeros((len(price), len(self.classes_)))
-        ok = np.isfinite(price) & (price > 0)
+        ok = usable_prices(price)
         if ok.any():
             lp = np.log(price[ok])[:, None]
             dens = -0.5 * (np.log(self.var_) + (lp - self.mean_) ** 2 / self.var_)
             base = -0.5 * (np.log(self.global_var_) + (lp - self.global_mean_) ** 2 / self.global_var_)
             out[ok] = dens - base
         return out
+
+
+def usable_prices(price: np.ndarray) -> np.ndarray:
+    """Mask of prices the price scorer can use: present (not NaN), finite and positive."""
+    return np.asarray(np.isfinite(price) & (price > 0))
+
+
+def _labels(y: Any, n_x: int, what: str, strength: float) -> tuple[np.ndarray, np.ndarray]:
+    """Checks shared by the prior-style estimators' ``fit``; returns ``(classes_, y as class indices)``."""
+    y = np.asarray(y)
+    if n_x != len(y):
+        raise ValueError(f"X has {n_x} {what} but y has {len(y)} labels")
+    if not strength > 0:
+        raise ValueError(f"strength must be > 0, got {strength!r}")
+    check_classification_targets(y)
+    classes, y_idx = np.unique(y, return_inverse=True)
+    return classes, y_idx
 
 
 def _as_texts(X: Any) -> list[str]:

@@ -397,9 +397,10 @@ def _what_if(sec: Section, audit: pl.DataFrame, predictions: pl.DataFrame, table
     table = what_if_table(audit, predictions)
     if table.is_empty():
         return
-    tables["what_if_threshold"] = table.drop("_lo")
+    shown = table.drop("_lo")
+    tables["what_if_threshold"] = shown
     sec.tables.append(Table("What if auto-accept required a higher confidence? (estimated from audit answers)",
-                            _fmt_frame(table.drop("_lo").with_columns(pl.col("min confidence").round(3)),
+                            _fmt_frame(shown.with_columns(pl.col("min confidence").round(3)),
                                        pct_cols=("estimated precision", "coverage"))))
     reach = table.filter(pl.col("_lo") >= target)
     if reach.is_empty():
