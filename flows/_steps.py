@@ -11,6 +11,7 @@ from typing import Any
 import polars as pl
 
 from shelfwise import pipeline
+from shelfwise._stage import _utcnow
 from shelfwise.pipeline import Resources, RunStats
 from shelfwise.settings import Settings, load_settings
 
@@ -44,7 +45,7 @@ def start_run(params: dict[str, Any]) -> tuple[str, Path, str]:
     run_id = pipeline.new_run_id()
     run_dir = settings.runs_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_id, run_dir, pipeline._utcnow()
+    return run_id, run_dir, _utcnow()
 
 
 def prepare_resources(params: dict[str, Any]) -> Resources:
