@@ -31,9 +31,27 @@ def repo_root() -> Path:
     return REPO
 
 
+REAL_DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The small real excerpt bundled in tests/data/, laid out like ../shared/data (always present).
+
+    catalogs/, taxonomies/ and images/flipkart/ hold the same file names as the shared folder; what is
+    whole and what is cut is listed in tests/data/SOURCES.md.
+    """
+    if not (REAL_DATA / "catalogs" / "flipkart.parquet").is_file():
+        pytest.fail(f"the bundled test data {REAL_DATA} is missing (rebuild: python tests/data/make_excerpt.py)")
+    return REAL_DATA
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real shared data folder (../shared/data). Required in CI; skipped in a user's clone without it."""
+    """The full shared data folder (../shared/data), for the few tests the excerpt cannot serve.
+
+    Required in CI; skipped in a user's clone without it (the skip is listed in the summary, -ra).
+    """
     if not SHARED.is_dir():
         if os.environ.get("CI"):
             pytest.fail(f"shared data folder {SHARED} is missing; CI needs it (set SHELFWISE_SHARED_DATA)")
