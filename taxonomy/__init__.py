@@ -12,22 +12,30 @@ Imports nothing of shelfwise except :mod:`shelfwise.errors`.
 
 from __future__ import annotations
 
+from ._diff import TaxonomyDiff, diff_taxonomies
 from ._errors import Problem, TaxonomyValidationError, UnknownNodeError
 from ._loaders import TaxonomyFormat, detect_format, load_taxonomy
+from ._mapping import ExportStatus, TaxonomyMapping, export_targets, load_mapping
 from ._text import normalise_path, path_id, split_path
 from ._tree import Node, Taxonomy
 from .search import SearchHit, TaxonomyIndex
 
 __all__ = [
+    "ExportStatus",
     "Node",
     "Problem",
     "SearchHit",
     "Taxonomy",
+    "TaxonomyDiff",
     "TaxonomyFormat",
     "TaxonomyIndex",
+    "TaxonomyMapping",
     "TaxonomyValidationError",
     "UnknownNodeError",
     "detect_format",
+    "diff_taxonomies",
+    "export_targets",
+    "load_mapping",
     "load_taxonomy",
     "normalise_path",
     "path_id",
