@@ -52,7 +52,10 @@ def load_model_taxonomy(model_dir: Path) -> Any:
             f"train a model first: shelfwise train --taxonomy T --catalog LABELLED --model-dir {model_dir}"
         )
     meta = json.loads(meta_path.read_text())
-    return load_taxonomy(model_dir / MODEL_TAXONOMY_DIR / meta["file"], format=meta.get("format"))
+    tax = load_taxonomy(model_dir / MODEL_TAXONOMY_DIR / meta["file"], format=meta.get("format"))
+    from shelfwise._migrate import with_aliases
+
+    return with_aliases(model_dir / MODEL_TAXONOMY_DIR, tax)  # OLD paths after a taxonomy migration
 
 
 def train(
@@ -68,8 +71,12 @@ def train(
     taxonomy_format: str | None = None,
     use_human_labels: bool = True,
     progress: Callable[[int], None] | None = None,
+    relabel: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
 ) -> TrainSummary:
-    """Train a model on a labelled catalog (plus human decisions from the queue) into ``model_dir``."""
+    """Train a model on a labelled catalog (plus human decisions from the queue) into ``model_dir``.
+
+    ``relabel`` rewrites the catalog's labels first (a taxonomy migration maps OLD paths to NEW ones).
+    """
     from classifiers import EmbeddingCache, make_embedder
     from classifiers.model import CategoryModel
     from shelfwise.catalog import Quarantine
@@ -93,6 +100,8 @@ def train(
     if not frames:
         raise ConfigError(f"catalog {catalog}: no usable rows to train on (see {qpath})")
     frame = pl.concat(frames, how="vertical_relaxed")
+    if relabel is not None:
+        frame = relabel(frame)
     human = 0
     if use_human_labels:
         frame, human = _apply_human_labels(frame, settings)

@@ -79,6 +79,14 @@ AutoOpt = Annotated[
     float | None,
     typer.Option("--auto-threshold", help="Fixed confidence for auto-accept (default: per-node thresholds tuned at training)."),
 ]
+ExportTaxOpt = Annotated[
+    Path | None,
+    typer.Option("--export-taxonomy", help="Also give each prediction a category of this taxonomy (with --export-mapping)."),
+]
+ExportMapOpt = Annotated[
+    Path | None,
+    typer.Option("--export-mapping", help="CSV mapping the model's categories to --export-taxonomy (ids or full paths)."),
+]
 TargetOpt = Annotated[
     float | None, typer.Option("--target-precision", help="Precision the auto-accept thresholds are tuned for (default 0.95).")
 ]
@@ -221,11 +229,14 @@ def classify(
     shard_size: ShardOpt = None,
     enqueue: Annotated[bool, typer.Option("--enqueue/--no-enqueue", help="Write review/suspect items to the verification queue.")] = True,
     state_dir: StateOpt = None,
+    export_taxonomy: ExportTaxOpt = None,
+    export_mapping: ExportMapOpt = None,
 ) -> None:
     """Classify a catalog with a trained model: predictions Parquet, routes, queue items, summary."""
-    from shelfwise import pipeline
+    from shelfwise import _export, pipeline
 
     try:
+        _export.check_export_flags(export_taxonomy, export_mapping)
         settings = _build_settings(state_dir=state_dir, shard_size=shard_size, auto_threshold=auto_threshold,
                                    llm_base_url=llm_base_url, llm_model=llm_model)
         with _progress("classifying") as prog:
@@ -235,6 +246,7 @@ def classify(
                 images_root=images_root, spec=spec, mapping=mapping, enqueue=enqueue,
                 progress=lambda n: prog.advance(tid, n),
             )
+        _export.export_after_run(summary, export_taxonomy, export_mapping)
     except ShelfwiseError as exc:
         _fail(exc)
     _print_summary(summary)
@@ -260,6 +272,10 @@ def run(
     shard_size: ShardOpt = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Shards classified in parallel (default 2).")] = None,
     state_dir: StateOpt = None,
+    taxonomy_mapping: Annotated[Path | None, typer.Option("--taxonomy-mapping", help="CSV OLD -> NEW for the night "
+                                "--taxonomy differs from the model's: renamed, merged, split nodes (docs/taxonomy-evolution.md).")] = None,
+    export_taxonomy: ExportTaxOpt = None,
+    export_mapping: ExportMapOpt = None,
 ) -> None:
     """Run the nightly reclassification flow (Prefect, offline temporary server): train if needed, classify,
     route, write predictions, fill the review queues and write the governance report."""
@@ -274,6 +290,15 @@ def run(
         settings = _build_settings(state_dir=state_dir, shard_size=shard_size, auto_threshold=auto_threshold,
                                    llm_base_url=llm_base_url, llm_model=llm_model, workers=workers)
         overrides = _overrides(settings)
+        from shelfwise import _export, _migrate
+
+        _export.check_export_flags(export_taxonomy, export_mapping)
+        # a --taxonomy other than the model's: migrate, retrain (docs/taxonomy-evolution.md)
+        migration = _migrate.migrate_if_needed(
+            model_dir=model_dir or settings.default_model_dir or settings.state_dir / "models" / "default",
+            taxonomy=taxonomy, taxonomy_mapping=taxonomy_mapping, labelled=labelled, settings=settings,
+            reviews=reviews, images_root=images_root, spec=spec, mapping=mapping,
+        )
         from flows.nightly import nightly_reclassification
 
         summary = nightly_reclassification(
@@ -281,6 +306,8 @@ def run(
             reviews=_s(reviews), images_root=_s(images_root), spec=_s(spec), mapping=mapping, out=_s(out),
             retrain=retrain, settings_overrides=overrides,
         )
+        _migrate.after_run(summary, settings, migration)
+        _export.export_after_run(summary, export_taxonomy, export_mapping)
     except ShelfwiseError as exc:
         _fail(exc)
     _print_summary(summary)
@@ -398,6 +425,15 @@ def _mount_review() -> None:
 
 
 _mount_review()
+
+
+def _mount_taxonomy() -> None:
+    from shelfwise._taxonomy_cli import taxonomy_app
+
+    app.add_typer(taxonomy_app, name="taxonomy", help="Taxonomy tools: diff two versions (docs/taxonomy-evolution.md).")
+
+
+_mount_taxonomy()
 
 
 def main() -> None:  # pragma: no cover

@@ -16,6 +16,7 @@ from shelfwise.reports._history import history_row, read_history, upsert_history
 from shelfwise.reports._model import Card, GovernanceReport, age, ci, money, num, pct, plural
 from shelfwise.reports._render import render_html, render_markdown
 from shelfwise.reports._sources import load_inputs
+from shelfwise.reports._taxonomy_change import taxonomy_change
 from shelfwise.settings import Settings
 
 
@@ -88,6 +89,9 @@ def build_report(run_id: str, settings: Settings, *, render_charts: bool = True,
             sections.drift(inp, figs, tables),
             sections.reviewers(inp, figs, tables, now=now),
         ]
+    change = taxonomy_change(inp.summary, figs, tables)  # only on the night the taxonomy changed
+    if change is not None:
+        secs.insert(0, change)
     return GovernanceReport(
         run_id=inp.run_id, generated_at=now.isoformat(timespec="seconds"), headline=headline(figs), figures=figs,
         cards=cards(figs), sections=secs, tables=tables, summary=inp.summary,

@@ -1,0 +1,353 @@
+"""The night the taxonomy changes: carry labels, decisions and review items from OLD to NEW.
+
+``shelfwise run --taxonomy NEW [--taxonomy-mapping MAP.csv]`` with a model trained on another taxonomy
+version (the fingerprints differ) runs :func:`migrate_if_needed` before anything is classified:
+
+1. diff OLD (the model's copy) and NEW by id, with the mapping file for removed nodes (``taxonomy``);
+2. reviewers' labels follow their node (same id, or the mapping's target); a label whose node vanished
+   without a target is taken out of ``human_labels`` (the append-only decision log keeps it) and its SKU
+   goes to review with reason ``taxonomy_changed``;
+3. open review items suggested in OLD: an untouched item whose suggestion vanished is superseded, the
+   others get their suggestion (and candidates) moved to NEW;
+4. the model is retrained on NEW with the labelled catalog's categories translated the same way;
+5. tonight's catalog categories are translated before routing (a renamed node is not "suspect"); SKUs
+   whose current category vanished without a target go to review (``taxonomy_changed``);
+6. the run summary gets a ``taxonomy_change`` block, the governance report a "Taxonomy change" section.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from shelfwise.errors import ConfigError
+
+if TYPE_CHECKING:
+    from shelfwise.settings import Settings
+
+__all__ = ["TAXONOMY_CHANGED", "Migration", "after_run", "migrate_if_needed", "migrate_store", "with_aliases",
+           "write_aliases"]
+
+TAXONOMY_CHANGED = "taxonomy_changed"
+_LABEL_KINDS = ("accept", "choose")
+
+
+class Migration:
+    """One OLD -> NEW migration: path translation (cached), counters, and what the store migration did."""
+
+    def __init__(self, diff: Any) -> None:
+        self.diff = diff
+        self.old = diff.old
+        self.new = diff.new
+        self.orphan_skus: frozenset[str] = frozenset()
+        self.store: dict[str, Any] = {}
+        self.training: Counter[str] = Counter()
+        self.catalog: Counter[str] = Counter()
+        self.lost_reasons: Counter[str] = Counter()
+        self._cache: dict[str, tuple[str | None, str]] = {}
+        self.moved_paths = frozenset(
+            diff.new.get(t).path for n in diff.old if (t := diff.target(n.id)) is not None
+            and diff.new.get(t).path != n.path
+        )
+
+    def why_lost(self, old_id: str) -> str:
+        mapping_file = self.diff.mapping_file
+        if mapping_file is None:
+            return "node removed, no --taxonomy-mapping given"
+        return "node removed, the mapping file leaves it without a target"
+
+    def translate(self, path: str | None) -> tuple[str | None, str]:
+        """An OLD (or already NEW) category path -> ``(NEW path, status)``; status is ``same``, ``remapped``,
+        ``lost`` (its node vanished without a target: the path is ``None``) or ``unknown`` (in neither)."""
+        if path is None:
+            return None, "none"
+        hit = self._cache.get(path)
+        if hit is not None:
+            return hit
+        node = self.old.find_path(path)
+        if node is not None:
+            target = self.diff.target(node.id)
+            if target is None:
+                hit = (None, "lost")
+            else:
+                new_path = self.new.get(target).path
+                hit = (new_path, "same" if new_path == node.path else "remapped")
+        else:
+            known = self.new.find_path(path)
+            hit = (known.path, "same") if known is not None else (path, "unknown")
+        self._cache[path] = hit
+        return hit
+
+    def relabel(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Training rows: OLD categories -> NEW; a category that vanished without a target becomes null."""
+        out = []
+        for p in frame.get_column("category_path").to_list():
+            new_path, status = self.translate(p)
+            if p is not None:
+                self.training[status] += 1
+                if status == "lost":
+                    node = self.old.find_path(p)
+                    self.lost_reasons["training label: " + self.why_lost(node.id if node else "")] += 1
+            out.append(new_path)
+        return frame.with_columns(pl.Series("category_path", out, dtype=pl.String))
+
+    def summary(self) -> dict[str, Any]:
+        d = self.diff
+        return {
+            "from": {"source": self.old.source, "version": self.old.version, "nodes": len(self.old)},
+            "to": {"source": self.new.source, "version": self.new.version, "nodes": len(self.new)},
+            "mapping": d.mapping_file,
+            "counts": d.counts(),
+            "skus": dict(self.catalog),
+            "training_labels": dict(self.training),
+            "reviewer_labels": self.store.get("labels", {}),
+            "review_items": self.store.get("items", {}),
+            "labels_lost": dict(self.lost_reasons),
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# Before the run: detect, migrate the store, retrain
+# --------------------------------------------------------------------------------------------------
+def migrate_if_needed(
+    *,
+    model_dir: str | Path,
+    taxonomy: str | Path | None,
+    taxonomy_mapping: str | Path | None,
+    labelled: str | Path | None,
+    settings: Settings,
+    run_label: str = "taxonomy-migration",
+    **train_kwargs: Any,
+) -> Migration | None:
+    """Migrate and retrain when ``taxonomy`` differs from the model's own copy; ``None`` when it does not."""
+    from shelfwise._train import MODEL_TAXONOMY_DIR, _queue_store, load_model_taxonomy, train
+    from taxonomy import diff_taxonomies, load_mapping, load_taxonomy
+
+    model_dir = Path(model_dir)
+    if taxonomy is None or not (model_dir / MODEL_TAXONOMY_DIR).exists():
+        if taxonomy_mapping is not None and taxonomy is None:
+            raise ConfigError("--taxonomy-mapping needs --taxonomy NEW (the taxonomy the mapping leads to)")
+        return None
+    old = load_model_taxonomy(model_dir)
+    new = load_taxonomy(taxonomy)
+    if old.version == new.version:
+        return None
+    if labelled is None:
+        raise ConfigError(
+            f"taxonomy {taxonomy} ({new.version}) differs from the one model {model_dir} was trained on "
+            f"({old.version}); the migration retrains on it: pass --labelled LABELLED (and --taxonomy-mapping "
+            "MAP.csv for renamed, merged or split nodes)"
+        )
+    mapping = load_mapping(taxonomy_mapping, old, new) if taxonomy_mapping is not None else None
+    migration = Migration(diff_taxonomies(old, new, mapping=mapping))
+    store = _queue_store(settings, create=False)
+    if store is not None:
+        try:
+            migration.store, lost = migrate_store(store, migration, run_label=run_label)
+        finally:
+            store.close()
+        migration.orphan_skus = frozenset(lost)
+    train(taxonomy_path=taxonomy, catalog=labelled, model_dir=model_dir, settings=settings,
+          relabel=migration.relabel, **train_kwargs)
+    write_aliases(model_dir / MODEL_TAXONOMY_DIR, migration)
+    return migration
+
+
+def migrate_store(store: Any, migration: Migration, *, run_label: str) -> tuple[dict[str, Any], list[str]]:
+    """Move reviewers' labels and open review items to NEW. Returns the counts and the SKUs whose label was lost."""
+    import sqlalchemy as sa
+
+    from verification.models import OPEN_STATUSES, HumanLabel, ReviewItem
+
+    labels_t, items_t = HumanLabel.__table__, ReviewItem.__table__
+    d = migration.diff
+    lab: Counter[str] = Counter()
+    lost: list[str] = []
+    with store.engine.begin() as conn:
+        rows = conn.execute(sa.select(labels_t.c.sku_id, labels_t.c.category_id, labels_t.c.category_path)
+                            .where(labels_t.c.kind.in_(_LABEL_KINDS))).all()
+        for sku, cid, cpath in rows:
+            new_id, status = _follow(migration, cid, cpath)
+            lab[status] += 1
+            if status == "lost":
+                lost.append(sku)
+                migration.lost_reasons["reviewer label: " + migration.why_lost(cid or "")] += 1
+                conn.execute(sa.delete(labels_t).where(labels_t.c.sku_id == sku))
+            elif status == "remapped" and new_id is not None:
+                conn.execute(sa.update(labels_t).where(labels_t.c.sku_id == sku)
+                             .values(category_id=new_id, category_path=d.new.get(new_id).path))
+        items = conn.execute(sa.select(items_t.c.id, items_t.c.sku_id, items_t.c.status, items_t.c.reviews_done,
+                                       items_t.c.suggested_category_id, items_t.c.suggested_category_path,
+                                       items_t.c.candidates)
+                             .where(items_t.c.status.in_(OPEN_STATUSES))).all()
+    it: Counter[str] = Counter()
+    stale: list[str] = []
+    with store.engine.begin() as conn:
+        for item_id, sku, status, done, sid, spath, cands in items:
+            new_id, st = _follow(migration, sid, spath)
+            if st == "lost":
+                if status == "open" and not done:
+                    stale.append(sku)
+                else:
+                    it["kept_in_progress"] += 1
+                continue
+            if st != "remapped" or new_id is None:
+                it["unchanged"] += 1
+                continue
+            moved = []
+            for c in cands or []:
+                cid, _ = _follow(migration, c.get("category_id"), c.get("category_path"))
+                if cid is not None:
+                    moved.append({**c, "category_id": cid, "category_path": d.new.get(cid).path})
+            conn.execute(sa.update(items_t).where(items_t.c.id == item_id).values(
+                suggested_category_id=new_id, suggested_category_path=d.new.get(new_id).path, candidates=moved))
+            it["remapped"] += 1
+    if stale:
+        it["superseded"] = sum(store.supersede(stale, run_id=run_label).values())
+    return {"labels": dict(lab), "items": dict(it)}, lost
+
+
+def _follow(migration: Migration, node_id: str | None, path: str | None) -> tuple[str | None, str]:
+    """Where a stored (id, path) goes: ``(new id, same|remapped|lost|unknown)``."""
+    d = migration.diff
+    if node_id and node_id in d.old:
+        target = d.target(node_id)
+        if target is None:
+            return None, "lost"
+        same = target == node_id and d.new.get(target).path == d.old.get(node_id).path
+        return target, "same" if same else "remapped"
+    if node_id and node_id in d.new:
+        return node_id, "same"
+    if path:
+        node = d.old.find_path(path)
+        if node is not None:
+            return _follow(migration, node.id, None)
+        known = d.new.find_path(path)
+        if known is not None:
+            return known.id, "remapped"
+    return None, "unknown"
+
+
+# --------------------------------------------------------------------------------------------------
+# During the run: the model's taxonomy also answers to the OLD paths (catalog categories translate)
+# --------------------------------------------------------------------------------------------------
+ALIASES_FILE = "aliases.json"
+
+
+def write_aliases(folder: Path, migration: Migration) -> int:
+    """Record, for the model's taxonomy, the OLD paths each NEW node answers to (renamed, moved, merged)."""
+    pairs = []
+    for node in migration.old:
+        target = migration.diff.target(node.id)
+        if target is not None and migration.new.get(target).path != node.path:
+            pairs.append([target, node.path])
+    path = folder / ALIASES_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"taxonomy_version": migration.new.version, "aliases": pairs}, ensure_ascii=False))
+    os.replace(tmp, path)
+    return len(pairs)
+
+
+def with_aliases(folder: Path, tax: Any) -> Any:
+    """``tax`` that also finds the OLD paths of its nodes (``find_path``), if ``folder`` has an aliases file
+    written for this very taxonomy version; ``tax`` unchanged otherwise."""
+    from taxonomy import Node, Taxonomy
+
+    path = folder / ALIASES_FILE
+    if not path.exists():
+        return tax
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("taxonomy_version") != tax.version:
+        return tax
+    layers: list[list[Node]] = []
+    seen: Counter[str] = Counter()
+    for node_id, old_path in data.get("aliases", []):
+        if node_id not in tax:
+            continue
+        k = seen[node_id]
+        seen[node_id] += 1
+        if k == len(layers):
+            layers.append([])
+        layers[k].append(Node(node_id, old_path.rpartition(" > ")[2], None, old_path, 1, True))
+    for k, nodes in enumerate(layers):
+        tax = tax.with_names(Taxonomy(nodes, source=f"{path} (aliases {k + 1})"), lang=f"x-old{k + 1}")
+    return tax
+
+
+# --------------------------------------------------------------------------------------------------
+# After the run: orphans to review, the taxonomy_change block, the report again
+# --------------------------------------------------------------------------------------------------
+def _get(summary: Any, key: str) -> Any:
+    return summary[key] if isinstance(summary, dict) else getattr(summary, key)
+
+
+def after_run(summary: Any, settings: Settings, migration: Migration | None) -> dict[str, Any] | None:
+    """Route SKUs whose category vanished to review (``taxonomy_changed``), count what moved, and add the
+    ``taxonomy_change`` block to the run's summary.json (and its report). ``None`` without a migration."""
+    if migration is None:
+        return None
+    from shelfwise._train import _queue_store
+
+    run_id = str(_get(summary, "run_id"))
+    run_dir = settings.runs_dir / run_id
+    pred_path = Path(str(_get(summary, "predictions_path")))
+    preds = pl.read_parquet(pred_path)
+    current = preds.get_column("current_category_path").to_list()
+    skus = preds.get_column("sku_id").to_list()
+    sources = preds.get_column("source").to_list() if "source" in preds.columns else [None] * preds.height
+    routes, queues, reasons = (preds.get_column(c).to_list() for c in ("route", "queue", "reason"))
+    counts: Counter[str] = Counter()
+    orphan_rows: list[int] = []
+    for i, path in enumerate(current):
+        new_path, status = migration.translate(path)
+        if path is not None:
+            counts[status] += 1
+        # an alias already turned a renamed category into its NEW path: count it as moved
+        if status == "same" and path is not None and migration.old.find_path(path) is None and \
+                migration.new.find_path(path) is not None and path in migration.moved_paths:
+            counts["remapped"] += 1
+        if status == "remapped":
+            current[i] = new_path
+        if (status == "lost" or skus[i] in migration.orphan_skus) and sources[i] != "human":
+            routes[i], queues[i], reasons[i] = "review", "low_confidence", TAXONOMY_CHANGED
+            orphan_rows.append(i)
+    counts["routed_to_review"] = len(orphan_rows)
+    migration.catalog.update(counts)
+    preds = preds.with_columns(
+        pl.Series("route", routes, dtype=pl.String), pl.Series("queue", queues, dtype=pl.String),
+        pl.Series("reason", reasons, dtype=pl.String), pl.Series("current_category_path", current, dtype=pl.String),
+    )
+    tmp = pred_path.with_name(f".{pred_path.name}.migrate.tmp")
+    preds.write_parquet(tmp)
+    os.replace(tmp, pred_path)
+    if orphan_rows:
+        store = _queue_store(settings)
+        try:
+            rows = preds[orphan_rows].with_columns(pl.lit(1.0).alias("priority"))
+            store.enqueue(rows, run_id=run_id)
+        finally:
+            store.close()
+    block = migration.summary()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    diff_path = run_dir / "taxonomy_diff.json"
+    diff_path.write_text(migration.diff.to_json(), encoding="utf-8")
+    block["diff_path"] = str(diff_path)
+    path = run_dir / "summary.json"
+    if path.exists():
+        data = json.loads(path.read_text())
+        data["taxonomy_change"] = block
+        tmp_s = path.with_suffix(".json.tmp")
+        tmp_s.write_text(json.dumps(data, indent=2, default=str))
+        os.replace(tmp_s, path)
+        try:
+            from shelfwise.reports import write_report
+
+            write_report(run_id, settings=settings)
+        except Exception as exc:  # the report must not undo the night's work
+            block["report_error"] = str(exc)
+    return block
