@@ -50,6 +50,7 @@ class Migration:
         self.catalog: Counter[str] = Counter()
         self.lost_reasons: Counter[str] = Counter()
         self._cache: dict[str, tuple[str | None, str]] = {}
+        self.catalog_params: dict[str, Any] = {}  # reviews, images_root, spec, mapping of tonight's catalog
         self.moved_paths = frozenset(
             diff.new.get(t).path for n in diff.old if (t := diff.target(n.id)) is not None
             and diff.new.get(t).path != n.path
@@ -145,6 +146,7 @@ def migrate_if_needed(
         )
     mapping = load_mapping(taxonomy_mapping, old, new) if taxonomy_mapping is not None else None
     migration = Migration(diff_taxonomies(old, new, mapping=mapping))
+    migration.catalog_params = {k: train_kwargs.get(k) for k in ("reviews", "images_root", "spec", "mapping")}
     store = _queue_store(settings, create=False)
     if store is not None:
         try:
@@ -286,6 +288,34 @@ def _get(summary: Any, key: str) -> Any:
     return summary[key] if isinstance(summary, dict) else getattr(summary, key)
 
 
+def _with_products(rows: pl.DataFrame, summary: Any, settings: Settings, migration: Migration) -> pl.DataFrame:
+    """The orphans' product columns (description, brand, image, reviews) read again from tonight's catalog, so
+    their review items show the product; only the title when the catalog cannot be read this way."""
+    import tempfile
+
+    from shelfwise.catalog import Quarantine
+    from shelfwise.pipeline import PRODUCT_COLUMNS, iter_shards
+
+    wanted = set(rows.get_column("sku_id").to_list())
+    found: list[pl.DataFrame] = []
+    try:
+        params = migration.catalog_params
+        with tempfile.TemporaryDirectory() as tmp:
+            quarantine = Quarantine(Path(tmp) / "q.jsonl")
+            for shard in iter_shards(str(_get(summary, "catalog")), settings=settings, taxonomy=migration.new,
+                                     quarantine=quarantine, **params):
+                hit = shard.filter(pl.col("sku_id").is_in(list(wanted)))
+                if hit.height:
+                    found.append(hit.select("sku_id", *[c for c in PRODUCT_COLUMNS if c in hit.columns
+                                                        and c not in rows.columns]))
+            quarantine.close()
+    except Exception:  # the queue item still has the title and the suggestion
+        return rows
+    if not found:
+        return rows
+    return rows.join(pl.concat(found, how="diagonal_relaxed"), on="sku_id", how="left")
+
+
 def after_run(summary: Any, settings: Settings, migration: Migration | None) -> dict[str, Any] | None:
     """Route SKUs whose category vanished to review (``taxonomy_changed``), count what moved, and add the
     ``taxonomy_change`` block to the run's summary.json (and its report). ``None`` without a migration."""
@@ -326,10 +356,10 @@ def after_run(summary: Any, settings: Settings, migration: Migration | None) -> 
     preds.write_parquet(tmp)
     os.replace(tmp, pred_path)
     if orphan_rows:
+        rows = _with_products(preds[orphan_rows], summary, settings, migration)
         store = _queue_store(settings)
         try:
-            rows = preds[orphan_rows].with_columns(pl.lit(1.0).alias("priority"))
-            store.enqueue(rows, run_id=run_id)
+            store.enqueue(rows.with_columns(pl.lit(1.0).alias("priority")), run_id=run_id)
         finally:
             store.close()
     block = migration.summary()
