@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     )
     from verification._types import DecisionResult, EnqueueResult, ItemFilter, ItemView, User
     from verification.models import DecisionKind, ItemStatus, Queue, Role
-    from verification.store import QueueStore, default_queue_url
+    from verification.store import QueueStore, RemapResult, default_queue_url
 
 __all__ = [
     "DecisionKind",
@@ -34,6 +34,7 @@ __all__ = [
     "Queue",
     "QueueStore",
     "QueueStoreError",
+    "RemapResult",
     "Role",
     "User",
     "default_queue_url",
@@ -54,6 +55,7 @@ _HOME = {
     "Queue": "verification.models",
     "Role": "verification.models",
     "QueueStore": "verification.store",
+    "RemapResult": "verification.store",
     "default_queue_url": "verification.store",
 }
 

@@ -1,0 +1,445 @@
+"""Leases (claim, renew, release) and the decision state machine, with the one decision-log row builder."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from verification._db import utcnow
+from verification._errors import InvalidDecisionError, ItemConflictError, ItemNotFoundError
+from verification._store_core import DECISIONS, ITEMS, LABELS, RowLike, StoreCore, to_kind, view
+from verification._types import DecisionResult, ItemFilter, ItemView
+from verification.models import DecisionKind, DecisionSource, ItemStatus, Queue
+
+__all__ = ["DecisionOps", "decision_row"]
+
+
+class DecisionOps(StoreCore):
+    """Claims and decisions on review items."""
+
+    def claim(
+        self, queue: str, reviewer: str, *, limit: int = 1, filters: ItemFilter | None = None
+    ) -> list[ItemView]:
+        """Lease up to ``limit`` items of ``queue`` to ``reviewer``, highest priority first.
+
+        Items the reviewer already holds (unexpired) come back first with a renewed lease, so reloading
+        the review page does not strand claims. Never hands one item to two reviewers; expired claims of
+        others are claimable; items the reviewer skipped recently, and suspect items awaiting a second
+        opinion on the reviewer's own first decision, are not offered to them.
+        """
+        queue = self._queue_name(queue)
+        if limit < 1:
+            return []
+        now = utcnow()
+        expires = now + _dt.timedelta(seconds=self.lease_seconds)
+        extra = self._filter_conditions(
+            None if filters is None else ItemFilter(**{**filters.__dict__, "queue": None, "status": None}),
+            now,
+        )
+        mine = sa.and_(
+            ITEMS.c.status == ItemStatus.CLAIMED.value,
+            ITEMS.c.claimed_by == reviewer,
+            ITEMS.c.lease_expires_at >= now,
+        )
+        cooldown = now - _dt.timedelta(seconds=self.skip_cooldown_seconds)
+        skipped_recently = sa.exists().where(
+            DECISIONS.c.item_id == ITEMS.c.id,
+            DECISIONS.c.reviewer == reviewer,
+            DECISIONS.c.kind == DecisionKind.SKIP.value,
+            DECISIONS.c.decided_at > cooldown,
+        )
+        fresh = sa.and_(self._available(now), self._not_own_second_review(reviewer), ~skipped_recently)
+        pick = self._lock(
+            sa.select(ITEMS.c.id)
+            .where(ITEMS.c.queue == queue, sa.or_(mine, fresh), *extra)
+            .order_by(sa.case((mine, 0), else_=1), ITEMS.c.priority.desc(), ITEMS.c.id)
+            .limit(limit),
+            skip_locked=True,
+        )
+        with self._writing() as conn:
+            if self.dialect == "postgresql":
+                # a lost lease is harmless (the item returns to the pool): skip the WAL flush wait
+                conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
+            # Pick first (PostgreSQL locks the rows and skips rows other claims hold; SQLite holds the
+            # database write lock since BEGIN IMMEDIATE), then lease exactly those rows. Not one
+            # UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED): PostgreSQL may rescan
+            # that subquery per row and lease far more than n items.
+            ids = list(conn.execute(pick).scalars())
+            if not ids:
+                return []
+            rows = (
+                conn.execute(
+                    sa.update(ITEMS)
+                    .where(ITEMS.c.id.in_(ids), sa.or_(mine, self._available(now)))
+                    .values(
+                        status=ItemStatus.CLAIMED.value,
+                        claimed_by=reviewer,
+                        claimed_at=sa.case((mine, ITEMS.c.claimed_at), else_=now),
+                        lease_expires_at=expires,
+                    )
+                    .returning(*ITEMS.c)
+                )
+                .mappings()
+                .all()
+            )
+            if len(rows) != len(ids):  # pragma: no cover - the locks above make this impossible
+                raise ItemConflictError(
+                    f"claim of {len(ids)} items in queue {queue!r} leased {len(rows)}; another reviewer "
+                    "took some in between; retry the claim"
+                )
+        return sorted((view(r) for r in rows), key=lambda v: (-v.priority, v.id))
+
+    def renew(self, item_id: int, reviewer: str) -> ItemView:
+        """Extend the lease of an item the reviewer holds (raises if someone else took it)."""
+        now = utcnow()
+        with self._writing() as conn:
+            res = conn.execute(
+                sa.update(ITEMS)
+                .where(
+                    ITEMS.c.id == item_id,
+                    sa.or_(
+                        sa.and_(ITEMS.c.status == ItemStatus.CLAIMED.value, ITEMS.c.claimed_by == reviewer),
+                        self._available(now),
+                    ),
+                    self._not_own_second_review(reviewer),
+                )
+                .values(
+                    status=ItemStatus.CLAIMED.value,
+                    claimed_by=reviewer,
+                    claimed_at=sa.func.coalesce(ITEMS.c.claimed_at, now),
+                    lease_expires_at=now + _dt.timedelta(seconds=self.lease_seconds),
+                )
+            )
+            if res.rowcount != 1:
+                self._raise_unavailable(conn, item_id, reviewer)
+            return self._views(conn, [item_id])[0]
+
+    def release(self, item_id: int, reviewer: str) -> bool:
+        """Give a claimed item back to the pool without a decision. False if the reviewer did not hold it."""
+        with self._writing() as conn:
+            res = conn.execute(
+                sa.update(ITEMS)
+                .where(
+                    ITEMS.c.id == item_id,
+                    ITEMS.c.status == ItemStatus.CLAIMED.value,
+                    ITEMS.c.claimed_by == reviewer,
+                )
+                .values(status=ItemStatus.OPEN.value, claimed_by=None, claimed_at=None, lease_expires_at=None)
+            )
+            return res.rowcount == 1
+
+    def release_expired(self) -> int:
+        """Return every claim whose lease has expired to the pool; the number released."""
+        now = utcnow()
+        with self._writing() as conn:
+            res = conn.execute(
+                sa.update(ITEMS)
+                .where(self._expired(now))
+                .values(status=ItemStatus.OPEN.value, claimed_by=None, claimed_at=None, lease_expires_at=None)
+            )
+            return int(res.rowcount)
+
+    def _raise_unavailable(self, conn: sa.Connection, item_id: int, reviewer: str) -> None:
+        row = conn.execute(sa.select(ITEMS).where(ITEMS.c.id == item_id)).mappings().first()
+        if row is None:
+            raise ItemNotFoundError(f"review item {item_id} does not exist; list items with list_items()")
+        self._check_decidable(row, reviewer, utcnow(), DecisionKind.ACCEPT)
+        raise ItemConflictError(f"review item {item_id} is not available to {reviewer!r}")
+
+    # ------------------------------------------------------------------ decisions
+    def decide(
+        self,
+        item_id: int,
+        reviewer: str,
+        kind: DecisionKind | str,
+        *,
+        category_id: str | None = None,
+        category_path: str | None = None,
+        note: str = "",
+        duration_ms: int | None = None,
+    ) -> DecisionResult:
+        """Record a reviewer's decision on an item (claimed by them, or open) in the audit log.
+
+        - ``accept``: the suggested category is final; ``choose``: ``category_id`` + ``category_path``
+          (validated against the taxonomy by the caller) is final; ``not_product`` / ``needs_data``:
+          final without a category; ``skip``: the item returns to the pool and is kept away from this
+          reviewer for ``skip_cooldown_seconds``.
+        - with ``consensus_suspect``, a first decision on a ``suspect`` item that disagrees with the
+          suggestion is recorded but not final: a second, different reviewer decides.
+
+        Raises :class:`ItemNotFoundError`, :class:`ItemConflictError` (claimed by someone else, already
+        decided, own first decision) or :class:`InvalidDecisionError`.
+        """
+        kind = to_kind(kind)
+        if kind == DecisionKind.CHOOSE and (not category_id or not category_path):
+            raise InvalidDecisionError(
+                f"decision 'choose' on item {item_id} needs both category_id and category_path "
+                f"(got {category_id!r}, {category_path!r}); pick a taxonomy node or use 'accept'"
+            )
+        now = utcnow()
+        with self._writing() as conn:
+            row = conn.execute(self._lock(sa.select(ITEMS).where(ITEMS.c.id == item_id))).mappings().first()
+            if row is None:
+                raise ItemNotFoundError(f"review item {item_id} does not exist; list items with list_items()")
+            self._check_decidable(row, reviewer, now, kind)
+            return self._apply(
+                conn,
+                row,
+                reviewer,
+                kind,
+                now=now,
+                category_id=category_id,
+                category_path=category_path,
+                note=note,
+                duration_ms=duration_ms,
+                source=DecisionSource.REVIEW,
+            )
+
+    def _check_decidable(self, row: RowLike, reviewer: str, now: _dt.datetime, kind: DecisionKind) -> None:
+        item_id = row["id"]
+        if row["status"] == ItemStatus.DECIDED.value:
+            raise ItemConflictError(
+                f"review item {item_id} (sku {row['sku_id']}) was already decided by {row['decided_by']} at "
+                f"{row['decided_at']:%Y-%m-%d %H:%M} UTC ({row['final_kind']}); claim the next item instead"
+            )
+        if (
+            row["status"] == ItemStatus.CLAIMED.value
+            and row["claimed_by"] != reviewer
+            and row["lease_expires_at"] is not None
+            and row["lease_expires_at"] >= now
+        ):
+            raise ItemConflictError(
+                f"review item {item_id} (sku {row['sku_id']}) is claimed by {row['claimed_by']} until "
+                f"{row['lease_expires_at']:%H:%M:%S} UTC; claim another item"
+            )
+        if kind != DecisionKind.SKIP and row["reviews_done"] > 0 and row["first_reviewer"] == reviewer:
+            raise ItemConflictError(
+                f"review item {item_id} (sku {row['sku_id']}) needs a second opinion from a different "
+                f"reviewer; {reviewer} already gave the first decision"
+            )
+
+    def _apply(
+        self,
+        conn: sa.Connection,
+        row: RowLike,
+        reviewer: str,
+        kind: DecisionKind,
+        *,
+        now: _dt.datetime,
+        category_id: str | None,
+        category_path: str | None,
+        note: str,
+        duration_ms: int | None,
+        source: DecisionSource,
+        force_final: bool = False,
+    ) -> DecisionResult:
+        item_id = row["id"]
+        suggested_id, suggested_path = row["suggested_category_id"], row["suggested_category_path"]
+        if kind == DecisionKind.ACCEPT:
+            if not suggested_id and not suggested_path:
+                raise InvalidDecisionError(
+                    f"review item {item_id} (sku {row['sku_id']}) has no suggested category to accept; "
+                    "use 'choose' with a taxonomy node, 'not_product' or 'needs_data'"
+                )
+            category_id, category_path = suggested_id, suggested_path
+        elif kind != DecisionKind.CHOOSE:
+            category_id = category_path = None
+        agrees = kind == DecisionKind.ACCEPT or (
+            kind == DecisionKind.CHOOSE and suggested_id is not None and category_id == suggested_id
+        )
+        review_round = row["reviews_done"] + 1
+        base = decision_row(
+            row,
+            reviewer,
+            kind,
+            now=now,
+            category_id=category_id,
+            category_path=category_path,
+            note=note,
+            duration_ms=duration_ms,
+            review_round=review_round,
+            source=source,
+            final=False,
+        )
+        release = {"claimed_by": None, "claimed_at": None, "lease_expires_at": None, "updated_at": now}
+        if kind == DecisionKind.SKIP:
+            decision_id = self._log(conn, {**base, "review_round": row["reviews_done"]})
+            conn.execute(
+                sa.update(ITEMS).where(ITEMS.c.id == item_id).values(status=ItemStatus.OPEN.value, **release)
+            )
+            return DecisionResult(
+                item_id,
+                decision_id,
+                kind.value,
+                False,
+                ItemStatus.OPEN.value,
+                row["reviews_done"],
+                row["reviews_required"],
+            )
+        needs_second = (
+            not force_final
+            and self.consensus_suspect
+            and row["queue"] == Queue.SUSPECT.value
+            and row["reviews_done"] == 0
+            and not agrees
+        )
+        if needs_second:
+            decision_id = self._log(conn, base)
+            conn.execute(
+                sa.update(ITEMS)
+                .where(ITEMS.c.id == item_id)
+                .values(
+                    status=ItemStatus.OPEN.value,
+                    reviews_done=1,
+                    reviews_required=2,
+                    first_reviewer=reviewer,
+                    **release,
+                )
+            )
+            return DecisionResult(
+                item_id,
+                decision_id,
+                kind.value,
+                False,
+                ItemStatus.OPEN.value,
+                1,
+                2,
+                category_id,
+                category_path,
+            )
+        decision_id = self._record_final(conn, {**base, "final": True})
+        conn.execute(
+            sa.update(ITEMS)
+            .where(ITEMS.c.id == item_id)
+            .values(
+                status=ItemStatus.DECIDED.value,
+                reviews_done=review_round,
+                decided_at=now,
+                decided_by=reviewer,
+                final_kind=kind.value,
+                final_category_id=category_id,
+                final_category_path=category_path,
+                **release,
+            )
+        )
+        return DecisionResult(
+            item_id,
+            decision_id,
+            kind.value,
+            True,
+            ItemStatus.DECIDED.value,
+            review_round,
+            max(row["reviews_required"], review_round),
+            category_id,
+            category_path,
+        )
+
+    def _log(self, conn: sa.Connection, values: Mapping[str, Any]) -> int:
+        return int(conn.execute(sa.insert(DECISIONS).values(**values).returning(DECISIONS.c.id)).scalar_one())
+
+    def _record_final(self, conn: sa.Connection, decision: Mapping[str, Any]) -> int:
+        """Log a final decision and make it the SKU's human label; the decision's id."""
+        decision_id = self._log(conn, decision)
+        label = {
+            "sku_id": decision["sku_id"],
+            "kind": decision["kind"],
+            "category_id": decision["category_id"],
+            "category_path": decision["category_path"],
+            "content_hash": decision["content_hash"],
+            "decided_at": decision["decided_at"],
+            "reviewer": decision["reviewer"],
+            "item_id": decision["item_id"],
+            "decision_id": decision_id,
+        }
+        stmt = self._insert(LABELS).values(**label)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[LABELS.c.sku_id], set_={k: stmt.excluded[k] for k in label if k != "sku_id"}
+        )
+        conn.execute(stmt)
+        return decision_id
+
+    def bulk_accept(self, filters: ItemFilter, reviewer: str) -> int:
+        """Accept the suggestion of every available item matching ``filters``; the number accepted.
+
+        Only open (or lease-expired) items with a suggestion are touched; items claimed by others,
+        and second opinions the reviewer may not give, are left alone. Each acceptance is logged.
+        """
+        now = utcnow()
+        f = ItemFilter(**{**filters.__dict__, "status": None})
+        conds = self._filter_conditions(f, now)
+        done = 0
+        with self._writing() as conn:
+            stmt = (
+                sa.select(ITEMS)
+                .where(
+                    self._available(now),
+                    self._not_own_second_review(reviewer),
+                    sa.or_(
+                        ITEMS.c.suggested_category_id.is_not(None),
+                        ITEMS.c.suggested_category_path.is_not(None),
+                    ),
+                    *conds,
+                )
+                .order_by(ITEMS.c.priority.desc(), ITEMS.c.id)
+            )
+            for row in conn.execute(self._lock(stmt, skip_locked=True)).mappings().all():
+                self._apply(
+                    conn,
+                    row,
+                    reviewer,
+                    DecisionKind.ACCEPT,
+                    now=now,
+                    category_id=None,
+                    category_path=None,
+                    note="bulk accept",
+                    duration_ms=None,
+                    source=DecisionSource.BULK,
+                )
+                done += 1
+        return done
+
+
+def decision_row(
+    shown: RowLike,
+    reviewer: str,
+    kind: DecisionKind,
+    *,
+    now: _dt.datetime,
+    category_id: str | None,
+    category_path: str | None,
+    note: str,
+    duration_ms: int | None,
+    review_round: int,
+    source: DecisionSource,
+    final: bool,
+) -> dict[str, Any]:
+    """The audit-log row of one decision on ``shown``: a review item row, or an item-shaped mapping of
+    what an imported decision says was shown (``id`` None when no item exists)."""
+    return {
+        "item_id": shown["id"],
+        "sku_id": shown["sku_id"],
+        "queue": shown["queue"],
+        "reviewer": reviewer,
+        "decided_at": now,
+        "kind": kind.value,
+        "category_id": category_id,
+        "category_path": category_path,
+        "note": note or "",
+        "duration_ms": duration_ms,
+        "review_round": review_round,
+        "final": final,
+        "source": source.value,
+        "title": shown["title"],
+        "shown_category_id": shown["suggested_category_id"],
+        "shown_category_path": shown["suggested_category_path"],
+        "shown_confidence": shown["confidence"],
+        "shown_candidates": shown["candidates"],
+        "current_category_path": shown["current_category_path"],
+        "model_version": shown["model_version"],
+        "taxonomy_version": shown["taxonomy_version"],
+        "run_id": shown["run_id"],
+        "content_hash": shown["content_hash"],
+    }

@@ -1,0 +1,154 @@
+"""Export and import of final decisions (CSV, Label Studio JSON) against the store.
+
+The file formats live in :mod:`verification._exchange`; this module reads and records the rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from verification import _exchange
+from verification._db import utcnow
+from verification._errors import InvalidDecisionError
+from verification._store_core import DECISIONS, ITEMS, LABELS, QUEUES, aware, to_kind
+from verification._store_decisions import DecisionOps, decision_row
+from verification.models import DecisionKind, DecisionSource, ItemStatus
+
+__all__ = ["ExchangeOps"]
+
+
+class ExchangeOps(DecisionOps):
+    """Moves final decisions between the store and files."""
+
+    def export_decisions(self, path: str | Path, *, fmt: Literal["csv", "labelstudio"]) -> int:
+        """Write the final decisions to ``path`` as CSV or Label Studio JSON; the number written."""
+        with self._reading() as conn:
+            rows = (
+                conn.execute(
+                    sa.select(DECISIONS, ITEMS.c.description, ITEMS.c.brand, ITEMS.c.image_path)
+                    .select_from(DECISIONS.outerjoin(ITEMS, ITEMS.c.id == DECISIONS.c.item_id))
+                    .where(DECISIONS.c.final.is_(True))
+                    .order_by(DECISIONS.c.id)
+                )
+                .mappings()
+                .all()
+            )
+        records = [{**r, "decided_at": aware(r["decided_at"])} for r in rows]
+        return _exchange.write(records, Path(path), fmt=fmt)
+
+    def import_decisions(
+        self,
+        path: str | Path,
+        *,
+        fmt: Literal["csv", "labelstudio"] | str,
+        reviewer: str,
+        taxonomy: Any | None = None,
+    ) -> int:
+        """Read decisions from a CSV or Label Studio JSON file and record them as final; the number applied.
+
+        ``reviewer`` is who imports (logged as the decision's reviewer, the original reviewer goes into
+        the note). An open item of the SKU is decided; a SKU without one gets its label directly.
+        Rows that repeat an SKU's current label are skipped, so importing a file twice applies it once.
+        ``taxonomy`` (optional, anything with ``find_path(path)``) resolves ids for rows that only carry
+        a category path.
+        """
+        records = _exchange.read(Path(path), fmt=fmt, taxonomy=taxonomy)
+        applied = 0
+        now = utcnow()
+        with self._writing() as conn:
+            for rec in records:
+                kind = to_kind(rec["kind"])
+                if kind == DecisionKind.SKIP:
+                    continue
+                sku = rec["sku_id"]
+                current = conn.execute(sa.select(LABELS).where(LABELS.c.sku_id == sku)).mappings().first()
+                if (
+                    current is not None
+                    and current["kind"] == kind.value
+                    and (current["category_id"] or None) == (rec.get("category_id") or None)
+                    and (current["category_path"] or None) == (rec.get("category_path") or None)
+                ):
+                    continue
+                note = f"imported from {Path(path).name} ({rec['where']})"
+                if rec.get("reviewer"):
+                    note += f"; original reviewer {rec['reviewer']}"
+                if rec.get("decided_at"):
+                    note += f" at {rec['decided_at']}"
+                if rec.get("note"):
+                    note += f"; {rec['note']}"
+                row = (
+                    conn.execute(
+                        self._lock(
+                            sa.select(ITEMS).where(
+                                ITEMS.c.sku_id == sku, ITEMS.c.status != ItemStatus.DECIDED.value
+                            )
+                        )
+                    )
+                    .mappings()
+                    .first()
+                )
+                cat_id, cat_path = rec.get("category_id"), rec.get("category_path")
+                if kind in (DecisionKind.ACCEPT, DecisionKind.CHOOSE):
+                    accepts_item = (
+                        row is not None
+                        and kind == DecisionKind.ACCEPT
+                        and (cat_id is None or cat_id == row["suggested_category_id"])
+                        and (cat_path is None or cat_path == row["suggested_category_path"])
+                    )
+                    if not accepts_item and not (cat_id and cat_path):
+                        raise InvalidDecisionError(
+                            f"{path} {rec['where']}: decision {rec['kind']!r} for sku {sku!r} has no "
+                            f"category id and path (id {cat_id!r}, path {cat_path!r}); add both, or pass a "
+                            "taxonomy to resolve paths to ids"
+                        )
+                    if row is not None and not accepts_item:
+                        kind = DecisionKind.CHOOSE
+                if row is not None:
+                    self._apply(
+                        conn,
+                        row,
+                        reviewer,
+                        kind,
+                        now=now,
+                        category_id=cat_id,
+                        category_path=cat_path,
+                        note=note,
+                        duration_ms=rec.get("duration_ms"),
+                        source=DecisionSource.IMPORT,
+                        force_final=True,
+                    )
+                else:
+                    shown = {
+                        "id": None,
+                        "sku_id": sku,
+                        "queue": rec.get("queue") if rec.get("queue") in QUEUES else None,
+                        "title": rec.get("title"),
+                        "suggested_category_id": rec.get("suggested_category_id"),
+                        "suggested_category_path": rec.get("suggested_category_path"),
+                        "confidence": rec.get("confidence"),
+                        "candidates": None,
+                        "current_category_path": rec.get("previous_category_path"),
+                        "model_version": rec.get("model_version"),
+                        "taxonomy_version": rec.get("taxonomy_version"),
+                        "run_id": None,
+                        "content_hash": rec.get("content_hash"),
+                    }
+                    decision = decision_row(
+                        shown,
+                        reviewer,
+                        kind,
+                        now=now,
+                        category_id=cat_id,
+                        category_path=cat_path,
+                        note=note,
+                        duration_ms=rec.get("duration_ms"),
+                        review_round=1,
+                        source=DecisionSource.IMPORT,
+                        final=True,
+                    )
+                    self._record_final(conn, decision)
+                applied += 1
+        return applied
