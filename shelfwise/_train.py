@@ -137,7 +137,8 @@ def _apply_human_labels(frame: pl.DataFrame, settings: Settings) -> tuple[pl.Dat
     store = _queue_store(settings, create=False)
     if store is None:
         return frame, 0
-    labels = store.labels()
+    with store:
+        labels = store.labels()
     if labels.is_empty():
         return frame, 0
     labels = labels.select("sku_id", pl.col("category_path").alias("_human_path"))
@@ -164,7 +165,9 @@ def _queue_store(settings: Settings, *, create: bool = True) -> Any:
         if not create and not db.exists():
             return None
         db.parent.mkdir(parents=True, exist_ok=True)
-    store = QueueStore(url)
-    store.upgrade()
+    store = QueueStore(url)  # the store's first write migrates the schema; reads never do
+    if not create and store.schema_revision() is None:  # nothing was ever queued: read as empty
+        store.close()
+        return None
     return store
 
