@@ -2,31 +2,41 @@
 
     TemperatureScaler     one temperature for a matrix of logits (keeps the ranking, fixes over/under-confidence)
     IsotonicCalibrator    monotone map of the top score to the observed accuracy
-    select_threshold      lowest confidence whose accepted set reaches the target precision
-    Thresholds            a global threshold plus per-node thresholds where a node has enough held-out items
+    precision_lower_bound one-sided Clopper-Pearson lower bound of a precision k/n
+    select_threshold      lowest confidence whose accepted set provably reaches the target precision
+    fit_thresholds        thresholds per group of nodes, pooled up the tree where a node has too little data
+    Thresholds            per-node thresholds (own, or inherited from a pooled ancestor, up to the global one)
 
 Both calibrators follow scikit-learn conventions (``fit`` returns self, learned state ends in ``_``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
+from scipy.stats import beta, binomtest
 from sklearn.base import BaseEstimator
 from sklearn.isotonic import IsotonicRegression
 from sklearn.utils.validation import check_is_fitted
 
 __all__ = [
+    "DELTA",
+    "GLOBAL",
     "IsotonicCalibrator",
     "TemperatureScaler",
+    "ThresholdFit",
     "Thresholds",
+    "fit_backoff_threshold",
+    "fit_threshold",
     "fit_thresholds",
+    "precision_lower_bound",
     "select_threshold",
 ]
 
@@ -98,20 +108,91 @@ class IsotonicCalibrator(BaseEstimator):
         return np.asarray(np.clip(out + 1e-6 * s, 0.0, 1.0))
 
 
-def select_threshold(
+#: Error rate of the precision promise: thresholds hold the target with 95% confidence (one-sided).
+DELTA = 0.05
+
+
+def precision_lower_bound(k: int, n: int, *, delta: float = DELTA) -> float:
+    """One-sided (1 - delta) Clopper-Pearson lower bound of a precision of ``k`` right out of ``n``.
+
+    The low end of scipy's two-sided exact interval at confidence ``1 - 2 delta``; 0 when ``n == 0``.
+
+    >>> round(precision_lower_bound(59, 59), 3)
+    0.95
+    """
+    if n <= 0:
+        return 0.0
+    ci = binomtest(int(k), int(n)).proportion_ci(method="exact", confidence_level=1.0 - 2.0 * delta)
+    return float(ci.low)
+
+
+def _upper_bound(k: int, n: int, delta: float) -> float:
+    """One-sided (1 - delta) Clopper-Pearson upper bound of k / n."""
+    ci = binomtest(int(k), int(n)).proportion_ci(method="exact", confidence_level=1.0 - 2.0 * delta)
+    return float(ci.high)
+
+
+def _lower_bounds(k: np.ndarray, n: np.ndarray, delta: float) -> np.ndarray:
+    """Vectorised `precision_lower_bound`: the delta quantile of Beta(k, n - k + 1) (Clopper-Pearson)."""
+    k = np.asarray(k, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    out = np.zeros_like(k)
+    ok = (k > 0) & (n > 0)
+    out[ok] = beta.ppf(delta, k[ok], n[ok] - k[ok] + 1.0)
+    return out
+
+
+@dataclass(frozen=True)
+class ThresholdFit:
+    """One threshold and the held-out evidence behind it (``threshold = inf``: never auto-accept)."""
+
+    threshold: float
+    rows: int  # held-out rows the threshold was chosen on
+    accepted: int  # of them, rows at or above the threshold
+    correct: int  # of the accepted, rows that were right
+    lower_bound: float  # one-sided Clopper-Pearson bound of correct / accepted (0 when none accepted)
+
+    @property
+    def precision(self) -> float | None:
+        return self.correct / self.accepted if self.accepted else None
+
+    @property
+    def coverage(self) -> float:
+        return self.accepted / self.rows if self.rows else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.precision
+        return {
+            "threshold": _enc(self.threshold),
+            "oof_precision": None if p is None else round(p, 4),
+            "lower_bound": round(self.lower_bound, 4),
+            "support": self.rows,
+            "accepted": self.accepted,
+            "coverage": round(self.coverage, 4),
+        }
+
+
+def _enc(x: float) -> float | str:
+    return "inf" if math.isinf(x) else round(float(x), 6)
+
+
+def _dec(x: Any) -> float:
+    return math.inf if x == "inf" else float(x)
+
+
+def fit_threshold(
     scores: Sequence[float] | np.ndarray,
     correct: Sequence[bool] | np.ndarray,
     *,
     target_precision: float = 0.95,
-    min_support: int = 20,
-) -> float:
-    """The lowest confidence threshold t whose accepted set {scores >= t} has precision >= target.
+    delta: float | None = DELTA,
+    min_support: int = 1,
+) -> ThresholdFit:
+    """The lowest threshold t whose accepted set {scores >= t} reaches ``target_precision``.
 
-    Only thresholds accepting at least ``min_support`` rows count. Returns ``math.inf`` (accept
-    nothing) when no threshold reaches the target.
-
-    >>> select_threshold([0.9, 0.8, 0.7, 0.6], [1, 1, 1, 0], target_precision=0.75, min_support=1)
-    0.6
+    With ``delta`` (default 0.05) "reaches" means its one-sided Clopper-Pearson lower bound is >= the
+    target, so a small set must be (nearly) perfect; ``delta=None`` compares the plain precision.
+    Only cuts accepting at least ``min_support`` rows count, and a cut never splits equal scores.
     """
     if not 0.0 < target_precision <= 1.0:
         raise ValueError(f"target_precision must be in (0, 1], got {target_precision}")
@@ -120,58 +201,134 @@ def select_threshold(
     if s.shape != ok.shape:
         raise ValueError(f"scores and correct differ in length: {s.shape} vs {ok.shape}")
     if len(s) == 0:
-        return math.inf
+        return ThresholdFit(math.inf, 0, 0, 0, 0.0)
     order = np.argsort(-s, kind="stable")
     s_sorted = s[order]
     hits = np.cumsum(ok[order])
     count = np.arange(1, len(s) + 1)
-    # only cut after the last row of a run of equal scores (a threshold accepts all ties)
     last_of_tie = np.r_[s_sorted[1:] != s_sorted[:-1], True]
-    precision = hits / count
-    good = last_of_tie & (count >= min_support) & (precision >= target_precision - 1e-12)
+    if delta is None:
+        bound = hits / count
+    else:
+        bound = _lower_bounds(hits, count, float(delta))
+    good = last_of_tie & (count >= min_support) & (bound >= target_precision - 1e-12)
     if not good.any():
-        return math.inf
-    return float(s_sorted[np.flatnonzero(good).max()])
+        return ThresholdFit(math.inf, len(s), 0, 0, 0.0)
+    j = int(np.flatnonzero(good).max())
+    k, m = int(hits[j]), int(count[j])
+    lb = k / m if delta is None else precision_lower_bound(k, m, delta=float(delta))
+    return ThresholdFit(float(s_sorted[j]), len(s), m, k, lb)
+
+
+def select_threshold(
+    scores: Sequence[float] | np.ndarray,
+    correct: Sequence[bool] | np.ndarray,
+    *,
+    target_precision: float = 0.95,
+    delta: float | None = DELTA,
+    min_support: int = 1,
+) -> float:
+    """`fit_threshold`'s threshold only (``math.inf`` when no cut reaches the target).
+
+    >>> select_threshold([0.9, 0.8, 0.7, 0.6], [1, 1, 1, 0], target_precision=0.75, delta=None)
+    0.6
+    """
+    return fit_threshold(
+        scores, correct, target_precision=target_precision, delta=delta, min_support=min_support
+    ).threshold
+
+
+#: Group key of the rows no node took for itself (the global threshold).
+GLOBAL = "*"
 
 
 @dataclass
 class Thresholds:
-    """Auto-accept thresholds: per node where held-out data allowed it, else the global one.
+    """Auto-accept thresholds of label nodes: a node's own where its held-out support allowed it,
+    else the one of its nearest ancestor with enough pooled support, else the global one.
 
-    A threshold of ``inf`` means "never auto-accept" (the target precision was not reachable).
+    ``groups`` holds the evidence of each threshold (`ThresholdFit.to_dict`, plus ``score_threshold``,
+    the cut on the uncalibrated score it was chosen on); ``group_of`` maps a label node to its group.
+    ``backoff`` is the bar of an ancestor's tree-summed score (the back-off answer), ``unlisted`` the
+    bar of nodes that were never a label (zero-shot nodes: ``inf``, nothing proves them).
     """
 
     global_: float
     per_node: dict[str, float] = field(default_factory=dict)
     target_precision: float = 0.95
     support: dict[str, int] = field(default_factory=dict)
+    delta: float | None = DELTA
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    group_of: dict[str, str] = field(default_factory=dict)
+    backoff: float = math.inf
+    backoff_fit: dict[str, Any] = field(default_factory=dict)
+    unlisted: float | None = None
 
     def for_nodes(self, ids: Sequence[str] | np.ndarray) -> np.ndarray:
         """Threshold of each node id (float array, ``inf`` = never auto)."""
-        return np.array([self.per_node.get(str(i), self.global_) for i in ids], dtype=np.float64)
+        default = self.global_ if self.unlisted is None else self.unlisted
+        return np.array([self.per_node.get(str(i), default) for i in ids], dtype=np.float64)
+
+    def mapped(self, fn: Callable[[np.ndarray], np.ndarray]) -> Thresholds:
+        """The same cuts expressed on another (monotone increasing) scale, e.g. after calibration.
+
+        A row's score clears a mapped threshold exactly when its unmapped score cleared the original.
+        """
+
+        def m(x: float) -> float:
+            return x if math.isinf(x) else float(np.asarray(fn(np.array([x], dtype=np.float64)))[0])
+
+        groups = {}
+        for g, fit in self.groups.items():
+            raw = _dec(fit["threshold"])
+            groups[g] = {**fit, "threshold": _enc(m(raw)), "score_threshold": fit.get("score_threshold", fit["threshold"])}
+        return dataclasses.replace(
+            self,
+            global_=m(self.global_),
+            per_node={k: m(v) for k, v in self.per_node.items()},
+            groups=groups,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        def enc(x: float) -> float | str:
-            return "inf" if math.isinf(x) else round(float(x), 6)
-
         return {
             "target_precision": self.target_precision,
-            "global": enc(self.global_),
-            "per_node": {k: enc(v) for k, v in self.per_node.items()},
+            "delta": self.delta,
+            "global": _enc(self.global_),
+            "per_node": {k: _enc(v) for k, v in self.per_node.items()},
             "support": dict(self.support),
+            "groups": {k: dict(v) for k, v in self.groups.items()},
+            "group_of": dict(self.group_of),
+            "backoff": _enc(self.backoff),
+            "backoff_fit": dict(self.backoff_fit),
+            "unlisted": None if self.unlisted is None else _enc(self.unlisted),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Thresholds:
-        def dec(x: Any) -> float:
-            return math.inf if x == "inf" else float(x)
-
+        unlisted = data.get("unlisted")
         return cls(
-            global_=dec(data["global"]),
-            per_node={k: dec(v) for k, v in dict(data.get("per_node", {})).items()},
+            global_=_dec(data["global"]),
+            per_node={k: _dec(v) for k, v in dict(data.get("per_node", {})).items()},
             target_precision=float(data.get("target_precision", 0.95)),
             support={k: int(v) for k, v in dict(data.get("support", {})).items()},
+            delta=data.get("delta", DELTA),
+            groups={k: dict(v) for k, v in dict(data.get("groups", {})).items()},
+            group_of={str(k): str(v) for k, v in dict(data.get("group_of", {})).items()},
+            backoff=_dec(data.get("backoff", "inf")),
+            backoff_fit=dict(data.get("backoff_fit", {})),
+            unlisted=None if unlisted is None else _dec(unlisted),
         )
+
+
+def _chain(node: str, parent_of: Mapping[str, str | None]) -> list[str]:
+    out = [node]
+    seen = {node}
+    p = parent_of.get(node)
+    while p is not None and p not in seen:
+        out.append(p)
+        seen.add(p)
+        p = parent_of.get(p)
+    return out
 
 
 def fit_thresholds(
@@ -180,24 +337,115 @@ def fit_thresholds(
     predicted_ids: Sequence[str] | np.ndarray,
     *,
     target_precision: float = 0.95,
-    min_support: int = 20,
-    min_node_support: int = 40,
+    parent_of: Mapping[str, str | None] | None = None,
+    delta: float | None = DELTA,
+    min_support: int = 1,
+    min_node_support: int = 100,
 ) -> Thresholds:
-    """Global threshold on all held-out rows; a node's own threshold when it was predicted for at least
-    ``min_node_support`` held-out rows (``inf`` if that node cannot reach the target)."""
-    conf = np.asarray(confidence, dtype=np.float64)
-    ok = np.asarray(correct, dtype=bool)
+    """Thresholds from held-out (out-of-fold) rows: their score, whether they were right, their node.
+
+    Nodes are visited deepest first. A node whose held-out rows (its own and those of descendants not
+    already taken by a deeper node) number at least ``min_node_support`` and prove a threshold on
+    their own takes them as one group; otherwise they are pooled upwards (``parent_of``: node ->
+    parent, ``None`` at the top) and whatever no node takes forms the global group. Every group's
+    threshold is chosen on its rows alone (`fit_threshold`), so each group, and hence their union,
+    keeps the target's lower bound; a group that cannot prove the target gets ``inf`` (fewer
+    auto-accepts, never a weaker promise). A label with ``min_node_support`` rows whose precision above
+    its inherited bar is provably below the target (one-sided upper bound) gets ``inf``.
+    """
+    conf = np.asarray(confidence, dtype=np.float64).ravel()
+    ok = np.asarray(correct, dtype=bool).ravel()
     ids = np.asarray([str(i) for i in predicted_ids], dtype=object)
-    glob = select_threshold(conf, ok, target_precision=target_precision, min_support=min_support)
-    per_node: dict[str, float] = {}
-    support: dict[str, int] = {}
-    for node in np.unique(ids):
-        mask = ids == node
-        n = int(mask.sum())
-        if n < min_node_support:
+    if not (len(conf) == len(ok) == len(ids)):
+        raise ValueError(f"confidence, correct and predicted_ids differ in length: {len(conf)}, {len(ok)}, {len(ids)}")
+    parents = dict(parent_of or {})
+    labels, inv = np.unique(ids, return_inverse=True) if len(ids) else (np.zeros(0, dtype=object), np.zeros(0, int))
+    counts = np.bincount(inv, minlength=len(labels))
+    chains = {str(lab): _chain(str(lab), parents) for lab in labels}
+    depth_of: dict[str, int] = {}
+    for ch in chains.values():
+        for d, node in enumerate(reversed(ch)):
+            depth_of[node] = max(depth_of.get(node, 0), d)
+    members: dict[str, list[int]] = {}
+    for li, lab in enumerate(labels):
+        for node in chains[str(lab)]:
+            members.setdefault(node, []).append(li)
+    fit_kw: dict[str, Any] = {"target_precision": target_precision, "delta": delta, "min_support": min_support}
+    owner: dict[int, str] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    group_thr: dict[str, float] = {}
+    for node in sorted(members, key=lambda x: (-depth_of[x], x)):
+        free = [li for li in members[node] if li not in owner]
+        if not free or int(counts[free].sum()) < min_node_support:
             continue
-        support[str(node)] = n
-        per_node[str(node)] = select_threshold(
-            conf[mask], ok[mask], target_precision=target_precision, min_support=max(5, min_support // 4)
-        )
-    return Thresholds(global_=glob, per_node=per_node, target_precision=target_precision, support=support)
+        rows = np.isin(inv, free)
+        fit = fit_threshold(conf[rows], ok[rows], **fit_kw)
+        if math.isinf(fit.threshold):
+            continue  # its rows cannot prove the target alone: they are pooled with the parent's
+        groups[node], group_thr[node] = fit.to_dict(), fit.threshold
+        for li in free:
+            owner[li] = node
+    rest = [li for li in range(len(labels)) if li not in owner]
+    rows = np.isin(inv, rest) if rest else np.ones(len(ids), dtype=bool)
+    fit = fit_threshold(conf[rows], ok[rows], **fit_kw)
+    groups[GLOBAL], group_thr[GLOBAL] = fit.to_dict(), fit.threshold
+    group_of = {str(lab): owner.get(li, GLOBAL) for li, lab in enumerate(labels)}
+    per_node = {lab: group_thr[g] for lab, g in group_of.items()}
+    # a category with enough rows of its own that is measured below target under the bar it inherited
+    # is never auto-accepted (taking bad rows out of a pool can only raise the pool's precision)
+    for li, lab in enumerate(labels):
+        t = per_node[str(lab)]
+        if counts[li] < min_node_support or math.isinf(t):
+            continue
+        above = (inv == li) & (conf >= t)
+        m = int(above.sum())
+        if m >= 10 and _upper_bound(int(ok[above].sum()), m, DELTA if delta is None else delta) < target_precision:
+            per_node[str(lab)] = math.inf
+            groups[f"{lab} (excluded)"] = {**fit_threshold(conf[inv == li], ok[inv == li], **fit_kw).to_dict(),
+                                           "excluded_from": group_of[str(lab)]}
+    return Thresholds(
+        global_=group_thr[GLOBAL],
+        per_node=per_node,
+        target_precision=target_precision,
+        support={g: int(v["support"]) for g, v in groups.items()},
+        delta=delta,
+        groups=groups,
+        group_of=group_of,
+    )
+
+
+def fit_backoff_threshold(
+    ancestor_scores: np.ndarray,
+    ancestor_correct: np.ndarray,
+    *,
+    target_precision: float = 0.95,
+    delta: float | None = DELTA,
+    grid: int = 400,
+) -> tuple[float, ThresholdFit, np.ndarray]:
+    """One bar t for back-off answers: a row's answer is its deepest ancestor whose score is >= t.
+
+    ``ancestor_scores`` / ``ancestor_correct`` are (n, d): the tree-summed scores of each row's
+    ancestors, deepest first (padded with ``-inf``), and whether the truth lies under each. The lowest t
+    of a grid over the scores whose accepted answers keep the target's lower bound is returned, with
+    its evidence and the depth index chosen per row (-1: none).
+    """
+    sc = np.asarray(ancestor_scores, dtype=np.float64)
+    cor = np.asarray(ancestor_correct, dtype=bool)
+    n = sc.shape[0]
+    if n == 0 or sc.shape[1] == 0:
+        return math.inf, ThresholdFit(math.inf, n, 0, 0, 0.0), np.full(n, -1)
+    finite = sc[np.isfinite(sc)]
+    cand = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, grid))) if finite.size else np.zeros(0)
+    best: tuple[float, ThresholdFit, np.ndarray] = (math.inf, ThresholdFit(math.inf, n, 0, 0, 0.0), np.full(n, -1))
+    for t in cand[::-1]:  # high to low: keep the lowest bar that still proves the target
+        clears = sc >= t
+        anyc = clears.any(axis=1)
+        j = np.where(anyc, clears.argmax(axis=1), -1)
+        m = int(anyc.sum())
+        if m == 0:
+            continue
+        k = int(cor[np.flatnonzero(anyc), j[anyc]].sum())
+        lb = k / m if delta is None else float(_lower_bounds(np.array([k]), np.array([m]), float(delta))[0])
+        if lb >= target_precision - 1e-12:
+            best = (float(t), ThresholdFit(float(t), n, m, k, lb), j)
+    return best

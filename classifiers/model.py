@@ -11,9 +11,13 @@ Inside (see docs/readme_parts/model.md for the measured effect of each part):
    each row's top candidates (learns when to trust which scorer; wins on larger data). With
    ``stacker="auto"`` the one with the higher out-of-fold accuracy is kept.
 3. Calibration on the stacker's own out-of-fold outputs (isotonic on the top score, or temperature
-   scaling), then auto-accept thresholds for the target precision (global + per node).
-4. Label probabilities summed into ancestors (a parent's score >= its best child's); when the best
-   label is below its threshold, the prediction backs off to the deepest ancestor that clears it.
+   scaling), then auto-accept thresholds whose one-sided Clopper-Pearson lower bound of out-of-fold
+   precision reaches the target (per node where its support proves it, else pooled up to the global
+   one; chosen on out-of-fold raw scores, never on scores the calibrator was fit on; see
+   docs/quality.md).
+4. The answer is the top label with the calibrated probability that exactly it is right. Label
+   probabilities summed into ancestors give the back-off answer: the deepest node on the label's path
+   that clears its bar (``confident_ids``), or with ``hierarchy="backoff"`` the answer itself.
 5. Zero-shot fallback: taxonomy nodes without training rows are scored by the cosine between the
    product and the node's path; a node that is clearly closer than every trained label takes mass.
 
@@ -43,20 +47,18 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from classifiers._model_bank import BankData, fit_bank, score_bank
-from classifiers._model_rerank import (
-    LabelInfo,
-    WeightedStacker,
-    candidate_features,
-    make_reranker,
-    to_distribution,
+from classifiers._model_accept import (
+    Prediction,
+    confident_nodes,
+    cross_fitted_calibration,
+    fit_calibrator,
+    fit_model_thresholds,
+    fit_stackers,
 )
+from classifiers._model_rerank import LabelInfo, WeightedStacker, candidate_features, to_distribution
 from classifiers._model_text import TEXT_FIELDS, build_inputs, embed_chunks
-from classifiers.calibration import (
-    IsotonicCalibrator,
-    TemperatureScaler,
-    fit_thresholds,
-    select_threshold,
-)
+from classifiers._model_report import out_of_fold_report
+from classifiers.calibration import IsotonicCalibrator, TemperatureScaler
 from classifiers.hierarchy import NodeIndex
 from shelfwise.errors import ConfigError, ModelError
 
@@ -64,37 +66,13 @@ __all__ = ["MODEL_FORMAT_VERSION", "CategoryModel", "Prediction"]
 
 log = logging.getLogger("shelfwise.model")
 
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2  # 2: leaf contract, thresholds with a precision bound
 _STATE_FILE = "model.joblib"
 _MANIFEST_FILE = "manifest.json"
 _CALIBRATIONS = ("temperature", "isotonic", "none")
 _HIERARCHY = ("backoff", "leaf")
 _STACKERS = ("auto", "rerank", "weighted", "mean")
 _PREDICT_CHUNK = 2048  # rows scored at once by `predict` (bounds memory on large shards and training sets)
-
-
-@dataclass
-class Prediction:
-    """Output of `CategoryModel.predict` for n rows (arrays aligned with the input frame).
-
-    ``category_ids``/``scores``: the top-k label nodes, calibrated probabilities, best first.
-    ``predicted_ids``: the chosen node after hierarchical back-off (a label node, or one of its
-    ancestors when the label was uncertain); ``confidence`` is that node's tree-summed probability.
-    """
-
-    category_ids: np.ndarray  # (n, k) str
-    scores: np.ndarray  # (n, k) float
-    confidence: np.ndarray  # (n,)
-    margin: np.ndarray  # (n,) top-1 minus top-2 label probability
-    predicted_ids: np.ndarray  # (n,) str
-    predicted_depth: np.ndarray  # (n,) int
-    backed_off: np.ndarray  # (n,) bool
-    leaf_ids: np.ndarray  # (n,) str: best label node before back-off
-    leaf_confidence: np.ndarray  # (n,)
-    zero_shot: np.ndarray  # (n,) bool: the best label had no training rows
-
-    def __len__(self) -> int:
-        return int(self.confidence.shape[0])
 
 
 class CategoryModel(BaseEstimator):
@@ -108,11 +86,13 @@ class CategoryModel(BaseEstimator):
             default: it measured no gain on Amazon UK or Flipkart (see the README's ablation table).
         k_neighbors: neighbours of the kNN scorers.
         calibration: ``"isotonic"`` (default), ``"temperature"`` or ``"none"``.
-        hierarchy: ``"backoff"`` (default: back off to an ancestor when the label is uncertain) or ``"leaf"``.
+        hierarchy: ``"leaf"`` (default: ``predicted_ids`` is the top label) or ``"backoff"`` (the deepest
+            node on its path that clears its bar, where there is one).
         stacker: ``"auto"`` (default: the better of the two below, by out-of-fold accuracy), ``"weighted"``
             (one weight per scorer), ``"rerank"`` (gradient-boosted candidate reranker) or ``"mean"``.
-        target_precision: precision the auto-accept thresholds aim for on held-out data.
-        min_node_support: held-out predictions a node needs for its own threshold.
+        target_precision: precision the auto-accept thresholds prove (95% one-sided lower bound) out of fold.
+        min_node_support: out-of-fold predictions a node (with its descendants not taken by a deeper
+            node) needs for its own threshold; below, its rows are pooled with its parent's.
         zero_shot: let taxonomy nodes without training rows be predicted from their path text.
         zero_shot_margin: how much closer (cosine) an untrained node must be than every trained label
             before it takes probability mass; ``None`` = learned: the 99.5th percentile of that gap (+0.01) over
@@ -131,11 +111,11 @@ class CategoryModel(BaseEstimator):
         use_price: bool = False,
         k_neighbors: int = 10,
         calibration: str = "isotonic",
-        hierarchy: str = "backoff",
+        hierarchy: str = "leaf",
         stacker: str = "auto",
         n_candidates: int = 10,
         target_precision: float = 0.95,
-        min_node_support: int = 40,
+        min_node_support: int = 100,
         zero_shot: bool = True,
         zero_shot_margin: float | None = None,
         zero_shot_temperature: float = 0.01,
@@ -317,80 +297,23 @@ class CategoryModel(BaseEstimator):
             parent_group=np.array([group_ids[p] for p in parents], dtype=np.int64),
         )
         # ---- stackers on out-of-fold scores (their own out-of-fold outputs feed selection + calibration)
-        p_raw = self._fit_stackers(oof, y)
-        # ---- calibration on held-out (out-of-fold) outputs
-        self.calibrator_: TemperatureScaler | IsotonicCalibrator | None = None
-        if self.calibration == "temperature":
-            self.calibrator_ = TemperatureScaler().fit(np.log(np.clip(p_raw, 1e-12, 1)), y)
-        elif self.calibration == "isotonic":
-            self.calibrator_ = IsotonicCalibrator().fit(p_raw.max(axis=1), p_raw.argmax(axis=1) == y)
-        p_cal = self._calibrate(p_raw)
-        # ---- thresholds for the target precision (leaf level, then with back-off)
-        self._fit_thresholds(p_cal, y)
-        from classifiers.metrics import expected_calibration_error
-
-        top = p_cal.argmax(axis=1)
-        self.fit_report_["heldout"] = {
-            "rows": n,
-            "leaf_accuracy": round(float((top == y).mean()), 4),
-            "ece_uncalibrated": round(
-                expected_calibration_error(p_raw.max(axis=1), p_raw.argmax(axis=1) == y), 4
-            ),
-            "ece_calibrated_in_sample": round(expected_calibration_error(p_cal.max(axis=1), top == y), 4),
-            "temperature": getattr(self.calibrator_, "temperature_", None),
-            "threshold_global": self.thresholds_.to_dict()["global"],
-            "nodes_with_own_threshold": len(self.thresholds_.per_node),
+        p_raw = fit_stackers(self, oof, y)
+        # ---- calibration on the stacker's out-of-fold outputs; cross-fitted copies for honest figures
+        self.calibrator_: TemperatureScaler | IsotonicCalibrator | None = fit_calibrator(self, p_raw, y)
+        p_cal_cf = cross_fitted_calibration(self, p_raw, y, folds)
+        # ---- thresholds with a precision guarantee, never chosen on scores the calibrator was fit on
+        fit_model_thresholds(self, p_raw, p_cal_cf, y)
+        self.fit_report_["heldout"] = out_of_fold_report(
+            p_raw, p_cal_cf, y, self.thresholds_, temperature=getattr(self.calibrator_, "temperature_", None)
+        )
+        path_of = dict(zip(self.index_.ids, self.index_.paths, strict=True))
+        self.fit_report_["thresholds"] = {
+            "groups": {path_of.get(g, g): v for g, v in self.thresholds_.groups.items()},
+            "backoff": self.fit_report_["heldout"]["backoff"],
         }
         self.version_ = self._compute_version(frame, labels)
         self.created_at_ = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         return self
-
-    def _fit_stackers(self, oof: dict[str, np.ndarray], y: np.ndarray) -> np.ndarray:
-        """Fit the weighted stacker and/or the reranker; keep the one right more often out of fold.
-
-        Returns the chosen stacker's out-of-fold label distribution (n, K).
-        """
-        n = len(y)
-        inner = list(KFold(n_splits=3, shuffle=True, random_state=int(self.random_state)).split(np.arange(n)))
-        outputs: dict[str, np.ndarray] = {}
-        self.weighted_ = None
-        self.reranker_ = None
-        if self.stacker in ("auto", "weighted"):
-            F = WeightedStacker.features(oof, self.scorer_names_, self.label_info_)
-            w_oof = np.zeros((n, F.shape[1]))
-            for tr, va in inner:
-                w_oof[va] = WeightedStacker().fit(F[tr], y[tr]).predict_proba(F[va])
-            self.weighted_ = WeightedStacker().fit(F, y)
-            outputs["weighted"] = w_oof
-        cand, feats, fused = candidate_features(
-            oof, self.scorer_names_, self.label_info_, n_candidates=int(self.n_candidates)
-        )
-        target = cand == y[:, None]
-        if self.stacker in ("auto", "rerank") and 0 < target.sum() < target.size:
-            s_oof = np.zeros(target.shape)
-            width = feats.shape[-1]
-            for tr, va in inner:
-                t_tr = target[tr].ravel()
-                if t_tr.all() or not t_tr.any():
-                    s_oof[va] = np.take_along_axis(fused, cand[va], 1)
-                    continue
-                rr = make_reranker(int(self.random_state)).fit(feats[tr].reshape(-1, width), t_tr)
-                s_oof[va] = rr.predict_proba(feats[va].reshape(-1, width))[:, 1].reshape(len(va), -1)
-            self.reranker_ = make_reranker(int(self.random_state)).fit(
-                feats.reshape(-1, width), target.ravel()
-            )
-            outputs["rerank"] = to_distribution(s_oof, cand, fused)
-        if not outputs:  # "mean", or a reranker without both outcomes to learn from
-            outputs["mean"] = fused
-        accuracy = {k: round(float((v.argmax(axis=1) == y).mean()), 4) for k, v in outputs.items()}
-        chosen = max(accuracy, key=lambda k: (accuracy[k], k == "weighted"))
-        self.stacker_ = chosen
-        if chosen != "weighted":
-            self.weighted_ = None
-        if chosen != "rerank":
-            self.reranker_ = None
-        self.fit_report_["stacker"] = {"chosen": chosen, "out_of_fold_accuracy": accuracy}
-        return outputs[chosen]
 
     def _folds(self, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         n_splits = int(min(self.cv, max(2, len(y) // 4)))
@@ -402,38 +325,6 @@ class CategoryModel(BaseEstimator):
             )  # too few rare rows for their own bucket
         kf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=int(self.random_state))
         return list(kf.split(np.zeros(len(y)), strat))
-
-    def _fit_thresholds(self, p_cal: np.ndarray, y: np.ndarray) -> None:
-        tp = float(self.target_precision)
-        top = p_cal.argmax(axis=1)
-        leaf_ids = self.classes_[top]
-        leaf_thr = select_threshold(p_cal.max(axis=1), top == y, target_precision=tp)
-        if self.hierarchy == "leaf" or not math.isfinite(leaf_thr):
-            self.thresholds_ = fit_thresholds(
-                p_cal.max(axis=1),
-                top == y,
-                leaf_ids,
-                target_precision=tp,
-                min_node_support=int(self.min_node_support),
-            )
-            return
-        node_scores = self.index_.aggregate(p_cal, self.label_pos_)
-        chosen, _ = self.index_.backoff(node_scores, self.label_pos_[top], leaf_thr)
-        truth_pos = self.label_pos_[y]
-        correct = np.array(
-            [
-                self.index_.is_ancestor_or_self(self.index_.ids[c], self.index_.ids[t])
-                for c, t in zip(chosen, truth_pos, strict=True)
-            ]
-        )
-        conf = node_scores[np.arange(len(y)), chosen]
-        self.thresholds_ = fit_thresholds(
-            conf,
-            correct,
-            [self.index_.ids[c] for c in chosen],
-            target_precision=tp,
-            min_node_support=int(self.min_node_support),
-        )
 
     def _zero_shot_gap(self, emb: np.ndarray, label_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(best untrained node per row, its cosine minus the best trained label's cosine)."""
@@ -608,17 +499,12 @@ class CategoryModel(BaseEstimator):
         n = frame.height
         if n == 0:
             e = np.zeros(0)
+            ids0 = np.zeros(0, dtype=object)
+            i0 = np.zeros(0, dtype=np.int64)
+            b0 = np.zeros(0, dtype=bool)
             return Prediction(
-                np.zeros((0, top_k), dtype=object),
-                np.zeros((0, top_k)),
-                e,
-                e,
-                np.zeros(0, dtype=object),
-                np.zeros(0, dtype=np.int64),
-                np.zeros(0, dtype=bool),
-                np.zeros(0, dtype=object),
-                e,
-                np.zeros(0, dtype=bool),
+                np.zeros((0, top_k), dtype=object), np.zeros((0, top_k)), e, e, ids0, i0, b0, ids0, e, b0,
+                e, e, ids0, e, i0, e,
             )
         if n > _PREDICT_CHUNK:
             # bounded memory: the kNN scorers build (rows x training rows) similarity matrices and the
@@ -656,24 +542,35 @@ class CategoryModel(BaseEstimator):
         best_pos = top_pos[:, 0]
         zs_mask = probs.shape[1] > len(self.label_pos_)
         zero_shot = (top_cols[:, 0] == len(self.label_pos_)) if zs_mask else np.zeros(n, dtype=bool)
-        leaf_conf = node_scores[rows, best_pos]
+        leaf_conf = probs[rows, top_cols[:, 0]]  # exactly this node (not summed with labels below it)
+        leaf_thr = self.thresholds_.for_nodes(ids[best_pos])
+        conf_pos, conf_conf, conf_thr = confident_nodes(self, node_scores, best_pos, leaf_conf, leaf_thr)
+        has = conf_pos >= 0
+        depths = np.array(self.index_.depths, dtype=np.int64)
         if mode == "backoff":
-            thr = self.thresholds_.for_nodes(self.index_.ids)
-            chosen, backed = self.index_.backoff(node_scores, best_pos, thr)
+            chosen = np.where(has, conf_pos, best_pos)
+            confidence = np.where(has, conf_conf, leaf_conf)
+            threshold = np.where(has, conf_thr, leaf_thr)
         else:
-            chosen, backed = best_pos, np.zeros(n, dtype=bool)
+            chosen, confidence, threshold = best_pos, leaf_conf, leaf_thr
         second = scores[:, 1] if scores.shape[1] > 1 else np.zeros(n)
         return Prediction(
             category_ids=category_ids,
             scores=scores,
-            confidence=node_scores[rows, chosen],
+            confidence=confidence,
             margin=scores[:, 0] - second,
             predicted_ids=ids[chosen],
-            predicted_depth=np.array(self.index_.depths, dtype=np.int64)[chosen],
-            backed_off=backed,
+            predicted_depth=depths[chosen],
+            backed_off=chosen != best_pos,
             leaf_ids=ids[best_pos],
             leaf_confidence=leaf_conf,
             zero_shot=np.asarray(zero_shot, dtype=bool),
+            threshold=threshold,
+            leaf_threshold=leaf_thr,
+            confident_ids=np.where(has, ids[np.maximum(conf_pos, 0)], None).astype(object),
+            confident_confidence=conf_conf,
+            confident_depth=np.where(has, depths[np.maximum(conf_pos, 0)], -1),
+            confident_threshold=conf_thr,
         )
 
     # ================================================================== persistence

@@ -1,0 +1,96 @@
+"""The nightly decision order (model -> LLM -> routing -> human lock -> audit) on hand-written values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from shelfwise._decide import DecideOptions, LLMAnswer, Lock, ModelAnswers, decide
+from shelfwise.errors import ConfigError
+
+
+def _answers() -> ModelAnswers:
+    # row 0: sure of the leaf; row 1: unsure of the leaf, sure of its parent; row 2: unsure at every level
+    return ModelAnswers(
+        leaf_ids=["t1", "t2", "m1"],
+        leaf_paths=["Toys > Dolls > Fashion", "Toys > Dolls > Baby", "Home > Mugs > Tea"],
+        leaf_depth=np.array([2, 2, 2]),
+        leaf_confidence=np.array([0.97, 0.60, 0.40]),
+        leaf_threshold=np.array([0.90, 0.90, 0.90]),
+        confident_ids=["t1", "d", None],
+        confident_paths=["Toys > Dolls > Fashion", "Toys > Dolls", None],
+        confident_depth=np.array([2, 1, -1]),
+        confident_confidence=np.array([0.97, 0.96, np.nan]),
+        confident_threshold=np.array([0.90, 0.93, np.inf]),
+    )
+
+
+def _decide(options: DecideOptions, *, llm=None, locks=None, audit=None, floor_for=None, current=None):
+    n = 3
+    return decide(
+        _answers(), current_paths=current or [None] * n, current_known=[True] * n,
+        current_support=np.zeros(n), llm=llm or [None] * n, locks=locks or [None] * n,
+        audit=np.zeros(n, dtype=bool) if audit is None else audit, options=options, floor_for=floor_for,
+    )
+
+
+def test_leaf_contract_holds_the_top_label_and_carries_the_backoff_answer_alongside():
+    d = _decide(DecideOptions(level="leaf"))
+    assert d.category_path == ["Toys > Dolls > Fashion", "Toys > Dolls > Baby", "Home > Mugs > Tea"]
+    np.testing.assert_allclose(d.confidence, [0.97, 0.60, 0.40])
+    assert list(d.predicted_depth) == [2, 2, 2]
+    assert d.route == ["auto", "review", "review"]  # auto means category_path itself is accepted
+    assert d.confident_category_path == ["Toys > Dolls > Fashion", "Toys > Dolls", None]
+    assert d.confident_confidence[1] == pytest.approx(0.96) and math.isnan(d.confident_confidence[2])
+
+
+def test_backoff_level_puts_the_confident_node_in_the_contract_columns():
+    d = _decide(DecideOptions(level="backoff"))
+    assert d.category_path == ["Toys > Dolls > Fashion", "Toys > Dolls", "Home > Mugs > Tea"]
+    assert list(d.predicted_depth) == [2, 1, 2]
+    np.testing.assert_allclose(d.confidence[:2], [0.97, 0.96])
+    assert d.route == ["auto", "auto", "review"]
+    with pytest.raises(ConfigError, match="auto_accept_level"):
+        _decide(DecideOptions(level="parent"))
+
+
+def test_an_llm_answer_is_auto_accepted_only_when_calibrated_and_at_label_level():
+    llm = [
+        None,
+        LLMAnswer("accepted", "t3", "Toys > Dolls > Rag", 2, 0.99, calibrated=False),
+        LLMAnswer("accepted", "m", "Home > Mugs", 1, 0.99, calibrated=True, at_label_level=False),
+    ]
+    d = _decide(DecideOptions(level="leaf"), llm=llm)
+    assert d.source == ["model", "llm", "llm"]
+    assert d.category_path[1:] == ["Toys > Dolls > Rag", "Home > Mugs"]
+    assert d.route == ["auto", "review", "review"]
+    llm[1] = LLMAnswer("accepted", "t3", "Toys > Dolls > Rag", 2, 0.99, calibrated=True)
+    llm[2] = LLMAnswer("failed_invalid")
+    d = _decide(DecideOptions(level="leaf"), llm=llm)
+    assert d.route == ["auto", "auto", "review"]
+    assert d.queue[2] == "llm_failed" and d.reason[2] == "llm_failed_invalid"
+    assert d.category_path[2] == "Home > Mugs > Tea"  # a failed LLM call keeps the model's answer
+
+
+def test_human_lock_wins_and_audit_samples_only_machine_auto_accepts():
+    locks = [None, Lock("x", "Toys > Puzzles", 1), None]
+    d = _decide(DecideOptions(), locks=locks, audit=np.array([True, True, True]))
+    assert d.source == ["model", "human", "model"]
+    assert d.route == ["auto", "auto", "review"] and d.reason[1] == "human_decision"
+    assert d.queue == ["audit", None, "low_confidence"]
+
+
+def test_audit_floor_raises_the_bar_of_its_scope_only():
+    def floor_for(paths):
+        return np.array([0.98 if p.startswith("Toys") else 0.0 for p in paths])
+
+    d = _decide(DecideOptions(level="backoff"), floor_for=floor_for)
+    assert d.route == ["review", "review", "review"]  # 0.97 and 0.96 < the Toys floor 0.98
+    np.testing.assert_allclose(d.threshold[:2], [0.98, 0.98])
+
+
+def test_a_prediction_disagreeing_with_the_current_category_is_never_auto_accepted():
+    d = _decide(DecideOptions(), current=["Home > Mugs", None, None])
+    assert d.route[0] in ("suspect", "review") and d.route[0] != "auto"
