@@ -119,6 +119,9 @@ def train(
     model.fit(labelled, tax, embedder=embedder, cache=cache, image_embedder=image_embedder)
     model.save(model_dir)
     _copy_taxonomy(taxonomy_path, model_dir, taxonomy_format)
+    from verification.audit_bar import STATE_FILE, reset_bars
+
+    reset_bars(settings.state_dir / STATE_FILE)  # a new model: the audit judges it afresh
     return TrainSummary(
         model_dir=str(model_dir),
         model_version=model.version,
