@@ -9,8 +9,15 @@ A decision is written as:
 - every kind: a ``choices`` region ``decision`` with the kind (``accept``, ``choose``, ``not_product``,
   ``needs_data``).
 
-The model's suggestion goes into ``predictions`` (``model_version``, ``score``, a taxonomy region).
-:data:`LABEL_STUDIO_CONFIG` is a matching labeling config for a Label Studio project.
+The reviewer's name goes into the annotation's ``meta`` (``meta.reviewer``, with ``meta.note``), not
+``completed_by``: Label Studio refuses a whole import whose ``completed_by`` is not one of its own users.
+Each task's ``data`` has a ``text`` field (title, then description) that every region points at
+(``to_name="text"``). The model's suggestion goes into ``predictions`` (``model_version``, ``score``, a
+taxonomy region). :func:`labelstudio_config` writes the matching labeling config for a taxonomy.
+
+Cells a spreadsheet could run as a formula (text starting with ``= + - @``, TAB or CR) are written with
+a leading ``'`` in CSV files and in the text fields of Label Studio tasks (Label Studio exports CSV too);
+reading either format takes that ``'`` off again, so values round-trip unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +33,16 @@ from typing import Any
 from shelfwise.errors import ConfigError
 from verification._errors import QueueStoreError
 
-__all__ = ["CSV_COLUMNS", "FORMATS", "LABEL_STUDIO_CONFIG", "read", "write"]
+__all__ = [
+    "CSV_COLUMNS",
+    "FORMATS",
+    "FORMULA_PREFIXES",
+    "labelstudio_config",
+    "neutralise",
+    "read",
+    "restore",
+    "write",
+]
 
 SEP = " > "
 FORMATS = ("csv", "labelstudio")
@@ -51,16 +68,47 @@ CSV_COLUMNS = (
     "taxonomy_version",
 )
 
-LABEL_STUDIO_CONFIG = """<View>
-  <Header value="$title"/>
-  <Text name="text" value="$description"/>
-  <Choices name="decision" toName="text" choice="single" required="true">
-    <Choice value="accept"/><Choice value="choose"/><Choice value="not_product"/><Choice value="needs_data"/>
-  </Choices>
-  <Taxonomy name="category" toName="text" apiUrl="$taxonomy_url"/>
-  <TextArea name="category_id" toName="text" maxSubmissions="1"/>
-</View>
-"""
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+DECISION_CHOICES = ("accept", "choose", "not_product", "needs_data")
+
+
+def neutralise(value: Any) -> Any:
+    """``value`` with a leading ``'`` when a spreadsheet would read it as a formula; non-text unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def restore(value: Any) -> Any:
+    """Undo :func:`neutralise` (a ``'`` in front of a formula character is taken off)."""
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(FORMULA_PREFIXES):
+        return value[1:]
+    return value
+
+
+def labelstudio_config(taxonomy: Any) -> str:
+    """The Label Studio labeling config (XML) matching :func:`write`'s tasks for ``taxonomy``.
+
+    ``decision`` (single choice of the decision kinds), ``category`` (a Taxonomy tag holding every node of
+    ``taxonomy`` as nested choices, so paths read back as ``a > b > c``) and ``category_id`` (one text
+    answer); all point at the ``text`` field of the task data, shown under the title.
+    """
+    view = ET.Element("View")
+    ET.SubElement(view, "Header", value="$title")
+    ET.SubElement(view, "Text", name="text", value="$text")
+    choices = ET.SubElement(view, "Choices", name="decision", toName="text", choice="single", required="true")
+    for kind in DECISION_CHOICES:
+        ET.SubElement(choices, "Choice", value=kind)
+    tax_tag = ET.SubElement(view, "Taxonomy", name="category", toName="text", maxUsages="1")
+
+    def add(parent: ET.Element, node_id: str | None) -> None:
+        for child in taxonomy.children(node_id):
+            add(ET.SubElement(parent, "Choice", value=child.name), child.id)
+
+    add(tax_tag, None)
+    ET.SubElement(view, "TextArea", name="category_id", toName="text", maxSubmissions="1", rows="1")
+    ET.indent(view, space=" ")
+    return ET.tostring(view, encoding="unicode") + "\n"
 
 
 def _fmt(fmt: str) -> str:
@@ -82,29 +130,26 @@ def write(records: Sequence[Mapping[str, Any]], path: Path, *, fmt: str) -> int:
             writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS))
             writer.writeheader()
             for r in records:
-                writer.writerow(
-                    {
-                        "sku_id": r["sku_id"],
-                        "title": r.get("title") or "",
-                        "category_id": r.get("category_id") or "",
-                        "category_path": r.get("category_path") or "",
-                        "kind": r["kind"],
-                        "reviewer": r["reviewer"],
-                        "decided_at": _iso(r.get("decided_at")) or "",
-                        "previous_category_path": r.get("current_category_path") or "",
-                        "suggested_category_id": r.get("shown_category_id") or "",
-                        "suggested_category_path": r.get("shown_category_path") or "",
-                        "confidence": ""
-                        if r.get("shown_confidence") is None
-                        else repr(r["shown_confidence"]),
-                        "queue": r.get("queue") or "",
-                        "note": r.get("note") or "",
-                        "duration_ms": "" if r.get("duration_ms") is None else r["duration_ms"],
-                        "content_hash": r.get("content_hash") or "",
-                        "model_version": r.get("model_version") or "",
-                        "taxonomy_version": r.get("taxonomy_version") or "",
-                    }
-                )
+                row = {
+                    "sku_id": r["sku_id"],
+                    "title": r.get("title") or "",
+                    "category_id": r.get("category_id") or "",
+                    "category_path": r.get("category_path") or "",
+                    "kind": r["kind"],
+                    "reviewer": r["reviewer"],
+                    "decided_at": _iso(r.get("decided_at")) or "",
+                    "previous_category_path": r.get("current_category_path") or "",
+                    "suggested_category_id": r.get("shown_category_id") or "",
+                    "suggested_category_path": r.get("shown_category_path") or "",
+                    "confidence": "" if r.get("shown_confidence") is None else repr(r["shown_confidence"]),
+                    "queue": r.get("queue") or "",
+                    "note": r.get("note") or "",
+                    "duration_ms": "" if r.get("duration_ms") is None else r["duration_ms"],
+                    "content_hash": r.get("content_hash") or "",
+                    "model_version": r.get("model_version") or "",
+                    "taxonomy_version": r.get("taxonomy_version") or "",
+                }
+                writer.writerow({key: neutralise(value) for key, value in row.items()})
         return len(records)
     tasks = [_task(i, r) for i, r in enumerate(records, start=1)]
     path.write_text(json.dumps(tasks, ensure_ascii=False, indent=1), encoding="utf-8")
@@ -147,27 +192,31 @@ def _task(task_id: int, r: Mapping[str, Any]) -> dict[str, Any]:
                 "value": {"text": [r["category_id"]]},
             }
         )
+    title = r.get("title") or ""
+    text = "\n\n".join(part for part in (title, r.get("description") or "") if part) or str(r["sku_id"])
+    data = {
+        "sku_id": r["sku_id"],
+        "title": title,
+        "text": text,
+        "description": r.get("description"),
+        "brand": r.get("brand"),
+        "image": r.get("image_path"),
+        "current_category_path": r.get("current_category_path"),
+        "suggested_category_id": r.get("shown_category_id"),
+        "suggested_category_path": r.get("shown_category_path"),
+        "confidence": r.get("shown_confidence"),
+        "queue": r.get("queue"),
+        "content_hash": r.get("content_hash"),
+        "model_version": r.get("model_version"),
+        "taxonomy_version": r.get("taxonomy_version"),
+    }
+    meta = {"reviewer": r["reviewer"], "note": r.get("note") or ""}
     task: dict[str, Any] = {
         "id": task_id,
-        "data": {
-            "sku_id": r["sku_id"],
-            "title": r.get("title"),
-            "description": r.get("description"),
-            "brand": r.get("brand"),
-            "image": r.get("image_path"),
-            "current_category_path": r.get("current_category_path"),
-            "suggested_category_id": r.get("shown_category_id"),
-            "suggested_category_path": r.get("shown_category_path"),
-            "confidence": r.get("shown_confidence"),
-            "queue": r.get("queue"),
-            "content_hash": r.get("content_hash"),
-            "model_version": r.get("model_version"),
-            "taxonomy_version": r.get("taxonomy_version"),
-        },
+        "data": {key: neutralise(value) for key, value in data.items()},
         "annotations": [
             {
                 "id": r["id"],
-                "completed_by": {"email": r["reviewer"]},
                 "result": result,
                 "was_cancelled": False,
                 "ground_truth": False,
@@ -175,7 +224,7 @@ def _task(task_id: int, r: Mapping[str, Any]) -> dict[str, Any]:
                 "updated_at": decided,
                 "lead_time": None if r.get("duration_ms") is None else r["duration_ms"] / 1000.0,
                 "task": task_id,
-                "meta": {"note": r.get("note") or ""},
+                "meta": {key: neutralise(value) for key, value in meta.items()},
             }
         ],
         "predictions": [],
@@ -227,7 +276,8 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
                 f"{path} line 1: missing column(s) {', '.join(sorted(missing))} (found {reader.fieldnames}); "
                 f"a decisions CSV needs at least sku_id, kind, category_id, category_path"
             )
-        for line, row in enumerate(reader, start=2):
+        for line, raw_row in enumerate(reader, start=2):
+            row = {key: restore(value) for key, value in raw_row.items()}
             if not (row.get("sku_id") or "").strip():
                 raise QueueStoreError(
                     f"{path} line {line}: field 'sku_id' is empty; fill it or delete the row"
@@ -286,12 +336,14 @@ def _read_labelstudio(path: Path) -> list[dict[str, Any]]:
         )
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
             raise QueueStoreError(f"{path} {where}: a task needs a 'data' object with sku_id")
-        data = task["data"]
+        data = {key: restore(value) for key, value in task["data"].items()}
         sku = data.get("sku_id")
         if sku in (None, ""):
             raise QueueStoreError(f"{path} {where}: data.sku_id is missing; every task must name its SKU")
         annotations = [
-            a for a in task.get("annotations") or task.get("completions") or [] if not a.get("was_cancelled")
+            a
+            for a in task.get("annotations") or task.get("completions") or []
+            if isinstance(a, dict) and not a.get("was_cancelled")
         ]
         if not annotations:
             continue  # an unannotated task carries no decision
@@ -304,7 +356,7 @@ def _read_labelstudio(path: Path) -> list[dict[str, Any]]:
             elif rtype == "taxonomy" and value.get("taxonomy"):
                 category_path = SEP.join(str(p) for p in value["taxonomy"][0])
             elif rtype == "textarea" and region.get("from_name") == "category_id" and value.get("text"):
-                category_id = str(value["text"][0])
+                category_id = str(restore(value["text"][0])).strip() or None
         if kind is None:
             kind = "choose" if category_path else None
         if kind is None:
@@ -312,8 +364,8 @@ def _read_labelstudio(path: Path) -> list[dict[str, Any]]:
                 f"{path} {where}: the annotation has neither a 'decision' choice nor a taxonomy selection; "
                 "label it in Label Studio or remove the task"
             )
-        completed = ann.get("completed_by")
-        reviewer = completed.get("email") if isinstance(completed, dict) else completed
+        meta = ann.get("meta") if isinstance(ann.get("meta"), dict) else {}
+        meta = {key: restore(value) for key, value in meta.items()}
         lead = ann.get("lead_time")
         out.append(
             {
@@ -322,7 +374,7 @@ def _read_labelstudio(path: Path) -> list[dict[str, Any]]:
                 "kind": kind,
                 "category_id": category_id,
                 "category_path": category_path,
-                "reviewer": None if reviewer is None else str(reviewer),
+                "reviewer": _ls_reviewer(meta, ann.get("completed_by")),
                 "decided_at": ann.get("updated_at") or ann.get("created_at"),
                 "title": data.get("title"),
                 "previous_category_path": data.get("current_category_path"),
@@ -330,7 +382,7 @@ def _read_labelstudio(path: Path) -> list[dict[str, Any]]:
                 "suggested_category_path": data.get("suggested_category_path"),
                 "confidence": data.get("confidence"),
                 "queue": data.get("queue"),
-                "note": (ann.get("meta") or {}).get("note") if isinstance(ann.get("meta"), dict) else None,
+                "note": meta.get("note") or None,
                 "duration_ms": None if lead is None else round(float(lead) * 1000),
                 "content_hash": data.get("content_hash"),
                 "model_version": data.get("model_version"),
@@ -338,3 +390,15 @@ def _read_labelstudio(path: Path) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _ls_reviewer(meta: Mapping[str, Any], completed_by: Any) -> str | None:
+    """Who decided: ``meta.reviewer`` (our exports), else the Label Studio annotator (e-mail or user id)."""
+    if meta.get("reviewer"):
+        return str(meta["reviewer"])
+    if isinstance(completed_by, dict):
+        found = completed_by.get("email") or completed_by.get("id")
+        return None if found is None else str(found)
+    if isinstance(completed_by, int) and not isinstance(completed_by, bool):
+        return f"label-studio user {completed_by}"
+    return None if completed_by in (None, "") else str(completed_by)

@@ -141,6 +141,7 @@ class User:
     role: Role
     is_active: bool
     created_at: datetime
+    session_epoch: int = 0  # sessions carrying another value are over (logout, password or role change)
 
     @property
     def is_admin(self) -> bool:

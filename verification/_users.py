@@ -52,8 +52,11 @@ class UserOps(StoreCore):
             raise taken from None
 
     def set_password(self, username: str, password: str, *, role: Role | str | None = None) -> None:
-        """Change a user's password (and optionally role)."""
-        values: dict[str, Any] = {"password_hash": self._hash(password, username)}
+        """Change a user's password (and optionally role); the user's sessions end (epoch bumped)."""
+        values: dict[str, Any] = {
+            "password_hash": self._hash(password, username),
+            "session_epoch": USERS.c.session_epoch + 1,
+        }
         if role is not None:
             values["role"] = self._role(role).value
         with self._writing() as conn:
@@ -62,8 +65,20 @@ class UserOps(StoreCore):
                 raise QueueStoreError(f"user {username!r} does not exist; create it with add_user()")
 
     def set_active(self, username: str, active: bool) -> None:
+        """(De)activate a user; either way their sessions end, so re-activation never revives an old cookie."""
+        self._bump(username, is_active=active)
+
+    def end_sessions(self, username: str) -> None:
+        """End every session of ``username`` (logout): cookies issued before now stop working."""
+        self._bump(username)
+
+    def _bump(self, username: str, **values: Any) -> None:
         with self._writing() as conn:
-            res = conn.execute(sa.update(USERS).where(USERS.c.username == username).values(is_active=active))
+            res = conn.execute(
+                sa.update(USERS)
+                .where(USERS.c.username == username)
+                .values(session_epoch=USERS.c.session_epoch + 1, **values)
+            )
             if res.rowcount != 1:
                 raise QueueStoreError(f"user {username!r} does not exist; create it with add_user()")
 
@@ -103,6 +118,7 @@ class UserOps(StoreCore):
             role=Role(row["role"]),
             is_active=bool(row["is_active"]),
             created_at=aware(row["created_at"]),  # type: ignore[arg-type]
+            session_epoch=int(row["session_epoch"]),
         )
 
     @staticmethod

@@ -204,3 +204,5 @@ class ReviewUser(Base):
     role: Mapped[str] = mapped_column(sa.String(16), default=Role.REVIEWER.value)
     is_active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime)
+    # Bumped on logout, password, role and activation changes; a session cookie holds the value it saw.
+    session_epoch: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")

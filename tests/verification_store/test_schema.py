@@ -20,7 +20,7 @@ def test_migrations_ship_inside_the_package() -> None:
     assert MIGRATIONS_DIR == pkg / "migrations"
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert list((MIGRATIONS_DIR / "versions").glob("0001_*.py"))
-    assert head_revision() == "0001_initial"
+    assert head_revision() == "0002_session_epoch"
 
 
 def test_upgrade_creates_schema_and_second_upgrade_is_a_noop(db_url: str, make_frame) -> None:
@@ -28,7 +28,7 @@ def test_upgrade_creates_schema_and_second_upgrade_is_a_noop(db_url: str, make_f
     try:
         assert store.schema_revision() is None
         store.upgrade()
-        assert store.schema_revision() == "0001_initial"
+        assert store.schema_revision() == head_revision()
         assert store.is_current()
         insp = sa.inspect(store.engine)
         assert TABLES <= set(insp.get_table_names())
@@ -37,7 +37,7 @@ def test_upgrade_creates_schema_and_second_upgrade_is_a_noop(db_url: str, make_f
 
         store.enqueue(make_frame(8), run_id="r1")
         store.upgrade()  # again: nothing changes, data stays
-        assert store.schema_revision() == "0001_initial"
+        assert store.schema_revision() == head_revision()
         assert sum(c["open"] for c in store.queue_counts().values()) == 8
     finally:
         store.close()

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
 from verification._errors import InvalidDecisionError, ItemConflictError, ItemNotFoundError
@@ -19,7 +20,7 @@ from verification._types import ItemFilter, ItemView
 from verification.models import DecisionKind, ItemStatus, Queue, Role
 
 from ._auth import ApiAdmin, ApiAdminCsrf, ApiUser, ApiUserCsrf, ensure_csrf_token
-from ._common import UiFilters, state
+from ._common import MAX_INT32, UiFilters, bad_text, public_image_path, state
 from ._decide import DecisionRequest, apply_decision, claim_next
 
 __all__ = ["router"]
@@ -29,7 +30,28 @@ router = APIRouter(prefix="/api", tags=["review"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Not logged in (no session cookie, no valid basic auth)"},
     403: {"description": "Missing/wrong CSRF token, or not an admin"},
+    413: {"description": "Request body over the size cap (64 KiB)"},
 }
+
+
+def _storable(value: str | None) -> str | None:
+    """Text the database can hold: no NUL byte, no lone surrogate (422 with the reason otherwise)."""
+    if value is not None:
+        reason = bad_text(value)
+        if reason is not None:
+            raise ValueError(f"the text {reason}; send plain UTF-8 text")
+    return value
+
+
+def _filter_text(value: str | None) -> str | None:
+    """A filter value: storable, stripped; blank means no filter."""
+    value = _storable(value)
+    return None if value is None or not value.strip() else value.strip()
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+FilterText = Annotated[str | None, AfterValidator(_filter_text)]
+ItemId = Annotated[int, PathParam(ge=1, le=MAX_INT32, description="Review item id")]
 
 
 class Candidate(BaseModel):
@@ -52,7 +74,10 @@ class Item(BaseModel):
     title: str | None
     description: str | None
     brand: str | None
-    image_path: str | None
+    image_path: str | None = Field(
+        description="Photo path relative to the app's image root (never a server path), or null"
+    )
+    image_url: str | None = Field(default=None, description="Where the app serves the photo (session login)")
     review_excerpt: str | None
     current_category_path: str | None
     suggested_category_id: str | None
@@ -95,11 +120,13 @@ class Filters(BaseModel):
 
     queue: Queue | None = None
     status: ItemStatus | None = None
-    category: str | None = Field(default=None, description="Path prefix of the suggested category")
-    reason: str | None = None
+    category: FilterText = Field(
+        default=None, max_length=500, description="Path prefix of the suggested category"
+    )
+    reason: FilterText = Field(default=None, max_length=500)
     min_confidence: float | None = Field(default=None, ge=0, le=1)
     max_confidence: float | None = Field(default=None, ge=0, le=1)
-    text: str | None = None
+    text: FilterText = Field(default=None, max_length=500)
 
     def ui(self) -> UiFilters:
         return UiFilters(**self.model_dump())
@@ -115,9 +142,11 @@ class ClaimRequest(BaseModel):
 
 class DecisionIn(BaseModel):
     kind: DecisionKind
-    category_id: str | None = Field(default=None, description="Taxonomy node id; required for kind=choose")
-    note: str = Field(default="", max_length=2000)
-    duration_ms: int | None = Field(default=None, ge=0)
+    category_id: Text | None = Field(
+        default=None, max_length=255, description="Taxonomy node id; required for kind=choose"
+    )
+    note: Text = Field(default="", max_length=2000)
+    duration_ms: int | None = Field(default=None, ge=0, le=MAX_INT32)
 
 
 class DecisionOut(BaseModel):
@@ -140,7 +169,7 @@ class DecisionOut(BaseModel):
 class BulkAcceptIn(BaseModel):
     filters: Filters
     expected: int | None = Field(
-        default=None, ge=0, description="Refuse (409) unless exactly this many items match"
+        default=None, ge=0, le=MAX_INT32, description="Refuse (409) unless exactly this many items match"
     )
 
 
@@ -161,20 +190,25 @@ class SearchOut(BaseModel):
     results: list[SearchHitOut]
 
 
-def _item(view: ItemView) -> Item:
+def _item(request: Request, view: ItemView) -> Item:
     data = dataclasses.asdict(view)
     data["candidates"] = [c for c in view.candidates if c.get("category_id") and c.get("category_path")]
+    data["image_path"] = public_image_path(view, state(request).image_root)
+    data["image_url"] = None if data["image_path"] is None else f"/items/{view.id}/image"
     return Item.model_validate(data)
+
+
+_QText = Annotated[FilterText, Query(max_length=500)]
 
 
 def _filters(
     queue: Queue | None = None,
     status: ItemStatus | None = None,
-    category: str | None = None,
-    reason: str | None = None,
+    category: _QText = None,
+    reason: _QText = None,
     min_confidence: Annotated[float | None, Query(ge=0, le=1)] = None,
     max_confidence: Annotated[float | None, Query(ge=0, le=1)] = None,
-    text: str | None = None,
+    text: _QText = None,
 ) -> Filters:
     return Filters(
         queue=queue,
@@ -206,22 +240,22 @@ def list_items(
     request: Request,
     _: ApiUser,
     filters: Annotated[Filters, Depends(_filters)],
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT32)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ItemPage:
     """Items matching the filters, highest priority first."""
     items, total = state(request).store.list_items(filters.item_filter(), offset=offset, limit=limit)
-    return ItemPage(items=[_item(i) for i in items], total=total, offset=offset, limit=limit)
+    return ItemPage(items=[_item(request, i) for i in items], total=total, offset=offset, limit=limit)
 
 
 @router.get(
     "/items/{item_id}", response_model=Item, responses={**_ERRORS, 404: {"description": "No such item"}}
 )
-def get_item(request: Request, item_id: int, _: ApiUser) -> Item:
+def get_item(request: Request, item_id: ItemId, _: ApiUser) -> Item:
     item = state(request).store.get_item(item_id)
     if item is None:
         raise HTTPException(404, f"review item {item_id} does not exist")
-    return _item(item)
+    return _item(request, item)
 
 
 @router.post("/queues/{queue}/claim", response_model=list[Item], responses=_ERRORS)
@@ -230,7 +264,7 @@ def claim(request: Request, queue: Queue, who: ApiUserCsrf, body: ClaimRequest |
     body = body or ClaimRequest()
     item_filter = dataclasses.replace(body.filters.item_filter(), queue=None, status=None)
     items = state(request).store.claim(str(queue), who.username, limit=body.limit, filters=item_filter)
-    return [_item(i) for i in items]
+    return [_item(request, i) for i in items]
 
 
 @router.post(
@@ -247,7 +281,7 @@ def claim(request: Request, queue: Queue, who: ApiUserCsrf, body: ClaimRequest |
 )
 def decide(
     request: Request,
-    item_id: int,
+    item_id: ItemId,
     body: DecisionIn,
     who: ApiUserCsrf,
     claim_next_item: Annotated[bool, Query(alias="claim_next")] = False,
@@ -269,7 +303,7 @@ def decide(
     out = DecisionOut.model_validate(result)
     if claim_next_item:
         nxt = claim_next(app_state.store, who.username, UiFilters(queue=item.queue), exclude=item_id)
-        out.next_item = _item(nxt) if nxt is not None else None
+        out.next_item = _item(request, nxt) if nxt is not None else None
     return out
 
 
@@ -299,7 +333,7 @@ def bulk_accept(request: Request, body: BulkAcceptIn, who: ApiAdminCsrf) -> Bulk
 def taxonomy_search(
     request: Request,
     q: Annotated[
-        str, Query(max_length=200, description="Name, words, path or fragment (English or localized)")
+        Text, Query(max_length=200, description="Name, words, path or fragment (English or localized)")
     ],
     _: ApiUser,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,

@@ -3,6 +3,10 @@
 Rules (also in docs/readme_parts/review_app.md):
 
 - Pages and the API share one signed session cookie (Starlette ``SessionMiddleware``), set by ``POST /login``.
+  It holds the user name, the user's *session epoch* at login, the login time and the CSRF token. Every
+  request re-reads the user row: a cookie whose epoch differs (the user logged out, changed password, was
+  deactivated or got another role since) or whose login is older than the absolute lifetime (12 h, never
+  extended by activity) is anonymous. See docs/review-app.md.
 - The API also takes HTTP basic auth (``Authorization: Basic ...``) so scripts need no cookie. Basic-auth
   calls need no CSRF token: a browser never attaches these credentials on its own because the app never
   sends a ``WWW-Authenticate: Basic`` challenge (so no browser caches them).
@@ -19,14 +23,18 @@ import base64
 import binascii
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request
 
+from verification._types import User
 from verification.models import Role
 from verification.store import QueueStore
+
+from ._limits import client_address
 
 __all__ = [
     "CSRF_FIELD",
@@ -42,6 +50,7 @@ __all__ = [
     "PageUserCsrf",
     "Principal",
     "anonymous_csrf",
+    "end_sessions",
     "ensure_csrf_token",
     "login_url",
     "principal",
@@ -54,6 +63,8 @@ CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _SESSION_USER = "user"
 _SESSION_CSRF = "csrf"
+_SESSION_EPOCH = "epoch"
+_SESSION_SINCE = "since"
 _STATE_KEY = "shelfwise_principal"
 
 
@@ -87,12 +98,28 @@ def ensure_csrf_token(request: Request) -> str:
     return token
 
 
-def rotate_session(request: Request, username: str | None) -> None:
-    """Start a fresh session (against session fixation): new CSRF token, and the user if logging in."""
+def rotate_session(request: Request, user: User | None) -> None:
+    """Start a fresh session (against session fixation): new CSRF token, and the user if logging in.
+
+    A logged-in session records the user's current session epoch and the login time; :func:`principal`
+    refuses it once either no longer holds.
+    """
     request.session.clear()
-    if username is not None:
-        request.session[_SESSION_USER] = username
+    if user is not None:
+        request.session[_SESSION_USER] = user.username
+        request.session[_SESSION_EPOCH] = user.session_epoch
+        request.session[_SESSION_SINCE] = int(time.time())
     request.session[_SESSION_CSRF] = secrets.token_urlsafe(32)
+
+
+def end_sessions(request: Request, username: str) -> None:
+    """End every session of ``username`` (all browsers, all app processes) and forget remembered basic auth.
+
+    Called on logout; the store bumps the epoch by itself on password, role and activation changes, and the
+    app then drops this process's remembered credentials at once.
+    """
+    _store(request).end_sessions(username)
+    request.app.state.review.credentials.drop_user(username)
 
 
 def _store(request: Request) -> QueueStore:
@@ -100,10 +127,23 @@ def _store(request: Request) -> QueueStore:
     return store
 
 
+def _session_valid(request: Request, user: User | None) -> bool:
+    if user is None or not user.is_active:
+        return False
+    epoch = request.session.get(_SESSION_EPOCH)
+    since = request.session.get(_SESSION_SINCE)
+    if type(epoch) is not int or epoch != user.session_epoch or type(since) is not int:
+        return False
+    age = time.time() - since
+    lifetime: float = request.app.state.review.session_lifetime
+    return -60 <= age < lifetime  # absolute: activity never extends it
+
+
 def principal(request: Request) -> Principal | None:
     """The caller of this request from the session cookie or (API only) HTTP basic auth, else ``None``.
 
-    The user is looked up on every request, so a deactivated user or a changed role takes effect at once.
+    The user is looked up on every request, so a logout elsewhere, a password or role change and a
+    deactivation take effect at once.
     """
     if hasattr(request.state, _STATE_KEY):
         cached: Principal | None = getattr(request.state, _STATE_KEY)
@@ -113,7 +153,7 @@ def principal(request: Request) -> Principal | None:
     name = request.session.get(_SESSION_USER)
     if isinstance(name, str) and name:
         user = store.get_user(name)
-        if user is not None and user.is_active:
+        if user is not None and _session_valid(request, user):
             found = Principal(user.username, Role(user.role), "session")
         else:
             request.session.clear()
@@ -127,20 +167,24 @@ def principal(request: Request) -> Principal | None:
 
 def _basic_login(request: Request, store: QueueStore, username: str, password: str) -> Principal | None:
     review = request.app.state.review
-    if review.credentials.get(username, password) is not None:
-        user = store.get_user(username)  # role and active flag are always read fresh
-        if user is not None and user.is_active:
+    remembered = review.credentials.get(username, password)
+    if remembered is not None:
+        user = store.get_user(username)  # role, active flag and epoch are always read fresh
+        if user is not None and user.is_active and user.session_epoch == remembered[1]:
             return Principal(user.username, Role(user.role), "basic")
-        return None
-    client = request.client.host if request.client else None
+        review.credentials.drop_user(username)  # the account changed: check the password again
+    client = client_address(request)
     if review.throttle.retry_after(username, client) > 0:
         return None
+    pause = review.throttle.backoff(username)
+    if pause > 0:
+        time.sleep(pause)  # runs in the thread pool (sync dependency), never on the event loop
     user = store.authenticate(username, password)
     if user is None or not user.is_active:
         review.throttle.failed(username, client)
         return None
-    review.throttle.succeeded(username)
-    review.credentials.put(username, password)
+    review.throttle.succeeded(username, client)
+    review.credentials.put(username, password, user.session_epoch)
     return Principal(user.username, Role(user.role), "basic")
 
 
@@ -155,8 +199,8 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     username, sep, password = decoded.partition(":")
-    if not sep or not username:
-        return None
+    if not sep or not username or len(username) > 150 or "\x00" in decoded:
+        return None  # never a user name; the database must not see a NUL byte
     return username, password
 
 

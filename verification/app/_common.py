@@ -19,20 +19,25 @@ from verification.models import ItemStatus, Queue
 from verification.store import QueueStore
 
 from ._auth import ensure_csrf_token, principal
+from ._limits import TrustedProxies
 from ._taxonomy import TaxonomyService
 from ._throttle import CredentialCache, LoginThrottle
 
 __all__ = [
     "FILTER_FIELDS",
     "IMAGE_TYPES",
+    "MAX_INT32",
     "QUEUE_LABELS",
     "QUEUE_ORDER",
     "AppState",
     "UiFilters",
+    "bad_text",
     "filter_query",
     "flash",
     "image_media_type",
     "parse_filters",
+    "parse_int",
+    "public_image_path",
     "render",
     "resolve_image",
     "state",
@@ -49,6 +54,8 @@ QUEUE_LABELS: dict[str, str] = {
 FILTER_FIELDS = ("queue", "status", "category", "reason", "min_confidence", "max_confidence", "text")
 IMAGE_TYPES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp"})
 STATUS_ANY = "any"
+MAX_INT32 = 2**31 - 1  # ids and durations are 32-bit integer columns on PostgreSQL
+MAX_FILTER_CHARS = 500
 _FLASH_KEY = "flash"
 
 
@@ -62,6 +69,8 @@ class AppState:
     image_root: Path | None
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     credentials: CredentialCache = field(default_factory=CredentialCache)
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
+    session_lifetime: float = 12 * 3600.0
 
 
 def state(request: Request) -> AppState:
@@ -115,10 +124,39 @@ class UiFilters:
         return ", ".join(parts) or "no filter"
 
 
-def _clean(value: Any) -> str | None:
+def bad_text(text: str) -> str | None:
+    """Why ``text`` cannot be stored or searched (a NUL byte, a lone surrogate), or ``None`` when it can."""
+    if "\x00" in text:
+        return "contains a NUL byte (\\x00)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (not valid Unicode text)"
+    return None
+
+
+def parse_int(raw: str, *, maximum: int = MAX_INT32) -> int | None:
+    """A non-negative whole number typed with ASCII digits 0-9 and at most ``maximum``, else ``None``.
+
+    ``str.isdigit`` is not enough: it accepts superscripts and other scripts' digits (``'²'``).
+    """
+    text = raw.strip()
+    if not text or len(text) > 19 or not (text.isascii() and text.isdigit()):
+        return None
+    number = int(text)
+    return number if number <= maximum else None
+
+
+def _clean(value: Any, name: str, problems: list[str]) -> str | None:
     if value is None:
         return None
     text = str(value).strip()
+    reason = bad_text(text)
+    if reason is None and len(text) > MAX_FILTER_CHARS:
+        reason = f"is longer than {MAX_FILTER_CHARS} characters"
+    if reason is not None:
+        problems.append(f"filter {name} ignored: it {reason}; type plain text")
+        return None
     return text or None
 
 
@@ -131,11 +169,11 @@ def parse_filters(
     failing the page: the reviewer sees what was ignored and why.
     """
     problems: list[str] = []
-    queue = _clean(params.get("queue"))
+    queue = _clean(params.get("queue"), "queue", problems)
     if queue is not None and queue not in set(Queue):
         problems.append(f"unknown queue {queue!r} ignored; queues are {', '.join(Queue)}")
         queue = None
-    status = _clean(params.get("status"))
+    status = _clean(params.get("status"), "status", problems)
     if status is None:
         status = default_status
     elif status != STATUS_ANY and status not in set(ItemStatus):
@@ -143,7 +181,7 @@ def parse_filters(
         status = default_status
     bounds: dict[str, float | None] = {}
     for name in ("min_confidence", "max_confidence"):
-        raw = _clean(params.get(name))
+        raw = _clean(params.get(name), name, problems)
         bounds[name] = None
         if raw is None:
             continue
@@ -152,18 +190,18 @@ def parse_filters(
         except ValueError:
             problems.append(f"{name.replace('_', ' ')} {raw!r} ignored; give a number between 0 and 1")
             continue
-        if not 0.0 <= number <= 1.0:
+        if not 0.0 <= number <= 1.0:  # NaN fails this too
             problems.append(f"{name.replace('_', ' ')} {raw!r} ignored; give a number between 0 and 1")
             continue
         bounds[name] = number
     filters = UiFilters(
         queue=queue,
         status=status,
-        category=_clean(params.get("category")),
-        reason=_clean(params.get("reason")),
+        category=_clean(params.get("category"), "category", problems),
+        reason=_clean(params.get("reason"), "reason", problems),
         min_confidence=bounds["min_confidence"],
         max_confidence=bounds["max_confidence"],
-        text=_clean(params.get("text")),
+        text=_clean(params.get("text"), "text", problems),
     )
     return filters, problems
 
@@ -215,6 +253,17 @@ def resolve_image(item: ItemView, image_root: Path | None) -> Path | None:
     if not candidate.is_relative_to(root) or candidate.suffix.lower() not in IMAGE_TYPES:
         return None
     return candidate if candidate.is_file() else None
+
+
+def public_image_path(item: ItemView, image_root: Path | None) -> str | None:
+    """The item's photo path as clients may see it: relative to the image root, or ``None``.
+
+    Never an absolute server path, never one outside the root (``../../etc/passwd`` gives ``None``).
+    """
+    path = resolve_image(item, image_root)
+    if path is None or image_root is None:
+        return None
+    return path.relative_to(image_root.resolve()).as_posix()
 
 
 def image_media_type(path: Path) -> str:

@@ -38,8 +38,11 @@ def apply_decision(
             )
         node = taxonomy.get(decision.category_id)
         if node is None:
+            shown = (
+                decision.category_id if len(decision.category_id) <= 40 else decision.category_id[:37] + "..."
+            )
             raise InvalidDecisionError(
-                f"item {item_id}: category id {decision.category_id!r} is not in taxonomy "
+                f"item {item_id}: category id {shown!r} is not in taxonomy "
                 f"{taxonomy.taxonomy.source} ({taxonomy.taxonomy.version}); pick one from the taxonomy search"
             )
         category_id, category_path = node.id, node.path

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable
+import stat
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import RedirectResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from fastapi_offline import FastAPIOffline
@@ -24,6 +27,7 @@ from verification.store import QueueStore
 from . import _api, _pages
 from ._auth import LoginRequired, login_url
 from ._common import AppState, render
+from ._limits import DEFAULT_MAX_BODY, BodyLimit, TrustedProxies
 from ._taxonomy import load_service
 
 __all__ = ["SECRET_ENV", "SECRET_FILE_NAME", "create_app", "resolve_secret_key"]
@@ -60,6 +64,12 @@ def resolve_secret_key(secret_key: str | None) -> str:
     state_dir = Path(os.environ.get("SHELFWISE_STATE_DIR", ".shelfwise")).expanduser()
     key_file = state_dir / SECRET_FILE_NAME
     if key_file.is_file():
+        mode = stat.S_IMODE(key_file.stat().st_mode)
+        if os.name == "posix" and mode & 0o077:
+            raise ConfigError(
+                f"review app: session key file {key_file} has mode {mode:04o}: other users of this machine "
+                f"can read it and forge any session; run: chmod 600 {key_file} (or delete it for a new key)"
+            )
         key = key_file.read_text(encoding="utf-8").strip()
         if len(key) >= 16:
             return key
@@ -91,6 +101,28 @@ def _templates() -> Jinja2Templates:
     return Jinja2Templates(env=env)
 
 
+def _printable(value: Any, limit: int) -> str:
+    """Text safe to put in a JSON answer: at most ``limit`` characters, lone surrogates escaped."""
+    text = str(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """The 422 details: where and what, never the submitted value (it may be huge or not encodable)."""
+    out = []
+    for error in list(exc.errors())[:20]:
+        out.append(
+            {
+                "loc": [_printable(part, 60) for part in error.get("loc", ())],
+                "msg": _printable(error.get("msg", "invalid value"), 300),
+                "type": _printable(error.get("type", "value_error"), 60),
+            }
+        )
+    return out
+
+
 def create_app(
     *,
     db_url: str,
@@ -100,6 +132,8 @@ def create_app(
     image_root: str | None = None,
     secure_cookies: bool = False,
     consensus_suspect: bool = False,
+    trusted_proxies: Sequence[str] = (),
+    max_body_bytes: int = DEFAULT_MAX_BODY,
 ) -> FastAPI:
     """Build the review web app.
 
@@ -109,6 +143,8 @@ def create_app(
     ``secret_key``: signs the session cookie (see :func:`resolve_secret_key` when ``None``).
     ``image_root``: folder the product photos are served from (nothing outside it is ever served).
     ``secure_cookies``: send the session cookie only over HTTPS (set it behind a TLS proxy).
+    ``trusted_proxies``: addresses or networks of reverse proxies whose ``X-Forwarded-For`` is believed
+    (none by default: the TCP peer is the client). ``max_body_bytes``: request bodies above it get 413.
     """
     root: Path | None = None
     if image_root is not None:
@@ -131,7 +167,14 @@ def create_app(
             "auth (no CSRF token needed)."
         ),
     )
-    app.state.review = AppState(store=store, taxonomy=taxonomy, templates=_templates(), image_root=root)
+    app.state.review = AppState(
+        store=store,
+        taxonomy=taxonomy,
+        templates=_templates(),
+        image_root=root,
+        trusted_proxies=TrustedProxies(trusted_proxies),
+        session_lifetime=float(SESSION_MAX_AGE),
+    )
     app.add_middleware(
         SessionMiddleware,
         secret_key=resolve_secret_key(secret_key),
@@ -162,6 +205,15 @@ def create_app(
     async def _login_required(request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse(login_url(exc.next_url), status_code=303)
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = validation_errors(exc)
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": errors}, status_code=422)
+        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
+        context = {"status_code": 422, "title": "Invalid request", "detail": detail}
+        return render(request, "error.html", context, status_code=422)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if request.url.path.startswith("/api/") or request.url.path in ("/openapi.json",):
@@ -178,4 +230,5 @@ def create_app(
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(_api.router)
     app.include_router(_pages.router)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: before sessions and parsing
     return app

@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Any
+import time
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
+from starlette.datastructures import FormData
 
+from shelfwise.errors import ConfigError
 from verification._errors import InvalidDecisionError, ItemConflictError, ItemNotFoundError, QueueStoreError
 from verification._types import ItemView
 from verification.models import DecisionKind, ItemStatus, Role
@@ -21,23 +24,28 @@ from ._auth import (
     PageUserCsrf,
     Principal,
     anonymous_csrf,
+    end_sessions,
     principal,
     rotate_session,
     safe_next,
 )
 from ._common import (
+    MAX_INT32,
     QUEUE_LABELS,
     QUEUE_ORDER,
     UiFilters,
+    bad_text,
     filter_query,
     flash,
     image_media_type,
     parse_filters,
+    parse_int,
     render,
     resolve_image,
     state,
 )
 from ._decide import DecisionRequest, apply_decision, claim_next, describe_decision, move_next
+from ._limits import client_address
 
 __all__ = ["router"]
 
@@ -45,6 +53,36 @@ router = APIRouter(include_in_schema=False)
 PER_PAGE = 50
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 8
+MAX_PASSWORD_BYTES = 72  # bcrypt ignores anything after the 72nd byte
+MAX_PAGE = 1_000_000
+
+
+async def _read_form(request: Request) -> FormData:
+    """The posted form, parsed on the event loop; the handler itself then runs in the thread pool.
+
+    Handlers are plain ``def`` so bcrypt and database calls never block the event loop (static files and
+    other users' requests keep being served while a password is checked).
+    """
+    return await request.form()
+
+
+Form = Annotated[FormData, Depends(_read_form)]
+
+
+def _password_problem(password: str, whose: str) -> str | None:
+    if len(password) < MIN_PASSWORD:
+        return f"{whose} password is too short; use at least {MIN_PASSWORD} characters"
+    size = len(password.encode("utf-8", "surrogatepass"))
+    if size > MAX_PASSWORD_BYTES:
+        return (
+            f"{whose} password is {size} bytes long in UTF-8; use at most {MAX_PASSWORD_BYTES} bytes "
+            "(about 24 characters of Korean or Chinese, 72 of English)"
+        )
+    return None
+
+
+def _plausible_username(name: str) -> bool:
+    return 0 < len(name) <= 150 and bad_text(name) is None
 
 
 def _see_other(url: str) -> RedirectResponse:
@@ -67,31 +105,36 @@ def login_page(request: Request, next: str | None = None) -> Response:
 
 
 @router.post("/login", dependencies=[Depends(anonymous_csrf)])
-async def login(request: Request) -> Response:
-    form = await request.form()
+def login(request: Request, form: Form) -> Response:
     username = _form_str(form, "username").strip()
     password = _form_str(form, "password")
     next_url = safe_next(_form_str(form, "next"))
     app_state = state(request)
-    client = request.client.host if request.client else None
+    client = client_address(request)
+    if not _plausible_username(username):
+        username = ""
     wait = app_state.throttle.retry_after(username, client)
     if wait > 0:
         minutes = max(1, round(wait / 60))
         error = f"Too many failed sign-ins. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
         context = {"next_url": next_url, "error": error, "username": username}
         return render(request, "login.html", context, status_code=429)
+    pause = app_state.throttle.backoff(username)
+    if pause > 0:
+        time.sleep(pause)  # soft brake on guessing from many addresses; this runs in the thread pool
     user = app_state.store.authenticate(username, password) if username and password else None
     if user is None or not user.is_active:
         app_state.throttle.failed(username, client)
         context = {"next_url": next_url, "error": "Wrong user name or password.", "username": username}
         return render(request, "login.html", context, status_code=401)
-    app_state.throttle.succeeded(username)
-    rotate_session(request, user.username)
+    app_state.throttle.succeeded(username, client)
+    rotate_session(request, user)
     return _see_other(next_url)
 
 
 @router.post("/logout")
 def logout(request: Request, who: PageUserCsrf) -> Response:
+    end_sessions(request, who.username)  # this cookie, copies of it and the user's other sessions
     rotate_session(request, None)
     flash(request, "info", f"Signed out {who.username}.")
     return _see_other("/login")
@@ -126,13 +169,13 @@ def queues_page(request: Request, who: PageUser) -> Response:
     filters, problems = parse_filters(request.query_params)
     for problem in problems:
         flash(request, "error", problem)
-    try:
-        page = max(1, int(request.query_params.get("page", "1")))
-    except ValueError:
-        page = 1
+    page = max(1, parse_int(request.query_params.get("page", "1"), maximum=MAX_PAGE) or 1)
     store = state(request).store
     items, total = store.list_items(filters.to_item_filter(), offset=(page - 1) * PER_PAGE, limit=PER_PAGE)
     pages = max(1, math.ceil(total / PER_PAGE))
+    if page > pages:  # past the end (or a huge number): show the last page
+        page = pages
+        items, _ = store.list_items(filters.to_item_filter(), offset=(page - 1) * PER_PAGE, limit=PER_PAGE)
     query = filter_query(filters)
     context = {
         "nav": "queues",
@@ -167,12 +210,11 @@ def _go_next(
 
 
 @router.post("/queues/next")
-async def next_item(request: Request, who: PageUserCsrf) -> Response:
-    form = await request.form()
+def next_item(request: Request, who: PageUserCsrf, form: Form) -> Response:
     filters, _ = parse_filters(form)
-    after = _form_str(form, "after")
-    if after.isdigit():
-        return _go_next(request, who, filters, exclude=int(after), move=True)
+    after = parse_int(_form_str(form, "after"))
+    if after is not None and after > 0:
+        return _go_next(request, who, filters, exclude=after, move=True)
     return _go_next(request, who, filters, exclude=None)
 
 
@@ -180,6 +222,8 @@ async def next_item(request: Request, who: PageUserCsrf) -> Response:
 
 
 def _item_or_404(request: Request, item_id: int) -> ItemView:
+    if not 1 <= item_id <= MAX_INT32:
+        raise HTTPException(404, "no review item has this id (ids are whole numbers from 1 to 2147483647)")
     item = state(request).store.get_item(item_id)
     if item is None:
         raise HTTPException(404, f"review item {item_id} does not exist (it may have been removed)")
@@ -219,24 +263,23 @@ def item_page(request: Request, item_id: int, who: PageUser) -> Response:
 
 
 @router.post("/items/{item_id}/decide")
-async def decide(request: Request, item_id: int, who: PageUserCsrf) -> Response:
-    form = await request.form()
+def decide(request: Request, item_id: int, who: PageUserCsrf, form: Form) -> Response:
     filters, _ = parse_filters(form)
     back = f"/items/{item_id}?{filter_query(filters)}"
     raw = _form_str(form, "decision")
     kind_text, _, category_id = raw.partition(":")
-    duration = _form_str(form, "duration_ms")
+    duration = parse_int(_form_str(form, "duration_ms"))
+    note = _form_str(form, "note").strip()[:2000]
     try:
         kind = DecisionKind(kind_text)
     except ValueError:
-        flash(request, "error", f"unknown decision {raw!r}; use the buttons on the page")
+        flash(request, "error", f"unknown decision {raw[:40]!r}; use the buttons on the page")
         return _see_other(back)
-    decision = DecisionRequest(
-        kind=kind,
-        category_id=category_id or None,
-        note=_form_str(form, "note").strip()[:2000],
-        duration_ms=int(duration) if duration.isdigit() else None,
-    )
+    problem = bad_text(note)
+    if problem is not None:
+        flash(request, "error", f"Not saved: the note {problem}; type plain text")
+        return _see_other(back)
+    decision = DecisionRequest(kind=kind, category_id=category_id or None, note=note, duration_ms=duration)
     store = state(request).store
     try:
         item = _item_or_404(request, item_id)
@@ -304,8 +347,7 @@ def bulk_accept_page(request: Request, _: PageAdmin) -> Response:
 
 
 @router.post("/bulk-accept")
-async def bulk_accept(request: Request, who: PageAdminCsrf) -> Response:
-    form = await request.form()
+def bulk_accept(request: Request, who: PageAdminCsrf, form: Form) -> Response:
     filters = _bulk_filters(form)
     if not filters.narrows():
         flash(
@@ -316,9 +358,12 @@ async def bulk_accept(request: Request, who: PageAdminCsrf) -> Response:
         return _see_other("/queues")
     store = state(request).store
     _, total = store.list_items(filters.to_item_filter(), offset=0, limit=1)
-    expected = _form_str(form, "expected")
-    if not expected.isdigit() or int(expected) != total:
-        warning = f"The list changed while you looked at it: {total} items match now, not {expected or '?'}. Check again."
+    expected = parse_int(_form_str(form, "expected"))
+    if expected is None or expected != total:
+        shown = "?" if expected is None else expected
+        warning = (
+            f"The list changed while you looked at it: {total} items match now, not {shown}. Check again."
+        )
         return _bulk_page(request, filters, warning=warning)
     accepted = store.bulk_accept(filters.to_item_filter(), who.username)
     flash(
@@ -338,25 +383,31 @@ def account_page(request: Request, _: PageUser) -> Response:
 
 
 @router.post("/account/password")
-async def change_own_password(request: Request, who: PageUserCsrf) -> Response:
-    """A reviewer changes their own password: the current one must be right, the new one typed twice."""
-    form = await request.form()
+def change_own_password(request: Request, who: PageUserCsrf, form: Form) -> Response:
+    """A reviewer changes their own password: the current one must be right, the new one typed twice.
+
+    The change ends the user's other sessions and remembered basic-auth logins; this one goes on with a
+    fresh cookie.
+    """
     current, new, repeat = _form_str(form, "current"), _form_str(form, "new"), _form_str(form, "repeat")
     app_state = state(request)
-    client = request.client.host if request.client else None
+    client = client_address(request)
+    problem = _password_problem(new, "The new")
     if app_state.throttle.retry_after(who.username, client) > 0:
         flash(request, "error", "Too many wrong passwords; try again later.")
     elif app_state.store.authenticate(who.username, current) is None:
         app_state.throttle.failed(who.username, client)
         flash(request, "error", "Your current password is not right; nothing was changed.")
-    elif len(new) < MIN_PASSWORD:
-        flash(request, "error", f"The new password is too short; use at least {MIN_PASSWORD} characters.")
+    elif problem is not None:
+        flash(request, "error", problem + "; nothing was changed.")
     elif new != repeat:
         flash(request, "error", "The two new passwords differ; type the same one twice.")
     else:
-        app_state.store.set_password(who.username, new)
-        rotate_session(request, who.username)  # a fresh session (and CSRF token) after a credential change
-        flash(request, "ok", "Your password was changed.")
+        app_state.store.set_password(who.username, new)  # bumps the session epoch
+        app_state.credentials.drop_user(who.username)
+        user = app_state.store.get_user(who.username)
+        rotate_session(request, user)  # a fresh session (and CSRF token) after a credential change
+        flash(request, "ok", "Your password was changed; your other sessions were signed out.")
     return _see_other("/account")
 
 
@@ -372,19 +423,19 @@ def users_page(request: Request, _: PageAdmin) -> Response:
 
 
 @router.post("/admin/users")
-async def add_user(request: Request, who: PageAdminCsrf) -> Response:
-    form = await request.form()
+def add_user(request: Request, who: PageAdminCsrf, form: Form) -> Response:
     username = _form_str(form, "username").strip()
     password = _form_str(form, "password")
     role_text = _form_str(form, "role") or Role.REVIEWER
-    if not USERNAME_RE.match(username):
-        flash(request, "error", f"user name {username!r} is not allowed; use 1-64 letters, digits or . _ @ -")
-    elif len(password) < MIN_PASSWORD:
+    problem = _password_problem(password, f"the {username[:64]!r}")
+    if not USERNAME_RE.fullmatch(username):
         flash(
             request,
             "error",
-            f"the password for {username!r} is too short; use at least {MIN_PASSWORD} characters",
+            f"user name {username[:64]!r} is not allowed; use 1-64 letters, digits or . _ @ -",
         )
+    elif problem is not None:
+        flash(request, "error", problem)
     elif role_text not in set(Role):
         flash(request, "error", f"unknown role {role_text!r}; roles are {', '.join(Role)}")
     elif state(request).store.get_user(username) is not None:
@@ -392,7 +443,7 @@ async def add_user(request: Request, who: PageAdminCsrf) -> Response:
     else:
         try:
             state(request).store.add_user(username, password, role=Role(role_text))
-        except QueueStoreError as exc:
+        except (QueueStoreError, ConfigError) as exc:
             flash(request, "error", str(exc))
         else:
             flash(request, "ok", f"Added {role_text} {username!r}.")
@@ -400,15 +451,15 @@ async def add_user(request: Request, who: PageAdminCsrf) -> Response:
 
 
 @router.post("/admin/users/{username}/active")
-async def set_user_active(request: Request, username: str, who: PageAdminCsrf) -> Response:
-    form = await request.form()
+def set_user_active(request: Request, username: str, who: PageAdminCsrf, form: Form) -> Response:
     active = _form_str(form, "active") == "1"
     store = state(request).store
     if username == who.username and not active:
         flash(request, "error", "You cannot deactivate yourself; ask another admin.")
-    elif store.get_user(username) is None:
-        raise HTTPException(404, f"user {username!r} does not exist")
+    elif not _plausible_username(username) or store.get_user(username) is None:
+        raise HTTPException(404, f"user {username[:64]!r} does not exist")
     else:
-        store.set_active(username, active)
+        store.set_active(username, active)  # bumps the session epoch: old cookies stay dead on re-activation
+        state(request).credentials.drop_user(username)
         flash(request, "ok", f"{'Activated' if active else 'Deactivated'} {username!r}.")
     return _see_other("/admin/users")
