@@ -22,6 +22,31 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 for _var in ("OPENAI_BASE_URL", "OPENAI_API_KEY"):
     os.environ.pop(_var, None)
 
+# Hypothesis (the fuzz tests): bounded everywhere, reproducible in CI, long runs on request
+# (HYPOTHESIS_PROFILE=deep). Examples that failed once are replayed from .shelfwise-test/hypothesis.
+try:
+    from hypothesis import HealthCheck
+    from hypothesis import settings as _hypothesis_settings
+    from hypothesis.database import DirectoryBasedExampleDatabase
+except ImportError:  # pragma: no cover - the test extra installs it
+    pass
+else:
+    _common = {"suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
+    _hypothesis_settings.register_profile(
+        "default",
+        max_examples=50,
+        deadline=5000,
+        database=DirectoryBasedExampleDatabase(str(REPO / ".shelfwise-test" / "hypothesis")),
+        **_common,
+    )
+    _hypothesis_settings.register_profile(
+        "ci", max_examples=50, deadline=5000, derandomize=True, database=None, print_blob=True, **_common
+    )
+    _hypothesis_settings.register_profile("deep", max_examples=3000, deadline=None, **_common)
+    _hypothesis_settings.load_profile(
+        os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default")
+    )
+
 SHARED = Path(os.environ.get("SHELFWISE_SHARED_DATA", REPO.parent / "shared" / "data"))
 PG_URL = os.environ.get("SHELFWISE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -1,4 +1,4 @@
-"""Fixtures for the catalog tests: the real Flipkart taxonomy and tables from ../shared/data."""
+"""Fixtures for the catalog tests: the real Flipkart taxonomy and tables from the bundled excerpt (tests/data)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,20 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def flipkart_taxonomy(shared_data: Path):
+def flipkart_taxonomy(real_data: Path):
     from taxonomy import load_taxonomy
 
-    return load_taxonomy(shared_data / "taxonomies" / "flipkart_categories.txt")
+    return load_taxonomy(real_data / "taxonomies" / "flipkart_categories.txt")
 
 
 @pytest.fixture(scope="session")
-def flipkart_tidy(shared_data: Path) -> pl.DataFrame:
-    return pl.read_parquet(shared_data / "catalogs" / "flipkart.parquet")
+def flipkart_tidy(real_data: Path) -> pl.DataFrame:
+    return pl.read_parquet(real_data / "catalogs" / "flipkart.parquet")
 
 
 @pytest.fixture(scope="session")
-def flipkart_raw_path(shared_data: Path) -> Path:
-    return shared_data / "catalogs" / "flipkart_raw.csv"
+def flipkart_raw_path(real_data: Path) -> Path:
+    return real_data / "catalogs" / "flipkart_raw.csv"
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from shelfwise.catalog import Quarantine, parse_mapping, read_catalog
 
 
 def test_original_promptcloud_image_url_lists(
-    tmp_path: Path, flipkart_tidy: pl.DataFrame, shared_data: Path
+    tmp_path: Path, flipkart_tidy: pl.DataFrame, real_data: Path
 ) -> None:
     """The original export lists image URLs; the photos on disk are matched by file name."""
     rows = flipkart_tidy.head(6).select("sku_id", "title")
@@ -23,10 +23,10 @@ def test_original_promptcloud_image_url_lists(
     ]
     rows.with_columns(pl.Series("image", urls)).write_csv(tmp_path / "c.csv")
     spec = parse_mapping(
-        ["image_path=image", "image_format=json_list", f"images_root={shared_data / 'images' / 'flipkart'}"]
+        ["image_path=image", "image_format=json_list", f"images_root={real_data / 'images' / 'flipkart'}"]
     )
     frame = read_catalog(tmp_path / "c.csv", spec=spec)
-    want = [str(shared_data / "images" / "flipkart" / f"{s}.jpg") for s in rows["sku_id"]]
+    want = [str(real_data / "images" / "flipkart" / f"{s}.jpg") for s in rows["sku_id"]]
     assert frame["image_path"].to_list() == want
 
 

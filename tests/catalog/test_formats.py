@@ -29,11 +29,11 @@ def _load(path: Path, **kw) -> pl.DataFrame:
     return frame
 
 
-def test_csv_parquet_jsonl_agree(tmp_path: Path, rows: pl.DataFrame, shared_data: Path) -> None:
+def test_csv_parquet_jsonl_agree(tmp_path: Path, rows: pl.DataFrame, real_data: Path) -> None:
     rows.write_csv(tmp_path / "c.csv")
     rows.write_parquet(tmp_path / "c.parquet")
     rows.write_ndjson(tmp_path / "c.jsonl")
-    frames = [_load(tmp_path / f"c.{ext}", images_root=shared_data) for ext in ("csv", "parquet", "jsonl")]
+    frames = [_load(tmp_path / f"c.{ext}", images_root=real_data) for ext in ("csv", "parquet", "jsonl")]
     for frame in frames:
         assert frame.schema == pl.Schema(SHARD_SCHEMA)
         assert frame["sku_id"].to_list() == rows["sku_id"].to_list()

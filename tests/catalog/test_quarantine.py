@@ -30,7 +30,7 @@ def messy_csv(tmp_path: Path, flipkart_raw_path: Path) -> tuple[Path, list[dict]
 
 
 def test_bad_rows_are_quarantined_with_reasons(
-    tmp_path: Path, messy_csv, specs_dir: Path, flipkart_taxonomy, shared_data: Path
+    tmp_path: Path, messy_csv, specs_dir: Path, flipkart_taxonomy, real_data: Path
 ) -> None:
     path, rows = messy_csv
     qpath = tmp_path / "quarantine.jsonl"
@@ -41,7 +41,7 @@ def test_bad_rows_are_quarantined_with_reasons(
             spec=spec,
             taxonomy=flipkart_taxonomy,
             quarantine=q,
-            images_root=shared_data / "images" / "flipkart",
+            images_root=real_data / "images" / "flipkart",
         )
     records = Quarantine.read(qpath)
     errors = [r for r in records if r["severity"] == "error"]

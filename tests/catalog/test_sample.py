@@ -49,13 +49,37 @@ def test_sample_catalog_loads(sample: Path) -> None:
     assert set(truth.values()) <= set(labelled["category_path"])
 
 
-def test_make_sample_rebuilds_the_bundled_files(sample: Path, shared_data: Path, tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("make_sample", sample / "make_sample.py")
+def _script(path: Path):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.build(shared_data, tmp_path)
+    return module
+
+
+def test_make_sample_rebuilds_the_bundled_files(sample: Path, real_data: Path, tmp_path: Path) -> None:
+    """The demo sample is rebuilt from the bundled excerpt too (it holds the whole Flipkart table)."""
+    _script(sample / "make_sample.py").build(real_data, tmp_path)
     for name in ("catalog.csv", "labelled.parquet", "misfiled.csv", "taxonomy.txt"):
         assert (tmp_path / name).read_bytes() == (sample / name).read_bytes(), name
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == sorted(
         p.name for p in (sample / "images").iterdir()
     )
+
+
+def test_test_excerpt_rebuilds_from_the_shared_folder(real_data: Path, shared_data: Path, tmp_path: Path) -> None:
+    """Full-data test: tests/data is exactly what make_excerpt.py cuts from ../shared/data."""
+    _script(real_data / "make_excerpt.py").build(shared_data, tmp_path)
+    bundled = sorted(p.relative_to(real_data) for p in real_data.rglob("*") if p.is_file())
+    rebuilt = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert rebuilt == [p for p in bundled if p.parts[0] in ("catalogs", "taxonomies", "images")]
+    for rel in rebuilt:
+        if rel.suffix == ".parquet":  # Parquet metadata names the writer's version: compare the tables
+            assert pl.read_parquet(tmp_path / rel).equals(pl.read_parquet(real_data / rel)), rel
+        elif rel.parts[0] != "images":  # JPEG bytes depend on the Pillow version; names are checked above
+            assert (tmp_path / rel).read_bytes() == (real_data / rel).read_bytes(), rel
+
+
+def test_test_excerpt_is_small(real_data: Path) -> None:
+    size = sum(p.stat().st_size for p in real_data.rglob("*") if p.is_file())
+    assert size < 9_000_000, f"tests/data is {size / 1e6:.2f} MB"

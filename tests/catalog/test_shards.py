@@ -39,6 +39,6 @@ def test_streaming_csv_in_shards(
     first = next(shards)  # a shard is available before the file is read to the end
     assert first.height == 100 and first["row_number"].to_list() == list(range(1, 101))
     rest = list(shards)
-    assert [s.height for s in rest] == [100] * 6 + [39]
+    assert [s.height for s in rest] == [100, 3]  # the excerpt has 203 rows (tests/data/SOURCES.md)
     rows = pl.concat([first, *rest])["row_number"].to_list()
-    assert rows == list(range(1, 740))
+    assert rows == list(range(1, 204))

@@ -9,6 +9,15 @@ import polars as pl
 import pytest
 
 
+@pytest.fixture(scope="session")
+def shared_data(real_data: Path) -> Path:
+    """Tests here read the bundled excerpt (tests/data, see SOURCES.md): it holds every file they use.
+
+    Kept under the old name so the test bodies need no change; new code should ask for `real_data`.
+    """
+    return real_data
+
+
 class CountingEmbedder:
     """Wraps a real embedder and counts what reaches it (the cache must skip hits)."""
 
@@ -50,15 +59,15 @@ def counting_images():
 
 
 @pytest.fixture(scope="session")
-def amazon(shared_data: Path) -> pl.DataFrame:
-    return pl.read_parquet(shared_data / "catalogs" / "amazon_uk.parquet")
+def amazon(real_data: Path) -> pl.DataFrame:
+    return pl.read_parquet(real_data / "catalogs" / "amazon_uk.parquet")
 
 
 @pytest.fixture(scope="session")
-def flipkart(shared_data: Path) -> pl.DataFrame:
-    return pl.read_parquet(shared_data / "catalogs" / "flipkart.parquet").with_columns(
+def flipkart(real_data: Path) -> pl.DataFrame:
+    return pl.read_parquet(real_data / "catalogs" / "flipkart.parquet").with_columns(
         pl.when(pl.col("image_path").is_not_null())
-        .then(pl.lit(str(shared_data) + "/") + pl.col("image_path"))
+        .then(pl.lit(str(real_data) + "/") + pl.col("image_path"))
         .alias("image_file")
     )
 

@@ -17,9 +17,9 @@ def _attributes(raw: str | None) -> str:
 
 
 @pytest.fixture(scope="session")
-def flipkart_frame(shared_data: Path) -> pl.DataFrame:
+def flipkart_frame(real_data: Path) -> pl.DataFrame:
     """flipkart.parquet in canonical catalog columns (attributes parsed from the specifications)."""
-    df = pl.read_parquet(shared_data / "catalogs" / "flipkart.parquet")
+    df = pl.read_parquet(real_data / "catalogs" / "flipkart.parquet")
     return df.select(
         "sku_id",
         "title",
@@ -35,10 +35,10 @@ def flipkart_frame(shared_data: Path) -> pl.DataFrame:
 
 
 @pytest.fixture(scope="session")
-def flipkart_taxonomy(shared_data: Path):
+def flipkart_taxonomy(real_data: Path):
     from taxonomy import load_taxonomy
 
-    return load_taxonomy(shared_data / "taxonomies" / "flipkart_categories.txt")
+    return load_taxonomy(real_data / "taxonomies" / "flipkart_categories.txt")
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ WHOLE = [
     "taxonomies/shopify_categories_2025-01.en.txt",
     "taxonomies/shopify_categories_2025-01.ko.txt",
 ]
-RAW_ROWS = 200  # first data records of flipkart_raw.csv (byte for byte)
+RAW_ROWS = 200  # first data records of flipkart_raw.csv (byte for byte), plus the 3 without a photo
 REVIEW_SKUS = 150  # all reviews of the first 150 products (file order) with at most MAX_REVIEWS reviews
 MAX_REVIEWS = 25
 ATTRIBUTE_LINES = 200  # first data lines of the Shopify attribute list
@@ -89,8 +89,12 @@ def build(shared: Path, out: Path) -> None:
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shared / rel, out / rel)
 
-    records = list(_csv_records(shared / "catalogs" / "flipkart_raw.csv"))
-    (out / "catalogs" / "flipkart_raw.csv").write_text("".join(records[: RAW_ROWS + 1]), encoding="utf-8")
+    # the first RAW_ROWS records, plus the products whose photo is missing (real 'image not found' rows)
+    flipkart = pl.read_parquet(shared / "catalogs" / "flipkart.parquet")
+    no_photo = set(flipkart.filter(pl.col("image_path").is_null()).get_column("sku_id").to_list())
+    header, *records = _csv_records(shared / "catalogs" / "flipkart_raw.csv")
+    kept_raw = [r for i, r in enumerate(records) if i < RAW_ROWS or r.split(",", 1)[0] in no_photo]
+    (out / "catalogs" / "flipkart_raw.csv").write_text(header + "".join(kept_raw), encoding="utf-8")
 
     reviews = pl.read_parquet(shared / "catalogs" / "womens_clothing_reviews.parquet")
     counts = reviews.group_by("sku_id", maintain_order=True).len()
@@ -112,7 +116,6 @@ def build(shared: Path, out: Path) -> None:
 
     images = out / "images" / "flipkart"
     images.mkdir(parents=True, exist_ok=True)
-    flipkart = pl.read_parquet(shared / "catalogs" / "flipkart.parquet")
     for rel in flipkart.get_column("image_path").drop_nulls().unique().sort():
         src = shared / rel
         if src.is_file():

@@ -16,19 +16,24 @@ from fake_openai import FakeOpenAI
 
 
 @pytest.fixture(scope="session")
-def amazon_tax(shared_data: Path) -> Any:
-    from taxonomy import load_taxonomy
-
-    return load_taxonomy(shared_data / "taxonomies" / "amazon_uk_categories.txt")
+def amazon_tax_path(real_data: Path) -> Path:
+    return real_data / "taxonomies" / "amazon_uk_categories.txt"
 
 
 @pytest.fixture(scope="session")
-def amazon_items(shared_data: Path, amazon_tax: Any) -> pl.DataFrame:
+def amazon_tax(amazon_tax_path: Path) -> Any:
+    from taxonomy import load_taxonomy
+
+    return load_taxonomy(amazon_tax_path)
+
+
+@pytest.fixture(scope="session")
+def amazon_items(real_data: Path, amazon_tax: Any) -> pl.DataFrame:
     """24 real labelled Amazon UK products with hand-built candidates: [true leaf, 2 other leaves].
 
     Columns as `LLMArbiter.decide` expects, plus `true_id` (the labelled category's id).
     """
-    cat = pl.read_parquet(shared_data / "catalogs" / "amazon_uk.parquet")
+    cat = pl.read_parquet(real_data / "catalogs" / "amazon_uk.parquet")
     cat = cat.filter(pl.col("category_path").is_not_null()).unique(
         "category_path", keep="first", maintain_order=True
     )

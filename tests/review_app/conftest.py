@@ -13,10 +13,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from review_app_support import Env, make_env
 
 
+@pytest.fixture(scope="session")
+def shared_data(real_data: Path) -> Path:
+    """Tests here read the bundled excerpt (tests/data, see SOURCES.md): it holds every file they use.
+
+    Kept under the old name so the test bodies need no change; new code should ask for `real_data`.
+    """
+    return real_data
+
+
 @pytest.fixture()
-def env(tmp_path: Path, shared_data: Path) -> Env:
+def env(tmp_path: Path, real_data: Path) -> Env:
     """A fresh SQLite queue DB with the seeded items, users alice/bob (reviewers) and root (admin)."""
-    return make_env(f"sqlite:///{tmp_path / 'queue.db'}", shared_data)
+    return make_env(f"sqlite:///{tmp_path / 'queue.db'}", real_data)
 
 
 @pytest.fixture()

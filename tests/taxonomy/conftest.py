@@ -1,4 +1,4 @@
-"""Real taxonomies from ../shared/data, loaded once per session (loading Shopify takes ~0.5 s)."""
+"""Real taxonomies from the bundled excerpt (tests/data), loaded once per session (Shopify takes ~0.5 s)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ SHOPIFY_KO = "shopify_categories_2025-01.ko.txt"
 
 
 @pytest.fixture(scope="session")
-def tax_dir(shared_data: Path) -> Path:
-    return shared_data / "taxonomies"
+def tax_dir(real_data: Path) -> Path:
+    return real_data / "taxonomies"
 
 
 @pytest.fixture(scope="session")

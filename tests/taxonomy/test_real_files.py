@@ -1,4 +1,4 @@
-"""Every real taxonomy file in ../shared/data/taxonomies loads with the right shape."""
+"""Every real taxonomy file loads with the right shape (the bundled excerpt; a few checks on the full files)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ REAL_FILES = [
     ("google_product_taxonomy_2021-09-21.en-US.csv", TaxonomyFormat.GOOGLE_CSV, 5595, 21, 7, "en"),
     ("shopify_categories_2025-01.en.txt", TaxonomyFormat.SHOPIFY_TXT, 10595, 26, 8, "en"),
     ("shopify_categories_2025-01.ko.txt", TaxonomyFormat.SHOPIFY_TXT, 10365, 25, 8, "ko"),
-    # 4,584 entries - 1 unnamed placeholder + 139 ancestors that appear only inside 'path' lists
-    ("bestbuy_categories_2016.json", TaxonomyFormat.BESTBUY_JSON, 4722, 43, 6, None),
+    # the excerpt's 401 entries - 1 unnamed placeholder + 58 ancestors that appear only inside 'path' lists
+    ("bestbuy_categories_2016.json", TaxonomyFormat.BESTBUY_JSON, 458, 15, 6, None),
     ("amazon_uk_categories.txt", TaxonomyFormat.PATHS_TXT, 367, 43, 5, None),
     ("flipkart_categories.txt", TaxonomyFormat.PATHS_TXT, 282, 7, 5, None),
     ("womens_clothing_categories.txt", TaxonomyFormat.PATHS_TXT, 26, 6, 2, None),
@@ -57,7 +57,7 @@ def test_line_counts_match_the_files(tax_dir: Path) -> None:
         expected = len(data) - (1 if name.endswith(".csv") else 0)  # CSV header
         assert expected == count, name
     entries = json.loads((tax_dir / "bestbuy_categories_2016.json").read_text(encoding="utf-8"))
-    assert len(entries) == 4584
+    assert len(entries) == 401  # the excerpt's first 400 entries + the unnamed one (tests/data/SOURCES.md)
 
 
 def test_google_txt_spot_checks(tax_dir: Path) -> None:
@@ -121,9 +121,9 @@ def test_bestbuy_tree(tax_dir: Path) -> None:
     assert "pcmcat748300293073" not in tax  # the one entry with "name": null
     assert all(n.name == n.name.strip() and n.name for n in tax)
     joined = " | ".join(tax.warnings)
-    assert "139 ancestor categories" in joined and "1 unnamed leaf" in joined
+    assert "58 ancestor categories" in joined and "1 unnamed leaf" in joined
     # children named only by reference (no entry, no path) are left out, and said so
-    assert "1990 ids named only in 'subCategories'" in joined and "abcat0011000" not in tax
+    assert "1046 ids named only in 'subCategories'" in joined and "abcat0011000" not in tax
 
 
 def test_shopify_attribute_list_is_refused(tax_dir: Path) -> None:
@@ -176,22 +176,27 @@ def test_fingerprint_stable_across_loads_and_sensitive_to_one_name(tax_dir: Path
     assert load_taxonomy(changed).version != first.version
 
 
-def test_tables_from_catalogs(shared_data: Path) -> None:
+def test_tables_from_catalogs(real_data: Path) -> None:
     """A catalog's category_path column is a path-only taxonomy (repeats and empty rows are fine)."""
-    amazon = load_taxonomy(shared_data / "catalogs" / "amazon_uk.parquet")
-    listed = load_taxonomy(shared_data / "taxonomies" / "amazon_uk_categories.txt")
+    amazon = load_taxonomy(real_data / "catalogs" / "amazon_uk.parquet")
+    listed = load_taxonomy(real_data / "taxonomies" / "amazon_uk_categories.txt")
     assert 0 < len(amazon) <= len(listed)
     assert {n.id for n in amazon} <= {n.id for n in listed}
     assert any("rows have no 'category_path'" in w for w in amazon.warnings)
 
 
-def test_flipkart_raw_trees_cut_to_known_categories(shared_data: Path) -> None:
-    """deepest_known() reproduces the published category_path from the raw '>>' trees, all 739 rows."""
-    tax = load_taxonomy(shared_data / "taxonomies" / "flipkart_categories.txt")
-    raw = pl.read_csv(shared_data / "catalogs" / "flipkart_raw.csv")["product_category_tree"].to_list()
-    clean = pl.read_parquet(shared_data / "catalogs" / "flipkart.parquet")["category_path"].to_list()
-    got = [getattr(tax.deepest_known(tree), "path", None) for tree in raw]
-    assert got == clean
+def test_flipkart_raw_trees_cut_to_known_categories(real_data: Path) -> None:
+    """deepest_known() reproduces the published category_path from the raw '>>' trees, row for row."""
+    tax = load_taxonomy(real_data / "taxonomies" / "flipkart_categories.txt")
+    raw = pl.read_csv(real_data / "catalogs" / "flipkart_raw.csv", infer_schema=False)
+    clean = pl.read_parquet(real_data / "catalogs" / "flipkart.parquet").select("sku_id", "category_path")
+    joined = raw.select(pl.col("uniq_id").alias("sku_id"), "product_category_tree").join(
+        clean, on="sku_id", how="left", maintain_order="left"
+    )
+    assert joined.height == raw.height and joined["category_path"].null_count() == 0
+    got = [getattr(tax.deepest_known(tree), "path", None) for tree in joined["product_category_tree"]]
+    assert got == joined["category_path"].to_list()
+    raw = joined["product_category_tree"].to_list()
     assert raw[0].startswith('["Home Furnishing >> Curtains')
 
 
@@ -203,3 +208,18 @@ def test_to_frame(shopify_en: Taxonomy) -> None:
     assert frame.filter(pl.col("id") == "gid://shopify/TaxonomyCategory/lb-1")["path"].item() == (
         "Luggage & Bags > Backpacks"
     )
+
+
+def test_full_shared_files_keep_their_published_shape(shared_data: Path) -> None:
+    """Full-data test: the shared Best Buy tree and mapping table that the excerpt cuts (skips without them)."""
+    tax_dir = shared_data / "taxonomies"
+    bestbuy = tax_dir / "bestbuy_categories_2016.json"
+    assert len(json.loads(bestbuy.read_text(encoding="utf-8"))) == 4584
+    tax = load_taxonomy(bestbuy)
+    # 4,584 entries - 1 unnamed placeholder + 139 ancestors that appear only inside 'path' lists
+    assert (len(tax), len(tax.roots()), tax.max_depth) == (4722, 43, 6)
+    joined = " | ".join(tax.warnings)
+    assert "139 ancestor categories" in joined and "1990 ids named only in 'subCategories'" in joined
+    shopify = load_taxonomy(tax_dir / "shopify_categories_2025-01.en.txt")
+    mapped = load_taxonomy(tax_dir / "shopify_2025-01_to_google_2021-09-21.csv", path_column="shopify_full_path")
+    assert len(mapped) == 10535 and all(shopify.find_path(n.path) is not None for n in mapped)
