@@ -16,14 +16,19 @@ NIGHTLY_CRON = "0 2 * * *"
 
 def serve_nightly(*, catalog: str, taxonomy: str | None = None, labelled: str | None = None,
                   cron: str = NIGHTLY_CRON, settings_overrides: dict[str, Any] | None = None) -> None:
-    """Block and run the nightly flow on ``cron`` (stop with SIGTERM / Ctrl-C)."""
+    """Block and run the nightly flow on ``cron`` (stop with SIGTERM / Ctrl-C).
+
+    ``settings_overrides``: settings as JSON data (no secrets: the API key is read from the environment)."""
+    parameters: dict[str, Any] = {"catalog": catalog, "taxonomy": taxonomy, "labelled": labelled}
+    if settings_overrides:
+        parameters["settings"] = settings_overrides
     nightly_reclassification.serve(
         name="nightly",
         cron=cron,
-        parameters={"catalog": catalog, "taxonomy": taxonomy, "labelled": labelled,
-                    "settings_overrides": settings_overrides or {}},
+        parameters=parameters,
         tags=["shelfwise", "nightly"],
-        description="Nightly catalog reclassification (train if needed, classify, route, enqueue, report).",
+        description="Nightly catalog reclassification (train if needed, classify new and changed SKUs, route, "
+                    "enqueue, report).",
     )
 
 

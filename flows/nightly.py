@@ -1,47 +1,66 @@
-"""The nightly catalog reclassification flow: a table of contents, one task per stage (and per shard)."""
+"""The nightly catalog reclassification flow: a table of contents, one task per stage (and per shard).
+
+    prepare-model      train if there is no model yet (or --retrain)            -> model folder
+    stage-catalog      catalog -> shards to score + carried SKUs (incremental)  -> StagedNight
+    classify-shard     one task per shard, on threads or Dask, retried          -> ShardResult
+    write-and-enqueue  predictions file, review queues, state, summary.json     -> RunSummary
+    governance-report  the run's report                                         -> RunSummary
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+import time
 
 from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import _steps as steps
+from shelfwise import pipeline
+from shelfwise._stage import StagedNight
+from shelfwise._worker import ShardResult, ShardTask, release_resources, run_shard
+from shelfwise.settings import Settings, load_settings
+from shelfwise.summary import Engine, RunSummary
 
 __all__ = ["nightly_reclassification"]
 
 
 @task(cache_policy=NO_CACHE, name="prepare-model")
-def prepare(params: dict[str, Any]) -> steps.Resources:
-    return steps.prepare_resources(params)
+def prepare(settings: Settings, model_dir: str | None, taxonomy: str | None, labelled: str | None, retrain: bool,
+            reviews: str | None, images_root: str | None, spec: str | None, mapping: list[str] | None,
+            taxonomy_mapping: str | None) -> steps.PreparedModel:
+    return steps.prepare_model(settings, model_dir=model_dir, taxonomy=taxonomy, labelled=labelled,
+                               retrain=retrain, reviews=reviews, images_root=images_root, spec=spec,
+                               mapping=mapping, taxonomy_mapping=taxonomy_mapping)
 
 
 @task(cache_policy=NO_CACHE, name="stage-catalog")
-def stage(params: dict[str, Any], res: steps.Resources, run_dir: Path) -> tuple[list[Path], dict[str, Any]]:
-    return steps.stage(params, res, run_dir)
+def stage(catalog: str, settings: Settings, model_dir: str, reviews: str | None, images_root: str | None,
+          spec: str | None, mapping: list[str] | None) -> StagedNight:
+    return pipeline.stage_night(catalog, settings=settings, model_dir=model_dir, reviews=reviews,
+                                images_root=images_root, spec=spec, mapping=mapping)
 
 
-@task(cache_policy=NO_CACHE, name="classify-shard")
-def classify_shard(shard_path: Path, res: steps.Resources, run_id: str, run_dir: Path) -> steps.ShardResult:
-    return steps.classify_shard_file(shard_path, res, run_id=run_id, run_dir=run_dir)
+@task(cache_policy=NO_CACHE, name="classify-shard", retries=2, retry_delay_seconds=5)
+def classify_shard(shard: ShardTask, settings: Settings) -> ShardResult:
+    return run_shard(shard, settings)
 
 
 @task(cache_policy=NO_CACHE, name="write-and-enqueue")
-def finalize(params: dict[str, Any], res: steps.Resources, results: list[steps.ShardResult], staging: dict[str, Any],
-             run_id: str, run_dir: Path, started_at: str) -> dict[str, Any]:
-    return steps.finalize(params, res, results, staging, run_id=run_id, run_dir=run_dir, started_at=started_at)
+def finalize(settings: Settings, model_dir: str, staged: StagedNight, results: list[ShardResult], run_id: str,
+             catalog: str, started_at: str, out: str | None, engine: Engine, clock: float,
+             migration: dict[str, object] | None) -> RunSummary:
+    return pipeline.finalize_run(settings=settings, model_dir=model_dir, staged=staged, results=results,
+                                 run_id=run_id, catalog=catalog, started_at=started_at, out=out, engine=engine,
+                                 clock_start=clock, migration=migration)
 
 
 @task(cache_policy=NO_CACHE, name="governance-report")
-def report(summary: dict[str, Any], res: steps.Resources) -> str:
-    return steps.report(summary, res)
+def report(summary: RunSummary, settings: Settings) -> RunSummary:
+    return steps.report(summary, settings)
 
 
-@flow(name="nightly-reclassification", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(name="nightly-reclassification", log_prints=True)
 def nightly_reclassification(
     catalog: str,
     taxonomy: str | None = None,
@@ -53,16 +72,26 @@ def nightly_reclassification(
     mapping: list[str] | None = None,
     out: str | None = None,
     retrain: bool = False,
-    settings_overrides: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Train if needed, classify the catalog shard by shard, route, write predictions, enqueue, report."""
-    params = dict(locals())
-    run_id, run_dir, started_at = steps.start_run(params)
-    res = prepare(params)
-    shard_paths, staging = stage(params, res, run_dir)
-    results = classify_shard.map(shard_paths, unmapped(res), unmapped(run_id), unmapped(run_dir)).result()
-    summary = finalize(params, res, results, staging, run_id, run_dir, started_at)
-    summary["report"] = report(summary, res)
-    create_markdown_artifact(key="nightly-summary", markdown=steps.artifact_markdown(summary, res),
+    taxonomy_mapping: str | None = None,
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+) -> RunSummary:
+    """Train if needed, classify the new and changed SKUs shard by shard, carry the rest, route, write
+    predictions, enqueue, report. Run it through `shelfwise.nightly.run_night` (it picks the task runner)."""
+    clock = time.perf_counter()
+    settings = settings or load_settings()
+    run_id, started_at = pipeline.new_run_id(), pipeline.utcnow()
+    prepared = prepare(settings, model_dir, taxonomy, labelled, retrain, reviews, images_root, spec, mapping,
+                       taxonomy_mapping)
+    folder = prepared.model_dir
+    staged = stage(catalog, settings, folder, reviews, images_root, spec, mapping)
+    tasks = pipeline.shard_tasks(staged, model_dir=folder, run_id=run_id)
+    results = classify_shard.map(tasks, unmapped(settings)).result() if tasks else []
+    summary = finalize(settings, folder, staged, results, run_id, catalog, started_at, out,
+                       engine or Engine(runner="threads", workers=settings.workers), clock, prepared.migration)
+    summary = report(summary, settings)
+    create_markdown_artifact(key="nightly-summary", markdown=steps.artifact_markdown(summary, settings),
                              description=f"shelfwise run {run_id}")
+    print(summary.markdown())
+    release_resources()
     return summary

@@ -40,6 +40,10 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "llm_status",
     "content_hash",
     "title",
+    "scored_run_id",  # the run that scored this row (earlier than run_id when the row was carried)
+    "confident_category_id",  # the back-off answer: deepest node on the path clearing its bar (or null)
+    "confident_category_path",
+    "confident_confidence",
 )
 
 CANDIDATE_TYPE = pl.List(pl.Struct({"category_id": pl.String, "category_path": pl.String, "score": pl.Float64}))
@@ -62,9 +66,13 @@ class Resources:
     arbiter: Any = None
     locked: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     llm_note: str = ""
+    audit_bars: Any = None  # verification.audit_bar.AuditBars: bars the audit raised for this model
 
 
-def load_resources(model_dir: str | Path, settings: Settings, *, with_queue: bool = True) -> Resources:
+def load_resources(
+    model_dir: str | Path, settings: Settings, *, with_queue: bool = True, with_llm: bool = True
+) -> Resources:
+    """Load what classifying needs (``with_llm=False``: no arbiter; a shard task builds its own)."""
     from classifiers import EmbeddingCache, make_embedder
     from classifiers.model import CategoryModel
 
@@ -79,13 +87,57 @@ def load_resources(model_dir: str | Path, settings: Settings, *, with_queue: boo
     embedder = make_embedder(settings.embedder)
     cache = EmbeddingCache(settings.cache_path)
     image_embedder = _image_embedder(settings) if getattr(model, "use_images", False) else None
-    arbiter, note = _llm_arbiter(settings, tax)
+    arbiter, note = _llm_arbiter(settings, tax) if with_llm else (None, llm_note(settings))
     locked: dict[str, tuple[str, str, str]] = {}
+    decisions = None
     if with_queue:
         store = _queue_store(settings, create=False)
         if store is not None:
-            locked = store.locked()
-    return Resources(settings, model_dir, model, tax, embedder, cache, image_embedder, arbiter, locked, note)
+            try:
+                locked = store.locked()
+                decisions = store.decisions_frame()
+            finally:
+                store.close()
+    bars = _audit_bars(settings, model.version, decisions)
+    return Resources(settings, model_dir, model, tax, embedder, cache, image_embedder, arbiter, locked, note, bars)
+
+
+def _audit_bars(settings: Settings, model_version: str, decisions: pl.DataFrame | None) -> Any:
+    """The audit-raised bars for this run: last run's state, raised where the audit answers so far
+    prove the model's auto-accepts below target (idempotent: the same answers give the same bars)."""
+    from verification.audit_bar import STATE_FILE, audit_answers, load_bars, next_bars, save_bars
+
+    path = settings.state_dir / STATE_FILE
+    bars = load_bars(path, model_version)
+    if decisions is None:
+        return bars
+    answers = audit_answers(decisions, model_version=model_version)
+    bars = next_bars(bars, answers, target=settings.target_precision, model_version=model_version)
+    if bars.floors or path.exists():
+        save_bars(path, bars)
+    return bars
+
+
+def llm_note(settings: Settings) -> str:
+    """One line on whether the LLM step is on, for the run summary."""
+    llm = settings.llm
+    if not llm.base_url:
+        return "LLM step off: no endpoint configured (set OPENAI_BASE_URL or --llm-base-url); gated items go to review"
+    return f"LLM step on: {llm.model} at {llm.base_url}"
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if obj is None:
+        return {}
+    if isinstance(obj, dict):
+        return obj
+    if hasattr(obj, "model_dump"):
+        return dict(obj.model_dump())
+    if hasattr(obj, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(obj)
+    return dict(vars(obj))
 
 
 def _llm_arbiter(settings: Settings, tax: Any) -> tuple[Any, str]:
@@ -93,11 +145,9 @@ def _llm_arbiter(settings: Settings, tax: Any) -> tuple[Any, str]:
 
     llm = settings.llm
     if not llm.base_url:
-        return None, "LLM step off: no endpoint configured (set OPENAI_BASE_URL or --llm-base-url); gated items go to review"
-    llm_dir = settings.state_dir / "llm"
-    llm_dir.mkdir(parents=True, exist_ok=True)
-    arbiter = LLMArbiter(llm, tax, store_path=llm_dir / "llm.sqlite")
-    return arbiter, f"LLM step on: {llm.model} at {llm.base_url}"
+        return None, llm_note(settings)
+    arbiter = LLMArbiter(llm, tax, store_path=llm.store_location(settings.state_dir))  # cache_url or cache_path
+    return arbiter, llm_note(settings)
 
 
 @dataclass
@@ -108,6 +158,7 @@ class RunStats:
     routes: Counter[str] = field(default_factory=Counter)
     llm: Counter[str] = field(default_factory=Counter)
     llm_gated: int = 0
+    distinct_scored: int = 0
 
     def add(self, other: RunStats) -> None:
         self.seen += other.seen
@@ -116,6 +167,7 @@ class RunStats:
         self.routes.update(other.routes)
         self.llm.update(other.llm)
         self.llm_gated += other.llm_gated
+        self.distinct_scored += other.distinct_scored
 
 
 def _candidates(ids: np.ndarray, scores: np.ndarray, tax: Any) -> list[list[dict[str, Any]]]:
@@ -130,106 +182,114 @@ def _candidates(ids: np.ndarray, scores: np.ndarray, tax: Any) -> list[list[dict
     return out
 
 
-def classify_frame(shard: pl.DataFrame, res: Resources, *, run_id: str) -> tuple[pl.DataFrame, RunStats]:
-    """Classify one canonical shard: returns prediction rows (contract columns + product columns)."""
-    from verification.routing import QueueName, audit_sample, paths_agree, route
+def _predict_distinct(shard: pl.DataFrame, res: Resources, cache: Any) -> tuple[Any, int]:
+    """Model scores for every row, computed once per distinct content (identical products share them).
+
+    The model sees only what ``content_hash`` covers (text fields, image, reviews), plus the price when
+    the model scores it: rows with the same key get the same scores, so each key is scored once.
+    """
+    import dataclasses
+
+    s = res.settings
+    key_cols = ["content_hash"] + (["price"] if getattr(res.model, "use_price", False) and "price" in shard.columns
+                                   else [])
+    keyed = shard.select(
+        pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in key_cols], separator="|").alias("_k")
+    ).get_column("_k").to_numpy()
+    _, first, inverse = np.unique(keyed, return_index=True, return_inverse=True)
+    if len(first) == shard.height:
+        pred = res.model.predict(shard, embedder=res.embedder, cache=cache, image_embedder=res.image_embedder,
+                                 top_k=s.top_k)
+        return pred, shard.height
+    pred = res.model.predict(shard[np.sort(first)], embedder=res.embedder, cache=cache,
+                             image_embedder=res.image_embedder, top_k=s.top_k)
+    # np.unique sorts keys; map each row to its key's position among the sorted first occurrences
+    order = np.argsort(np.argsort(first))
+    index = order[inverse]
+    spread = {f.name: np.asarray(getattr(pred, f.name))[index] for f in dataclasses.fields(pred)}
+    return type(pred)(**spread), len(first)
+
+
+def classify_frame(
+    shard: pl.DataFrame, res: Resources, *, run_id: str, cache: Any = None
+) -> tuple[pl.DataFrame, RunStats]:
+    """Classify one canonical shard: returns prediction rows (contract columns + product columns).
+
+    ``cache``: the embedding cache to use (default ``res.cache``); a worker passes one per task, so the
+    hit/miss counters it reports are this shard's own.
+    """
+    from shelfwise._decide import DecideOptions, LLMAnswer, Lock, ModelAnswers, decide
+    from verification.routing import audit_sample, paths_agree
 
     s = res.settings
     tax = res.taxonomy
     stats = RunStats(seen=shard.height)
     if shard.is_empty():
         return _empty_predictions(), stats
-    pred = res.model.predict(
-        shard, embedder=res.embedder, cache=res.cache, image_embedder=res.image_embedder, top_k=s.top_k
-    )
+    pred, stats.distinct_scored = _predict_distinct(shard, res, res.cache if cache is None else cache)
     n = shard.height
-    cat_ids = [str(x) for x in pred.predicted_ids]
-    cat_paths = [tax.get(c).path for c in cat_ids]
-    confidence = np.asarray(pred.confidence, dtype=float)
+    answers = _model_answers(pred, tax, ModelAnswers)
     margin = np.asarray(pred.margin, dtype=float)
-    depth = np.asarray(pred.predicted_depth, dtype=int)
-    source = ["model"] * n
-    llm_status: list[str | None] = [None] * n
-    thresholds = (
-        np.full(n, s.auto_threshold) if s.auto_threshold is not None else res.model.thresholds_.for_nodes(cat_ids)
-    )
-    sus_t = np.full(n, s.suspect_threshold) if s.suspect_threshold is not None else np.maximum(thresholds, 0.5)
     current = shard.get_column("category_path").to_list()
     current_known = [c is None or tax.find_path(c) is not None for c in current]
     candidates = _candidates(pred.category_ids, pred.scores, tax)
+    level = str(getattr(s, "auto_accept_level", "leaf"))
+    contract_conf = np.where(
+        (level == "backoff") & np.array([c is not None for c in answers.confident_ids], dtype=bool),
+        answers.confident_confidence, answers.leaf_confidence,
+    )
 
-    # LLM arbitration of the uncertain items.
+    # LLM arbitration of the uncertain items (the step's answers are judged in `decide`).
     from classifiers.llm import gate
 
-    gated = gate(confidence, margin, settings=s.llm)
+    gated = gate(contract_conf, margin, settings=s.llm)
     stats.llm_gated = int(gated.sum())
-    llm_failed = np.zeros(n, dtype=bool)
+    llm: list[Any] = [None] * n
+    skus = shard.get_column("sku_id").to_list()
     if gated.any():
         if res.arbiter is None:
             for i in np.flatnonzero(gated):
-                llm_status[i] = "skipped_no_endpoint"
+                llm[i] = LLMAnswer("skipped_no_endpoint")
             stats.llm["skipped_no_endpoint"] += int(gated.sum())
         else:
             idx = np.flatnonzero(gated)
             items = shard[idx].with_columns(
                 pl.Series("candidates", [candidates[i] for i in idx], dtype=CANDIDATE_TYPE),
-                pl.Series("confidence", confidence[idx]),
+                pl.Series("confidence", contract_conf[idx]),
             )
             decided = res.arbiter.decide(items, run_id=run_id)
             by_sku = {r["sku_id"]: r for r in decided.iter_rows(named=True)}
-            skus = shard.get_column("sku_id").to_list()
+            labels = set(str(c) for c in getattr(res.model, "classes_", []))
             for i in idx:
                 r = by_sku.get(skus[i])
-                status = r["llm_status"] if r else "failed_transient"
-                llm_status[i] = status
-                stats.llm[status] += 1
-                if r and r.get("llm_category_id") and status in ("accepted", "none_of_these_walked"):
-                    cat_ids[i] = r["llm_category_id"]
-                    cat_paths[i] = tax.get(cat_ids[i]).path
-                    depth[i] = tax.get(cat_ids[i]).depth
-                    confidence[i] = float(r["llm_confidence"])
-                    source[i] = "llm"
-                elif status not in ("skipped_no_endpoint", "skipped_budget"):
-                    llm_failed[i] = True
+                llm[i] = _llm_answer(r, tax, labels)
+                stats.llm[llm[i].status] += 1
 
     support = np.array([
         max((c["score"] for c in cands if cur and paths_agree(c["category_path"], cur)), default=0.0)
         for cands, cur in zip(candidates, current, strict=True)
     ])
-    routing = route(confidence, thresholds, cat_paths, current, suspect_thresholds=sus_t,
-                    current_known=current_known, current_support=support,
-                    max_current_support=s.max_current_support)
-    routes = [str(r) for r in routing.route]
-    queues = [str(q) if q else None for q in routing.queue]
-    reasons = list(routing.reason)
-    for i in np.flatnonzero(llm_failed):
-        if routes[i] == "review":
-            queues[i] = QueueName.LLM_FAILED
-            reasons[i] = f"llm_{llm_status[i]}"
-    for i, st in enumerate(llm_status):
-        if st == "skipped_no_endpoint" and routes[i] == "review":
-            reasons[i] = reasons[i] + "; llm_off"
-
     # Human decisions are kept until the product's content changes.
-    skus = shard.get_column("sku_id").to_list()
     hashes = shard.get_column("content_hash").to_list()
+    locks: list[Lock | None] = [None] * n
     for i, sku in enumerate(skus):
         lock = res.locked.get(sku)
         if lock and lock[2] == hashes[i]:
-            cat_ids[i], cat_paths[i] = lock[0], lock[1]
             node = tax.find_path(lock[1])
-            depth[i] = node.depth if node is not None else len(lock[1].split(" > "))
-            confidence[i] = 1.0
-            source[i] = "human"
-            routes[i], queues[i], reasons[i] = "auto", None, "human_decision"
+            locks[i] = Lock(lock[0], lock[1], node.depth if node is not None else len(lock[1].split(" > ")))
             stats.human_locked += 1
-
     # The audit sample is drawn per night (the run id starts with the UTC date), so re-running the same
     # night picks the same items and the queue is not inflated.
     audit = audit_sample(skus, run_id[:8], rate=s.audit_rate)
-    for i in np.flatnonzero(audit):
-        if routes[i] == "auto" and source[i] != "human":
-            queues[i] = QueueName.AUDIT
+    options = DecideOptions(
+        level=level, target_precision=s.target_precision, auto_threshold=s.auto_threshold,
+        suspect_threshold=s.suspect_threshold, max_current_support=s.max_current_support,
+    )
+    bars = res.audit_bars
+    d = decide(answers, current_paths=current, current_known=current_known, current_support=support, llm=llm,
+               locks=locks, audit=audit, options=options, floor_for=bars.floor_for if bars is not None else None)
+    cat_ids, cat_paths, confidence, depth = d.category_id, d.category_path, d.confidence, d.predicted_depth
+    source, routes, queues, reasons, llm_status = d.source, d.route, d.queue, d.reason, d.llm_status
     stats.classified = n
     stats.routes.update(routes)
 
@@ -252,10 +312,50 @@ def classify_frame(shard: pl.DataFrame, res: Resources, *, run_id: str) -> tuple
             "queue": pl.Series([str(q) if q else None for q in queues], dtype=pl.String),
             "llm_status": pl.Series(llm_status, dtype=pl.String),
             "content_hash": hashes,
+            "scored_run_id": [run_id] * n,
+            "confident_category_id": pl.Series(d.confident_category_id, dtype=pl.String),
+            "confident_category_path": pl.Series(d.confident_category_path, dtype=pl.String),
+            "confident_confidence": pl.Series(d.confident_confidence, dtype=pl.Float64).fill_nan(None),
         }
     )
     products = shard.select([c for c in PRODUCT_COLUMNS if c in shard.columns])
     return pl.concat([out, products], how="horizontal"), stats
+
+
+def _model_answers(pred: Any, tax: Any, cls: Any) -> Any:
+    """`shelfwise._decide.ModelAnswers` from a `classifiers.model.Prediction` (paths from the taxonomy)."""
+    leaf_ids = [str(x) for x in pred.leaf_ids]
+    conf_ids = [None if x is None else str(x) for x in pred.confident_ids]
+    return cls(
+        leaf_ids=leaf_ids,
+        leaf_paths=[tax.get(c).path for c in leaf_ids],
+        leaf_depth=np.array([tax.get(c).depth for c in leaf_ids], dtype=np.int64),
+        leaf_confidence=np.asarray(pred.leaf_confidence, dtype=float),
+        leaf_threshold=np.asarray(pred.leaf_threshold, dtype=float),
+        confident_ids=conf_ids,
+        confident_paths=[None if c is None else tax.get(c).path for c in conf_ids],
+        confident_depth=np.asarray(pred.confident_depth, dtype=np.int64),
+        confident_confidence=np.asarray(pred.confident_confidence, dtype=float),
+        confident_threshold=np.asarray(pred.confident_threshold, dtype=float),
+    )
+
+
+def _llm_answer(r: dict[str, Any] | None, tax: Any, labels: set[str]) -> Any:
+    """`shelfwise._decide.LLMAnswer` from one row of `LLMArbiter.decide` (None: no row came back)."""
+    from shelfwise._decide import LLM_ANSWERED, LLMAnswer
+
+    if r is None:
+        return LLMAnswer("failed_transient")
+    status = str(r["llm_status"])
+    cid = r.get("llm_category_id")
+    if not cid or status not in LLM_ANSWERED:
+        return LLMAnswer(status)
+    node = tax.get(str(cid))
+    leafish = str(cid) in labels or not list(tax.children(str(cid)))
+    calibrated = "calibrated" in str(r.get("llm_confidence_source") or "")
+    conf = r.get("llm_confidence")
+    return LLMAnswer(status, str(cid), node.path, int(node.depth), None if conf is None else float(conf),
+                     calibrated=calibrated, at_label_level=leafish)
 
 
 def _empty_predictions() -> pl.DataFrame:

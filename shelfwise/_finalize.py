@@ -1,25 +1,33 @@
-"""Finishing a run: stream prediction shards into one file, enqueue review items, write state and summary."""
+"""Finishing a night: one predictions file (carried + re-scored rows, streamed), review items enqueued
+within the nightly capacities, catalog and carry state updated, and the typed `RunSummary` written once.
+
+Memory stays bounded at catalog scale: predictions are streamed from the parts (polars streaming sink),
+only queue candidates' key columns are collected to rank them, and state files are joined lazily.
+"""
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
+import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
 
-from shelfwise._classify import PREDICTION_COLUMNS, Resources, RunStats, _empty_predictions, classify_frame, load_resources
-from shelfwise._stage import _staging, _utcnow, iter_shards, new_run_id
+from shelfwise import _storage as storage
+from shelfwise._classify import PREDICTION_COLUMNS, PRODUCT_COLUMNS, _as_dict, _empty_predictions, llm_note
+from shelfwise._incremental import carried_rows, commit_state
+from shelfwise._stage import StagedNight, _utcnow, new_run_id, remove_staged, stage_night
 from shelfwise._train import _queue_store
+from shelfwise._worker import ShardResult, ShardTask, merge_counts, release_resources, run_shard
 from shelfwise.settings import Settings
+from shelfwise.summary import QUEUES, EmbeddingCounts, Engine, Incremental, LLMSummary, RunCounts, RunSummary
 
-__all__ = ["PredictionWriter", "Written", "classify_catalog", "finalize_run", "write_predictions"]
+__all__ = ["PredictionWriter", "classify_catalog", "finalize_run", "shard_tasks"]
 
 
 class PredictionWriter:
@@ -58,60 +66,101 @@ class PredictionWriter:
         self._tmp.unlink(missing_ok=True)
 
 
-def queue_frame(predictions: pl.DataFrame) -> pl.DataFrame:
-    """The rows of a prediction shard headed for a human queue (with their product columns)."""
-    return predictions.filter(pl.col("queue").is_not_null())
+def shard_tasks(staged: StagedNight, *, model_dir: str | Path, run_id: str) -> list[ShardTask]:
+    """The night's shard tasks (plain data)."""
+    return [ShardTask(shard_url=u, out_url=staged.prediction_url(u), model_dir=str(Path(model_dir).resolve()),
+                      run_id=run_id) for u in staged.shards]
 
 
-@dataclass
-class Written:
-    """What a run keeps in memory from its prediction shards: counts, queue candidates, content hashes."""
+def _part_frame(results: Sequence[ShardResult], tmp: Path) -> pl.LazyFrame | None:
+    urls = [r.predictions_url for r in results]
+    if not urls:
+        return None
+    local = [str(storage.local_copy(u, tmp)) for u in urls]
+    return pl.scan_parquet(local)
 
-    stats: RunStats
-    queue_rows: pl.DataFrame
-    hashes: pl.DataFrame
+
+def _write_predictions(out: Path, parts: pl.LazyFrame | None, carried: pl.LazyFrame | None, run_id: str) -> int:
+    """Stream carried + re-scored rows into ``out`` (atomically); returns the row count."""
+    if parts is not None:  # parts finished by a killed attempt of this night count as scored tonight
+        parts = parts.with_columns(pl.lit(run_id).alias("scored_run_id"))
+    frames = [f.select(list(PREDICTION_COLUMNS)) for f in (carried, parts) if f is not None]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    if not frames:
+        PredictionWriter(out).close()
+        return 0
+    lf = pl.concat(frames, how="vertical_relaxed").with_columns(pl.lit(run_id).alias("run_id"))
+    lf.sink_parquet(tmp, compression="zstd")
+    os.replace(tmp, out)
+    return int(pl.scan_parquet(out).select(pl.len()).collect().item())
 
 
-def write_predictions(shards: Iterable[tuple[pl.DataFrame, RunStats]], out: str | Path) -> Written:
-    """Stream prediction shards into ``out`` (atomically) and collect what ``finalize_run`` needs."""
-    writer = PredictionWriter(out)
-    stats = RunStats()
-    queue_parts: list[pl.DataFrame] = []
-    hash_parts: list[pl.DataFrame] = []
+def _enqueue(settings: Settings, parts: pl.LazyFrame | None, run_id: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """Put tonight's re-scored review items into the queues (highest priority first, within capacity)
+    and close the open items of SKUs tonight auto-accepted. Carried rows were enqueued when scored."""
+    from verification.routing import priority, select_for_queues
+
+    result: dict[str, Any] = {}
+    queued = dict.fromkeys(QUEUES, 0)
+    if parts is None:
+        return result, queued
+    cand = parts.filter(pl.col("queue").is_not_null())
+    head = cand.select("sku_id", "queue", "confidence",
+                       *(["price"] if "price" in cand.collect_schema().names() else [])).collect()
+    store = None
     try:
-        for preds, shard_stats in shards:
-            writer.write(preds)
-            queue_parts.append(queue_frame(preds))
-            hash_parts.append(preds.select("sku_id", "content_hash"))
-            stats.add(shard_stats)
-        writer.close()
-    except BaseException:
-        writer.abort()
-        raise
-    return Written(stats, _concat(queue_parts), _concat(hash_parts))
+        if head.height:
+            price = head.get_column("price").to_numpy() if "price" in head.columns else None
+            qs = head.get_column("queue").to_list()
+            pr = priority(qs, head.get_column("confidence").to_numpy(), price=price)
+            capacity = settings.queue_capacity.model_dump()
+            keep = select_for_queues(qs, pr, capacity=capacity)
+            chosen = head.with_columns(pl.Series("priority", pr)).filter(pl.Series(keep)).select("sku_id", "priority")
+            dropped = head.filter(~pl.Series(keep)).group_by("queue").len()
+            to_queue = cand.join(chosen.lazy(), on="sku_id", how="inner").collect()
+            store = _queue_store(settings)
+            res = _as_dict(store.enqueue(to_queue, run_id=run_id))  # capacity applied once, above
+            res["dropped_over_capacity"] = {q: 0 for q in QUEUES} | dict(dropped.iter_rows())
+            result = res
+            for kind in ("inserted", "updated", "unchanged"):
+                for q, n in (res.get(kind) or {}).items():
+                    queued[q] = queued.get(q, 0) + int(n)
+        auto = parts.filter(pl.col("queue").is_null()).select("sku_id").collect().get_column("sku_id")
+        if auto.len():
+            store = store or _queue_store(settings)
+            result["superseded"] = store.supersede(auto.to_list(), run_id=run_id)
+    finally:
+        if store is not None:
+            store.close()
+    return result, queued
 
 
-
-# --------------------------------------------------------------------------------------------------
-# Finishing a run
-# --------------------------------------------------------------------------------------------------
-def _change_counts(state_path: Path, current: pl.DataFrame) -> dict[str, int]:
+def _change_counts(state_path: Path, keys: list[Path]) -> dict[str, int]:
+    if not keys:
+        return {"new": 0, "changed": 0, "unchanged": 0}
+    current = pl.scan_parquet([str(k) for k in keys])
     if not state_path.exists():
-        return {"new": current.height, "changed": 0, "unchanged": 0}
-    prev = pl.read_parquet(state_path, columns=["sku_id", "content_hash"]).rename({"content_hash": "_prev"})
-    j = current.join(prev, on="sku_id", how="left")
-    new = int(j.select(pl.col("_prev").is_null().sum()).item())
-    unchanged = int(j.select((pl.col("_prev") == pl.col("content_hash")).sum()).item())
-    return {"new": new, "changed": j.height - new - unchanged, "unchanged": unchanged}
+        return {"new": int(current.select(pl.len()).collect().item()), "changed": 0, "unchanged": 0}
+    prev = pl.scan_parquet(state_path).select("sku_id", pl.col("content_hash").alias("_prev"))
+    j = current.join(prev, on="sku_id", how="left").select(
+        pl.len().alias("n"), pl.col("_prev").is_null().sum().alias("new"),
+        (pl.col("_prev") == pl.col("content_hash")).sum().alias("unchanged"),
+    ).collect().row(0, named=True)
+    return {"new": int(j["new"]), "changed": int(j["n"] - j["new"] - j["unchanged"]),
+            "unchanged": int(j["unchanged"])}
 
 
-def _update_state(state_path: Path, current: pl.DataFrame, run_id: str) -> None:
-    current = current.with_columns(pl.lit(run_id).alias("last_seen_run"))
+def _update_state(state_path: Path, keys: list[Path], run_id: str) -> None:
+    """catalog_state.parquet: every SKU ever seen with its last content hash and the last run that saw it."""
+    if not keys:
+        return
+    current = pl.scan_parquet([str(k) for k in keys]).with_columns(pl.lit(run_id).alias("last_seen_run"))
     if state_path.exists():
-        prev = pl.read_parquet(state_path)
-        current = pl.concat([current, prev.join(current.select("sku_id"), on="sku_id", how="anti")], how="vertical_relaxed")
+        prev = pl.scan_parquet(state_path).join(current.select("sku_id"), on="sku_id", how="anti")
+        current = pl.concat([current, prev], how="vertical_relaxed")
     tmp = state_path.with_suffix(".tmp")
-    current.write_parquet(tmp)
+    current.sink_parquet(tmp)
     os.replace(tmp, state_path)
 
 
@@ -122,119 +171,99 @@ def _previous_run(runs_dir: Path, run_id: str) -> str | None:
     return done[-1] if done else None
 
 
+def _audit_bar(settings: Settings, model_version: str) -> dict[str, Any]:
+    """The bars the audit raised for this model, as used by this run (verification/audit_bar.py)."""
+    from verification.audit_bar import STATE_FILE, load_bars
+
+    return load_bars(settings.state_dir / STATE_FILE, model_version).to_dict()
+
+
+def _model_versions(model_dir: Path) -> tuple[str, str]:
+    import json
+
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    return str(manifest.get("version", "")), str(manifest.get("taxonomy_version", ""))
+
+
 def finalize_run(
     *,
-    res: Resources,
+    settings: Settings,
+    model_dir: str | Path,
+    staged: StagedNight,
+    results: Sequence[ShardResult],
     run_id: str,
-    run_dir: Path,
-    predictions_path: Path,
-    queue_rows: pl.DataFrame,
-    stats: RunStats,
     catalog: str | Path,
-    staging: dict[str, Any],
     started_at: str,
-    hashes: pl.DataFrame,
+    out: str | Path | None = None,
+    engine: Engine | None = None,
     enqueue: bool = True,
-) -> dict[str, Any]:
-    """Enqueue the review items (within nightly capacities), update catalog state, write summary.json."""
-    from verification.routing import priority, select_for_queues
-
-    s = res.settings
-    queued: dict[str, int] = {}
-    enqueue_result: dict[str, Any] = {}
-    store = None
-    if enqueue and not queue_rows.is_empty():
-        qs = queue_rows.get_column("queue").to_list()
-        price = queue_rows.get_column("price").to_numpy() if "price" in queue_rows.columns else None
-        pr = priority(qs, queue_rows.get_column("confidence").to_numpy(), price=price)
-        keep = select_for_queues(qs, pr, capacity=s.queue_capacity.model_dump())
-        to_queue = queue_rows.with_columns(pl.Series("priority", pr)).filter(pl.Series(keep))
-        store = _queue_store(s)
-        result = store.enqueue(to_queue, run_id=run_id, capacity=s.queue_capacity.model_dump())
-        enqueue_result = _as_dict(result)
-        queued = dict(Counter(to_queue.get_column("queue").to_list()))
-    if enqueue:
-        # open items of SKUs this run auto-accepted are stale (fixed upstream, changed text, better model)
-        auto_skus = (
-            pl.scan_parquet(predictions_path)
-            .filter(pl.col("queue").is_null())
-            .select("sku_id")
-            .collect()
-            .get_column("sku_id")
-            .to_list()
-        )
-        if auto_skus:
-            store = store or _queue_store(s)
-            enqueue_result["superseded"] = store.supersede(auto_skus, run_id=run_id)
-    if store is not None:
-        store.close()
-    s.state_dir.mkdir(parents=True, exist_ok=True)
-    state_path = s.state_dir / "catalog_state.parquet"
-    changes = _change_counts(state_path, hashes)
-    _update_state(state_path, hashes, run_id)
-    llm_stats = _as_dict(getattr(res.arbiter, "stats", None)) if res.arbiter is not None else {}
-    summary = {
-        "run_id": run_id,
-        "started_at": started_at,
-        "finished_at": _utcnow(),
-        "catalog": str(catalog),
-        "taxonomy_version": res.taxonomy.version,
-        "model_version": res.model.version,
-        "model_dir": str(res.model_dir),
-        "counts": {
-            "seen": stats.seen + int(staging.get("quarantined", 0)),
-            **changes,
-            "classified": stats.classified,
-            "quarantined": int(staging.get("quarantined", 0)),
-            "quarantine_reasons": staging.get("quarantine_reasons", {}),
-            "auto": stats.routes.get("auto", 0),
-            "review": stats.routes.get("review", 0),
-            "suspect": stats.routes.get("suspect", 0),
-            "human_locked": stats.human_locked,
-            "queued": {q: queued.get(q, 0) for q in ("low_confidence", "suspect", "llm_failed", "audit")},
-        },
-        "enqueue": enqueue_result,
-        "llm": {
-            "enabled": res.arbiter is not None,
-            "note": res.llm_note,
-            "gated": stats.llm_gated,
-            "statuses": dict(stats.llm),
-            **llm_stats,
-        },
-        "embedding": {"hits": int(getattr(res.cache, "hits", 0)), "misses": int(getattr(res.cache, "misses", 0))},
-        "thresholds": {
-            "target_precision": s.target_precision,
-            "auto_threshold": s.auto_threshold if s.auto_threshold is not None else "per-node (model)",
-            "audit_rate": s.audit_rate,
-        },
-        "predictions_path": str(predictions_path),
-        "quarantine_path": staging.get("quarantine_path"),
-        "previous_run_id": _previous_run(s.runs_dir, run_id),
-    }
+    clock_start: float | None = None,
+    migration: dict[str, Any] | None = None,
+) -> RunSummary:
+    """Write the night's predictions, enqueue, update state and write ``runs/<run_id>/summary.json``."""
+    run_dir = settings.runs_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    os.replace(tmp, run_dir / "summary.json")
+    out = Path(out) if out else run_dir / "predictions.parquet"
+    model_dir = Path(model_dir)
+    model_version, taxonomy_version = _model_versions(model_dir)
+    tmp = run_dir / ".parts"
+    parts = _part_frame(results, tmp)
+    carried = carried_rows(settings, staged.carry_files)
+    rows = _write_predictions(out, parts, carried, run_id)
+    enqueue_result, queued = _enqueue(settings, parts, run_id) if enqueue else ({}, dict.fromkeys(QUEUES, 0))
+    routes = pl.scan_parquet(out).group_by("route").len().collect()
+    route_counts = dict(routes.iter_rows())
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    state_path = settings.state_dir / "catalog_state.parquet"
+    changes = _change_counts(state_path, staged.key_files)
+    totals = merge_counts(list(results))
+    quarantine_path = run_dir / "quarantine.jsonl"
+    if Path(staged.quarantine_path).exists():
+        shutil.copyfile(staged.quarantine_path, quarantine_path)
+    human = int(pl.scan_parquet(out).filter(pl.col("source") == "human").select(pl.len()).collect().item())
+    summary = RunSummary(
+        run_id=run_id, started_at=started_at, finished_at=_utcnow(), catalog=str(catalog),
+        taxonomy_version=taxonomy_version, model_version=model_version, model_dir=str(model_dir),
+        counts=RunCounts(
+            seen=rows + staged.quarantined, **changes, classified=rows, quarantined=staged.quarantined,
+            quarantine_reasons=staged.quarantine_reasons, auto=route_counts.get("auto", 0),
+            review=route_counts.get("review", 0), suspect=route_counts.get("suspect", 0), human_locked=human,
+            queued=queued, carried=staged.carried, rescored=totals["classified"],
+            distinct_scored=totals["distinct_scored"],
+        ),
+        enqueue=enqueue_result,
+        llm=LLMSummary(enabled=bool(settings.llm.base_url), note=llm_note(settings), gated=totals["llm_gated"],
+                       statuses=dict(totals["llm"]), **{k: v for k, v in totals["llm_stats"].items()
+                                                        if k not in ("enabled", "note", "gated", "statuses")}),
+        embedding=EmbeddingCounts(hits=totals["embed_hits"], misses=totals["embed_misses"]),
+        thresholds={
+            "target_precision": settings.target_precision,
+            "auto_threshold": settings.auto_threshold if settings.auto_threshold is not None else "per-node (model)",
+            "audit_rate": settings.audit_rate,
+            "auto_accept_level": settings.auto_accept_level,
+            "audit_bar": _audit_bar(settings, model_version),
+        },
+        predictions_path=str(out), quarantine_path=str(quarantine_path),
+        previous_run_id=_previous_run(settings.runs_dir, run_id),
+        incremental=Incremental(mode="incremental" if staged.mode == "incremental" else "full",
+                                reason=staged.reason, carried=staged.carried, rescored=totals["classified"],
+                                new=changes["new"]),
+        engine=(engine or Engine()).model_copy(update={"processes": sorted({r.pid for r in results})}),
+        shards=len(results),
+        seconds=round(time.perf_counter() - clock_start, 2) if clock_start else 0.0,
+    )
+    if migration is not None:
+        summary.migration = migration  # a taxonomy migration ran before this night (see shelfwise._migrate)
+    summary.write(run_dir)
+    # State last: a run killed before this point leaves last night's state, so a rerun redoes tonight.
+    _update_state(state_path, staged.key_files, run_id)
+    commit_state(settings, out, run_id=run_id, model_version=model_version, taxonomy_version=taxonomy_version)
+    remove_staged(staged)
     return summary
 
 
-def _as_dict(obj: Any) -> dict[str, Any]:
-    if obj is None:
-        return {}
-    if isinstance(obj, dict):
-        return obj
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump()
-    if hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(obj)
-    return dict(vars(obj))
-
-
-# --------------------------------------------------------------------------------------------------
-# The whole classify step without Prefect (used by `shelfwise classify`)
-# --------------------------------------------------------------------------------------------------
 def classify_catalog(
     *,
     model_dir: str | Path,
@@ -248,37 +277,23 @@ def classify_catalog(
     run_id: str | None = None,
     enqueue: bool = True,
     progress: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
-    """Classify a catalog shard by shard, write predictions atomically, enqueue and summarise."""
-    from shelfwise.catalog import Quarantine
-
+) -> RunSummary:
+    """The nightly steps in this process, without Prefect: stage, classify shard by shard, finalize."""
+    clock = time.perf_counter()
     run_id = run_id or new_run_id()
     started = _utcnow()
-    res = load_resources(model_dir, settings)
-    run_dir = settings.runs_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    quarantine = Quarantine(run_dir / "quarantine.jsonl")
-
-    def classified() -> Iterator[tuple[pl.DataFrame, RunStats]]:
-        for shard in iter_shards(catalog, settings=settings, taxonomy=res.taxonomy, quarantine=quarantine,
-                                 reviews=reviews, images_root=images_root, spec=spec, mapping=mapping):
-            yield classify_frame(shard, res, run_id=run_id)
-            if progress:
-                progress(shard.height)
-
     try:
-        written = write_predictions(classified(), out)
+        staged = stage_night(catalog, settings=settings, model_dir=model_dir, reviews=reviews,
+                             images_root=images_root, spec=spec, mapping=mapping)
+        if progress and staged.carried:
+            progress(staged.carried)
+        results = []
+        for task in shard_tasks(staged, model_dir=model_dir, run_id=run_id):
+            result = run_shard(task, settings)
+            results.append(result)
+            if progress:
+                progress(result.seen)
+        return finalize_run(settings=settings, model_dir=model_dir, staged=staged, results=results, run_id=run_id,
+                            catalog=catalog, started_at=started, out=out, enqueue=enqueue, clock_start=clock)
     finally:
-        quarantine.close()
-    return finalize_run(
-        res=res, run_id=run_id, run_dir=run_dir, predictions_path=Path(out),
-        queue_rows=written.queue_rows, stats=written.stats, catalog=catalog, staging=_staging(quarantine),
-        started_at=started, hashes=written.hashes, enqueue=enqueue,
-    )
-
-
-def _concat(parts: Iterable[pl.DataFrame]) -> pl.DataFrame:
-    parts = [p for p in parts if p.height]
-    return pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame(
-        schema={"sku_id": pl.String, "content_hash": pl.String, "queue": pl.String, "confidence": pl.Float64}
-    )
+        release_resources()

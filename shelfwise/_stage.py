@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from pydantic import BaseModel, Field
 
+from shelfwise import _storage as storage
 from shelfwise.settings import Settings
 
-__all__ = ["iter_shards", "new_run_id", "stage_catalog"]
+__all__ = ["StagedNight", "iter_shards", "new_run_id", "remove_staged", "stage_night", "utcnow"]
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
@@ -20,8 +22,12 @@ def new_run_id(now: dt.datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def _utcnow() -> str:
+def utcnow() -> str:
+    """Now in UTC, ISO 8601 to the second (the run summary's time stamps)."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+_utcnow = utcnow
 
 
 # --------------------------------------------------------------------------------------------------
@@ -63,37 +69,120 @@ def iter_shards(
 
 
 
-def stage_catalog(
+class StagedNight(BaseModel):
+    """A staged night: shards to score (at ``work_url``), carried SKUs and keys (local), quarantine figures."""
+
+    night_key: str
+    local_dir: str  # keys/ and carry/ files, the quarantine file, staged.json (main process only)
+    work_url: str  # shards/ and predictions/ (every worker reads and writes here)
+    shards: list[str] = Field(default_factory=list)
+    rows: int = 0
+    to_score: int = 0
+    carried: int = 0
+    quarantined: int = 0
+    quarantine_reasons: dict[str, int] = Field(default_factory=dict)
+    quarantine_path: str = ""
+    mode: str = "full"
+    reason: str = ""
+    previous_run_id: str | None = None
+
+    def prediction_url(self, shard_url: str) -> str:
+        return storage.join(self.work_url, "predictions", shard_url.rstrip("/").rsplit("/", 1)[-1])
+
+    @property
+    def key_files(self) -> list[Path]:
+        return sorted((Path(self.local_dir) / "keys").glob("*.parquet"))
+
+    @property
+    def carry_files(self) -> list[Path]:
+        return sorted((Path(self.local_dir) / "carry").glob("*.parquet"))
+
+
+def night_key(catalog: str | Path, settings: Settings, *, model_version: str, taxonomy_version: str,
+              extra: Sequence[Any] = ()) -> str:
+    """What makes two runs "the same night": same catalog file (path, size, mtime), model, taxonomy,
+    settings and carry state. A rerun after a kill finds the staged shards and finished shard results."""
+    import hashlib
+    import json
+
+    from shelfwise._incremental import META_FILE, routing_fingerprint
+
+    p = Path(catalog)
+    st = p.stat() if p.exists() else None
+    meta = settings.state_dir / META_FILE
+    parts = [str(p.resolve()), st.st_size if st else 0, st.st_mtime_ns if st else 0, model_version,
+             taxonomy_version, routing_fingerprint(settings), settings.shard_size, settings.incremental,
+             meta.read_text() if meta.exists() else "", *[str(e) for e in extra]]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
+
+
+def stage_night(
     catalog: str | Path,
     *,
-    run_dir: Path,
     settings: Settings,
-    taxonomy: Any,
+    model_dir: str | Path,
     reviews: str | Path | None = None,
     images_root: str | Path | None = None,
     spec: str | Path | None = None,
     mapping: Sequence[str] | None = None,
-) -> tuple[list[Path], dict[str, Any]]:
-    """Write the catalog as canonical shard files under ``run_dir/shards`` (quarantine alongside)."""
+) -> StagedNight:
+    """Stream the catalog into canonical shards; write the rows to score as shard files at ``work_url``.
+
+    Rows that keep last night's prediction (see `shelfwise._incremental`) are only listed (carry/), and
+    every row's ``sku_id, content_hash`` goes to keys/ for the change counts. Staging the same night
+    again (a rerun after a kill) returns what the first attempt staged.
+    """
+    from shelfwise._incremental import plan_carry
+    from shelfwise._worker import worker_resources
     from shelfwise.catalog import Quarantine
 
-    shard_dir = run_dir / "shards"
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    quarantine = Quarantine(run_dir / "quarantine.jsonl")
-    paths = []
-    for i, shard in enumerate(
-        iter_shards(catalog, settings=settings, taxonomy=taxonomy, quarantine=quarantine, reviews=reviews,
-                    images_root=images_root, spec=spec, mapping=mapping)
-    ):
-        p = shard_dir / f"shard-{i:05d}.parquet"
-        shard.write_parquet(p)
-        paths.append(p)
-    quarantine.close()
-    return paths, _staging(quarantine)
+    res = worker_resources(model_dir, settings)  # the same memo the thread runner's tasks use
+    key = night_key(catalog, settings, model_version=res.model.version, taxonomy_version=res.taxonomy.version,
+                    extra=[reviews, images_root, spec, list(mapping or [])])
+    local = settings.state_dir / "work" / key
+    manifest = local / "staged.json"
+    if manifest.exists():
+        return StagedNight.model_validate_json(manifest.read_text())
+    storage.remove_tree(str(local))
+    work = storage.join(settings.work_root, key) if settings.work_url else str(local)
+    if settings.work_url:
+        storage.remove_tree(work)
+    (local / "keys").mkdir(parents=True, exist_ok=True)
+    (local / "carry").mkdir(parents=True, exist_ok=True)
+    plan = plan_carry(settings, model_version=res.model.version, taxonomy_version=res.taxonomy.version,
+                      uses_price=bool(getattr(res.model, "use_price", False)), locked=res.locked)
+    staged = StagedNight(night_key=key, local_dir=str(local), work_url=work, mode=plan.mode, reason=plan.reason,
+                         previous_run_id=plan.previous_run_id, quarantine_path=str(local / "quarantine.jsonl"))
+    quarantine = Quarantine(local / "quarantine.jsonl")
+    try:
+        for i, shard in enumerate(
+            iter_shards(catalog, settings=settings, taxonomy=res.taxonomy, quarantine=quarantine,
+                        reviews=reviews, images_root=images_root, spec=spec, mapping=mapping)
+        ):
+            name = f"shard-{i:05d}.parquet"
+            shard.select("sku_id", "content_hash").write_parquet(local / "keys" / name)
+            score, carry = plan.split(shard)
+            if carry.height:
+                carry.write_parquet(local / "carry" / name)
+            if score.height:
+                url = storage.join(work, "shards", name)
+                storage.write_parquet(score, url)
+                staged.shards.append(url)
+            staged.rows += shard.height
+            staged.to_score += score.height
+            staged.carried += carry.height
+    finally:
+        quarantine.close()
+    staged.quarantined = quarantine.total
+    staged.quarantine_reasons = dict(quarantine.counts)
+    tmp = manifest.with_suffix(".tmp")
+    tmp.write_text(staged.model_dump_json())
+    tmp.replace(manifest)
+    return staged
 
 
-def _staging(quarantine: Any) -> dict[str, Any]:
-    """The quarantine figures a run summary reports."""
-    return {"quarantined": quarantine.total, "quarantine_reasons": dict(quarantine.counts),
-            "quarantine_path": str(quarantine.path)}
-
+def remove_staged(staged: StagedNight) -> None:
+    """Delete a night's staged shards, prediction parts and keys (after its summary is written)."""
+    if staged.work_url != staged.local_dir:
+        storage.remove_tree(staged.work_url)
+    storage.remove_tree(staged.local_dir)

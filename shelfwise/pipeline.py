@@ -3,11 +3,11 @@
 This module is the public facade; each job lives in its own private module:
 
     train(...)              labelled catalog (+ human labels) -> model directory          (_train.py)
-    stage_catalog(...)      catalog file -> canonical shard files + quarantine file       (_stage.py)
-    load_resources(...)     model, taxonomy, embedder, cache, LLM arbiter of one process  (_classify.py)
+    stage_night(...)        catalog -> shards to score + carried SKUs (incremental)       (_stage.py, _incremental.py)
+    run_shard(task, s)      one shard task, anywhere: memoised model, plain counters out  (_worker.py)
     classify_frame(...)     one shard -> prediction rows (candidates, confidence, route)  (_classify.py)
-    PredictionWriter        streams prediction shards into one Parquet file, atomically   (_finalize.py)
-    finalize_run(...)       enqueue review items, write catalog state and the RunSummary  (_finalize.py)
+    finalize_run(...)       predictions file, review queues, state, the RunSummary        (_finalize.py)
+    classify_catalog(...)   all of the above in this process, without Prefect             (_finalize.py)
 
 Nothing in here imports Prefect: ``shelfwise classify`` runs these directly, ``shelfwise run`` through
 the flow in ``flows/nightly.py``.
@@ -24,9 +24,11 @@ from shelfwise._classify import (
     classify_frame,
     load_resources,
 )
-from shelfwise._finalize import PredictionWriter, Written, classify_catalog, finalize_run, write_predictions
-from shelfwise._stage import iter_shards, new_run_id, stage_catalog
+from shelfwise._finalize import PredictionWriter, classify_catalog, finalize_run, shard_tasks
+from shelfwise._stage import StagedNight, iter_shards, new_run_id, stage_night, utcnow
 from shelfwise._train import MODEL_TAXONOMY_DIR, TrainSummary, load_model_taxonomy, train
+from shelfwise._worker import ShardResult, ShardTask, run_shard
+from shelfwise.summary import RunSummary
 
 __all__ = [
     "CANDIDATE_TYPE",
@@ -36,8 +38,11 @@ __all__ = [
     "PredictionWriter",
     "Resources",
     "RunStats",
+    "RunSummary",
+    "ShardResult",
+    "ShardTask",
+    "StagedNight",
     "TrainSummary",
-    "Written",
     "classify_catalog",
     "classify_frame",
     "finalize_run",
@@ -45,7 +50,9 @@ __all__ = [
     "load_model_taxonomy",
     "load_resources",
     "new_run_id",
-    "stage_catalog",
+    "run_shard",
+    "shard_tasks",
+    "stage_night",
     "train",
-    "write_predictions",
+    "utcnow",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
@@ -50,7 +50,27 @@ class Settings(BaseSettings):
         "minilm", description="Text embedder: minilm | e5-multilingual | minilm+e5-multilingual."
     )
     shard_size: int = Field(20_000, ge=100, description="SKUs per shard (one Prefect task per shard).")
-    workers: int = Field(2, ge=1, le=64, description="Shards classified in parallel (threads).")
+    workers: int = Field(
+        2, ge=1, le=64, description="Shards classified in parallel on the thread runner (its max_workers)."
+    )
+    dask_address: str | None = Field(
+        None,
+        description="Run the shard tasks on this dask.distributed scheduler (tcp://HOST:PORT); needs the "
+        "`dask` extra, and workers that can import shelfwise and reach state_dir/work_url.",
+    )
+    dask_workers: int | None = Field(
+        None, ge=1, le=256, description="Start a local Dask cluster of this many single-thread processes."
+    )
+    incremental: bool = Field(
+        True,
+        description="Carry the last prediction of SKUs whose content, current category, model, taxonomy and "
+        "routing settings are unchanged (only new and changed SKUs are scored).",
+    )
+    work_url: str | None = Field(
+        None,
+        description="Where a run stages its shards and prediction parts: a folder every worker sees, or an "
+        "fsspec URL such as s3://bucket/prefix (default <state_dir>/work).",
+    )
     top_k: int = Field(5, ge=1, le=50, description="Candidates kept per SKU.")
     target_precision: float = Field(
         0.95, gt=0.5, lt=1.0, description="Precision the auto-accept thresholds are tuned for."
@@ -60,6 +80,12 @@ class Settings(BaseSettings):
         ge=0.0,
         le=1.0,
         description="Fixed confidence threshold for auto-accept; default: the model's tuned per-node thresholds.",
+    )
+    auto_accept_level: Literal["leaf", "backoff"] = Field(
+        "leaf",
+        description="What category_path holds and auto-accept means: 'leaf' = the most specific category the "
+        "model predicts; 'backoff' = the deepest category on its path that clears the precision target "
+        "(for shops that file products on inner nodes). See docs/predictions.md.",
     )
     suspect_threshold: float | None = Field(
         None,
@@ -122,6 +148,10 @@ class Settings(BaseSettings):
     @property
     def cache_path(self) -> Path:
         return self.state_dir / "cache" / "embeddings.sqlite"
+
+    @property
+    def work_root(self) -> str:
+        return self.work_url or str(self.state_dir / "work")
 
     @property
     def runs_dir(self) -> Path:

@@ -1,0 +1,180 @@
+"""Nights at catalog scale: `shelfwise run` on 1M SKUs (real Amazon UK titles, resampled, 10k distinct).
+
+    .venv/bin/python benchmarks/scale.py [--rows 1000000] [--distinct 10000] [--changed 0.01]
+        [--engines threads dask] [--shared ../shared/data] [--workdir DIR] [--json OUT.json]
+
+For each engine (threads: `--workers 2`; dask: `--dask-workers 2`, a local cluster of two processes):
+  1. full night     a fresh state folder, an empty embedding cache: every SKU scored (each distinct
+                    content once), 10k embeddings computed
+  2. changed night  the same catalog with `--changed` of the SKUs given another real title (drawn
+                    from titles not in the first catalog): only those are embedded and scored, the
+                    rest keep last night's prediction
+Each night runs `shelfwise run` as a user would (a fresh process, its own Prefect server). The peak
+resident memory of every process of the run (main, Prefect server, Dask workers) is sampled from /proc.
+The model is trained once on the labelled Amazon UK rows. The machine may be shared: figures are rough.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).with_name("shelfwise")
+
+
+def _tree(pid: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = {pid}, {pid}
+    while frontier:
+        frontier = {c for c, p in parents.items() if p in frontier} - found
+        found |= frontier
+    return found
+
+
+def _label(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    text = " ".join(c.decode(errors="replace") for c in cmd if c)
+    if "prefect" in text and "server" in text:
+        return "prefect server"
+    if "shelfwise" in text and " run" in text:
+        return "shelfwise run (main)"
+    if "multiprocessing" in text or "spawn_main" in text or "forkserver" in text:
+        return "dask worker"
+    return text[:60]
+
+
+def _watch(proc: subprocess.Popen[bytes], peaks: dict[int, tuple[str, int]], stop: threading.Event) -> None:
+    while not stop.is_set():
+        for pid in _tree(proc.pid):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            hwm = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+            if hwm and hwm > peaks.get(pid, ("", 0))[1]:
+                peaks[pid] = (peaks[pid][0] if pid in peaks else _label(pid), hwm)
+        stop.wait(0.5)
+
+
+def run_night(args: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
+    peaks: dict[int, tuple[str, int]] = {}
+    stop = threading.Event()
+    t0 = time.perf_counter()
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(BIN), "run", *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+        watcher = threading.Thread(target=_watch, args=(proc, peaks, stop), daemon=True)
+        watcher.start()
+        code = proc.wait()
+    secs = time.perf_counter() - t0
+    stop.set()
+    watcher.join()
+    if code != 0:
+        raise SystemExit(f"shelfwise run failed ({code}); see {log}")
+    by_kind: dict[str, int] = {}
+    for label, kib in peaks.values():
+        by_kind[label] = max(by_kind.get(label, 0), kib)
+    return {"seconds": secs, "peak_rss_mib": {k: round(v / 1024) for k, v in by_kind.items()},
+            "max_process_mib": round(max(v for _, v in peaks.values()) / 1024)}
+
+
+def build_catalogs(shared: Path, work: Path, rows: int, distinct: int, changed: float) -> tuple[Path, Path, int]:
+    amazon = pl.read_parquet(shared / "catalogs" / "amazon_uk.parquet").unique("title", keep="first")
+    base = amazon.sample(distinct, seed=1).select("title", "brand", "category_path")
+    pool = amazon.join(base.select("title"), on="title", how="anti").select("title")
+    cat = base.sample(rows, with_replacement=True, seed=2).with_columns(
+        pl.format("sku-{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(8)).alias("sku_id")
+    ).select("sku_id", "title", "brand", "category_path")
+    night1 = work / "night1.parquet"
+    cat.write_parquet(night1)
+    n_changed = int(rows * changed)
+    new_titles = pool.sample(n_changed, with_replacement=n_changed > pool.height, seed=3).get_column("title")
+    idx = pl.Series("i", range(rows)).sample(n_changed, seed=4).sort()
+    changed_frame = pl.DataFrame({"i": idx, "new_title": new_titles})
+    night2 = work / "night2.parquet"
+    cat.with_row_index("i").join(changed_frame, on="i", how="left").with_columns(
+        pl.coalesce("new_title", "title").alias("title")
+    ).drop("i", "new_title").write_parquet(night2)
+    return night1, night2, int(new_titles.n_unique())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--distinct", type=int, default=10_000)
+    ap.add_argument("--changed", type=float, default=0.01)
+    ap.add_argument("--engines", nargs="+", default=["threads", "dask"], choices=["threads", "dask"])
+    ap.add_argument("--shard-size", type=int, default=50_000)
+    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="shelfwise-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    model = work / "model"
+    if not (model / "manifest.json").exists():
+        amazon = pl.read_parquet(args.shared / "catalogs" / "amazon_uk.parquet")
+        amazon.filter(pl.col("category_path").is_not_null()).write_parquet(work / "labelled.parquet")
+        t0 = time.perf_counter()
+        subprocess.run([str(BIN), "train", "--taxonomy", str(args.shared / "taxonomies" / "amazon_uk_categories.txt"),
+                        "--catalog", str(work / "labelled.parquet"), "--model-dir", str(model),
+                        "--state-dir", str(work / "train-state")], check=True, env=env, stdout=subprocess.DEVNULL)
+        print(f"trained in {time.perf_counter() - t0:.0f} s", flush=True)
+    night1, night2, new_titles = build_catalogs(args.shared, work, args.rows, args.distinct, args.changed)
+    print(f"catalog: {args.rows:,} SKUs, {args.distinct:,} distinct titles; changed night: "
+          f"{int(args.rows * args.changed):,} SKUs get one of {new_titles:,} other real titles", flush=True)
+
+    results: list[dict[str, Any]] = []
+    for engine in args.engines:
+        state = work / f"state-{engine}"
+        shutil.rmtree(state, ignore_errors=True)
+        flags = ["--workers", "2"] if engine == "threads" else ["--dask-workers", "2"]
+        for night, catalog in (("full", night1), ("changed", night2)):
+            r = run_night(["--catalog", str(catalog), "--model-dir", str(model), "--state-dir", str(state),
+                           "--shard-size", str(args.shard_size), *flags], env, work / f"{engine}-{night}.log")
+            summary = json.loads(sorted((state / "runs").glob("*/summary.json"))[-1].read_text())
+            c = summary["counts"]
+            r.update(engine=engine, night=night, rows=args.rows, skus_per_s=args.rows / r["seconds"],
+                     rescored=c.get("rescored"), carried=c.get("carried"), distinct_scored=c.get("distinct_scored"),
+                     embedded=summary["embedding"]["misses"], mode=summary.get("incremental", {}).get("mode"))
+            results.append(r)
+            print(f"{engine:7} {night:7} {r['seconds']:7.1f} s {r['skus_per_s']:9,.0f} SKUs/s  "
+                  f"scored {r['rescored']:,} ({r['distinct_scored']:,} distinct, {r['embedded']:,} embedded), "
+                  f"carried {r['carried']:,}; peak RSS MiB {r['peak_rss_mib']}", flush=True)
+    print()
+    print("| engine | night | wall time (s) | SKUs/s | scored (distinct) | embedded | carried | peak RSS per process (MiB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
+    for r in results:
+        rss = ", ".join(f"{k} {v:,}" for k, v in sorted(r["peak_rss_mib"].items()))
+        print(f"| {r['engine']} | {r['night']} | {r['seconds']:,.0f} | {r['skus_per_s']:,.0f} | "
+              f"{r['rescored']:,} ({r['distinct_scored']:,}) | {r['embedded']:,} | {r['carried']:,} | {rss} |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""What one shard task does, wherever it runs (a thread, a local process, a Dask worker on another host).
+
+A task gets small, picklable inputs (:class:`ShardTask`: shard location, output location, model folder,
+run id) plus the :class:`Settings` as data, and returns a :class:`ShardResult` that carries its own
+counters. Heavy objects (model, embedder, LLM arbiter, the queue's human locks) are loaded once per
+process, memoised by model folder + version + settings, and closed when the process exits
+(:func:`release_resources` closes them earlier, e.g. when an in-process flow ends).
+
+A task is idempotent: its output and counters are written atomically next to each other, and a task
+that finds them (a Prefect retry, or a rerun after the main process was killed) returns them as they are.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from shelfwise import _storage as storage
+from shelfwise.settings import Settings
+
+__all__ = ["ShardResult", "ShardTask", "release_resources", "run_shard", "worker_resources"]
+
+_LOCK = threading.Lock()
+_MEMO: dict[tuple[str, str, str], Any] = {}
+
+
+class ShardTask(BaseModel):
+    """One shard to classify (plain data: it travels to any worker)."""
+
+    shard_url: str
+    out_url: str
+    model_dir: str
+    run_id: str
+
+
+class ShardResult(BaseModel):
+    """A classified shard: where its predictions are and what happened to its rows."""
+
+    shard_url: str
+    predictions_url: str
+    seen: int = 0
+    classified: int = 0
+    human_locked: int = 0
+    distinct_scored: int = 0
+    routes: dict[str, int] = Field(default_factory=dict)
+    llm: dict[str, int] = Field(default_factory=dict)
+    llm_gated: int = 0
+    llm_stats: dict[str, Any] = Field(default_factory=dict)
+    embed_hits: int = 0
+    embed_misses: int = 0
+    seconds: float = 0.0
+    host: str = ""
+    pid: int = 0
+
+
+def _model_version(model_dir: Path) -> str:
+    manifest = model_dir / "manifest.json"
+    if manifest.exists():
+        return str(json.loads(manifest.read_text()).get("version", ""))
+    return str(model_dir.stat().st_mtime_ns) if model_dir.exists() else ""
+
+
+def worker_resources(model_dir: str | Path, settings: Settings) -> Any:
+    """This process's `Resources` for ``model_dir`` (loaded on first use, then reused by every task)."""
+    from shelfwise._classify import load_resources
+
+    path = Path(model_dir).resolve()
+    key = (str(path), _model_version(path), settings.model_dump_json(exclude={"llm": {"api_key"}}))
+    with _LOCK:
+        res = _MEMO.get(key)
+        if res is None:
+            res = load_resources(path, settings, with_llm=False)
+            _MEMO[key] = res
+        return res
+
+
+def release_resources() -> None:
+    """Close what this process's memo opened (embedding cache, LLM arbiter) and forget it."""
+    with _LOCK:
+        items = list(_MEMO.values())
+        _MEMO.clear()
+    for res in items:
+        for obj in (res.cache, res.arbiter):
+            close = getattr(obj, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # closing must never hide the run's own outcome
+                    pass
+
+
+atexit.register(release_resources)
+
+
+def run_shard(task: ShardTask, settings: Settings) -> ShardResult:
+    """Classify one staged shard into ``task.out_url`` (skipped when a finished result is already there)."""
+    import os
+    import socket
+
+    import dataclasses
+
+    from classifiers import EmbeddingCache
+    from shelfwise._classify import _as_dict, _llm_arbiter, classify_frame
+
+    done = task.out_url + ".json"
+    if storage.exists(done) and storage.exists(task.out_url):
+        return ShardResult.model_validate_json(storage.read_bytes(done))
+    started = time.perf_counter()
+    shared = worker_resources(task.model_dir, settings)
+    shard = storage.read_parquet(task.shard_url)
+    # One cache connection and one LLM arbiter per task: their counters are this shard's own (budgets
+    # and answers live in the arbiter's shared store, not in the object).
+    arbiter, note = _llm_arbiter(settings, shared.taxonomy)
+    res = dataclasses.replace(shared, arbiter=arbiter, llm_note=note)
+    try:
+        with EmbeddingCache(settings.cache_path) as cache:
+            preds, stats = classify_frame(shard, res, run_id=task.run_id, cache=cache)
+            hits, misses = cache.hits, cache.misses
+        llm_stats = _as_dict(getattr(arbiter, "stats", None)) if arbiter is not None else {}
+    finally:
+        close = getattr(arbiter, "close", None)
+        if close is not None:
+            close()
+    storage.write_parquet(preds, task.out_url)
+    result = ShardResult(
+        shard_url=task.shard_url, predictions_url=task.out_url, seen=stats.seen, classified=stats.classified,
+        human_locked=stats.human_locked, distinct_scored=stats.distinct_scored, routes=dict(stats.routes),
+        llm=dict(stats.llm), llm_gated=stats.llm_gated, llm_stats=llm_stats, embed_hits=hits, embed_misses=misses,
+        seconds=time.perf_counter() - started, host=socket.gethostname(), pid=os.getpid(),
+    )
+    storage.write_bytes(done, result.model_dump_json().encode())
+    return result
+
+
+def merge_counts(results: list[ShardResult]) -> dict[str, Any]:
+    """Totals over shard results (plain counters, summed)."""
+    routes: Counter[str] = Counter()
+    llm: Counter[str] = Counter()
+    llm_stats: dict[str, Any] = {}
+    for r in results:
+        routes.update(r.routes)
+        llm.update(r.llm)
+        for k, v in r.llm_stats.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                llm_stats[k] = llm_stats.get(k, 0) + v
+            else:
+                llm_stats.setdefault(k, v)
+    return {
+        "seen": sum(r.seen for r in results), "classified": sum(r.classified for r in results),
+        "human_locked": sum(r.human_locked for r in results),
+        "distinct_scored": sum(r.distinct_scored for r in results), "routes": routes, "llm": llm,
+        "llm_gated": sum(r.llm_gated for r in results), "embed_hits": sum(r.embed_hits for r in results),
+        "embed_misses": sum(r.embed_misses for r in results), "llm_stats": llm_stats,
+    }
