@@ -158,10 +158,18 @@ def walk_question(
     )
 
 
-def prompt_hash(model: str, question: Question, mode: OutputMode) -> str:
-    """sha256 over model + the full prompt (messages and schema) + output mode: the cache key."""
+def prompt_hash(model: str, question: Question, mode: OutputMode, *, endpoint: str) -> str:
+    """sha256 over endpoint + model + the full prompt (messages and schema) + output mode: the cache key.
+
+    The endpoint is part of it: the same model name behind another server is another model."""
     payload = json.dumps(
-        {"model": model, "messages": question.messages, "schema": question.schema(), "mode": str(mode)},
+        {
+            "endpoint": endpoint,
+            "model": model,
+            "messages": question.messages,
+            "schema": question.schema(),
+            "mode": str(mode),
+        },
         sort_keys=True,
         ensure_ascii=False,
     )

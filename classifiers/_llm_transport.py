@@ -16,13 +16,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import openai
 
 from shelfwise.errors import TransientServiceError
 
 __all__: list[str] = []
+
+
+class Tally(Protocol):
+    """Where a request's counters go (the `decide` call that sent it): ``add(calls=1, retries=1, ...)``."""
+
+    def add(self, **counts: float) -> None: ...
 
 
 class CircuitOpenError(TransientServiceError):
@@ -124,9 +130,11 @@ class RateLimiter:
         self._lock = threading.Lock()
         self.waited_s = 0.0
 
-    def acquire(self, tokens: int, *, deadline_check: Callable[[], bool] | None = None) -> None:
+    def acquire(self, tokens: int, *, deadline_check: Callable[[], bool] | None = None) -> float:
+        """Wait until the request fits the limits; returns the seconds waited."""
         if not self.rpm and not self.tpm:
-            return
+            return 0.0
+        waited = 0.0
         while True:
             with self._lock:
                 now = self.clock()
@@ -138,12 +146,13 @@ class RateLimiter:
                 ok_tok = not self.tpm or used_tok + tokens <= self.tpm or used_req == 0
                 if ok_req and ok_tok:
                     self._events.append((now, tokens))
-                    return
+                    return waited
                 wait = 60.0 - (now - self._events[0][0]) + 0.01
             wait = min(max(wait, 0.01), 1.0)
             self.waited_s += wait
+            waited += wait
             if deadline_check is not None and deadline_check():
-                return
+                return waited
             self.sleep(wait)
 
 
@@ -155,7 +164,8 @@ class CallResult:
 
 
 class Breaker:
-    """Opens after ``threshold`` consecutive failed attempts; stays open for the rest of the run."""
+    """Opens after ``threshold`` consecutive failed attempts; stays open for the rest of the run
+    (`reset` when a new run starts)."""
 
     def __init__(self, threshold: int) -> None:
         self.threshold = max(1, threshold)
@@ -167,6 +177,12 @@ class Breaker:
     def success(self) -> None:
         with self._lock:
             self.consecutive = 0
+
+    def reset(self) -> None:
+        with self._lock:
+            self.consecutive = 0
+            self.open = False
+            self.last_error = ""
 
     def failure(self, message: str, *, trip: bool = False) -> None:
         with self._lock:
@@ -184,7 +200,7 @@ class Breaker:
 
 
 class Caller:
-    """One chat-completion request with the retry loop. Counters are read by the arbiter's stats."""
+    """One chat-completion request with the retry loop. Counters go to the ``tally`` of each request."""
 
     def __init__(
         self,
@@ -206,31 +222,22 @@ class Caller:
         self.limiter = limiter
         self.breaker = breaker
         self.sleep = sleep
-        self._lock = threading.Lock()
-        self.calls = 0
-        self.retries = 0
-        self.failed_attempts = 0
-        self.retry_wait_s = 0.0
-
-    def _count(self, *, retry: bool) -> None:
-        with self._lock:
-            self.calls += 1
-            if retry:
-                self.retries += 1
 
     def _backoff(self, attempt: int) -> float:
         cap = min(self.backoff_max_s, self.backoff_base_s * (2**attempt))
         return random.uniform(cap / 2.0, cap)  # "equal jitter": never zero, never above the cap
 
-    def create(self, body: dict[str, Any], *, est_tokens: int) -> CallResult:
+    def create(self, body: dict[str, Any], *, est_tokens: int, tally: Tally) -> CallResult:
         """Send one chat completion. Raises TransientServiceError (after retries), CircuitOpenError,
         RequestRejectedError (4xx) or UnsupportedOutputModeError (for `auto` detection)."""
         attempt = 0
         while True:
             self.breaker.check()
-            self.limiter.acquire(est_tokens, deadline_check=lambda: self.breaker.open)
+            waited = self.limiter.acquire(est_tokens, deadline_check=lambda: self.breaker.open)
+            if waited:
+                tally.add(rate_limit_wait_s=waited)
             self.breaker.check()
-            self._count(retry=attempt > 0)
+            tally.add(calls=1, retries=int(attempt > 0))
             t0 = time.perf_counter()
             wait: float | None = None
             try:
@@ -276,15 +283,12 @@ class Caller:
                 self.breaker.success()
                 return CallResult(completion, (time.perf_counter() - t0) * 1000.0, attempt + 1)
             # transient failure
-            with self._lock:
-                self.failed_attempts += 1
             self.breaker.failure(message if isinstance(err, openai.APIError) else str(err))
             if attempt >= self.max_retries or self.breaker.open:
                 if self.breaker.open:
                     self.breaker.check()
                 raise TransientServiceError(f"{message} (gave up after {attempt + 1} attempts)") from err
             delay = wait if wait is not None else self._backoff(attempt)
-            with self._lock:
-                self.retry_wait_s += delay
+            tally.add(retry_wait_s=delay)
             self.sleep(delay)
             attempt += 1

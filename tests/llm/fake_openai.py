@@ -14,6 +14,7 @@ queue is empty. Behaviours are dicts:
 
 Every request is recorded (method, path, headers, JSON body) in ``server.requests``.
 ``die_after=N`` shuts the whole server down after N chat requests were answered (connection refused after).
+``port=P`` listens on a given port (e.g. the port of a server that died: the same endpoint coming back).
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ class FakeOpenAI:
         responder: Callable[[dict[str, Any]], Behaviour] = first_option,
         die_after: int | None = None,
         batch_polls: int = 2,
+        port: int = 0,
     ) -> None:
         self.responder = responder
         self.die_after = die_after
@@ -148,7 +150,7 @@ class FakeOpenAI:
         self._lock = threading.Lock()
         self._answered = 0
         self.dead = False
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(

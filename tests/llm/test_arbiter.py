@@ -284,8 +284,9 @@ def test_server_dying_mid_run_finishes_the_run_and_keeps_answers(amazon_tax, ama
     log = arb.decisions_frame(final_only=True)
     assert log.height == 10 and (log["status"] == "failed_transient").sum() == 7
 
-    # nothing lost: the next run re-uses the 3 answers and asks only for the 7 others
-    with FakeOpenAI() as back:
+    # nothing lost: the endpoint comes back (same address: the cache key includes the endpoint) and the
+    # next run re-uses the 3 answers and asks only for the 7 others
+    with FakeOpenAI(port=dying.port) as back:
         arb2 = LLMArbiter(settings(back), amazon_tax, store_path=store)
         out2 = arb2.decide(items)
         assert out2["llm_status"].to_list() == ["accepted"] * 10
