@@ -30,6 +30,18 @@ class LLMStatus(StrEnum):
     FAILED_TRANSIENT = "failed_transient"  # timeouts, 429/5xx after retries, endpoint down, 4xx
 
 
+#: Outcomes that leave an item to a later night: nothing of it was cached, so it is asked again then
+#: (an incremental night must re-score such an item even when its content is unchanged).
+ASK_AGAIN_STATUSES: frozenset[str] = frozenset(
+    {
+        LLMStatus.INVALID_ANSWER,
+        LLMStatus.UNKNOWN_CATEGORY,
+        LLMStatus.SKIPPED_BUDGET,
+        LLMStatus.FAILED_TRANSIENT,
+    }
+)
+
+
 class ModelPrice(BaseModel):
     """US dollars per 1M tokens."""
 

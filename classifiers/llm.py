@@ -41,11 +41,12 @@ from classifiers._llm_ask import Asker
 from classifiers._llm_calibrate import apply_calibration, fit_calibration, truth_map
 from classifiers._llm_jobs import Job, JobMachine, KnownIds, Refusal, Step
 from classifiers._llm_prompt import OutputMode, Question
-from classifiers._llm_settings import LLMSettings, LLMStats, LLMStatus, ModelPrice, gate
+from classifiers._llm_settings import ASK_AGAIN_STATUSES, LLMSettings, LLMStats, LLMStatus, ModelPrice, gate
 from classifiers._llm_store import Store, read_llm_log
 from shelfwise.errors import ConfigError
 
 __all__ = [
+    "ASK_AGAIN_STATUSES",
     "DECISION_COLUMNS",
     "LLMArbiter",
     "LLMSettings",

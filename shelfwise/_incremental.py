@@ -93,6 +93,11 @@ def plan_carry(settings: Settings, *, model_version: str, taxonomy_version: str,
         return CarryPlan("full", "routing settings changed (thresholds, top_k, audit rate or LLM step)", None, prev)
     keys = carry_key(pl.scan_parquet(state).select("sku_id", "content_hash", "current_category_path", "source"))
     frame = keys.select("sku_id", _KEY, "content_hash", "source").collect()
+    # an item the LLM could not settle (broken answer, endpoint down, budget) is asked again tonight
+    from classifiers.llm import ASK_AGAIN_STATUSES
+
+    again = pl.scan_parquet(state).filter(pl.col("llm_status").is_in(sorted(ASK_AGAIN_STATUSES)))
+    frame = frame.join(again.select("sku_id").collect(), on="sku_id", how="anti")
     if locked:
         # a reviewer's decision on unchanged content replaces the model's: re-score those rows
         lock = pl.DataFrame({"sku_id": list(locked), "_lock_hash": [v[2] for v in locked.values()]},

@@ -235,3 +235,48 @@ def test_two_processes_share_one_budget_and_cache_on_postgresql(
     assert out["llm_status"].to_list() == ["accepted"] * 12
     log = read_llm_log(pg_url, run_id=run, final_only=True)  # the plain reader, on PostgreSQL
     assert log.height == 12 and log["cached"].sum() == 4
+
+
+def test_an_incremental_night_asks_the_llm_again_for_what_it_could_not_settle(tmp_path):
+    """An unchanged SKU keeps last night's prediction, except when the LLM left it unsettled."""
+    from shelfwise._classify import PREDICTION_COLUMNS
+    from shelfwise._incremental import commit_state, plan_carry
+
+    statuses = [
+        "accepted",
+        "invalid_answer",
+        "unknown_category",
+        "failed_transient",
+        "skipped_budget",
+        None,
+    ]
+    skus = [f"sku-{i}" for i in range(len(statuses))]
+    last = pl.DataFrame({c: pl.Series(c, [None] * len(skus), dtype=pl.String) for c in PREDICTION_COLUMNS})
+    last = last.with_columns(
+        pl.Series("sku_id", skus),
+        pl.Series("content_hash", [f"h{i}" for i in range(len(skus))]),
+        pl.Series("current_category_path", ["Toys"] * len(skus)),
+        pl.Series("source", ["llm", "model", "model", "model", "model", "model"]),
+        pl.Series("llm_status", statuses, dtype=pl.String),
+    )
+    settings = Settings(state_dir=tmp_path / "state", llm={"base_url": "http://127.0.0.1:9/v1"})
+    last.write_parquet(tmp_path / "predictions.parquet")
+    commit_state(
+        settings,
+        tmp_path / "predictions.parquet",
+        run_id="night-1",
+        model_version="m1",
+        taxonomy_version="t1",
+    )
+    plan = plan_carry(settings, model_version="m1", taxonomy_version="t1", uses_price=False, locked={})
+    tonight = pl.DataFrame(
+        {
+            "sku_id": skus,
+            "content_hash": [f"h{i}" for i in range(len(skus))],
+            "category_path": ["Toys"] * len(skus),
+        }
+    )
+    to_score, carried = plan.split(tonight)
+    assert plan.mode == "incremental"
+    assert sorted(carried["sku_id"]) == ["sku-0", "sku-5"]  # settled by the LLM, or never gated
+    assert sorted(to_score["sku_id"]) == ["sku-1", "sku-2", "sku-3", "sku-4"]
