@@ -9,8 +9,12 @@ A decision is written as:
 - every kind: a ``choices`` region ``decision`` with the kind (``accept``, ``choose``, ``not_product``,
   ``needs_data``).
 
-The reviewer's name goes into the annotation's ``meta`` (``meta.reviewer``, with ``meta.note``), not
-``completed_by``: Label Studio refuses a whole import whose ``completed_by`` is not one of its own users.
+The reviewer's name, note and decision time go into ``meta`` (``reviewer``, ``note``, ``decided_at``,
+and ``decision_region``, the id of the annotation's ``decision`` region), not ``completed_by``: Label
+Studio refuses a whole import whose ``completed_by`` is not one of its own users. Label Studio 1.23 keeps
+a task's ``meta`` but drops an annotation's, so the task carries it (one decision per task) and the
+annotation too; on reading, the task's ``meta`` counts only for the annotation that still holds the
+``decision_region`` (one made later in Label Studio is credited to its Label Studio user).
 Each task's ``data`` has a ``text`` field (title, then description) that every region points at
 (``to_name="text"``). The model's suggestion goes into ``predictions`` (``model_version``, ``score``, a
 taxonomy region). :func:`labelstudio_config` writes the matching labeling config for a taxonomy.
@@ -210,7 +214,13 @@ def _task(task_id: int, r: Mapping[str, Any]) -> dict[str, Any]:
         "model_version": r.get("model_version"),
         "taxonomy_version": r.get("taxonomy_version"),
     }
-    meta = {"reviewer": r["reviewer"], "note": r.get("note") or ""}
+    meta = {
+        "reviewer": r["reviewer"],
+        "note": r.get("note") or "",
+        "decided_at": decided,
+        "decision_region": f"d{r['id']}",
+    }
+    safe_meta = {key: neutralise(value) for key, value in meta.items()}
     task: dict[str, Any] = {
         "id": task_id,
         "data": {key: neutralise(value) for key, value in data.items()},
@@ -224,10 +234,11 @@ def _task(task_id: int, r: Mapping[str, Any]) -> dict[str, Any]:
                 "updated_at": decided,
                 "lead_time": None if r.get("duration_ms") is None else r["duration_ms"] / 1000.0,
                 "task": task_id,
-                "meta": {key: neutralise(value) for key, value in meta.items()},
+                "meta": safe_meta,
             }
         ],
         "predictions": [],
+        "meta": safe_meta,
     }
     if r.get("shown_category_path"):
         task["predictions"].append(
@@ -364,9 +375,15 @@ def _read_labelstudio(path: Path) -> list[dict[str, Any]]:
                 f"{path} {where}: the annotation has neither a 'decision' choice nor a taxonomy selection; "
                 "label it in Label Studio or remove the task"
             )
-        meta = ann.get("meta") if isinstance(ann.get("meta"), dict) else {}
-        meta = {key: restore(value) for key, value in meta.items()}
+        meta = _ls_meta(task, ann)
         lead = ann.get("lead_time")
+        try:
+            duration_ms = None if lead is None else round(float(lead) * 1000)
+        except (TypeError, ValueError, OverflowError):
+            raise QueueStoreError(
+                f"{path} {where}: annotation lead_time {str(lead)[:40]!r} is not a number of seconds; "
+                "fix or remove it"
+            ) from None
         out.append(
             {
                 "where": where,
@@ -375,7 +392,7 @@ def _read_labelstudio(path: Path) -> list[dict[str, Any]]:
                 "category_id": category_id,
                 "category_path": category_path,
                 "reviewer": _ls_reviewer(meta, ann.get("completed_by")),
-                "decided_at": ann.get("updated_at") or ann.get("created_at"),
+                "decided_at": meta.get("decided_at") or ann.get("updated_at") or ann.get("created_at"),
                 "title": data.get("title"),
                 "previous_category_path": data.get("current_category_path"),
                 "suggested_category_id": data.get("suggested_category_id"),
@@ -383,13 +400,26 @@ def _read_labelstudio(path: Path) -> list[dict[str, Any]]:
                 "confidence": data.get("confidence"),
                 "queue": data.get("queue"),
                 "note": meta.get("note") or None,
-                "duration_ms": None if lead is None else round(float(lead) * 1000),
+                "duration_ms": duration_ms,
                 "content_hash": data.get("content_hash"),
                 "model_version": data.get("model_version"),
                 "taxonomy_version": data.get("taxonomy_version"),
             }
         )
     return out
+
+
+def _ls_meta(task: Mapping[str, Any], ann: Mapping[str, Any]) -> dict[str, Any]:
+    """Our ``meta`` for this annotation: its own, else the task's when it names one of its regions."""
+    own = ann.get("meta")
+    if isinstance(own, dict) and own.get("reviewer"):
+        return {key: restore(value) for key, value in own.items()}
+    task_meta = task.get("meta")
+    if isinstance(task_meta, dict) and task_meta.get("decision_region"):
+        regions = {r.get("id") for r in ann.get("result") or [] if isinstance(r, dict)}
+        if task_meta["decision_region"] in regions:
+            return {key: restore(value) for key, value in task_meta.items()}
+    return {}
 
 
 def _ls_reviewer(meta: Mapping[str, Any], completed_by: Any) -> str | None:

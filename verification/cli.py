@@ -1,8 +1,10 @@
 """``shelfwise review ...``: the review app and queue tools (a typer sub-app, ``review_app``).
 
     shelfwise review serve --taxonomy T [--extra-taxonomy T2] [--host 127.0.0.1] [--port 8000]
+                           [--trusted-proxy ADDR ...]
     shelfwise review add-user NAME [--role reviewer|admin] [--password P] [--reset]
     shelfwise review export --format csv|labelstudio --out PATH
+    shelfwise review export --format labelstudio-config --taxonomy T --out PATH
     shelfwise review import PATH --format csv|labelstudio --reviewer NAME [--taxonomy T]
     shelfwise review stats
     shelfwise review upgrade
@@ -53,9 +55,17 @@ class FileFormat(StrEnum):
 
     CSV = "csv"
     LABELSTUDIO = "labelstudio"
+    LABELSTUDIO_CONFIG = "labelstudio-config"
 
 
-FormatOpt = Annotated[FileFormat, typer.Option("--format", "-f", help="File format.")]
+FormatOpt = Annotated[
+    FileFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        help="File format (labelstudio-config: the Label Studio labeling config XML for --taxonomy; export only).",
+    ),
+]
 
 
 @contextmanager
@@ -117,6 +127,14 @@ def serve(
     secure_cookies: Annotated[
         bool, typer.Option("--secure-cookies", help="Mark session cookies Secure (behind HTTPS).")
     ] = False,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-proxy",
+            help="Address or network of a reverse proxy whose X-Forwarded-For is believed; repeatable "
+            "(default: none, the TCP peer is the client).",
+        ),
+    ] = None,
 ) -> None:
     """Run the review web app (FastAPI + uvicorn)."""
     with _errors():
@@ -132,12 +150,15 @@ def serve(
             image_root=None if image_root is None else str(image_root),
             secure_cookies=secure_cookies,
             consensus_suspect=consensus,
+            trusted_proxies=list(trusted_proxy or []),
         )
         import sqlalchemy as sa
 
         shown = sa.engine.make_url(db_url or _default_url()).render_as_string(hide_password=True)
         typer.echo(f"review app on http://{host}:{port}/ (queue {shown})")
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        # The app reads X-Forwarded-For itself, from --trusted-proxy peers only; uvicorn must not rewrite
+        # the client address from it (its default trusts any local peer).
+        uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
 
 
 @review_app.command("add-user")
@@ -178,10 +199,32 @@ def _add_or_reset(store: Any, username: str, password: str, *, role: str | None,
 def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="File to write.")],
     fmt: FormatOpt = FileFormat.CSV,
+    taxonomy: Annotated[
+        Path | None,
+        typer.Option("--taxonomy", help="Taxonomy whose categories the labeling config offers."),
+    ] = None,
     db_url: DbUrlOpt = None,
 ) -> None:
-    """Export the final review decisions as CSV or Label Studio JSON."""
+    """Export the final review decisions as CSV or Label Studio JSON, or the matching labeling config.
+
+    Label Studio: create the project with the config (``--format labelstudio-config``), then import the
+    JSON tasks (``--format labelstudio``); see docs/review-app.md.
+    """
     with _errors():
+        if fmt == FileFormat.LABELSTUDIO_CONFIG:
+            if taxonomy is None:
+                raise typer.BadParameter(
+                    "--format labelstudio-config needs --taxonomy, the taxonomy reviewers chose from",
+                    param_hint="--taxonomy",
+                )
+            from taxonomy import load_taxonomy
+            from verification._exchange import labelstudio_config
+
+            tax = load_taxonomy(taxonomy)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(labelstudio_config(tax), encoding="utf-8")
+            typer.echo(f"Label Studio labeling config for {len(list(tax))} categories written to {out}")
+            return
         with _store(db_url) as store:
             n = store.export_decisions(out, fmt=fmt.value)
         typer.echo(f"{n} decisions written to {out}")
@@ -202,6 +245,12 @@ def import_(
 ) -> None:
     """Import decisions (e.g. labelled in Label Studio) as final human decisions."""
     with _errors():
+        if fmt == FileFormat.LABELSTUDIO_CONFIG:
+            raise typer.BadParameter(
+                "labelstudio-config is a labeling config, not decisions; import a CSV or Label Studio JSON "
+                "export (--format csv or --format labelstudio)",
+                param_hint="--format",
+            )
         tax = None
         if taxonomy is not None:
             from taxonomy import load_taxonomy

@@ -20,7 +20,7 @@ from verification._types import ItemFilter, ItemView
 from verification.models import DecisionKind, ItemStatus, Queue, Role
 
 from ._auth import ApiAdmin, ApiAdminCsrf, ApiUser, ApiUserCsrf, ensure_csrf_token
-from ._common import MAX_INT32, UiFilters, bad_text, public_image_path, state
+from ._common import MAX_FILTER_CHARS, MAX_INT32, UiFilters, bad_text, public_image_path, state
 from ._decide import DecisionRequest, apply_decision, claim_next
 
 __all__ = ["router"]
@@ -44,8 +44,10 @@ def _storable(value: str | None) -> str | None:
 
 
 def _filter_text(value: str | None) -> str | None:
-    """A filter value: storable, stripped; blank means no filter."""
+    """A filter value: storable, at most 500 characters, stripped; blank means no filter."""
     value = _storable(value)
+    if value is not None and len(value) > MAX_FILTER_CHARS:
+        raise ValueError(f"a filter is at most {MAX_FILTER_CHARS} characters long")
     return None if value is None or not value.strip() else value.strip()
 
 
@@ -120,13 +122,11 @@ class Filters(BaseModel):
 
     queue: Queue | None = None
     status: ItemStatus | None = None
-    category: FilterText = Field(
-        default=None, max_length=500, description="Path prefix of the suggested category"
-    )
-    reason: FilterText = Field(default=None, max_length=500)
+    category: FilterText = Field(default=None, description="Path prefix of the suggested category")
+    reason: FilterText = None
     min_confidence: float | None = Field(default=None, ge=0, le=1)
     max_confidence: float | None = Field(default=None, ge=0, le=1)
-    text: FilterText = Field(default=None, max_length=500)
+    text: FilterText = None
 
     def ui(self) -> UiFilters:
         return UiFilters(**self.model_dump())
@@ -198,7 +198,7 @@ def _item(request: Request, view: ItemView) -> Item:
     return Item.model_validate(data)
 
 
-_QText = Annotated[FilterText, Query(max_length=500)]
+_QText = Annotated[FilterText, Query()]
 
 
 def _filters(

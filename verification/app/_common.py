@@ -26,6 +26,7 @@ from ._throttle import CredentialCache, LoginThrottle
 __all__ = [
     "FILTER_FIELDS",
     "IMAGE_TYPES",
+    "MAX_FILTER_CHARS",
     "MAX_INT32",
     "QUEUE_LABELS",
     "QUEUE_ORDER",
