@@ -6,12 +6,11 @@
 For each engine (threads: `--workers 2`; dask: `--dask-workers 2`, a local cluster of two processes):
   1. full night     a fresh state folder, an empty embedding cache: every SKU scored (each distinct
                     content once), 10k embeddings computed
-  2. changed night  the same catalog with `--changed` of the SKUs given another real title (drawn
-                    from titles not in the first catalog): only those are embedded and scored, the
-                    rest keep last night's prediction
+  2. changed night  the same catalog with `--changed` of the SKUs retitled (see build_catalogs):
+                    only those are embedded and scored, the rest keep last night's prediction
 Each night runs `shelfwise run` as a user would (a fresh process, its own Prefect server). The peak
 resident memory of every process of the run (main, Prefect server, Dask workers) is sampled from /proc.
-The model is trained once on the labelled Amazon UK rows. The machine may be shared: figures are rough.
+The model is trained once on --train-rows labelled Amazon UK rows. The machine may be shared: figures are rough.
 """
 
 from __future__ import annotations
@@ -99,23 +98,31 @@ def run_night(args: list[str], env: dict[str, str], log: Path) -> dict[str, Any]
 
 
 def build_catalogs(shared: Path, work: Path, rows: int, distinct: int, changed: float) -> tuple[Path, Path, int]:
+    """Night 1: ``rows`` SKUs drawing from ``distinct`` contents; night 2: ``changed`` of them retitled.
+
+    The shared Amazon UK file holds 5,594 distinct real titles; beyond that, contents are made distinct
+    by a pack-size suffix on a real title ("<title> (pack of 2)"). A changed SKU gets its title plus
+    " (revised)", so the changed night brings that many new contents (a few thousand distinct).
+    """
     amazon = pl.read_parquet(shared / "catalogs" / "amazon_uk.parquet").unique("title", keep="first")
-    base = amazon.sample(distinct, seed=1).select("title", "brand", "category_path")
-    pool = amazon.join(base.select("title"), on="title", how="anti").select("title")
+    amazon = amazon.select("title", "brand", "category_path").sample(fraction=1.0, shuffle=True, seed=1)
+    variants = [amazon] + [amazon.with_columns(pl.col("title") + f" (pack of {k})") for k in range(2, 10)]
+    base = pl.concat(variants).head(distinct)
     cat = base.sample(rows, with_replacement=True, seed=2).with_columns(
         pl.format("sku-{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(8)).alias("sku_id")
     ).select("sku_id", "title", "brand", "category_path")
     night1 = work / "night1.parquet"
     cat.write_parquet(night1)
     n_changed = int(rows * changed)
-    new_titles = pool.sample(n_changed, with_replacement=n_changed > pool.height, seed=3).get_column("title")
-    idx = pl.Series("i", range(rows)).sample(n_changed, seed=4).sort()
-    changed_frame = pl.DataFrame({"i": idx, "new_title": new_titles})
+    idx = pl.Series("i", range(rows)).sample(n_changed, seed=4)
     night2 = work / "night2.parquet"
-    cat.with_row_index("i").join(changed_frame, on="i", how="left").with_columns(
-        pl.coalesce("new_title", "title").alias("title")
-    ).drop("i", "new_title").write_parquet(night2)
-    return night1, night2, int(new_titles.n_unique())
+    out = cat.with_row_index("i").with_columns(
+        pl.when(pl.col("i").is_in(idx.to_list())).then(pl.col("title") + " (revised)").otherwise(pl.col("title"))
+        .alias("title")
+    ).drop("i")
+    out.write_parquet(night2)
+    new_contents = out.join(cat, on=["sku_id", "title"], how="anti")["title"].n_unique()
+    return night1, night2, int(new_contents)
 
 
 def main() -> None:
@@ -125,6 +132,7 @@ def main() -> None:
     ap.add_argument("--changed", type=float, default=0.01)
     ap.add_argument("--engines", nargs="+", default=["threads", "dask"], choices=["threads", "dask"])
     ap.add_argument("--shard-size", type=int, default=50_000)
+    ap.add_argument("--train-rows", type=int, default=4_000, help="labelled Amazon UK rows the model is trained on")
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
@@ -138,7 +146,8 @@ def main() -> None:
     model = work / "model"
     if not (model / "manifest.json").exists():
         amazon = pl.read_parquet(args.shared / "catalogs" / "amazon_uk.parquet")
-        amazon.filter(pl.col("category_path").is_not_null()).write_parquet(work / "labelled.parquet")
+        labelled = amazon.filter(pl.col("category_path").is_not_null())
+        labelled.sample(min(labelled.height, args.train_rows), seed=0).write_parquet(work / "labelled.parquet")
         t0 = time.perf_counter()
         subprocess.run([str(BIN), "train", "--taxonomy", str(args.shared / "taxonomies" / "amazon_uk_categories.txt"),
                         "--catalog", str(work / "labelled.parquet"), "--model-dir", str(model),
@@ -146,7 +155,7 @@ def main() -> None:
         print(f"trained in {time.perf_counter() - t0:.0f} s", flush=True)
     night1, night2, new_titles = build_catalogs(args.shared, work, args.rows, args.distinct, args.changed)
     print(f"catalog: {args.rows:,} SKUs, {args.distinct:,} distinct titles; changed night: "
-          f"{int(args.rows * args.changed):,} SKUs get one of {new_titles:,} other real titles", flush=True)
+          f"{int(args.rows * args.changed):,} SKUs retitled ({new_titles:,} new distinct titles)", flush=True)
 
     results: list[dict[str, Any]] = []
     for engine in args.engines:

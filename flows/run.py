@@ -21,8 +21,22 @@ def run_night(*, catalog: str, settings: Settings, **params: Any) -> RunSummary:
 
         runner = make_task_runner(settings)
         flow = nightly_reclassification.with_options(task_runner=runner)
-        summary: RunSummary = flow(catalog=catalog, settings=settings, engine=engine_of(settings), **params)
+        try:
+            summary: RunSummary = flow(catalog=catalog, settings=settings, engine=engine_of(settings), **params)
+        finally:
+            _drain_prefect()  # send the last logs and events before our server stops
         return summary
+
+
+def _drain_prefect() -> None:
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogHandler
+
+    try:
+        APILogHandler().flush()
+        EventsWorker.drain_all(timeout=10)
+    except Exception:  # draining is best effort: the run's outcome is already decided
+        pass
 
 
 def _absolute(settings: Settings) -> Settings:

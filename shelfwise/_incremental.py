@@ -91,6 +91,12 @@ def plan_carry(settings: Settings, *, model_version: str, taxonomy_version: str,
                          None, prev)
     if meta.get("routing") != routing_fingerprint(settings):
         return CarryPlan("full", "routing settings changed (thresholds, top_k, audit rate or LLM step)", None, prev)
+    from shelfwise._classify import PREDICTION_COLUMNS
+
+    missing = [c for c in PREDICTION_COLUMNS if c not in pl.scan_parquet(state).collect_schema().names()]
+    if missing:
+        return CarryPlan("full", f"last predictions lack the columns {', '.join(missing)} (an older version)",
+                         None, prev)
     keys = carry_key(pl.scan_parquet(state).select("sku_id", "content_hash", "current_category_path", "source"))
     frame = keys.select("sku_id", _KEY, "content_hash", "source").collect()
     # an item the LLM could not settle (broken answer, endpoint down, budget) is asked again tonight
