@@ -49,3 +49,25 @@ def out_of_fold_report(
         "auto_precision_lower_bound": round(precision_lower_bound(right, accepted), 4) if accepted else None,
         "backoff": dict(thresholds.backoff_fit, threshold=thresholds.to_dict()["backoff"]),
     }
+
+
+def manifest_of(model: Any, format_version: int) -> dict[str, Any]:
+    """What a fitted `CategoryModel` writes to ``manifest.json``: versions, embedder, creation time,
+    label counts, out-of-fold figures (``fit_report.heldout``) and every threshold with its evidence
+    (``thresholds.groups``: out-of-fold precision, lower bound, support, coverage)."""
+    path_of = dict(zip(model.index_.ids, model.index_.paths, strict=True))
+    return {
+        "format": format_version,
+        "version": model.version_,
+        "taxonomy_version": model.taxonomy_version_,
+        "taxonomy_source": model.taxonomy_source_,
+        "embedder": model.embedder_id_,
+        "image_embedder": model.image_embedder_id_ or None,
+        "created_at": model.created_at_,
+        "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in model.get_params().items()},
+        "n_classes": len(model.classes_),
+        "label_counts": {path_of[c]: n for c, n in model.label_counts_.items()},  # ids in label_ids
+        "label_ids": {path_of[c]: c for c in model.label_counts_},
+        "thresholds": model.thresholds_.to_dict(),
+        "fit_report": model.fit_report_,
+    }

@@ -57,7 +57,7 @@ from classifiers._model_accept import (
 )
 from classifiers._model_rerank import LabelInfo, WeightedStacker, candidate_features, to_distribution
 from classifiers._model_text import TEXT_FIELDS, build_inputs, embed_chunks
-from classifiers._model_report import out_of_fold_report
+from classifiers._model_report import manifest_of, out_of_fold_report
 from classifiers.calibration import IsotonicCalibrator, TemperatureScaler
 from classifiers.hierarchy import NodeIndex
 from shelfwise.errors import ConfigError, ModelError
@@ -592,25 +592,10 @@ class CategoryModel(BaseEstimator):
         return d
 
     def manifest(self) -> dict[str, Any]:
-        """What ``manifest.json`` holds: versions, embedder, creation time, label counts, held-out figures."""
+        """What ``manifest.json`` holds: versions, embedder, creation time, label counts, out-of-fold
+        figures and every threshold with its evidence (`classifiers._model_report.manifest_of`)."""
         self._check_fitted()
-        return {
-            "format": MODEL_FORMAT_VERSION,
-            "version": self.version_,
-            "taxonomy_version": self.taxonomy_version_,
-            "taxonomy_source": self.taxonomy_source_,
-            "embedder": self.embedder_id_,
-            "image_embedder": self.image_embedder_id_ or None,
-            "created_at": self.created_at_,
-            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()},
-            "n_classes": len(self.classes_),
-            "label_counts": {  # by category path (ids in label_ids)
-                self.index_.paths[self.index_.position([c])[0]]: n for c, n in self.label_counts_.items()
-            },
-            "label_ids": {self.index_.paths[self.index_.position([c])[0]]: c for c in self.label_counts_},
-            "thresholds": self.thresholds_.to_dict(),
-            "fit_report": self.fit_report_,
-        }
+        return manifest_of(self, MODEL_FORMAT_VERSION)
 
     @classmethod
     def load(cls, model_dir: str | Path, *, embedder: Any = None) -> CategoryModel:

@@ -9,7 +9,8 @@ Order, for every item of a shard:
    auto-accepted only when its confidence is calibrated (an exact-match probability) and clears the
    target, and in leaf mode only when it is at label level (never a parent);
 3. **routing** (`verification.routing.route`): auto / review / suspect against the bar, raised by the
-   audit's per-scope floors (`verification.audit_bar`);
+   audit's per-scope floors (`verification.audit_bar`); an item whose proven back-off answer lies on
+   another branch than its current category is suspect too;
 4. **human lock**: a reviewer's category stays until the product's content changes;
 5. **audit sampling**: a random share of the auto-accepted model answers goes to the audit queue.
 
@@ -117,7 +118,7 @@ def decide(
     floor_for: Callable[[Sequence[str | None]], np.ndarray] | None = None,
 ) -> Decisions:
     """Model -> LLM -> routing -> human lock -> audit sampling (see the module docstring)."""
-    from verification.routing import QueueName, route
+    from verification.routing import QueueName, paths_agree, route
 
     if options.level not in tuple(AcceptLevel):
         raise ConfigError(
@@ -171,6 +172,16 @@ def decide(
     routes = [str(r) for r in routing.route]
     queues: list[str | None] = [str(q) if q else None for q in routing.queue]
     reasons = list(routing.reason)
+    # a proven back-off answer on another branch than the current category also flags it as suspect
+    support = np.asarray(current_support, dtype=float)
+    for i in range(n):
+        cp, cur = model.confident_paths[i], current_paths[i]
+        if (
+            routes[i] == "review" and source[i] == "model" and cp and cur and options.suspect_threshold is None
+            and not paths_agree(cp, cur) and support[i] <= options.max_current_support
+        ):
+            routes[i], queues[i] = "suspect", QueueName.SUSPECT
+            reasons[i] = "current_category_unknown" if not current_known[i] else "current_category_disagrees"
     for i in np.flatnonzero(llm_failed):
         if routes[i] == "review":
             queues[i] = QueueName.LLM_FAILED

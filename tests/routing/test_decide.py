@@ -94,3 +94,11 @@ def test_audit_floor_raises_the_bar_of_its_scope_only():
 def test_a_prediction_disagreeing_with_the_current_category_is_never_auto_accepted():
     d = _decide(DecideOptions(), current=["Home > Mugs", None, None])
     assert d.route[0] in ("suspect", "review") and d.route[0] != "auto"
+
+
+def test_a_proven_backoff_answer_on_another_branch_flags_the_current_category():
+    # row 1: the label is unsure, but "Toys > Dolls" is proven; the catalog files it under Home
+    d = _decide(DecideOptions(level="leaf"), current=[None, "Home > Mugs", "Toys > Dolls"])
+    assert d.route[1] == "suspect" and d.queue[1] == "suspect"
+    assert d.reason[1] == "current_category_disagrees"
+    assert d.route[2] == "review"  # no proven answer: a disagreement is only reviewed
