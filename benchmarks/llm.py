@@ -3,6 +3,12 @@
     .venv/bin/python benchmarks/llm.py --base-url http://127.0.0.1:8080/v1 --model NAME [--limit 200]
     .venv/bin/python benchmarks/llm.py --smollm2 --limit 30     # local SmolLM2-135M: protocol only
     .venv/bin/python benchmarks/llm.py                          # no endpoint: gate figures only
+    .venv/bin/python benchmarks/llm.py --overhead 2000 [--pg URL]  # the arbiter's own cost per question
+
+--overhead N sends N real Amazon UK titles through the arbiter against the instant fake OpenAI server of
+the tests (tests/llm/fake_openai.py, 127.0.0.1): what the arbiter itself costs per question (prompt,
+HTTP, parsing, cache and log writes), cold, warm (all from the cache) and with the shared budget ledger
+on, on SQLite and (with --pg) on PostgreSQL. No model is measured.
 
 For each catalog (Amazon UK titles, Flipkart, Women's Clothing reviews) with its own taxonomy: train a
 classifier on a seeded 80 % split, classify the other 20 %, gate the uncertain items (`classifiers.llm.gate`
@@ -193,10 +199,10 @@ def run_catalog(
     if server is not None and server.proc is None:
         server.start(timeout_s=180)
     store = args.store or Path(tempfile.mkdtemp(prefix="shelfwise-llm-bench-")) / "llm.sqlite"
-    arbiter = LLMArbiter(settings, tax, store_path=store, run_id=f"bench-{name}")
-    t1 = time.perf_counter()
-    decided = arbiter.decide(llm_items)
-    wall = time.perf_counter() - t1
+    with LLMArbiter(settings, tax, store_path=store, run_id=f"bench-{name}") as arbiter:
+        t1 = time.perf_counter()
+        decided = arbiter.decide(llm_items)
+        wall = time.perf_counter() - t1
     by = {r["sku_id"]: r for r in decided.iter_rows(named=True)}
     final = []
     for i in idx:
@@ -223,8 +229,62 @@ def run_catalog(
         "accuracy_gated_with_llm": round(float((final_arr == truth[idx]).mean()), 4),
         "notes": st.notes,
     }
-    arbiter.close()
     return res
+
+
+def overhead(args: argparse.Namespace) -> None:
+    """The arbiter's own cost per question against an instant fake server (see the module docstring)."""
+    sys.path.insert(0, str(REPO / "tests" / "llm"))
+    from fake_openai import FakeOpenAI
+
+    data = args.shared if args.shared.is_dir() else REPO / "tests" / "data"
+    tax = load_taxonomy(data / "taxonomies" / "amazon_uk_categories.txt")
+    cat = (
+        pl.read_parquet(data / "catalogs" / "amazon_uk.parquet")
+        .unique("title", keep="first")
+        .head(args.overhead)
+    )
+    leaves = list(tax.leaves())
+    rng = np.random.default_rng(0)
+    cands = [
+        [
+            {"category_id": leaves[j].id, "category_path": leaves[j].path, "score": 0.4 - 0.1 * k}
+            for k, j in enumerate(rng.choice(len(leaves), 3, replace=False))
+        ]
+        for _ in range(cat.height)
+    ]
+    items = cat.select("sku_id", "title", "brand").with_columns(pl.Series("candidates", cands))
+    stores = {"sqlite": lambda d: {"cache_path": str(Path(d) / "llm.sqlite")}}
+    if args.pg:
+        stores["postgresql"] = lambda d: {"cache_url": args.pg}
+    print(f"arbiter overhead: {items.height} real Amazon UK titles, instant fake server, max_concurrency 4\n")
+    print("| store | run | items | questions | wall s | items/s |")
+    print("|---|---|---:|---:|---:|---:|")
+    with FakeOpenAI() as fake:
+        for store_name, where in stores.items():
+            folder = tempfile.mkdtemp(prefix="shelfwise-llm-overhead-")
+            model = f"overhead-{time.time_ns()}"  # a fresh cache on a shared PostgreSQL too
+            for run, extra in (
+                ("cold", {}),
+                ("warm (cache)", {}),
+                ("cold, budget ledger on", {"budget_calls": 10**9}),
+            ):
+                if run.startswith("cold, budget"):
+                    model += "-b"
+                s = LLMSettings(
+                    base_url=fake.base_url, model=model, max_concurrency=4, **where(folder), **extra
+                )
+                with LLMArbiter(s, tax, store_path=s.store_location()) as arb:
+                    t0 = time.perf_counter()
+                    out, st = arb.decide_counted(items, run_id=f"overhead-{run}")
+                    wall = time.perf_counter() - t0
+                assert out["llm_status"].to_list() == ["accepted"] * items.height, out[
+                    "llm_status"
+                ].value_counts()
+                print(
+                    f"| {store_name} | {run} | {items.height} | {st.questions} | {wall:.1f} | "
+                    f"{items.height / wall:.0f} |"
+                )
 
 
 def main() -> None:
@@ -242,7 +302,12 @@ def main() -> None:
     )
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    ap.add_argument("--overhead", type=int, default=None, help="measure the arbiter itself on N titles")
+    ap.add_argument("--pg", default=None, help="--overhead: also on this PostgreSQL URL")
     args = ap.parse_args()
+    if args.overhead:
+        overhead(args)
+        return
 
     server = None
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")

@@ -1,7 +1,7 @@
 """The LLM arbiter's database (internal): answer cache, decision log, small state, budget ledger.
 
-A SQLite file by default (``llm.cache_path``, WAL mode, safe for many processes on one host), or any
-database SQLAlchemy reaches through ``llm.cache_url`` (PostgreSQL for workers on many hosts). Tables:
+A SQLite file by default (``llm.cache_path``, WAL mode, safe for many processes on one host), or a
+PostgreSQL database through ``llm.cache_url`` (for workers on many hosts). Tables:
 
   cache      key = sha256(endpoint + model + full prompt + mode) -> an answer that parsed and validated
   decisions  one row per question asked for an item (cached or not), the last one per item marked final
@@ -9,15 +9,21 @@ database SQLAlchemy reaches through ``llm.cache_url`` (PostgreSQL for workers on
   budget     per run id and kind (calls | tokens | usd): the amount all workers together have used
 
 On PostgreSQL the tables live in the schema ``shelfwise_llm`` (the queue may share the database and has
-its own ``decisions`` table). Budget updates are single conditional statements (``UPDATE ... SET used = used + n WHERE used + n <=
-limit``): the database serialises them, so workers in many processes never overrun a limit together.
-Tables are created on the first open for writing; `read_llm_log` only reads.
+its own ``decisions`` table). Budget updates are single conditional statements
+(``UPDATE ... SET used = used + n WHERE ... AND used + n <= limit``) inside a write transaction: the
+database serialises them, so workers in many processes never overrun a limit together.
+Tables are created on the first open for writing; `read_llm_log` only reads. SQLAlchemy only parses URLs
+here: the queries go straight to sqlite3 / psycopg (a cache look-up is on the hot path of every night).
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -30,65 +36,77 @@ from shelfwise.errors import ConfigError
 
 __all__: list[str] = []
 
-_META = sa.MetaData()
-CACHE = sa.Table(
-    "cache",
-    _META,
-    sa.Column("key", sa.Text, primary_key=True),
-    sa.Column("model", sa.Text, nullable=False),
-    sa.Column("mode", sa.Text, nullable=False),
-    sa.Column("raw_answer", sa.Text),
-    sa.Column("answer_p", sa.Float),
-    sa.Column("tokens_in", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("tokens_out", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("finish_reason", sa.Text),
-    sa.Column("created_at", sa.Text, nullable=False),
+_DDL = """
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    raw_answer TEXT,
+    answer_p REAL,
+    tokens_in INTEGER NOT NULL DEFAULT 0,
+    tokens_out INTEGER NOT NULL DEFAULT 0,
+    finish_reason TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    sku_id TEXT NOT NULL,
+    step TEXT NOT NULL,
+    is_final INTEGER NOT NULL,
+    prompt_hash TEXT,
+    model TEXT,
+    mode TEXT,
+    raw_answer TEXT,
+    parsed_answer TEXT,
+    status TEXT NOT NULL,
+    category_id TEXT,
+    confidence REAL,
+    reason TEXT,
+    tokens_in INTEGER NOT NULL DEFAULT 0,
+    tokens_out INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    latency_ms REAL,
+    cached INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_run ON decisions(run_id);
+CREATE INDEX IF NOT EXISTS decisions_sku ON decisions(sku_id);
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS budget (
+    run_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    used REAL NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, kind)
 )
-DECISIONS = sa.Table(
-    "decisions",
-    _META,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.Text, nullable=False, index=False),
-    sa.Column("sku_id", sa.Text, nullable=False),
-    sa.Column("step", sa.Text, nullable=False),
-    sa.Column("is_final", sa.Integer, nullable=False),
-    sa.Column("prompt_hash", sa.Text),
-    sa.Column("model", sa.Text),
-    sa.Column("mode", sa.Text),
-    sa.Column("raw_answer", sa.Text),
-    sa.Column("parsed_answer", sa.Text),
-    sa.Column("status", sa.Text, nullable=False),
-    sa.Column("category_id", sa.Text),
-    sa.Column("confidence", sa.Float),
-    sa.Column("reason", sa.Text),
-    sa.Column("tokens_in", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("tokens_out", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("cost_usd", sa.Float, nullable=False, server_default="0"),
-    sa.Column("latency_ms", sa.Float),
-    sa.Column("cached", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("created_at", sa.Text, nullable=False),
-)
-_INDEXES = (
-    sa.Index("decisions_run", DECISIONS.c.run_id),
-    sa.Index("decisions_sku", DECISIONS.c.sku_id),
-)
-STATE = sa.Table(
-    "state",
-    _META,
-    sa.Column("key", sa.Text, primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-    sa.Column("updated_at", sa.Text, nullable=False),
-)
-BUDGET = sa.Table(
-    "budget",
-    _META,
-    sa.Column("run_id", sa.Text, primary_key=True),
-    sa.Column("kind", sa.Text, primary_key=True),
-    sa.Column("used", sa.Float, nullable=False, server_default="0"),
-    sa.Column("updated_at", sa.Text, nullable=False),
-)
+"""
 
-DECISION_COLUMNS = tuple(c.name for c in DECISIONS.columns if c.name != "id")
+DECISION_COLUMNS = (
+    "run_id",
+    "sku_id",
+    "step",
+    "is_final",
+    "prompt_hash",
+    "model",
+    "mode",
+    "raw_answer",
+    "parsed_answer",
+    "status",
+    "category_id",
+    "confidence",
+    "reason",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "latency_ms",
+    "cached",
+    "created_at",
+)
 
 DECISIONS_SCHEMA: dict[str, Any] = {
     "id": pl.Int64,
@@ -113,7 +131,7 @@ DECISIONS_SCHEMA: dict[str, Any] = {
     "created_at": pl.String,
 }
 
-_SQLITE_BUSY_MS = 60_000
+_SQLITE_BUSY_S = 60.0
 PG_SCHEMA = "shelfwise_llm"
 
 
@@ -140,73 +158,86 @@ def database_url(location: str | Path) -> sa.URL:
             f"llm.cache_url uses backend {url.get_backend_name()!r}; the LLM store supports "
             "postgresql+psycopg://... and sqlite:///path.sqlite"
         )
+    if url.get_backend_name() == "sqlite" and (not url.database or url.database == ":memory:"):
+        raise ConfigError(f"llm.cache_url {text!r}: the LLM store needs a SQLite file, not memory")
     return url
 
 
-def _engine(url: sa.URL) -> sa.Engine:
-    if url.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=8)
-    engine = sa.create_engine(
-        url, connect_args={"timeout": _SQLITE_BUSY_MS / 1000, "check_same_thread": False}
-    )
+def _pg_connect(url: sa.URL) -> Any:
+    import psycopg
 
-    @sa.event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.close()
-
-    return engine
+    params = {
+        "host": url.host,
+        "port": url.port,
+        "user": url.username,
+        "password": url.password,
+        "dbname": url.database,
+    }
+    kwargs: dict[str, Any] = {k: v for k, v in params.items() if v is not None}
+    kwargs.update({k: v for k, v in url.query.items() if isinstance(v, str)})
+    return psycopg.connect(autocommit=True, options=f"-c search_path={PG_SCHEMA}", **kwargs)
 
 
-def _in_schema(engine: sa.Engine) -> sa.Engine:
-    """On PostgreSQL, the same engine with the tables in `PG_SCHEMA`."""
-    if engine.dialect.name != "postgresql":
-        return engine
-    return engine.execution_options(schema_translate_map={None: PG_SCHEMA})
-
-
-def _sqlite_path(url: sa.URL) -> Path | None:
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return None
-    return Path(url.database)
+def _sqlite_connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    if read_only:
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, timeout=_SQLITE_BUSY_S, check_same_thread=False
+        )
+    else:
+        conn = sqlite3.connect(
+            str(path), timeout=_SQLITE_BUSY_S, check_same_thread=False, isolation_level=None
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"PRAGMA busy_timeout={int(_SQLITE_BUSY_S * 1000)}")
+    return conn
 
 
 class Store:
-    """The arbiter's tables in one database; thread-safe; a context manager (closes its engine)."""
+    """The arbiter's tables in one database: one connection behind a lock (thread-safe); a context manager.
+
+    SQLite runs in autocommit mode with ``BEGIN IMMEDIATE`` around every write, so writers of several
+    processes queue on the database lock (busy timeout) instead of failing; PostgreSQL (psycopg 3) runs
+    each write in its own transaction, tables in the schema `PG_SCHEMA`.
+    """
 
     def __init__(self, location: str | Path) -> None:
         self.url = database_url(location)
-        path = _sqlite_path(self.url)
-        if path is not None:
+        self.pg = self.url.get_backend_name() == "postgresql"
+        self._lock = threading.Lock()
+        if self.pg:
+            self.location = self.url.render_as_string(hide_password=True)
+            self._conn: Any = _pg_connect(self.url)
+        else:
+            path = Path(str(self.url.database))
             path.parent.mkdir(parents=True, exist_ok=True)
-        self.location = str(path) if path is not None else self.url.render_as_string(hide_password=True)
-        self._base = _engine(self.url)
-        self._dialect = self._base.dialect.name
-        self._engine = _in_schema(self._base)
+            self.location = str(path)
+            self._conn = _sqlite_connect(path)
         self._create_tables()
 
     def _create_tables(self) -> None:
-        statements: list[Any] = []
-        if self._dialect == "postgresql":
-            statements.append(sa.schema.CreateSchema(PG_SCHEMA, if_not_exists=True))
-        statements += [sa.schema.CreateTable(t, if_not_exists=True) for t in _META.sorted_tables]
-        statements += [sa.schema.CreateIndex(i, if_not_exists=True) for i in _INDEXES]
+        statements = [s.strip() for s in _DDL.split(";") if s.strip()]
+        if self.pg:
+            statements = [f"CREATE SCHEMA IF NOT EXISTS {PG_SCHEMA}"] + [
+                s.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY").replace(
+                    " REAL", " DOUBLE PRECISION"
+                )
+                for s in statements
+            ]
         for attempt in range(5):  # two processes creating the same tables at once may collide
             try:
-                with self._engine.begin() as conn:
+                with self._write() as cur:
                     for stmt in statements:
-                        conn.execute(stmt)
+                        cur.execute(stmt)
                 return
-            except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError):
-                if attempt == 4:
+            except Exception as exc:  # psycopg's or sqlite3's error: retried a few times
+                if attempt == 4 or not _is_db_error(exc):
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
     def close(self) -> None:
-        self._base.dispose()
+        with self._lock:
+            self._conn.close()
 
     def __enter__(self) -> Self:
         return self
@@ -216,28 +247,51 @@ class Store:
     ) -> None:
         self.close()
 
-    def _upsert(self, table: sa.Table, values: dict[str, Any], keys: list[str]) -> Any:
-        if self._dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
+    # plumbing --------------------------------------------------------------------------------------
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.pg else sql
 
-            stmt: Any = pg_insert(table).values(**values)
-        else:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
 
-            stmt = sqlite_insert(table).values(**values)
-        return stmt.on_conflict_do_update(
-            index_elements=keys, set_={c: stmt.excluded[c] for c in values if c not in keys}
-        )
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        """One transaction; on SQLite it takes the write lock first (BEGIN IMMEDIATE)."""
+        with self._lock:
+            if self.pg:
+                with self._conn.transaction(), self._conn.cursor() as cur:
+                    yield cur
+                return
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+            finally:
+                cur.close()
 
     # cache ---------------------------------------------------------------------------------------
     def cache_get(self, key: str) -> dict[str, Any] | None:
-        c = CACHE.c
-        query = sa.select(c.raw_answer, c.answer_p, c.tokens_in, c.tokens_out, c.finish_reason, c.mode).where(
-            c.key == key
+        sql = (
+            "SELECT raw_answer, answer_p, tokens_in, tokens_out, finish_reason, mode FROM cache WHERE key = ?"
         )
-        with self._engine.connect() as conn:
-            row = conn.execute(query).mappings().first()
-        return None if row is None else dict(row)
+        with self._read() as cur:
+            cur.execute(self._sql(sql), (key,))
+            row = cur.fetchone()
+        if row is None:
+            return None
+        names = ("raw_answer", "answer_p", "tokens_in", "tokens_out", "finish_reason", "mode")
+        return dict(zip(names, row, strict=True))
 
     def cache_put(
         self,
@@ -252,111 +306,112 @@ class Store:
         finish_reason: str | None,
     ) -> None:
         """Keep one answer. The caller stores only answers that parsed and validated."""
-        values = {
-            "key": key,
-            "model": model,
-            "mode": mode,
-            "raw_answer": raw_answer,
-            "answer_p": answer_p,
-            "tokens_in": tokens_in,
-            "tokens_out": tokens_out,
-            "finish_reason": finish_reason,
-            "created_at": utcnow(),
-        }
-        with self._engine.begin() as conn:
-            conn.execute(self._upsert(CACHE, values, ["key"]))
+        sql = (
+            "INSERT INTO cache (key, model, mode, raw_answer, answer_p, tokens_in, tokens_out, finish_reason, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+            "model = excluded.model, mode = excluded.mode, raw_answer = excluded.raw_answer, "
+            "answer_p = excluded.answer_p, tokens_in = excluded.tokens_in, tokens_out = excluded.tokens_out, "
+            "finish_reason = excluded.finish_reason, created_at = excluded.created_at"
+        )
+        args = (key, model, mode, raw_answer, answer_p, tokens_in, tokens_out, finish_reason, utcnow())
+        with self._write() as cur:
+            cur.execute(self._sql(sql), args)
 
     def cache_drop(self, key: str) -> None:
-        with self._engine.begin() as conn:
-            conn.execute(sa.delete(CACHE).where(CACHE.c.key == key))
+        with self._write() as cur:
+            cur.execute(self._sql("DELETE FROM cache WHERE key = ?"), (key,))
 
     # decisions -----------------------------------------------------------------------------------
     def record(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
         now = utcnow()
+        ints = ("is_final", "cached", "tokens_in", "tokens_out")
         values = [
-            {
-                c: now
-                if c == "created_at"
-                else (
-                    int(r.get(c) or 0) if c in ("is_final", "cached", "tokens_in", "tokens_out") else r.get(c)
-                )
+            tuple(
+                now if c == "created_at" else (int(r.get(c) or 0) if c in ints else r.get(c))
                 for c in DECISION_COLUMNS
-            }
+            )
             for r in rows
         ]
-        for v in values:
-            v["cost_usd"] = float(v["cost_usd"] or 0.0)
-        with self._engine.begin() as conn:
-            conn.execute(sa.insert(DECISIONS), values)
+        values = [v[:15] + (float(v[15] or 0.0),) + v[16:] for v in values]  # cost_usd
+        marks = ", ".join("?" for _ in DECISION_COLUMNS)
+        sql = f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) VALUES ({marks})"
+        with self._write() as cur:
+            cur.executemany(self._sql(sql), values)
 
     def decisions_frame(self, *, run_id: str | None = None, final_only: bool = False) -> pl.DataFrame:
-        with self._engine.connect() as conn:
-            return _decisions(conn, run_id=run_id, final_only=final_only)
+        with self._read() as cur:
+            return _decisions(cur, run_id=run_id, final_only=final_only, pg=self.pg)
 
     # state ---------------------------------------------------------------------------------------
     def state_get(self, key: str) -> Any:
-        with self._engine.connect() as conn:
-            value = conn.execute(sa.select(STATE.c.value).where(STATE.c.key == key)).scalar()
-        return None if value is None else json.loads(value)
+        with self._read() as cur:
+            cur.execute(self._sql("SELECT value FROM state WHERE key = ?"), (key,))
+            row = cur.fetchone()
+        return None if row is None else json.loads(row[0])
 
     def state_put(self, key: str, value: Any) -> None:
-        values = {"key": key, "value": json.dumps(value), "updated_at": utcnow()}
-        with self._engine.begin() as conn:
-            conn.execute(self._upsert(STATE, values, ["key"]))
+        sql = (
+            "INSERT INTO state (key, value, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+        )
+        with self._write() as cur:
+            cur.execute(self._sql(sql), (key, json.dumps(value), utcnow()))
 
     # budget ledger -------------------------------------------------------------------------------
+    _BUDGET_ROW = (
+        "INSERT INTO budget (run_id, kind, used, updated_at) VALUES (?, ?, 0, ?) ON CONFLICT DO NOTHING"
+    )
+
     def budget_take(self, run_id: str, kind: str, amount: float, limit: float) -> bool:
         """Add ``amount`` to the run's ``kind`` only if the total stays within ``limit`` (atomic)."""
-        b = BUDGET.c
-        with self._engine.begin() as conn:
-            self._budget_row(conn, run_id, kind)
-            done = conn.execute(
-                sa.update(BUDGET)
-                .where(b.run_id == run_id, b.kind == kind, b.used + amount <= limit)
-                .values(used=b.used + amount, updated_at=utcnow())
-            )
-        return bool(done.rowcount == 1)
+        sql = "UPDATE budget SET used = used + ?, updated_at = ? WHERE run_id = ? AND kind = ? AND used + ? <= ?"
+        now = utcnow()
+        with self._write() as cur:
+            cur.execute(self._sql(self._BUDGET_ROW), (run_id, kind, now))
+            cur.execute(self._sql(sql), (amount, now, run_id, kind, amount, limit))
+            return bool(cur.rowcount == 1)
 
     def budget_add(self, run_id: str, kind: str, amount: float) -> None:
         """Add ``amount`` (may be negative: a reservation given back) without a limit."""
-        b = BUDGET.c
-        with self._engine.begin() as conn:
-            self._budget_row(conn, run_id, kind)
-            conn.execute(
-                sa.update(BUDGET)
-                .where(b.run_id == run_id, b.kind == kind)
-                .values(used=b.used + amount, updated_at=utcnow())
-            )
+        sql = "UPDATE budget SET used = used + ?, updated_at = ? WHERE run_id = ? AND kind = ?"
+        now = utcnow()
+        with self._write() as cur:
+            cur.execute(self._sql(self._BUDGET_ROW), (run_id, kind, now))
+            cur.execute(self._sql(sql), (amount, now, run_id, kind))
 
     def budget_used(self, run_id: str, kind: str) -> float:
-        b = BUDGET.c
-        with self._engine.connect() as conn:
-            used = conn.execute(sa.select(b.used).where(b.run_id == run_id, b.kind == kind)).scalar()
-        return float(used or 0.0)
-
-    def _budget_row(self, conn: sa.Connection, run_id: str, kind: str) -> None:
-        values = {"run_id": run_id, "kind": kind, "used": 0.0, "updated_at": utcnow()}
-        if self._dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            stmt: Any = pg_insert(BUDGET).values(**values)
-        else:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            stmt = sqlite_insert(BUDGET).values(**values)
-        conn.execute(stmt.on_conflict_do_nothing(index_elements=["run_id", "kind"]))
+        with self._read() as cur:
+            cur.execute(self._sql("SELECT used FROM budget WHERE run_id = ? AND kind = ?"), (run_id, kind))
+            row = cur.fetchone()
+        return float(row[0]) if row is not None else 0.0
 
 
-def _decisions(conn: sa.Connection, *, run_id: str | None, final_only: bool) -> pl.DataFrame:
-    d = DECISIONS.c
-    query = sa.select(d.id, *(d[c] for c in DECISION_COLUMNS)).order_by(d.id)
+def _is_db_error(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a core dependency
+        return False
+    return isinstance(exc, psycopg.Error)
+
+
+def _decisions(cur: Any, *, run_id: str | None, final_only: bool, pg: bool) -> pl.DataFrame:
+    sql = f"SELECT id, {', '.join(DECISION_COLUMNS)} FROM decisions"
+    where: list[str] = []
+    args: list[Any] = []
     if run_id is not None:
-        query = query.where(d.run_id == run_id)
+        where.append("run_id = ?")
+        args.append(run_id)
     if final_only:
-        query = query.where(d.is_final == 1)
-    rows = conn.execute(query).all()
+        where.append("is_final = 1")
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id"
+    cur.execute(sql.replace("?", "%s") if pg else sql, args)
+    rows = cur.fetchall()
     names = ["id", *DECISION_COLUMNS]
     data: dict[str, list[Any]] = {n: [r[i] for r in rows] for i, n in enumerate(names)}
     for b in ("is_final", "cached"):
@@ -373,16 +428,24 @@ def read_llm_log(
     a missing file or a database without the table gives an empty frame with the log's columns.
     """
     url = database_url(location)
-    path = _sqlite_path(url)
     empty = pl.DataFrame(schema=DECISIONS_SCHEMA)
-    if path is not None and not path.is_file():
-        return empty
-    engine = _engine(url) if path is None else sa.create_engine(url, poolclass=sa.pool.NullPool)
-    schema = PG_SCHEMA if path is None else None
-    try:
-        if not sa.inspect(engine).has_table("decisions", schema=schema):
+    pg = url.get_backend_name() == "postgresql"
+    if pg:
+        conn = _pg_connect(url)
+        exists = "SELECT to_regclass(%s) IS NOT NULL"
+        args: tuple[str, ...] = (f"{PG_SCHEMA}.decisions",)
+    else:
+        path = Path(str(url.database))
+        if not path.is_file():
             return empty
-        with _in_schema(engine).connect() as conn:
-            return _decisions(conn, run_id=run_id, final_only=final_only)
+        conn = _sqlite_connect(path, read_only=True)
+        exists = "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        args = ("decisions",)
+    try:
+        cur = conn.cursor()
+        cur.execute(exists, args)
+        if not cur.fetchone()[0]:
+            return empty
+        return _decisions(cur, run_id=run_id, final_only=final_only, pg=pg)
     finally:
-        engine.dispose()
+        conn.close()
