@@ -51,16 +51,20 @@ class Migration:
         self.lost_reasons: Counter[str] = Counter()
         self._cache: dict[str, tuple[str | None, str]] = {}
         self.catalog_params: dict[str, Any] = {}  # reviews, images_root, spec, mapping of tonight's catalog
+        self.dropped: frozenset[str] = frozenset()  # OLD ids the mapping file gives an empty target
+        self._old_paths = frozenset(n.path for n in diff.old)
         self.moved_paths = frozenset(
             diff.new.get(t).path for n in diff.old if (t := diff.target(n.id)) is not None
             and diff.new.get(t).path != n.path
         )
 
     def why_lost(self, old_id: str) -> str:
-        mapping_file = self.diff.mapping_file
-        if mapping_file is None:
+        """Why a label on ``old_id`` has no node in NEW (the report's "labels lost, and why")."""
+        if self.diff.mapping_file is None:
             return "node removed, no --taxonomy-mapping given"
-        return "node removed, the mapping file leaves it without a target"
+        if old_id in self.dropped:
+            return "node removed, the mapping file gives it an empty target"
+        return "node removed, not in the mapping file"
 
     def translate(self, path: str | None) -> tuple[str | None, str]:
         """An OLD (or already NEW) category path -> ``(NEW path, status)``; status is ``same``, ``remapped``,
@@ -146,6 +150,7 @@ def migrate_if_needed(
         )
     mapping = load_mapping(taxonomy_mapping, old, new) if taxonomy_mapping is not None else None
     migration = Migration(diff_taxonomies(old, new, mapping=mapping))
+    migration.dropped = mapping.dropped if mapping is not None else frozenset()
     migration.catalog_params = {k: train_kwargs.get(k) for k in ("reviews", "images_root", "spec", "mapping")}
     store = _queue_store(settings, create=False)
     if store is not None:
@@ -335,12 +340,10 @@ def after_run(summary: Any, settings: Settings, migration: Migration | None) -> 
     orphan_rows: list[int] = []
     for i, path in enumerate(current):
         new_path, status = migration.translate(path)
+        if status == "same" and path not in migration._old_paths and path in migration.moved_paths:
+            status = "remapped"  # the model's aliases already read the OLD category as its NEW node
         if path is not None:
             counts[status] += 1
-        # an alias already turned a renamed category into its NEW path: count it as moved
-        if status == "same" and path is not None and migration.old.find_path(path) is None and \
-                migration.new.find_path(path) is not None and path in migration.moved_paths:
-            counts["remapped"] += 1
         if status == "remapped":
             current[i] = new_path
         if (status == "lost" or skus[i] in migration.orphan_skus) and sources[i] != "human":

@@ -66,7 +66,7 @@ def test_reviewer_labels_follow_their_node_and_stale_items_are_closed(tmp_path: 
         assert items["open-merged"].status == "open"
         assert items["open-merged"].suggested_category_path == "Home > Decor"
         assert counts["items"]["superseded"] == 1 and counts["items"]["remapped"] == 1
-        assert m.lost_reasons == {"reviewer label: node removed, the mapping file leaves it without a target": 1}
+        assert m.lost_reasons == {"reviewer label: node removed, not in the mapping file": 1}
     finally:
         store.close()
 

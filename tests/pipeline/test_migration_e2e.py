@@ -17,6 +17,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from shelfwise.catalog import Quarantine
+from shelfwise.pipeline import iter_shards
+from shelfwise.settings import load_settings
 from taxonomy import load_taxonomy
 from verification import ItemFilter, QueueStore
 
@@ -28,6 +31,8 @@ MERGE = {"Home Furnishing > Bed Linen > Blankets, Quilts & Dohars": "Home Furnis
 MOVE = {"Kitchen & Dining > Lighting > Bulbs": "Home Decor & Festive Needs > Decorative Lighting & Lamps > Bulbs"}
 REMOVE = ("Beauty and Personal Care > Combos and Kits", "Computers > Laptop Accessories > Computer Accessories Combos")
 CHANGED = {**RENAME, **MERGE, **MOVE}
+
+pytestmark = pytest.mark.timeout(1800)  # three small trainings (OLD, the migration, NEW from scratch)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -57,18 +62,20 @@ def night(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 
     df = pl.read_parquet(real_data / "catalogs" / "flipkart.parquet").sample(fraction=1.0, shuffle=True, seed=11)
     cols = ["sku_id", "title", "description", "brand", "category_path"]
-    labelled, tonight = df.head(480).select(cols), df.slice(480).select(cols)
+    labelled, tonight = df.head(300).select(cols), df.slice(300, 160).select(cols)
     labelled.write_parquet(work / "labelled.parquet")
     tonight.write_parquet(work / "tonight.parquet")
     state, model = work / "state", work / "model"
     _cli("train", "--taxonomy", str(old_tax_path), "--catalog", str(work / "labelled.parquet"),
          "--model-dir", str(model), "--state-dir", str(state))
 
-    # Night 1 in OLD fills the queue; a reviewer decides three products: a renamed, a merged, a removed node.
-    night1 = work / "night1.parquet"
-    _cli("classify", "--model-dir", str(model), "--catalog", str(work / "tonight.parquet"), "--out", str(night1),
-         "--state-dir", str(state))
-    hashes = dict(pl.read_parquet(night1).select("sku_id", "content_hash").iter_rows())
+    # A reviewer decided three of tonight's products in OLD: a renamed, a merged and a removed node (the
+    # decision is kept while the product's content_hash is unchanged, so it is computed the pipeline's way).
+    quarantine = Quarantine(work / "q.jsonl")
+    shards = list(iter_shards(work / "tonight.parquet", settings=load_settings(state_dir=state), taxonomy=old,
+                              quarantine=quarantine))
+    quarantine.close()
+    hashes = dict(pl.concat(shards).select("sku_id", "content_hash").iter_rows())
     def first(paths: tuple[str, ...] | list[str]) -> dict[str, str]:
         row = tonight.filter(pl.col("category_path").is_in(list(paths))).row(0, named=True)
         return {"sku_id": row["sku_id"], "path": row["category_path"]}
@@ -129,12 +136,14 @@ def test_migration_night_keeps_decisions_predicts_new_nodes_and_routes_orphans(n
         row = by_sku[sku]
         assert row["current_category_path"] == CHANGED[night["tonight"].filter(pl.col("sku_id") == sku)
                                                                ["category_path"][0]]
-    run_id = json.loads(next((night["state"] / "runs").glob("*/summary.json")).read_text())["run_id"]
-    summary = json.loads((night["state"] / "runs" / run_id / "summary.json").read_text())
-    change = summary["taxonomy_change"]
+    summaries = [json.loads(p.read_text()) for p in (night["state"] / "runs").glob("*/summary.json")]
+    [summary] = [s for s in summaries if "taxonomy_change" in s]
+    run_id, change = summary["run_id"], summary["taxonomy_change"]
     assert change["counts"]["mapped"] == 4 and change["counts"]["removed_without_target"] == 2
     assert change["reviewer_labels"] == {"remapped": 2, "lost": 1}
-    assert change["skus"]["routed_to_review"] == len(orphans)
+    assert change["skus"]["routed_to_review"] == change["skus"]["lost"] == len(orphans)
+    assert change["skus"]["remapped"] == len(renamed_skus)
+    assert sum(v for k, v in change["skus"].items() if k != "routed_to_review") == len(by_sku)
     report = (night["state"] / "runs" / run_id / "report" / "report.html").read_text()
     assert "Taxonomy change" in report and "taxonomy_changed" in report
 
@@ -146,11 +155,12 @@ def test_migrated_model_is_as_accurate_as_one_trained_on_new_from_scratch(night:
         pl.col("category_path").map_elements(_to_new, return_dtype=pl.String))
     labelled.write_parquet(work / "labelled_new.parquet")
     scratch = work / "scratch"
+    # same state dir: the embedding cache is shared; its human labels are on tonight's SKUs, not the labelled
     _cli("train", "--taxonomy", str(work / "new_tree.txt"), "--catalog", str(work / "labelled_new.parquet"),
-         "--model-dir", str(scratch), "--state-dir", str(work / "state-scratch"))
+         "--model-dir", str(scratch), "--state-dir", str(night["state"]))
     out = work / "scratch.parquet"
     _cli("classify", "--model-dir", str(scratch), "--catalog", str(work / "tonight.parquet"), "--out", str(out),
-         "--no-enqueue", "--state-dir", str(work / "state-scratch"))
+         "--no-enqueue", "--state-dir", str(night["state"]))
     truth = night["tonight"].with_columns(pl.col("category_path").map_elements(_to_new, return_dtype=pl.String)
                                           .alias("truth")).filter(pl.col("truth").is_not_null())
     human = set(night["decided"][k]["sku_id"] for k in ("renamed", "merged"))
