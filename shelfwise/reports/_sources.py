@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,30 +23,74 @@ from shelfwise.settings import Settings
 log = logging.getLogger("shelfwise.reports")
 
 PREDICTION_READ_COLUMNS = (
-    "sku_id", "category_id", "category_path", "confidence", "route", "current_category_path",
-    "taxonomy_version", "model_version", "predicted_depth", "margin", "source", "reason", "queue", "llm_status",
+    "sku_id",
+    "category_id",
+    "category_path",
+    "confidence",
+    "route",
+    "current_category_path",
+    "taxonomy_version",
+    "model_version",
+    "predicted_depth",
+    "margin",
+    "source",
+    "reason",
+    "queue",
+    "llm_status",
     "content_hash",
 )
 
+# The columns of the queue store's tables (QueueStore.decisions_frame / items_frame / labels) the report reads.
 DECISION_SCHEMA: dict[str, Any] = {
-    "id": pl.Int64, "item_id": pl.Int64, "sku_id": pl.String, "queue": pl.String, "reviewer": pl.String,
-    "decided_at": pl.Datetime("us"), "kind": pl.String, "category_id": pl.String, "category_path": pl.String,
-    "duration_ms": pl.Int64, "review_round": pl.Int64, "final": pl.Boolean, "shown_category_id": pl.String,
-    "shown_category_path": pl.String, "shown_confidence": pl.Float64, "current_category_path": pl.String,
-    "model_version": pl.String, "run_id": pl.String,
+    "id": pl.Int64,
+    "item_id": pl.Int64,
+    "sku_id": pl.String,
+    "queue": pl.String,
+    "reviewer": pl.String,
+    "decided_at": pl.Datetime("us"),
+    "kind": pl.String,
+    "category_id": pl.String,
+    "category_path": pl.String,
+    "duration_ms": pl.Int64,
+    "review_round": pl.Int64,
+    "final": pl.Boolean,
+    "shown_category_id": pl.String,
+    "shown_category_path": pl.String,
+    "shown_confidence": pl.Float64,
+    "current_category_path": pl.String,
+    "model_version": pl.String,
+    "run_id": pl.String,
 }
 
 ITEM_SCHEMA: dict[str, Any] = {
-    "id": pl.Int64, "sku_id": pl.String, "queue": pl.String, "status": pl.String,
-    "created_at": pl.Datetime("us"), "updated_at": pl.Datetime("us"), "run_id": pl.String,
-    "current_category_path": pl.String, "suggested_category_id": pl.String, "suggested_category_path": pl.String,
-    "confidence": pl.Float64, "reviews_required": pl.Int64, "reviews_done": pl.Int64,
-    "final_kind": pl.String, "final_category_id": pl.String, "final_category_path": pl.String,
+    "id": pl.Int64,
+    "sku_id": pl.String,
+    "queue": pl.String,
+    "status": pl.String,
+    "created_at": pl.Datetime("us"),
+    "updated_at": pl.Datetime("us"),
+    "run_id": pl.String,
+    "current_category_path": pl.String,
+    "suggested_category_id": pl.String,
+    "suggested_category_path": pl.String,
+    "confidence": pl.Float64,
+    "reviews_required": pl.Int64,
+    "reviews_done": pl.Int64,
+    "final_kind": pl.String,
+    "final_category_id": pl.String,
+    "final_category_path": pl.String,
 }
 
+LABEL_SCHEMA: dict[str, Any] = {"sku_id": pl.String, "category_id": pl.String, "category_path": pl.String}
+
 QUARANTINE_SCHEMA: dict[str, Any] = {
-    "file": pl.String, "row_number": pl.Int64, "sku_id": pl.String, "field": pl.String, "reason": pl.String,
-    "fix": pl.String, "severity": pl.String,
+    "file": pl.String,
+    "row_number": pl.Int64,
+    "sku_id": pl.String,
+    "field": pl.String,
+    "reason": pl.String,
+    "fix": pl.String,
+    "severity": pl.String,
 }
 
 
@@ -105,13 +150,16 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
             "re-run it or pick another run with --run"
         ) from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"run summary {path}: expected a JSON object, found {type(data).__name__}; re-run the run")
+        raise ConfigError(
+            f"run summary {path}: expected a JSON object, found {type(data).__name__}; re-run the run"
+        )
     return data
 
 
 def _read_predictions(path: str | Path | None, *, what: str, inputs_notes: list[str]) -> pl.DataFrame:
     empty = pl.DataFrame(schema={c: pl.String for c in PREDICTION_READ_COLUMNS}).with_columns(
-        pl.col("confidence").cast(pl.Float64), pl.col("margin").cast(pl.Float64),
+        pl.col("confidence").cast(pl.Float64),
+        pl.col("margin").cast(pl.Float64),
         pl.col("predicted_depth").cast(pl.Int64),
     )
     if not path:
@@ -156,8 +204,14 @@ def _read_quarantine(path: str | Path | None, notes: list[str]) -> pl.DataFrame:
             except json.JSONDecodeError:
                 notes.append(f"quarantine file {p} line {lineno} is not valid JSON and was left out")
                 continue
-            rows.append({k: (None if rec.get(k) is None else str(rec.get(k))) if k != "row_number"
-                         else _as_int(rec.get(k)) for k in QUARANTINE_SCHEMA})
+            rows.append(
+                {
+                    k: (None if rec.get(k) is None else str(rec.get(k)))
+                    if k != "row_number"
+                    else _as_int(rec.get(k))
+                    for k in QUARANTINE_SCHEMA
+                }
+            )
     return pl.DataFrame(rows, schema=QUARANTINE_SCHEMA) if rows else empty
 
 
@@ -174,7 +228,11 @@ def _normalise(frame: Any, schema: dict[str, Any]) -> pl.DataFrame:
         return pl.DataFrame(schema=schema)
     if not isinstance(frame, pl.DataFrame):
         try:
-            frame = pl.from_pandas(frame) if hasattr(frame, "to_numpy") and hasattr(frame, "iloc") else pl.DataFrame(frame)
+            frame = (
+                pl.from_pandas(frame)
+                if hasattr(frame, "to_numpy") and hasattr(frame, "iloc")
+                else pl.DataFrame(frame)
+            )
         except Exception:  # noqa: BLE001 - unknown frame-likes read as empty
             return pl.DataFrame(schema=schema)
     out = []
@@ -209,7 +267,7 @@ def read_queue(settings: Settings, notes: list[str]) -> tuple[pl.DataFrame, pl.D
     """Decisions (audit log), review items and human labels from the queue DB (never creates the DB)."""
     decisions = pl.DataFrame(schema=DECISION_SCHEMA)
     items = pl.DataFrame(schema=ITEM_SCHEMA)
-    labels = pl.DataFrame(schema={"sku_id": pl.String, "category_id": pl.String, "category_path": pl.String})
+    labels = pl.DataFrame(schema=LABEL_SCHEMA)
     url = settings.queue_url or ""
     missing_db = _sqlite_missing(url)
     if missing_db is not None:
@@ -222,46 +280,24 @@ def read_queue(settings: Settings, notes: list[str]) -> tuple[pl.DataFrame, pl.D
     except Exception as exc:  # noqa: BLE001 - a broken source must not stop the report
         notes.append(f"review queue at {_safe_url(url)} could not be opened ({type(exc).__name__}: {exc})")
         return decisions, items, labels, False
-    ok = True
-    try:
-        decisions = _normalise(store.decisions_frame(), DECISION_SCHEMA)
-    except Exception as exc:  # noqa: BLE001 - a broken source must not stop the report
-        ok = False
-        notes.append(f"reviewer decisions could not be read from {_safe_url(url)} ({type(exc).__name__}: {exc})")
-    try:
-        items = _normalise(_items_frame(store, url), ITEM_SCHEMA)
-    except Exception as exc:  # noqa: BLE001 - a broken source must not stop the report
-        notes.append(f"review items could not be read from {_safe_url(url)} ({type(exc).__name__}: {exc})")
-    try:
-        raw = store.labels()
-        labels = _normalise(raw, {"sku_id": pl.String, "category_id": pl.String, "category_path": pl.String})
-    except Exception as exc:  # noqa: BLE001 - a broken source must not stop the report
-        notes.append(f"human labels could not be read from {_safe_url(url)} ({type(exc).__name__}: {exc})")
-    finally:
-        dispose = getattr(getattr(store, "engine", None), "dispose", None)
-        if callable(dispose):
-            dispose()
-    return decisions, items, labels, ok
 
+    def read(what: str, frame: Callable[[], pl.DataFrame], schema: dict[str, Any]) -> pl.DataFrame | None:
+        try:
+            return _normalise(frame(), schema)
+        except Exception as exc:  # noqa: BLE001 - a broken source must not stop the report
+            notes.append(f"{what} could not be read from {_safe_url(url)} ({type(exc).__name__}: {exc})")
+            return None
 
-def _items_frame(store: Any, url: str) -> Any:
-    """The review items: the store's own export when it has one, else a read-only SELECT of the table."""
-    for name in ("items_frame", "review_items_frame", "items"):
-        fn = getattr(store, name, None)
-        if callable(fn):
-            try:
-                return fn()
-            except TypeError:
-                continue
-    import sqlalchemy as sa
-
-    engine = getattr(store, "engine", None) or sa.create_engine(url)
-    cols = ", ".join(ITEM_SCHEMA)
-    with engine.connect() as conn:
-        existing = {c["name"] for c in sa.inspect(conn).get_columns("review_items")}
-        cols = ", ".join(c for c in ITEM_SCHEMA if c in existing)
-        rows = conn.execute(sa.text(f"select {cols} from review_items")).mappings().all()
-    return pl.DataFrame([dict(r) for r in rows], infer_schema_length=None) if rows else None
+    with store:
+        read_decisions = read("reviewer decisions", store.decisions_frame, DECISION_SCHEMA)
+        read_items = read("review items", store.items_frame, ITEM_SCHEMA)
+        read_labels = read("human labels", store.labels, LABEL_SCHEMA)
+    return (
+        decisions if read_decisions is None else read_decisions,
+        items if read_items is None else read_items,
+        labels if read_labels is None else read_labels,
+        read_decisions is not None,
+    )
 
 
 def _safe_url(url: str) -> str:
@@ -303,8 +339,9 @@ def load_inputs(run_id: str, settings: Settings) -> RunInputs:
     if prev_id and (settings.runs_dir / prev_id / "summary.json").is_file():
         try:
             prev_summary = read_summary(settings.runs_dir / prev_id)
-            prev_pred = _read_predictions(prev_summary.get("predictions_path"), what=f"previous run {prev_id}",
-                                          inputs_notes=drift)
+            prev_pred = _read_predictions(
+                prev_summary.get("predictions_path"), what=f"previous run {prev_id}", inputs_notes=drift
+            )
         except ConfigError as exc:
             drift.append(str(exc))
     elif prev_id:
@@ -313,8 +350,11 @@ def load_inputs(run_id: str, settings: Settings) -> RunInputs:
         drift.append("this is the first run: no previous run to compare with")
     notes["drift"] = drift
     state_path = settings.state_dir / "catalog_state.parquet"
-    catalog_state = pl.read_parquet(state_path) if state_path.is_file() else pl.DataFrame(
-        schema={"sku_id": pl.String, "content_hash": pl.String, "last_seen_run": pl.String})
+    catalog_state = (
+        pl.read_parquet(state_path)
+        if state_path.is_file()
+        else pl.DataFrame(schema={"sku_id": pl.String, "content_hash": pl.String, "last_seen_run": pl.String})
+    )
     tax_notes: list[str] = []
     taxonomy = read_taxonomy(summary, tax_notes)
     notes["taxonomy"] = tax_notes
@@ -323,32 +363,40 @@ def load_inputs(run_id: str, settings: Settings) -> RunInputs:
     notes["queue"] = q_notes
     llm_log = read_llm_log(settings, summary, taxonomy, vol)
     return RunInputs(
-        llm_log=llm_log, run_id=run_id, run_dir=run_dir, summary=summary, predictions=predictions, quarantine=quarantine,
-        previous_run_id=prev_id, previous_summary=prev_summary, previous_predictions=prev_pred,
-        catalog_state=catalog_state, taxonomy=taxonomy, decisions=decisions, items=items, labels=labels,
-        queue_ok=ok, missing=notes,
+        llm_log=llm_log,
+        run_id=run_id,
+        run_dir=run_dir,
+        summary=summary,
+        predictions=predictions,
+        quarantine=quarantine,
+        previous_run_id=prev_id,
+        previous_summary=prev_summary,
+        previous_predictions=prev_pred,
+        catalog_state=catalog_state,
+        taxonomy=taxonomy,
+        decisions=decisions,
+        items=items,
+        labels=labels,
+        queue_ok=ok,
+        missing=notes,
     )
 
 
-def read_llm_log(settings: Settings, summary: dict[str, Any], taxonomy: Any, notes: list[str]) -> pl.DataFrame:
+def read_llm_log(
+    settings: Settings, summary: dict[str, Any], taxonomy: Any, notes: list[str]
+) -> pl.DataFrame:
     """The LLM decision log's final answers of this run (empty when the LLM was off)."""
-    path = settings.state_dir / "llm" / "llm.sqlite"
-    if not (summary.get("llm") or {}).get("enabled") or not path.is_file():
+    path = settings.llm.store_location(settings.state_dir)  # llm.cache_url, llm.cache_path or the default
+    if not (summary.get("llm") or {}).get("enabled"):
         return pl.DataFrame()
     try:
-        from classifiers.llm import LLMArbiter
+        from classifiers.llm import read_llm_log as read_log  # a plain reader: no arbiter, no writes
 
-        arbiter = LLMArbiter(settings.llm, taxonomy, store_path=path)
-        try:
-            log_frame = arbiter.decisions_frame(run_id=str(summary.get("run_id")), final_only=True)
-            if not log_frame.is_empty():
-                return log_frame
-            # logs written before the pipeline passed its run id: take the run's time window instead
-            log_frame = arbiter.decisions_frame(final_only=True)
-        finally:
-            close = getattr(getattr(arbiter, "store", None), "close", None)
-            if callable(close):
-                close()
+        log_frame = read_log(path, run_id=str(summary.get("run_id")), final_only=True)
+        if not log_frame.is_empty():
+            return log_frame
+        # logs written before the pipeline passed its run id: take the run's time window instead
+        log_frame = read_log(path, final_only=True)
     except Exception as exc:  # noqa: BLE001 - a broken source must not stop the report
         notes.append(f"the LLM decision log {path} could not be read ({type(exc).__name__}: {exc})")
         return pl.DataFrame()
