@@ -179,7 +179,8 @@ def _basic_login(request: Request, store: QueueStore, username: str, password: s
     pause = review.throttle.backoff(username)
     if pause > 0:
         time.sleep(pause)  # runs in the thread pool (sync dependency), never on the event loop
-    user = store.authenticate(username, password)
+    with review.bcrypt_slots:
+        user = store.authenticate(username, password)
     if user is None or not user.is_active:
         review.throttle.failed(username, client)
         return None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import mimetypes
+import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +74,10 @@ class AppState:
     credentials: CredentialCache = field(default_factory=CredentialCache)
     trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
     session_lifetime: float = 12 * 3600.0
+    # bcrypt checks at once: one fewer than the cores, so the event loop always keeps a core
+    bcrypt_slots: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(max(1, (os.cpu_count() or 2) - 1))
+    )
 
 
 def state(request: Request) -> AppState:

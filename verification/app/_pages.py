@@ -81,6 +81,11 @@ def _password_problem(password: str, whose: str) -> str | None:
     return None
 
 
+def _password_ok(app_state: Any, username: str, password: str) -> bool:
+    with app_state.bcrypt_slots:
+        return app_state.store.authenticate(username, password) is not None
+
+
 def _plausible_username(name: str) -> bool:
     return 0 < len(name) <= 150 and bad_text(name) is None
 
@@ -122,7 +127,10 @@ def login(request: Request, form: Form) -> Response:
     pause = app_state.throttle.backoff(username)
     if pause > 0:
         time.sleep(pause)  # soft brake on guessing from many addresses; this runs in the thread pool
-    user = app_state.store.authenticate(username, password) if username and password else None
+    user = None
+    if username and password:
+        with app_state.bcrypt_slots:  # bounded, so bcrypt never takes every core from the event loop
+            user = app_state.store.authenticate(username, password)
     if user is None or not user.is_active:
         app_state.throttle.failed(username, client)
         context = {"next_url": next_url, "error": "Wrong user name or password.", "username": username}
@@ -395,7 +403,7 @@ def change_own_password(request: Request, who: PageUserCsrf, form: Form) -> Resp
     problem = _password_problem(new, "The new")
     if app_state.throttle.retry_after(who.username, client) > 0:
         flash(request, "error", "Too many wrong passwords; try again later.")
-    elif app_state.store.authenticate(who.username, current) is None:
+    elif not _password_ok(app_state, who.username, current):
         app_state.throttle.failed(who.username, client)
         flash(request, "error", "Your current password is not right; nothing was changed.")
     elif problem is not None:
@@ -403,7 +411,8 @@ def change_own_password(request: Request, who: PageUserCsrf, form: Form) -> Resp
     elif new != repeat:
         flash(request, "error", "The two new passwords differ; type the same one twice.")
     else:
-        app_state.store.set_password(who.username, new)  # bumps the session epoch
+        with app_state.bcrypt_slots:
+            app_state.store.set_password(who.username, new)  # bumps the session epoch
         app_state.credentials.drop_user(who.username)
         user = app_state.store.get_user(who.username)
         rotate_session(request, user)  # a fresh session (and CSRF token) after a credential change
@@ -442,7 +451,8 @@ def add_user(request: Request, who: PageAdminCsrf, form: Form) -> Response:
         flash(request, "error", f"user {username!r} already exists; pick another name")
     else:
         try:
-            state(request).store.add_user(username, password, role=Role(role_text))
+            with state(request).bcrypt_slots:
+                state(request).store.add_user(username, password, role=Role(role_text))
         except (QueueStoreError, ConfigError) as exc:
             flash(request, "error", str(exc))
         else:
