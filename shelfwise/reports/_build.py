@@ -17,10 +17,11 @@ from shelfwise.reports._model import Card, GovernanceReport, age, ci, money, num
 from shelfwise.reports._render import render_html, render_markdown
 from shelfwise.reports._sources import load_inputs
 from shelfwise.settings import Settings
+from shelfwise.summary import RunSummary
 
 
-def _target(summary: dict[str, Any], settings: Settings) -> float:
-    t = (summary.get("thresholds") or {}).get("target_precision")
+def _target(summary: RunSummary, settings: Settings) -> float:
+    t = summary.thresholds.get("target_precision")
     try:
         return float(t) if t is not None else float(settings.target_precision)
     except (TypeError, ValueError):

@@ -162,8 +162,7 @@ class VolumeFigures:
 
 def volume_figures(inp: RunInputs) -> VolumeFigures:
     s = inp.summary
-    c = s.get("counts") or {}
-    q = c.get("queued") or {}
+    c = s.counts
     gone = None
     st = inp.catalog_state
     if (
@@ -172,23 +171,22 @@ def volume_figures(inp: RunInputs) -> VolumeFigures:
         and st.get_column("last_seen_run").max() == inp.run_id
     ):
         gone = int(st.filter(pl.col("last_seen_run") != inp.run_id).height)
-    emb = s.get("embedding") or {}
     return VolumeFigures(
-        seen=_int(c.get("seen")),
-        new=_int(c.get("new")),
-        changed=_int(c.get("changed")),
-        unchanged=_int(c.get("unchanged")),
-        classified=_int(c.get("classified")),
-        quarantined=_int(c.get("quarantined")),
-        auto=_int(c.get("auto")),
-        review=_int(c.get("review")),
-        suspect=_int(c.get("suspect")),
-        human_locked=_int(c.get("human_locked")),
-        queued={k: _int(q.get(k)) for k in QUEUE_NAMES},
+        seen=c.seen,
+        new=c.new,
+        changed=c.changed,
+        unchanged=c.unchanged,
+        classified=c.classified,
+        quarantined=c.quarantined,
+        auto=c.auto,
+        review=c.review,
+        suspect=c.suspect,
+        human_locked=c.human_locked,
+        queued={k: int(c.queued.get(k, 0)) for k in QUEUE_NAMES},
         gone=gone,
-        embeddings_computed=_int(emb.get("misses")),
-        embeddings_cached=_int(emb.get("hits")),
-        quarantine_path=s.get("quarantine_path"),
+        embeddings_computed=s.embedding.misses,
+        embeddings_cached=s.embedding.hits,
+        quarantine_path=s.quarantine_path,
         quarantine_reasons=_quarantine_reasons(inp),
         llm=_llm_figures(inp),
     )
@@ -210,7 +208,7 @@ def _quarantine_reasons(inp: RunInputs) -> pl.DataFrame:
             )
             .sort(["outcome", "count", "reason"], descending=[True, True, False])
         )
-    r = (inp.summary.get("counts") or {}).get("quarantine_reasons") or {}
+    r = inp.summary.counts.quarantine_reasons
     return pl.DataFrame(
         {
             "outcome": ["row dropped"] * len(r),
@@ -224,7 +222,7 @@ def _quarantine_reasons(inp: RunInputs) -> pl.DataFrame:
 
 
 def _llm_figures(inp: RunInputs) -> LLMFigures:
-    llm = inp.summary.get("llm") or {}
+    llm = inp.summary.llm.model_dump()  # the typed fields and the arbiter's counters (extra fields)
     outcomes = None
     log_frame = inp.llm_log
     if not log_frame.is_empty() and "status" in log_frame.columns:
@@ -326,7 +324,7 @@ def quality_figures(
     inp: RunInputs, *, classified: int, auto_rate: float | None, target: float
 ) -> QualityFigures:
     ans = answers(inp.decisions)
-    model_version = inp.summary.get("model_version")
+    model_version = inp.summary.model_version
     audit = ans.filter(pl.col("queue") == "audit")
     scope = "all audit answers"
     if model_version and not audit.is_empty():

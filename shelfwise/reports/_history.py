@@ -10,6 +10,8 @@ from typing import Any
 
 import polars as pl
 
+from shelfwise.summary import RunSummary
+
 TEXT_COLUMNS = ("run_id", "started_at", "finished_at", "catalog", "model_version", "taxonomy_version")
 NUMBER_COLUMNS = (
     "seen", "new", "changed", "unchanged", "classified", "quarantined", "auto", "review", "suspect", "human_locked",
@@ -33,8 +35,9 @@ def _number(v: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
-def history_row(figures: dict[str, Any], summary: dict[str, Any]) -> pl.DataFrame:
-    row: dict[str, Any] = {c: (None if summary.get(c) is None else str(summary.get(c))) for c in TEXT_COLUMNS}
+def history_row(figures: dict[str, Any], summary: RunSummary) -> pl.DataFrame:
+    text = {c: getattr(summary, c, None) for c in TEXT_COLUMNS}
+    row: dict[str, Any] = {c: (None if v is None else str(v)) for c, v in text.items()}
     row.update({c: _number(figures.get(c)) for c in NUMBER_COLUMNS})
     return pl.DataFrame([row], schema=SCHEMA)
 

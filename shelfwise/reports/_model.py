@@ -8,6 +8,8 @@ from typing import Any
 
 import polars as pl
 
+from shelfwise.summary import RunSummary
+
 
 @dataclass
 class Chart:
@@ -53,7 +55,7 @@ class GovernanceReport:
     cards: list[Card]
     sections: list[Section]
     tables: dict[str, pl.DataFrame]
-    summary: dict[str, Any]
+    summary: RunSummary
 
 
 def num(n: Any) -> str:

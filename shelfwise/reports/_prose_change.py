@@ -14,6 +14,7 @@ from shelfwise.reports import _charts as charts
 from shelfwise.reports._fig_change import AGE_BUCKETS, DriftFigures, ReviewerFigures
 from shelfwise.reports._model import Chart, Section, Table, age, num, pct, plural, share
 from shelfwise.reports._prose_run import display_frame, moves_chart
+from shelfwise.summary import RunSummary
 
 __all__ = ["drift_section", "reviewers_section", "trends"]
 
@@ -25,8 +26,8 @@ def drift_section(
     d: DriftFigures,
     *,
     previous_run_id: str | None,
-    summary: dict[str, Any],
-    previous_summary: dict[str, Any] | None,
+    summary: RunSummary,
+    previous_summary: RunSummary | None,
     notes: list[str],
 ) -> Section:
     sec = Section("drift", "Change and drift", "")
@@ -61,16 +62,16 @@ def drift_section(
         f"{d.js_top:.3f} at the top level, {d.js_leaf:.3f} over all categories). {num(n_new)} products are "
         f"new, {num(d.gone)} dropped out."
     )
-    ps = previous_summary or {}
-    if ps.get("model_version") and ps.get("model_version") != summary.get("model_version"):
+    ps = previous_summary
+    if ps is not None and ps.model_version and ps.model_version != summary.model_version:
         sec.text.append(
-            f"The model changed since the previous run ({ps.get('model_version')} → "
-            f"{summary.get('model_version')}): part of the churn is the new model's doing."
+            f"The model changed since the previous run ({ps.model_version} → "
+            f"{summary.model_version}): part of the churn is the new model's doing."
         )
-    if ps.get("taxonomy_version") and ps.get("taxonomy_version") != summary.get("taxonomy_version"):
+    if ps is not None and ps.taxonomy_version and ps.taxonomy_version != summary.taxonomy_version:
         sec.text.append(
-            f"The taxonomy changed since the previous run ({ps.get('taxonomy_version')} → "
-            f"{summary.get('taxonomy_version')})."
+            f"The taxonomy changed since the previous run ({ps.taxonomy_version} → "
+            f"{summary.taxonomy_version})."
         )
     sec.facts = [
         ("products in both runs", num(n_both)),

@@ -88,7 +88,7 @@ TEMPLATE = """<!doctype html>
   <div class="eyebrow">shelfwise · data-governance report</div>
   <h1>Catalog governance report</h1>
   <div class="meta">Run <code>{{ r.run_id }}</code> · finished {{ finished }} · catalog {{ catalog }} ·
-   model {{ r.summary.get("model_version", "?") }} · taxonomy {{ r.summary.get("taxonomy_version", "?") }}</div>
+   model {{ r.summary.model_version }} · taxonomy {{ r.summary.taxonomy_version }}</div>
 </header>
 <p class="lede" id="headline">{{ r.headline }}</p>
 <div class="cards">
@@ -177,16 +177,16 @@ def render_html(r: GovernanceReport, *, tables: list[str], history: str) -> str:
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     s = r.summary
-    about_rows = [("run", r.run_id), ("started / finished", f"{s.get('started_at', '?')} / {s.get('finished_at', '?')}"),
-                  ("catalog", str(s.get("catalog", "?"))), ("model", f"{s.get('model_version', '?')} ({s.get('model_dir', '?')})"),
-                  ("taxonomy", str(s.get("taxonomy_version", "?"))), ("previous run", str(s.get("previous_run_id") or "none")),
-                  ("predictions", str(s.get("predictions_path", "?")))]
-    for k, v in (s.get("thresholds") or {}).items():
+    about_rows = [("run", r.run_id), ("started / finished", f"{s.started_at} / {s.finished_at}"),
+                  ("catalog", s.catalog), ("model", f"{s.model_version} ({s.model_dir})"),
+                  ("taxonomy", s.taxonomy_version), ("previous run", str(s.previous_run_id or "none")),
+                  ("predictions", s.predictions_path)]
+    for k, v in s.thresholds.items():
         about_rows.append((f"setting: {k}", str(v)))
     about = Table("Run details", pl.DataFrame({"": [a for a, _ in about_rows], "value": [b for _, b in about_rows]}))
     return env.from_string(TEMPLATE).render(
         r=r, css=Markup(CSS), b64=lambda b: base64.b64encode(b).decode("ascii"), table=html_table, about=about, width=_width,
-        finished=str(s.get("finished_at", "?")), catalog=str(s.get("catalog", "?")),
+        finished=s.finished_at, catalog=s.catalog,
         tables=", ".join(f"{t}.parquet" for t in tables), history=history,
     )
 

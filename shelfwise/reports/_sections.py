@@ -45,7 +45,7 @@ def taxonomy_change_section(
     inp: RunInputs, figs: dict[str, Any], tables: dict[str, pl.DataFrame], ctx: ReportContext
 ) -> Section | None:
     """Only on the night the taxonomy changed."""
-    return taxonomy_change(inp.summary, figs, tables)
+    return taxonomy_change(inp.summary.as_dict(), figs, tables)
 
 
 def volumes(
@@ -66,7 +66,7 @@ def quality(
     figs.update(q.headline_figures())
     tables.update(q.tables())
     sec = quality_section(q, notes=inp.missing.get("queue", []))
-    bar = (inp.summary.get("thresholds") or {}).get("audit_bar") or {}
+    bar = inp.summary.thresholds.get("audit_bar") or {}
     if bar.get(
         "floors"
     ):  # the audit proved a scope below target: its bar was raised (verification/audit_bar.py)

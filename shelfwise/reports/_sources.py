@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from pydantic import ValidationError
 
 from shelfwise.errors import ConfigError
 from shelfwise.settings import Settings
+from shelfwise.summary import RunSummary
 
 log = logging.getLogger("shelfwise.reports")
 
@@ -100,11 +102,11 @@ class RunInputs:
 
     run_id: str
     run_dir: Path
-    summary: dict[str, Any]
+    summary: RunSummary
     predictions: pl.DataFrame
     quarantine: pl.DataFrame
     previous_run_id: str | None
-    previous_summary: dict[str, Any] | None
+    previous_summary: RunSummary | None
     previous_predictions: pl.DataFrame | None
     catalog_state: pl.DataFrame
     taxonomy: Any
@@ -140,7 +142,8 @@ def resolve_run_id(run_id: str, settings: Settings) -> str:
     return run_id
 
 
-def read_summary(run_dir: Path) -> dict[str, Any]:
+def read_summary(run_dir: Path) -> RunSummary:
+    """The typed run summary of ``run_dir`` (a clear error names the file, the field and the fix)."""
     path = run_dir / "summary.json"
     try:
         data = json.loads(path.read_text())
@@ -153,7 +156,15 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
         raise ConfigError(
             f"run summary {path}: expected a JSON object, found {type(data).__name__}; re-run the run"
         )
-    return data
+    try:
+        return RunSummary.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(
+            f"run summary {path}: field {field!r}: {err['msg']} ({exc.error_count()} problem(s)); it is not a "
+            "shelfwise run summary: re-run the run or pick another with --run"
+        ) from exc
 
 
 def _read_predictions(path: str | Path | None, *, what: str, inputs_notes: list[str]) -> pl.DataFrame:
@@ -310,8 +321,8 @@ def _safe_url(url: str) -> str:
         return url.split("@")[-1]
 
 
-def read_taxonomy(summary: dict[str, Any], notes: list[str]) -> Any:
-    model_dir = summary.get("model_dir")
+def read_taxonomy(summary: RunSummary, notes: list[str]) -> Any:
+    model_dir = summary.model_dir
     if not model_dir:
         notes.append("the run summary names no model directory, so the taxonomy is unknown")
         return None
@@ -330,17 +341,17 @@ def load_inputs(run_id: str, settings: Settings) -> RunInputs:
     summary = read_summary(run_dir)
     notes: dict[str, list[str]] = {}
     vol: list[str] = []
-    predictions = _read_predictions(summary.get("predictions_path"), what="this run", inputs_notes=vol)
-    quarantine = _read_quarantine(summary.get("quarantine_path"), vol)
+    predictions = _read_predictions(summary.predictions_path, what="this run", inputs_notes=vol)
+    quarantine = _read_quarantine(summary.quarantine_path, vol)
     notes["volumes"] = vol
     drift: list[str] = []
-    prev_id = summary.get("previous_run_id")
+    prev_id = summary.previous_run_id
     prev_summary = prev_pred = None
     if prev_id and (settings.runs_dir / prev_id / "summary.json").is_file():
         try:
             prev_summary = read_summary(settings.runs_dir / prev_id)
             prev_pred = _read_predictions(
-                prev_summary.get("predictions_path"), what=f"previous run {prev_id}", inputs_notes=drift
+                prev_summary.predictions_path, what=f"previous run {prev_id}", inputs_notes=drift
             )
         except ConfigError as exc:
             drift.append(str(exc))
@@ -361,7 +372,7 @@ def load_inputs(run_id: str, settings: Settings) -> RunInputs:
     q_notes: list[str] = []
     decisions, items, labels, ok = read_queue(settings, q_notes)
     notes["queue"] = q_notes
-    llm_log = read_llm_log(settings, summary, taxonomy, vol)
+    llm_log = read_llm_log(settings, summary, vol)
     return RunInputs(
         llm_log=llm_log,
         run_id=run_id,
@@ -382,17 +393,15 @@ def load_inputs(run_id: str, settings: Settings) -> RunInputs:
     )
 
 
-def read_llm_log(
-    settings: Settings, summary: dict[str, Any], taxonomy: Any, notes: list[str]
-) -> pl.DataFrame:
+def read_llm_log(settings: Settings, summary: RunSummary, notes: list[str]) -> pl.DataFrame:
     """The LLM decision log's final answers of this run (empty when the LLM was off)."""
     path = settings.llm.store_location(settings.state_dir)  # llm.cache_url, llm.cache_path or the default
-    if not (summary.get("llm") or {}).get("enabled"):
+    if not summary.llm.enabled:
         return pl.DataFrame()
     try:
         from classifiers.llm import read_llm_log as read_log  # a plain reader: no arbiter, no writes
 
-        log_frame = read_log(path, run_id=str(summary.get("run_id")), final_only=True)
+        log_frame = read_log(path, run_id=summary.run_id, final_only=True)
         if not log_frame.is_empty():
             return log_frame
         # logs written before the pipeline passed its run id: take the run's time window instead
@@ -402,7 +411,7 @@ def read_llm_log(
         return pl.DataFrame()
     if log_frame.is_empty() or "created_at" not in log_frame.columns:
         return log_frame
-    start, end = summary.get("started_at"), summary.get("finished_at")
+    start, end = summary.started_at, summary.finished_at
     stamp = pl.col("created_at").str.to_datetime(strict=False, time_zone="UTC")
     if start and end:
         lo = dt.datetime.fromisoformat(str(start)).astimezone(dt.UTC)

@@ -145,11 +145,11 @@ def nights(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Nights:
     reports = []
     first = pipeline.classify_catalog(model_dir=model_dir, catalog=files["night1"], out=work / "night1.parquet",
                                       settings=settings, images_root=real_data)
-    runs.append(first)
+    runs.append(first.as_dict())  # the summary.json form (a RunSummary as a plain dict)
     reports.append(write_report(first["run_id"], settings=settings))
     overruled, double = _review(settings, truth, tax, random.Random(5))
     second = pipeline.classify_catalog(model_dir=model_dir, catalog=files["night2"], out=work / "night2.parquet",
                                        settings=settings, images_root=real_data)
-    runs.append(second)
+    runs.append(second.as_dict())
     reports.append(write_report(second["run_id"], settings=settings))
     return Nights(settings, work, runs, truth, tax, overruled, double, reports)

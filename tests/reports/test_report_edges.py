@@ -89,6 +89,11 @@ def test_unknown_run_names_the_missing_file_and_the_fix(tmp_path: Path) -> None:
     (tmp_path / "runs" / "r1" / "summary.json").write_text('{"run_id": ')
     with pytest.raises(ConfigError, match=r"r1/summary.json line 1: not valid JSON"):
         write_report("r1", settings=settings)
+    summary = {"run_id": "r1", "started_at": "a", "finished_at": "b", "catalog": "c.csv",
+               "taxonomy_version": "t", "model_version": "m", "model_dir": "models/m"}  # no predictions_path
+    (tmp_path / "runs" / "r1" / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ConfigError, match=r"r1/summary.json: field 'predictions_path': Field required"):
+        write_report("r1", settings=settings)
 
 
 def test_statistics_agree_with_scipy_and_sklearn() -> None:
