@@ -126,7 +126,7 @@ def catalog_figures(inp: RunInputs) -> CatalogFigures:
             corr.group_by("current_category_path")
             .agg(
                 pl.len().alias("corrections"),
-                pl.col("chosen_path").mode().first().alias("most often moved to"),
+                pl.col("chosen_path").mode().sort().first().alias("most often moved to"),
             )
             .sort(["corrections", "current_category_path"], descending=[True, False])
         )

@@ -107,7 +107,8 @@ class VolumeFigures:
             schema={"queue": pl.String, "items sent": pl.Int64},
         )
 
-    def headline_figures(self) -> dict[str, Any]:
+    def counts(self) -> dict[str, int]:
+        """The product counts of the run, by name (history and volumes table)."""
         return {
             "seen": self.seen,
             "new": self.new,
@@ -119,6 +120,11 @@ class VolumeFigures:
             "review": self.review,
             "suspect": self.suspect,
             "human_locked": self.human_locked,
+        }
+
+    def headline_figures(self) -> dict[str, Any]:
+        return {
+            **self.counts(),
             "auto_rate": self.auto_rate,
             "queued_total": int(sum(self.queued.values())),
             "llm_calls": self.llm.calls,
@@ -130,16 +136,7 @@ class VolumeFigures:
     def tables(self, run_id: str) -> dict[str, pl.DataFrame]:
         """The export tables: quarantine reasons, LLM outcomes, the volumes metric list, queues."""
         rows = {
-            "seen": self.seen,
-            "new": self.new,
-            "changed": self.changed,
-            "unchanged": self.unchanged,
-            "classified": self.classified,
-            "quarantined": self.quarantined,
-            "auto": self.auto,
-            "review": self.review,
-            "suspect": self.suspect,
-            "human_locked": self.human_locked,
+            **self.counts(),
             **{f"queued_{k}": v for k, v in self.queued.items()},
             "llm_gated": self.llm.gated,
             "llm_calls": self.llm.calls,
