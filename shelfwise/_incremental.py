@@ -37,7 +37,7 @@ _ROUTING_FIELDS = ("top_k", "auto_threshold", "suspect_threshold", "max_current_
 def routing_fingerprint(settings: Settings) -> str:
     data: dict[str, Any] = {k: getattr(settings, k) for k in _ROUTING_FIELDS}
     llm = settings.llm.model_dump(mode="json", exclude={"api_key"})
-    data["llm"] = {k: v for k, v in llm.items() if "budget" not in k and k != "cache_path"}
+    data["llm"] = {k: v for k, v in llm.items() if "budget" not in k and k not in ("cache_path", "cache_url")}
     data["llm_on"] = bool(settings.llm.base_url)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
