@@ -92,8 +92,8 @@ def fit_bank(
     bank = Bank(n_classes=n_classes, label_emb=label_emb)
     single = len(np.unique(y)) < 2
     if use_tfidf:
-        bank.lex = TextLinearClassifier(C=lex_C).fit(data.lexical, y)
-        fit_matrix = bank.lex.__dict__.pop("_fit_matrix")
+        bank.lex = TextLinearClassifier(C=lex_C)
+        fit_matrix = bank.lex.fit_transform_rows(data.lexical, y)
         bank.knn_lex = CosineKNNClassifier(n_neighbors=k_neighbors, temperature=0.05).fit(fit_matrix, y)
     if use_embeddings and data.emb is not None:
         if not single:
@@ -106,7 +106,7 @@ def fit_bank(
     if any(data.brand):
         bank.brand = KeyPriorClassifier(strength=2.0).fit(data.brand, y)
     if data.price is not None and usable_prices(data.price).sum() >= 2:
-        bank.price = LogPriceClassifier(strength=5.0).fit(data.price, y)
+        bank.price = LogPriceClassifier(strength=5.0).fit(data.price[:, None], y)
     if data.img is not None and data.img_ok is not None and data.img_ok.sum() >= 2:
         ok = data.img_ok
         if len(np.unique(y[ok])) >= 2:
@@ -147,7 +147,7 @@ def score_bank(bank: Bank, data: BankData) -> dict[str, np.ndarray]:
     price_model = getattr(bank, "price", None)  # models saved before the price scorer lack it
     if price_model is not None:
         prices = data.price if data.price is not None else np.full(n, np.nan)
-        out["price"] = _full(price_model.log_likelihood(prices), price_model.classes_, k, 0.0)
+        out["price"] = _full(price_model.log_likelihood(prices[:, None]), price_model.classes_, k, 0.0)
     if bank.img is not None and data.img is not None and data.img_ok is not None:
         logp = np.zeros((n, k))
         ok = data.img_ok

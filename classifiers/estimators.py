@@ -3,10 +3,13 @@
     CosineKNNClassifier    kNN over L2-normalised vectors (embeddings or TF-IDF rows), softmax-weighted votes
     TextLinearClassifier   TF-IDF word 1-2 + char 2-5 grams -> LinearSVC (lexical signal), softmax probabilities
     KeyPriorClassifier     smoothed P(class | key) for a categorical key such as the brand
+    LogPriceClassifier     a Gaussian over log(price) per class (log-normal naive Bayes on one number)
 
 All follow scikit-learn conventions: ``__init__`` only stores keyword arguments, checks happen in
 ``fit``, learned state ends in ``_``, ``fit`` returns ``self``, ``predict_proba`` columns follow
-``classes_``.
+``classes_``. ``tests/classifiers_model/test_estimator_checks.py`` runs scikit-learn's estimator checks
+on each (the two text estimators take a 1-d sequence of strings, as scikit-learn's own text vectorizers
+do, and declare it in their tags).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from sklearn.pipeline import FeatureUnion
 from sklearn.preprocessing import normalize
 from sklearn.svm import LinearSVC
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 __all__ = [
     "CosineKNNClassifier",
@@ -136,25 +139,31 @@ class TextLinearClassifier(ClassifierMixin, BaseEstimator):
         self.proba_scale = proba_scale
         self.class_weight = class_weight
 
+    def __sklearn_tags__(self) -> Any:
+        return _text_tags(super().__sklearn_tags__())
+
     def fit(self, X: Sequence[str], y: Any) -> TextLinearClassifier:
+        self.fit_transform_rows(X, y)
+        return self
+
+    def fit_transform_rows(self, X: Sequence[str], y: Any) -> sparse.csr_matrix:
+        """Fit, and return the L2-normalised TF-IDF rows of X (what ``transform(X)`` gives) without a
+        second vectorisation; the estimator keeps no reference to them."""
         texts = _as_texts(X)
+        self.classes_, _ = _labels(y, len(texts), "texts")
         y = np.asarray(y)
-        if len(texts) != len(y):
-            raise ValueError(f"X has {len(texts)} texts but y has {len(y)} labels")
-        check_classification_targets(y)
-        self.classes_ = np.unique(y)
         try:
             self.vectorizer_ = _tfidf_union(self.min_df_char)
             Xv = self.vectorizer_.fit_transform(texts)
         except ValueError:  # tiny corpora: every char n-gram below min_df
             self.vectorizer_ = _tfidf_union(1)
             Xv = self.vectorizer_.fit_transform(texts)
-        self._fit_matrix = normalize(Xv)  # transient: handed to the lexical kNN, not kept by CategoryModel
         if len(self.classes_) == 1:
             self.svc_ = None
         else:
-            self.svc_ = LinearSVC(C=self.C, class_weight=self.class_weight).fit(Xv, y)
-        return self
+            # a fixed seed: liblinear shuffles, and the same rows must give the same model twice
+            self.svc_ = LinearSVC(C=self.C, class_weight=self.class_weight, random_state=0).fit(Xv, y)
+        return normalize(Xv)
 
     def transform(self, X: Sequence[str]) -> sparse.csr_matrix:
         check_is_fitted(self, "vectorizer_")
@@ -179,6 +188,7 @@ class TextLinearClassifier(ClassifierMixin, BaseEstimator):
         return np.asarray(softmax(self.proba_scale * self.decision_function(X), axis=1))
 
     def predict(self, X: Sequence[str]) -> np.ndarray:
+        check_is_fitted(self, "vectorizer_")
         return np.asarray(self.classes_[self.decision_function(X).argmax(axis=1)])
 
 
@@ -192,9 +202,13 @@ class KeyPriorClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, *, strength: float = 2.0) -> None:
         self.strength = strength
 
+    def __sklearn_tags__(self) -> Any:
+        return _text_tags(super().__sklearn_tags__())
+
     def fit(self, X: Sequence[str], y: Any) -> KeyPriorClassifier:
         keys = _as_texts(X)
-        self.classes_, y_idx = _labels(y, len(keys), "keys", self.strength)
+        _check_strength(self.strength)
+        self.classes_, y_idx = _labels(y, len(keys), "keys")
         k = len(self.classes_)
         prior = np.bincount(y_idx, minlength=k).astype(np.float64) + 1.0
         self.prior_ = prior / prior.sum()
@@ -216,49 +230,86 @@ class KeyPriorClassifier(ClassifierMixin, BaseEstimator):
         return out
 
     def predict(self, X: Sequence[str]) -> np.ndarray:
+        check_is_fitted(self, "counts_")
         return np.asarray(self.classes_[self.predict_proba(X).argmax(axis=1)])
 
 
 class LogPriceClassifier(ClassifierMixin, BaseEstimator):
-    """log P(price | class) for a positive number such as the price: a Gaussian over log(price) per class.
+    """log P(price | class) for positive numbers such as the price: a Gaussian over log(value) per class.
 
     A class's mean and variance are shrunk towards the global ones with ``strength`` pseudo-rows, so a
     class seen with two prices does not get a needle-thin density. ``log_likelihood`` returns (n, K) log
     densities relative to the global density (0 = the price says nothing); a missing, zero or negative
-    price gives a row of zeros. X is a 1-d array of prices (NaN = missing).
+    value adds nothing. ``predict_proba`` adds the class prior, ``softmax(log prior + log likelihood)``:
+    a log-normal naive Bayes. X is 2-d, one column per quantity (``prices[:, None]`` for the price alone;
+    NaN = missing; the columns' log-likelihoods add up). Learned ``mean_`` / ``var_`` are (K, n_columns).
     """
 
     def __init__(self, *, strength: float = 5.0) -> None:
         self.strength = strength
 
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # NaN = no price
+        # negative values carry no signal by design, so sklearn's blob accuracy check (0.83 on data
+        # with negative coordinates) does not apply: price alone is a weak, complementary score
+        tags.classifier_tags.poor_score = True
+        return tags
+
+    def _values(self, X: Any, *, reset: bool) -> np.ndarray:
+        """X as (n, d) floats (a 1-d array is refused, as scikit-learn does: pass ``prices[:, None]``)."""
+        out = validate_data(self, X, reset=reset, dtype=np.float64, ensure_all_finite="allow-nan")
+        return np.asarray(out, dtype=np.float64)
+
     def fit(self, X: Any, y: Any) -> LogPriceClassifier:
-        price = np.asarray(X, dtype=np.float64).ravel()
-        self.classes_, y_idx = _labels(y, len(price), "prices", self.strength)
-        k = len(self.classes_)
-        ok = usable_prices(price)
-        lp = np.log(price[ok]) if ok.any() else np.zeros(1)
-        self.global_mean_ = float(lp.mean())
-        self.global_var_ = float(max(lp.var(), 1e-2))
-        n = np.bincount(y_idx[ok], minlength=k).astype(np.float64)
-        s1 = np.bincount(y_idx[ok], weights=lp if ok.any() else None, minlength=k)
-        s2 = np.bincount(y_idx[ok], weights=lp**2 if ok.any() else None, minlength=k)
+        _check_strength(self.strength)
+        values = self._values(X, reset=True)
+        self.classes_, y_idx = _labels(y, len(values), "prices")
+        k, d = len(self.classes_), values.shape[1]
+        counts = np.bincount(y_idx, minlength=k).astype(np.float64)
+        self.class_log_prior_ = np.log(counts / counts.sum())
         a = float(self.strength)
-        self.mean_ = (s1 + a * self.global_mean_) / (n + a)
-        within = s2 - 2 * self.mean_ * s1 + n * self.mean_**2  # sum of squares around the shrunk mean
-        self.var_ = np.maximum((within + a * self.global_var_) / (n + a), 1e-2)
+        self.global_mean_, self.global_var_ = np.zeros(d), np.ones(d)
+        self.mean_, self.var_ = np.zeros((k, d)), np.ones((k, d))
+        for j in range(d):
+            ok = usable_prices(values[:, j])
+            lp = np.log(values[ok, j]) if ok.any() else np.zeros(1)
+            self.global_mean_[j] = lp.mean()
+            self.global_var_[j] = max(lp.var(), 1e-2)
+            n = np.bincount(y_idx[ok], minlength=k).astype(np.float64)
+            s1 = np.bincount(y_idx[ok], weights=lp if ok.any() else None, minlength=k)
+            s2 = np.bincount(y_idx[ok], weights=lp**2 if ok.any() else None, minlength=k)
+            mean = (s1 + a * self.global_mean_[j]) / (n + a)
+            within = s2 - 2 * mean * s1 + n * mean**2  # sum of squares around the shrunk mean
+            self.mean_[:, j] = mean
+            self.var_[:, j] = np.maximum((within + a * self.global_var_[j]) / (n + a), 1e-2)
         return self
 
     def log_likelihood(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "mean_")
-        price = np.asarray(X, dtype=np.float64).ravel()
-        out = np.zeros((len(price), len(self.classes_)))
-        ok = usable_prices(price)
-        if ok.any():
-            lp = np.log(price[ok])[:, None]
-            dens = -0.5 * (np.log(self.var_) + (lp - self.mean_) ** 2 / self.var_)
-            base = -0.5 * (np.log(self.global_var_) + (lp - self.global_mean_) ** 2 / self.global_var_)
-            out[ok] = dens - base
+        values = self._values(X, reset=False)
+        # models saved before several quantities were supported hold (K,) means and scalar globals
+        mean, var = np.reshape(self.mean_, (len(self.classes_), -1)), np.reshape(self.var_, (len(self.classes_), -1))
+        g_mean, g_var = np.atleast_1d(self.global_mean_), np.atleast_1d(self.global_var_)
+        if values.shape[1] != mean.shape[1]:
+            raise ValueError(f"X has {values.shape[1]} columns, the model was fit on {mean.shape[1]}")
+        out = np.zeros((len(values), len(self.classes_)))
+        for j in range(values.shape[1]):
+            ok = usable_prices(values[:, j])
+            if ok.any():
+                lp = np.log(values[ok, j])[:, None]
+                dens = -0.5 * (np.log(var[:, j]) + (lp - mean[:, j]) ** 2 / var[:, j])
+                base = -0.5 * (np.log(g_var[j]) + (lp - g_mean[j]) ** 2 / g_var[j])
+                out[ok] += dens - base
         return out
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "class_log_prior_")
+        return np.asarray(softmax(self.class_log_prior_ + self.log_likelihood(X), axis=1))
+
+    def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "class_log_prior_")
+        return np.asarray(self.classes_[self.predict_proba(X).argmax(axis=1)])
 
 
 def usable_prices(price: np.ndarray) -> np.ndarray:
@@ -266,16 +317,27 @@ def usable_prices(price: np.ndarray) -> np.ndarray:
     return np.asarray(np.isfinite(price) & (price > 0))
 
 
-def _labels(y: Any, n_x: int, what: str, strength: float) -> tuple[np.ndarray, np.ndarray]:
-    """Checks shared by the prior-style estimators' ``fit``; returns ``(classes_, y as class indices)``."""
-    y = np.asarray(y)
-    if n_x != len(y):
-        raise ValueError(f"X has {n_x} {what} but y has {len(y)} labels")
+def _check_strength(strength: float) -> None:
     if not strength > 0:
         raise ValueError(f"strength must be > 0, got {strength!r}")
+
+
+def _labels(y: Any, n_x: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Checks shared by the estimators' ``fit``; returns ``(classes_, y as class indices)``."""
+    y = column_or_1d(y, warn=True)
+    if n_x != len(y):
+        raise ValueError(f"X has {n_x} {what} but y has {len(y)} labels")
     check_classification_targets(y)
     classes, y_idx = np.unique(y, return_inverse=True)
     return classes, y_idx
+
+
+def _text_tags(tags: Any) -> Any:
+    """Tags of an estimator whose X is a 1-d sequence of strings (like scikit-learn's text vectorizers)."""
+    tags.input_tags.two_d_array = False
+    tags.input_tags.one_d_array = True
+    tags.input_tags.string = True
+    return tags
 
 
 def _as_texts(X: Any) -> list[str]:

@@ -517,7 +517,7 @@ def _load_bestbuy(file: Path, source: str, lang: str | None) -> Taxonomy:
                 )
             )
         if not flat:
-            for child in obj.get("subCategories") or []:
+            for child in _as_list(obj.get("subCategories"), where, "subCategories", problems):
                 visit(child, node_id)
 
     for item in data:
@@ -546,7 +546,7 @@ def _load_bestbuy(file: Path, source: str, lang: str | None) -> Taxonomy:
             str(ref.get("id"))
             for item in data
             if isinstance(item, dict)
-            for ref in item.get("subCategories") or []
+            for ref in (item.get("subCategories") if isinstance(item.get("subCategories"), list) else [])
             if isinstance(ref, dict) and str(ref.get("id")) not in known
         }
         if dangling:
@@ -565,3 +565,15 @@ def _load_bestbuy(file: Path, source: str, lang: str | None) -> Taxonomy:
         problems=problems,
         warnings=warnings,
     )
+
+
+def _as_list(value: Any, where: str, key: str, problems: list[Problem]) -> list[Any]:
+    """A JSON field that must be a list (or absent/null); anything else is reported, not iterated."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    problems.append(
+        Problem(where, f"{key!r} is a JSON {type(value).__name__}, not a list", f"write {key} as a list of entries")
+    )
+    return []

@@ -42,6 +42,8 @@ ATTRIBUTE_LINES = 200  # first data lines of the Shopify attribute list
 MAPPING_ROWS = 1000  # first rows of the Shopify -> Google mapping table
 BESTBUY_ENTRIES = 400  # first entries of the Best Buy tree, plus its one unnamed entry
 IMAGE_SIDE = 128  # same thumbnails as data/sample/make_sample.py (identical bytes: git stores them once)
+# kept as published (256 px): an image test enlarges the first analog-watch photo 24x past 20 megapixels
+FULL_SIZE_TITLE = "(?i)analog watch"
 
 
 def _csv_records(path: Path) -> Iterator[str]:
@@ -116,9 +118,13 @@ def build(shared: Path, out: Path) -> None:
 
     images = out / "images" / "flipkart"
     images.mkdir(parents=True, exist_ok=True)
-    for rel in flipkart.get_column("image_path").drop_nulls().unique().sort():
+    with_photo = flipkart.filter(pl.col("image_path").is_not_null())
+    full_size = with_photo.filter(pl.col("title").str.contains(FULL_SIZE_TITLE)).get_column("image_path").head(1)
+    for rel in with_photo.get_column("image_path").unique().sort():
         src = shared / rel
-        if src.is_file():
+        if src.is_file() and rel in full_size:
+            shutil.copyfile(src, out / rel)
+        elif src.is_file():
             _thumbnail(src, out / rel)
 
 
