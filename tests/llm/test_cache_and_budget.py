@@ -280,3 +280,20 @@ def test_an_incremental_night_asks_the_llm_again_for_what_it_could_not_settle(tm
     assert plan.mode == "incremental"
     assert sorted(carried["sku_id"]) == ["sku-0", "sku-5"]  # settled by the LLM, or never gated
     assert sorted(to_score["sku_id"]) == ["sku-1", "sku-2", "sku-3", "sku-4"]
+
+
+def test_a_long_lived_arbiter_tries_a_down_endpoint_again_on_the_next_run(
+    fake, amazon_tax, amazon_items, store
+):
+    """A worker's memoised arbiter outlives a night: the breaker opened last night closes on a new run id."""
+    items = amazon_items.head(3).drop("true_id")
+    s = LLMSettings(base_url=fake.base_url, model="m", breaker_failures=2, max_retries=0, **FAST)
+    with LLMArbiter(s, amazon_tax, store_path=store) as arb:
+        fake.responder = lambda body: {"status": 503, "json": {"error": {"message": "down"}}}
+        night1 = arb.decide(items, run_id="night-1")
+        assert night1["llm_status"].to_list() == ["failed_transient"] * 3 and arb.breaker.open
+        fake.responder = lambda body: {"answer": {"choice": 1, "reason": "back"}}
+        later = arb.decide(items, run_id="night-1")  # same run: the endpoint stays marked down
+        assert later["llm_reason"].str.starts_with("not sent").all()
+        night2 = arb.decide(items, run_id="night-2")
+        assert night2["llm_status"].to_list() == ["accepted"] * 3 and not arb.breaker.open
