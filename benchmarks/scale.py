@@ -10,7 +10,8 @@ For each engine (threads: `--workers 2`; dask: `--dask-workers 2`, a local clust
                     only those are embedded and scored, the rest keep last night's prediction
 Each night runs `shelfwise run` as a user would (a fresh process, its own Prefect server). The peak
 resident memory of every process of the run (main, Prefect server, Dask workers) is sampled from /proc.
-The model is trained once on --train-rows labelled Amazon UK rows. The machine may be shared: figures are rough.
+The model is trained once on --train-rows labelled Amazon UK rows.
+The machine may be shared: figures are rough.
 """
 
 from __future__ import annotations
@@ -93,11 +94,16 @@ def run_night(args: list[str], env: dict[str, str], log: Path) -> dict[str, Any]
     by_kind: dict[str, int] = {}
     for label, kib in peaks.values():
         by_kind[label] = max(by_kind.get(label, 0), kib)
-    return {"seconds": secs, "peak_rss_mib": {k: round(v / 1024) for k, v in by_kind.items()},
-            "max_process_mib": round(max(v for _, v in peaks.values()) / 1024)}
+    return {
+        "seconds": secs,
+        "peak_rss_mib": {k: round(v / 1024) for k, v in by_kind.items()},
+        "max_process_mib": round(max(v for _, v in peaks.values()) / 1024),
+    }
 
 
-def build_catalogs(shared: Path, work: Path, rows: int, distinct: int, changed: float) -> tuple[Path, Path, int]:
+def build_catalogs(
+    shared: Path, work: Path, rows: int, distinct: int, changed: float
+) -> tuple[Path, Path, int]:
     """Night 1: ``rows`` SKUs drawing from ``distinct`` contents; night 2: ``changed`` of them retitled.
 
     The shared Amazon UK file holds 5,594 distinct real titles; beyond that, contents are made distinct
@@ -108,18 +114,28 @@ def build_catalogs(shared: Path, work: Path, rows: int, distinct: int, changed: 
     amazon = amazon.select("title", "brand", "category_path").sample(fraction=1.0, shuffle=True, seed=1)
     variants = [amazon] + [amazon.with_columns(pl.col("title") + f" (pack of {k})") for k in range(2, 10)]
     base = pl.concat(variants).head(distinct)
-    cat = base.sample(rows, with_replacement=True, seed=2).with_columns(
-        pl.format("sku-{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(8)).alias("sku_id")
-    ).select("sku_id", "title", "brand", "category_path")
+    cat = (
+        base.sample(rows, with_replacement=True, seed=2)
+        .with_columns(
+            pl.format("sku-{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(8)).alias("sku_id")
+        )
+        .select("sku_id", "title", "brand", "category_path")
+    )
     night1 = work / "night1.parquet"
     cat.write_parquet(night1)
     n_changed = int(rows * changed)
     idx = pl.Series("i", range(rows)).sample(n_changed, seed=4)
     night2 = work / "night2.parquet"
-    out = cat.with_row_index("i").with_columns(
-        pl.when(pl.col("i").is_in(idx.to_list())).then(pl.col("title") + " (revised)").otherwise(pl.col("title"))
-        .alias("title")
-    ).drop("i")
+    out = (
+        cat.with_row_index("i")
+        .with_columns(
+            pl.when(pl.col("i").is_in(idx.to_list()))
+            .then(pl.col("title") + " (revised)")
+            .otherwise(pl.col("title"))
+            .alias("title")
+        )
+        .drop("i")
+    )
     out.write_parquet(night2)
     new_contents = out.join(cat, on=["sku_id", "title"], how="anti")["title"].n_unique()
     return night1, night2, int(new_contents)
@@ -132,7 +148,9 @@ def main() -> None:
     ap.add_argument("--changed", type=float, default=0.01)
     ap.add_argument("--engines", nargs="+", default=["threads", "dask"], choices=["threads", "dask"])
     ap.add_argument("--shard-size", type=int, default=50_000)
-    ap.add_argument("--train-rows", type=int, default=4_000, help="labelled Amazon UK rows the model is trained on")
+    ap.add_argument(
+        "--train-rows", type=int, default=4_000, help="labelled Amazon UK rows the model is trained on"
+    )
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
@@ -140,22 +158,47 @@ def main() -> None:
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="shelfwise-scale-"))
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     env.pop("PREFECT_API_URL", None)
     model = work / "model"
     if not (model / "manifest.json").exists():
         amazon = pl.read_parquet(args.shared / "catalogs" / "amazon_uk.parquet")
         labelled = amazon.filter(pl.col("category_path").is_not_null())
-        labelled.sample(min(labelled.height, args.train_rows), seed=0).write_parquet(work / "labelled.parquet")
+        labelled.sample(min(labelled.height, args.train_rows), seed=0).write_parquet(
+            work / "labelled.parquet"
+        )
         t0 = time.perf_counter()
-        subprocess.run([str(BIN), "train", "--taxonomy", str(args.shared / "taxonomies" / "amazon_uk_categories.txt"),
-                        "--catalog", str(work / "labelled.parquet"), "--model-dir", str(model),
-                        "--state-dir", str(work / "train-state")], check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                str(BIN),
+                "train",
+                "--taxonomy",
+                str(args.shared / "taxonomies" / "amazon_uk_categories.txt"),
+                "--catalog",
+                str(work / "labelled.parquet"),
+                "--model-dir",
+                str(model),
+                "--state-dir",
+                str(work / "train-state"),
+            ],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
         print(f"trained in {time.perf_counter() - t0:.0f} s", flush=True)
     night1, night2, new_titles = build_catalogs(args.shared, work, args.rows, args.distinct, args.changed)
-    print(f"catalog: {args.rows:,} SKUs, {args.distinct:,} distinct titles; changed night: "
-          f"{int(args.rows * args.changed):,} SKUs retitled ({new_titles:,} new distinct titles)", flush=True)
+    print(
+        f"catalog: {args.rows:,} SKUs, {args.distinct:,} distinct titles; changed night: "
+        f"{int(args.rows * args.changed):,} SKUs retitled ({new_titles:,} new distinct titles)",
+        flush=True,
+    )
 
     results: list[dict[str, Any]] = []
     for engine in args.engines:
@@ -163,24 +206,53 @@ def main() -> None:
         shutil.rmtree(state, ignore_errors=True)
         flags = ["--workers", "2"] if engine == "threads" else ["--dask-workers", "2"]
         for night, catalog in (("full", night1), ("changed", night2)):
-            r = run_night(["--catalog", str(catalog), "--model-dir", str(model), "--state-dir", str(state),
-                           "--shard-size", str(args.shard_size), *flags], env, work / f"{engine}-{night}.log")
+            r = run_night(
+                [
+                    "--catalog",
+                    str(catalog),
+                    "--model-dir",
+                    str(model),
+                    "--state-dir",
+                    str(state),
+                    "--shard-size",
+                    str(args.shard_size),
+                    *flags,
+                ],
+                env,
+                work / f"{engine}-{night}.log",
+            )
             summary = json.loads(sorted((state / "runs").glob("*/summary.json"))[-1].read_text())
             c = summary["counts"]
-            r.update(engine=engine, night=night, rows=args.rows, skus_per_s=args.rows / r["seconds"],
-                     rescored=c.get("rescored"), carried=c.get("carried"), distinct_scored=c.get("distinct_scored"),
-                     embedded=summary["embedding"]["misses"], mode=summary.get("incremental", {}).get("mode"))
+            r.update(
+                engine=engine,
+                night=night,
+                rows=args.rows,
+                skus_per_s=args.rows / r["seconds"],
+                rescored=c.get("rescored"),
+                carried=c.get("carried"),
+                distinct_scored=c.get("distinct_scored"),
+                embedded=summary["embedding"]["misses"],
+                mode=summary.get("incremental", {}).get("mode"),
+            )
             results.append(r)
-            print(f"{engine:7} {night:7} {r['seconds']:7.1f} s {r['skus_per_s']:9,.0f} SKUs/s  "
-                  f"scored {r['rescored']:,} ({r['distinct_scored']:,} distinct, {r['embedded']:,} embedded), "
-                  f"carried {r['carried']:,}; peak RSS MiB {r['peak_rss_mib']}", flush=True)
+            print(
+                f"{engine:7} {night:7} {r['seconds']:7.1f} s {r['skus_per_s']:9,.0f} SKUs/s  "
+                f"scored {r['rescored']:,} ({r['distinct_scored']:,} distinct, {r['embedded']:,} embedded), "
+                f"carried {r['carried']:,}; peak RSS MiB {r['peak_rss_mib']}",
+                flush=True,
+            )
     print()
-    print("| engine | night | wall time (s) | SKUs/s | scored (distinct) | embedded | carried | peak RSS per process (MiB) |")
+    print(
+        "| engine | night | wall time (s) | SKUs/s | scored (distinct) | embedded | carried "
+        "| peak RSS per process (MiB) |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for r in results:
         rss = ", ".join(f"{k} {v:,}" for k, v in sorted(r["peak_rss_mib"].items()))
-        print(f"| {r['engine']} | {r['night']} | {r['seconds']:,.0f} | {r['skus_per_s']:,.0f} | "
-              f"{r['rescored']:,} ({r['distinct_scored']:,}) | {r['embedded']:,} | {r['carried']:,} | {rss} |")
+        print(
+            f"| {r['engine']} | {r['night']} | {r['seconds']:,.0f} | {r['skus_per_s']:,.0f} | "
+            f"{r['rescored']:,} ({r['distinct_scored']:,}) | {r['embedded']:,} | {r['carried']:,} | {rss} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

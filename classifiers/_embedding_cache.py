@@ -351,6 +351,11 @@ class EmbeddingCache:
                 failures[reason] = failures.get(reason, 0) + 1
         return ImageBatch(vectors=vectors, ok=ok, failures=failures)
 
+    @property
+    def encode_seconds(self) -> float:
+        """Seconds spent inside the embedder (misses only) since this object was opened."""
+        return self._encode_seconds
+
     def stats(self) -> CacheStats:
         """Counters since this object was opened, and rows per model in the file."""
         conn = self._connect()

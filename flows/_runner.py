@@ -14,8 +14,17 @@ from shelfwise.summary import Engine
 __all__ = ["engine_of", "make_task_runner", "prepare_dask_workers"]
 
 #: Environment a Dask worker needs to run our tasks like the flow process does.
-_WORKER_ENV = ("PREFECT_API_URL", "PREFECT_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM",
-               "DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED", "OPENAI_API_KEY", "OPENAI_BASE_URL")
+_WORKER_ENV = (
+    "PREFECT_API_URL",
+    "PREFECT_HOME",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "TOKENIZERS_PARALLELISM",
+    "DO_NOT_TRACK",
+    "PREFECT_SERVER_ANALYTICS_ENABLED",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+)
 
 
 def engine_of(settings: Settings) -> Engine:
@@ -43,7 +52,8 @@ def _set_env(values: dict[str, str]) -> None:  # runs inside each Dask worker
 
 def prepare_dask_workers(address: str) -> int:
     """Give every worker of the cluster at ``address`` this run's Prefect API URL (and offline flags), so
-    their task runs report to our server instead of each starting a temporary one. Returns the worker count."""
+    their task runs report to our server instead of each starting a temporary one.
+    Returns the worker count."""
     from distributed import Client
 
     env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
@@ -52,8 +62,10 @@ def prepare_dask_workers(address: str) -> int:
             client.run(_set_env, env)
             return len(client.scheduler_info().get("workers", {}))
     except OSError as exc:
-        raise ConfigError(f"dask_address {address}: no Dask scheduler answered ({exc}); start one with "
-                          "`dask scheduler` or fix the address") from exc
+        raise ConfigError(
+            f"dask_address {address}: no Dask scheduler answered ({exc}); start one with "
+            "`dask scheduler` or fix the address"
+        ) from exc
 
 
 def make_task_runner(settings: Settings) -> Any:
@@ -65,9 +77,15 @@ def make_task_runner(settings: Settings) -> Any:
     if settings.dask_workers:
         runner = _dask_runner()
         # one thread per process: the encoder and the model use their own threads inside a task
-        return runner(cluster_class="distributed.LocalCluster",
-                      cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1,
-                                      "processes": True, "dashboard_address": None})
+        return runner(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={
+                "n_workers": settings.dask_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            },
+        )
     from prefect.task_runners import ThreadPoolTaskRunner
 
     return ThreadPoolTaskRunner(max_workers=settings.workers)

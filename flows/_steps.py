@@ -22,18 +22,35 @@ class PreparedModel(BaseModel):
     migration: dict[str, Any] | None = None
 
 
-def prepare_model(settings: Settings, *, model_dir: str | None, taxonomy: str | None, labelled: str | None,
-                  retrain: bool, reviews: str | None = None, images_root: str | None = None,
-                  spec: str | None = None, mapping: list[str] | None = None,
-                  taxonomy_mapping: str | None = None) -> PreparedModel:
+def prepare_model(
+    settings: Settings,
+    *,
+    model_dir: str | None,
+    taxonomy: str | None,
+    labelled: str | None,
+    retrain: bool,
+    reviews: str | None = None,
+    images_root: str | None = None,
+    spec: str | None = None,
+    mapping: list[str] | None = None,
+    taxonomy_mapping: str | None = None,
+) -> PreparedModel:
     """Migrate to a new taxonomy if ``taxonomy`` differs from the model's, train when there is no model
     yet (or ``retrain``); returns the model folder the night uses."""
     from shelfwise._migrate import migrate_if_needed
 
     folder = Path(model_dir or settings.default_model_dir or settings.state_dir / "models" / "default")
-    migration = migrate_if_needed(model_dir=folder, taxonomy=taxonomy, taxonomy_mapping=taxonomy_mapping,
-                                  labelled=labelled, settings=settings, reviews=reviews, images_root=images_root,
-                                  spec=spec, mapping=mapping)
+    migration = migrate_if_needed(
+        model_dir=folder,
+        taxonomy=taxonomy,
+        taxonomy_mapping=taxonomy_mapping,
+        labelled=labelled,
+        settings=settings,
+        reviews=reviews,
+        images_root=images_root,
+        spec=spec,
+        mapping=mapping,
+    )
     if migration is not None:
         print(f"taxonomy migration: model retrained on {taxonomy}")
         return PreparedModel(model_dir=str(folder), migration=migration.summary())
@@ -43,10 +60,20 @@ def prepare_model(settings: Settings, *, model_dir: str | None, taxonomy: str | 
                 f"no trained model in {folder}: pass --taxonomy and --labelled so the run can train one, "
                 "or train first with `shelfwise train`"
             )
-        trained = pipeline.train(taxonomy_path=taxonomy, catalog=labelled, model_dir=folder, settings=settings,
-                                 reviews=reviews, images_root=images_root, spec=spec, mapping=mapping)
-        print(f"trained model {trained.model_version} on {trained.labelled} labelled SKUs "
-              f"({trained.human_labels} human labels)")
+        trained = pipeline.train(
+            taxonomy_path=taxonomy,
+            catalog=labelled,
+            model_dir=folder,
+            settings=settings,
+            reviews=reviews,
+            images_root=images_root,
+            spec=spec,
+            mapping=mapping,
+        )
+        print(
+            f"trained model {trained.model_version} on {trained.labelled} labelled SKUs "
+            f"({trained.human_labels} human labels)"
+        )
     return PreparedModel(model_dir=str(folder))
 
 

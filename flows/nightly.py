@@ -1,10 +1,10 @@
 """The nightly catalog reclassification flow: a table of contents, one task per stage (and per shard).
 
-    prepare-model      train if there is no model yet (or --retrain)            -> model folder
-    stage-catalog      catalog -> shards to score + carried SKUs (incremental)  -> StagedNight
-    classify-shard     one task per shard, on threads or Dask, retried          -> ShardResult
-    write-and-enqueue  predictions file, review queues, state, summary.json     -> RunSummary
-    governance-report  the run's report                                         -> RunSummary
+prepare-model      train if there is no model yet (or --retrain)            -> model folder
+stage-catalog      catalog -> shards to score + carried SKUs (incremental)  -> StagedNight
+classify-shard     one task per shard, on threads or Dask, retried          -> ShardResult
+write-and-enqueue  predictions file, review queues, state, summary.json     -> RunSummary
+governance-report  the run's report                                         -> RunSummary
 """
 
 from __future__ import annotations
@@ -26,19 +26,51 @@ __all__ = ["nightly_reclassification"]
 
 
 @task(cache_policy=NO_CACHE, name="prepare-model")
-def prepare(settings: Settings, model_dir: str | None, taxonomy: str | None, labelled: str | None, retrain: bool,
-            reviews: str | None, images_root: str | None, spec: str | None, mapping: list[str] | None,
-            taxonomy_mapping: str | None) -> steps.PreparedModel:
-    return steps.prepare_model(settings, model_dir=model_dir, taxonomy=taxonomy, labelled=labelled,
-                               retrain=retrain, reviews=reviews, images_root=images_root, spec=spec,
-                               mapping=mapping, taxonomy_mapping=taxonomy_mapping)
+def prepare(
+    settings: Settings,
+    model_dir: str | None,
+    taxonomy: str | None,
+    labelled: str | None,
+    retrain: bool,
+    reviews: str | None,
+    images_root: str | None,
+    spec: str | None,
+    mapping: list[str] | None,
+    taxonomy_mapping: str | None,
+) -> steps.PreparedModel:
+    return steps.prepare_model(
+        settings,
+        model_dir=model_dir,
+        taxonomy=taxonomy,
+        labelled=labelled,
+        retrain=retrain,
+        reviews=reviews,
+        images_root=images_root,
+        spec=spec,
+        mapping=mapping,
+        taxonomy_mapping=taxonomy_mapping,
+    )
 
 
 @task(cache_policy=NO_CACHE, name="stage-catalog")
-def stage(catalog: str, settings: Settings, model_dir: str, reviews: str | None, images_root: str | None,
-          spec: str | None, mapping: list[str] | None) -> StagedNight:
-    return pipeline.stage_night(catalog, settings=settings, model_dir=model_dir, reviews=reviews,
-                                images_root=images_root, spec=spec, mapping=mapping)
+def stage(
+    catalog: str,
+    settings: Settings,
+    model_dir: str,
+    reviews: str | None,
+    images_root: str | None,
+    spec: str | None,
+    mapping: list[str] | None,
+) -> StagedNight:
+    return pipeline.stage_night(
+        catalog,
+        settings=settings,
+        model_dir=model_dir,
+        reviews=reviews,
+        images_root=images_root,
+        spec=spec,
+        mapping=mapping,
+    )
 
 
 @task(cache_policy=NO_CACHE, name="classify-shard", retries=2, retry_delay_seconds=5)
@@ -47,12 +79,32 @@ def classify_shard(shard: ShardTask, settings: Settings) -> ShardResult:
 
 
 @task(cache_policy=NO_CACHE, name="write-and-enqueue")
-def finalize(settings: Settings, model_dir: str, staged: StagedNight, results: list[ShardResult], run_id: str,
-             catalog: str, started_at: str, out: str | None, engine: Engine, clock: float,
-             migration: dict[str, object] | None) -> RunSummary:
-    return pipeline.finalize_run(settings=settings, model_dir=model_dir, staged=staged, results=results,
-                                 run_id=run_id, catalog=catalog, started_at=started_at, out=out, engine=engine,
-                                 clock_start=clock, migration=migration)
+def finalize(
+    settings: Settings,
+    model_dir: str,
+    staged: StagedNight,
+    results: list[ShardResult],
+    run_id: str,
+    catalog: str,
+    started_at: str,
+    out: str | None,
+    engine: Engine,
+    clock: float,
+    migration: dict[str, object] | None,
+) -> RunSummary:
+    return pipeline.finalize_run(
+        settings=settings,
+        model_dir=model_dir,
+        staged=staged,
+        results=results,
+        run_id=run_id,
+        catalog=catalog,
+        started_at=started_at,
+        out=out,
+        engine=engine,
+        clock_start=clock,
+        migration=migration,
+    )
 
 
 @task(cache_policy=NO_CACHE, name="governance-report")
@@ -81,17 +133,41 @@ def nightly_reclassification(
     clock = time.perf_counter()
     settings = settings or load_settings()
     run_id, started_at = pipeline.new_run_id(), pipeline.utcnow()
-    prepared = prepare(settings, model_dir, taxonomy, labelled, retrain, reviews, images_root, spec, mapping,
-                       taxonomy_mapping)
+    prepared = prepare(
+        settings,
+        model_dir,
+        taxonomy,
+        labelled,
+        retrain,
+        reviews,
+        images_root,
+        spec,
+        mapping,
+        taxonomy_mapping,
+    )
     folder = prepared.model_dir
     staged = stage(catalog, settings, folder, reviews, images_root, spec, mapping)
     tasks = pipeline.shard_tasks(staged, model_dir=folder, run_id=run_id)
     results = classify_shard.map(tasks, unmapped(settings)).result() if tasks else []
-    summary = finalize(settings, folder, staged, results, run_id, catalog, started_at, out,
-                       engine or Engine(runner="threads", workers=settings.workers), clock, prepared.migration)
+    summary = finalize(
+        settings,
+        folder,
+        staged,
+        results,
+        run_id,
+        catalog,
+        started_at,
+        out,
+        engine or Engine(runner="threads", workers=settings.workers),
+        clock,
+        prepared.migration,
+    )
     summary = report(summary, settings)
-    create_markdown_artifact(key="nightly-summary", markdown=steps.artifact_markdown(summary, settings),
-                             description=f"shelfwise run {run_id}")
+    create_markdown_artifact(
+        key="nightly-summary",
+        markdown=steps.artifact_markdown(summary, settings),
+        description=f"shelfwise run {run_id}",
+    )
     print(summary.markdown())
     release_resources()
     return summary

@@ -22,7 +22,9 @@ def run_night(*, catalog: str, settings: Settings, **params: Any) -> RunSummary:
         runner = make_task_runner(settings)
         flow = nightly_reclassification.with_options(task_runner=runner)
         try:
-            summary: RunSummary = flow(catalog=catalog, settings=settings, engine=engine_of(settings), **params)
+            summary: RunSummary = flow(
+                catalog=catalog, settings=settings, engine=engine_of(settings), **params
+            )
         finally:
             _drain_prefect()  # send the last logs and events before our server stops
         return summary

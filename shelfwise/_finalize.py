@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from shelfwise import _storage as storage
-from shelfwise._classify import PREDICTION_COLUMNS, PRODUCT_COLUMNS, _as_dict, _empty_predictions, llm_note
+from shelfwise._classify import PREDICTION_COLUMNS, _as_dict, _empty_predictions, llm_note
 from shelfwise._incremental import carried_rows, commit_state
 from shelfwise._stage import StagedNight, _utcnow, new_run_id, remove_staged, stage_night
 from shelfwise._train import _queue_store
@@ -68,8 +68,15 @@ class PredictionWriter:
 
 def shard_tasks(staged: StagedNight, *, model_dir: str | Path, run_id: str) -> list[ShardTask]:
     """The night's shard tasks (plain data)."""
-    return [ShardTask(shard_url=u, out_url=staged.prediction_url(u), model_dir=str(Path(model_dir).resolve()),
-                      run_id=run_id) for u in staged.shards]
+    return [
+        ShardTask(
+            shard_url=u,
+            out_url=staged.prediction_url(u),
+            model_dir=str(Path(model_dir).resolve()),
+            run_id=run_id,
+        )
+        for u in staged.shards
+    ]
 
 
 def _part_frame(results: Sequence[ShardResult], tmp: Path) -> pl.LazyFrame | None:
@@ -80,7 +87,9 @@ def _part_frame(results: Sequence[ShardResult], tmp: Path) -> pl.LazyFrame | Non
     return pl.scan_parquet(local)
 
 
-def _write_predictions(out: Path, parts: pl.LazyFrame | None, carried: pl.LazyFrame | None, run_id: str) -> int:
+def _write_predictions(
+    out: Path, parts: pl.LazyFrame | None, carried: pl.LazyFrame | None, run_id: str
+) -> int:
     """Stream carried + re-scored rows into ``out`` (atomically); returns the row count."""
     if parts is not None:  # parts finished by a killed attempt of this night count as scored tonight
         parts = parts.with_columns(pl.lit(run_id).alias("scored_run_id"))
@@ -96,7 +105,9 @@ def _write_predictions(out: Path, parts: pl.LazyFrame | None, carried: pl.LazyFr
     return int(pl.scan_parquet(out).select(pl.len()).collect().item())
 
 
-def _enqueue(settings: Settings, parts: pl.LazyFrame | None, run_id: str) -> tuple[dict[str, Any], dict[str, int]]:
+def _enqueue(
+    settings: Settings, parts: pl.LazyFrame | None, run_id: str
+) -> tuple[dict[str, Any], dict[str, int]]:
     """Put tonight's re-scored review items into the queues (highest priority first, within capacity)
     and close the open items of SKUs tonight auto-accepted. Carried rows were enqueued when scored."""
     from verification.routing import priority, select_for_queues
@@ -106,8 +117,9 @@ def _enqueue(settings: Settings, parts: pl.LazyFrame | None, run_id: str) -> tup
     if parts is None:
         return result, queued
     cand = parts.filter(pl.col("queue").is_not_null())
-    head = cand.select("sku_id", "queue", "confidence",
-                       *(["price"] if "price" in cand.collect_schema().names() else [])).collect()
+    head = cand.select(
+        "sku_id", "queue", "confidence", *(["price"] if "price" in cand.collect_schema().names() else [])
+    ).collect()
     store = None
     try:
         if head.height:
@@ -116,7 +128,11 @@ def _enqueue(settings: Settings, parts: pl.LazyFrame | None, run_id: str) -> tup
             pr = priority(qs, head.get_column("confidence").to_numpy(), price=price)
             capacity = settings.queue_capacity.model_dump()
             keep = select_for_queues(qs, pr, capacity=capacity)
-            chosen = head.with_columns(pl.Series("priority", pr)).filter(pl.Series(keep)).select("sku_id", "priority")
+            chosen = (
+                head.with_columns(pl.Series("priority", pr))
+                .filter(pl.Series(keep))
+                .select("sku_id", "priority")
+            )
             dropped = head.filter(~pl.Series(keep)).group_by("queue").len()
             to_queue = cand.join(chosen.lazy(), on="sku_id", how="inner").collect()
             store = _queue_store(settings)
@@ -143,12 +159,21 @@ def _change_counts(state_path: Path, keys: list[Path]) -> dict[str, int]:
     if not state_path.exists():
         return {"new": int(current.select(pl.len()).collect().item()), "changed": 0, "unchanged": 0}
     prev = pl.scan_parquet(state_path).select("sku_id", pl.col("content_hash").alias("_prev"))
-    j = current.join(prev, on="sku_id", how="left").select(
-        pl.len().alias("n"), pl.col("_prev").is_null().sum().alias("new"),
-        (pl.col("_prev") == pl.col("content_hash")).sum().alias("unchanged"),
-    ).collect().row(0, named=True)
-    return {"new": int(j["new"]), "changed": int(j["n"] - j["new"] - j["unchanged"]),
-            "unchanged": int(j["unchanged"])}
+    j = (
+        current.join(prev, on="sku_id", how="left")
+        .select(
+            pl.len().alias("n"),
+            pl.col("_prev").is_null().sum().alias("new"),
+            (pl.col("_prev") == pl.col("content_hash")).sum().alias("unchanged"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
+    return {
+        "new": int(j["new"]),
+        "changed": int(j["n"] - j["new"] - j["unchanged"]),
+        "unchanged": int(j["unchanged"]),
+    }
 
 
 def _update_state(state_path: Path, keys: list[Path], run_id: str) -> None:
@@ -224,32 +249,64 @@ def finalize_run(
         shutil.copyfile(staged.quarantine_path, quarantine_path)
     human = int(pl.scan_parquet(out).filter(pl.col("source") == "human").select(pl.len()).collect().item())
     summary = RunSummary(
-        run_id=run_id, started_at=started_at, finished_at=_utcnow(), catalog=str(catalog),
-        taxonomy_version=taxonomy_version, model_version=model_version, model_dir=str(model_dir),
+        run_id=run_id,
+        started_at=started_at,
+        finished_at=_utcnow(),
+        catalog=str(catalog),
+        taxonomy_version=taxonomy_version,
+        model_version=model_version,
+        model_dir=str(model_dir),
         counts=RunCounts(
-            seen=rows + staged.quarantined, **changes, classified=rows, quarantined=staged.quarantined,
-            quarantine_reasons=staged.quarantine_reasons, auto=route_counts.get("auto", 0),
-            review=route_counts.get("review", 0), suspect=route_counts.get("suspect", 0), human_locked=human,
-            queued=queued, carried=staged.carried, rescored=totals["classified"],
+            seen=rows + staged.quarantined,
+            **changes,
+            classified=rows,
+            quarantined=staged.quarantined,
+            quarantine_reasons=staged.quarantine_reasons,
+            auto=route_counts.get("auto", 0),
+            review=route_counts.get("review", 0),
+            suspect=route_counts.get("suspect", 0),
+            human_locked=human,
+            queued=queued,
+            carried=staged.carried,
+            rescored=totals["classified"],
             distinct_scored=totals["distinct_scored"],
         ),
         enqueue=enqueue_result,
-        llm=LLMSummary(enabled=bool(settings.llm.base_url), note=llm_note(settings), gated=totals["llm_gated"],
-                       statuses=dict(totals["llm"]), **{k: v for k, v in totals["llm_stats"].items()
-                                                        if k not in ("enabled", "note", "gated", "statuses")}),
-        embedding=EmbeddingCounts(hits=totals["embed_hits"], misses=totals["embed_misses"]),
+        llm=LLMSummary(
+            enabled=bool(settings.llm.base_url),
+            note=llm_note(settings),
+            gated=totals["llm_gated"],
+            statuses=dict(totals["llm"]),
+            **{
+                k: v
+                for k, v in totals["llm_stats"].items()
+                if k not in ("enabled", "note", "gated", "statuses")
+            },
+        ),
+        embedding=EmbeddingCounts(
+            hits=totals["embed_hits"],
+            misses=totals["embed_misses"],
+            seconds=round(totals["embed_seconds"], 3),
+        ),
         thresholds={
             "target_precision": settings.target_precision,
-            "auto_threshold": settings.auto_threshold if settings.auto_threshold is not None else "per-node (model)",
+            "auto_threshold": settings.auto_threshold
+            if settings.auto_threshold is not None
+            else "per-node (model)",
             "audit_rate": settings.audit_rate,
             "auto_accept_level": settings.auto_accept_level,
             "audit_bar": _audit_bar(settings, model_version),
         },
-        predictions_path=str(out), quarantine_path=str(quarantine_path),
+        predictions_path=str(out),
+        quarantine_path=str(quarantine_path),
         previous_run_id=_previous_run(settings.runs_dir, run_id),
-        incremental=Incremental(mode="incremental" if staged.mode == "incremental" else "full",
-                                reason=staged.reason, carried=staged.carried, rescored=totals["classified"],
-                                new=changes["new"]),
+        incremental=Incremental(
+            mode="incremental" if staged.mode == "incremental" else "full",
+            reason=staged.reason,
+            carried=staged.carried,
+            rescored=totals["classified"],
+            new=changes["new"],
+        ),
         engine=(engine or Engine()).model_copy(update={"processes": sorted({r.pid for r in results})}),
         shards=len(results),
         seconds=round(time.perf_counter() - clock_start, 2) if clock_start else 0.0,
@@ -283,8 +340,15 @@ def classify_catalog(
     run_id = run_id or new_run_id()
     started = _utcnow()
     try:
-        staged = stage_night(catalog, settings=settings, model_dir=model_dir, reviews=reviews,
-                             images_root=images_root, spec=spec, mapping=mapping)
+        staged = stage_night(
+            catalog,
+            settings=settings,
+            model_dir=model_dir,
+            reviews=reviews,
+            images_root=images_root,
+            spec=spec,
+            mapping=mapping,
+        )
         if progress and staged.carried:
             progress(staged.carried)
         results = []
@@ -293,7 +357,17 @@ def classify_catalog(
             results.append(result)
             if progress:
                 progress(result.seen)
-        return finalize_run(settings=settings, model_dir=model_dir, staged=staged, results=results, run_id=run_id,
-                            catalog=catalog, started_at=started, out=out, enqueue=enqueue, clock_start=clock)
+        return finalize_run(
+            settings=settings,
+            model_dir=model_dir,
+            staged=staged,
+            results=results,
+            run_id=run_id,
+            catalog=catalog,
+            started_at=started,
+            out=out,
+            enqueue=enqueue,
+            clock_start=clock,
+        )
     finally:
         release_resources()

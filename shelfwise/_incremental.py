@@ -45,8 +45,9 @@ def routing_fingerprint(settings: Settings) -> str:
 def carry_key(frame: pl.DataFrame | pl.LazyFrame) -> Any:
     """The per-row key a carried prediction must match: content hash + the current category."""
     return frame.with_columns(
-        pl.concat_str([pl.col("content_hash"), pl.col("current_category_path").fill_null("")],
-                      separator="\x1f").alias(_KEY)
+        pl.concat_str(
+            [pl.col("content_hash"), pl.col("current_category_path").fill_null("")], separator="\x1f"
+        ).alias(_KEY)
     )
 
 
@@ -63,16 +64,25 @@ class CarryPlan:
         """(rows to score, sku_ids of rows to carry) for one canonical shard."""
         if self.keys is None or shard.is_empty():
             return shard, shard.select("sku_id").clear()
-        keyed = carry_key(shard.rename({"category_path": "current_category_path"}).select(
-            "sku_id", "content_hash", "current_category_path"))
+        keyed = carry_key(
+            shard.rename({"category_path": "current_category_path"}).select(
+                "sku_id", "content_hash", "current_category_path"
+            )
+        )
         hit = keyed.join(self.keys, on=["sku_id", _KEY], how="semi").select("sku_id")
         if hit.is_empty():
             return shard, hit
         return shard.join(hit, on="sku_id", how="anti"), hit
 
 
-def plan_carry(settings: Settings, *, model_version: str, taxonomy_version: str, uses_price: bool,
-               locked: dict[str, tuple[str, str, str]]) -> CarryPlan:
+def plan_carry(
+    settings: Settings,
+    *,
+    model_version: str,
+    taxonomy_version: str,
+    uses_price: bool,
+    locked: dict[str, tuple[str, str, str]],
+) -> CarryPlan:
     """Decide full or incremental; for incremental, load the carry keys of the last predictions."""
     state = settings.state_dir / STATE_FILE
     meta_path = settings.state_dir / META_FILE
@@ -85,19 +95,30 @@ def plan_carry(settings: Settings, *, model_version: str, taxonomy_version: str,
     meta = json.loads(meta_path.read_text())
     prev = meta.get("run_id")
     if meta.get("model_version") != model_version:
-        return CarryPlan("full", f"new model {model_version} (last night: {meta.get('model_version')})", None, prev)
+        return CarryPlan(
+            "full", f"new model {model_version} (last night: {meta.get('model_version')})", None, prev
+        )
     if meta.get("taxonomy_version") != taxonomy_version:
-        return CarryPlan("full", f"new taxonomy {taxonomy_version} (last night: {meta.get('taxonomy_version')})",
-                         None, prev)
+        return CarryPlan(
+            "full",
+            f"new taxonomy {taxonomy_version} (last night: {meta.get('taxonomy_version')})",
+            None,
+            prev,
+        )
     if meta.get("routing") != routing_fingerprint(settings):
-        return CarryPlan("full", "routing settings changed (thresholds, top_k, audit rate or LLM step)", None, prev)
+        return CarryPlan(
+            "full", "routing settings changed (thresholds, top_k, audit rate or LLM step)", None, prev
+        )
     from shelfwise._classify import PREDICTION_COLUMNS
 
     missing = [c for c in PREDICTION_COLUMNS if c not in pl.scan_parquet(state).collect_schema().names()]
     if missing:
-        return CarryPlan("full", f"last predictions lack the columns {', '.join(missing)} (an older version)",
-                         None, prev)
-    keys = carry_key(pl.scan_parquet(state).select("sku_id", "content_hash", "current_category_path", "source"))
+        return CarryPlan(
+            "full", f"last predictions lack the columns {', '.join(missing)} (an older version)", None, prev
+        )
+    keys = carry_key(
+        pl.scan_parquet(state).select("sku_id", "content_hash", "current_category_path", "source")
+    )
     frame = keys.select("sku_id", _KEY, "content_hash", "source").collect()
     # an item the LLM could not settle (broken answer, endpoint down, budget) is asked again tonight
     from classifiers.llm import ASK_AGAIN_STATUSES
@@ -106,14 +127,22 @@ def plan_carry(settings: Settings, *, model_version: str, taxonomy_version: str,
     frame = frame.join(again.select("sku_id").collect(), on="sku_id", how="anti")
     if locked:
         # a reviewer's decision on unchanged content replaces the model's: re-score those rows
-        lock = pl.DataFrame({"sku_id": list(locked), "_lock_hash": [v[2] for v in locked.values()]},
-                            schema={"sku_id": pl.String, "_lock_hash": pl.String})
-        stale = frame.join(lock, on="sku_id").filter(
-            (pl.col("_lock_hash") == pl.col("content_hash")) & (pl.col("source") != "human")
-        ).select("sku_id")
+        lock = pl.DataFrame(
+            {"sku_id": list(locked), "_lock_hash": [v[2] for v in locked.values()]},
+            schema={"sku_id": pl.String, "_lock_hash": pl.String},
+        )
+        stale = (
+            frame.join(lock, on="sku_id")
+            .filter((pl.col("_lock_hash") == pl.col("content_hash")) & (pl.col("source") != "human"))
+            .select("sku_id")
+        )
         frame = frame.join(stale, on="sku_id", how="anti")
-    return CarryPlan("incremental", f"same model, taxonomy and routing as run {prev}: unchanged SKUs carried",
-                     frame.select("sku_id", _KEY), prev)
+    return CarryPlan(
+        "incremental",
+        f"same model, taxonomy and routing as run {prev}: unchanged SKUs carried",
+        frame.select("sku_id", _KEY),
+        prev,
+    )
 
 
 def carried_rows(settings: Settings, carry_files: list[Path]) -> pl.LazyFrame | None:
@@ -125,8 +154,9 @@ def carried_rows(settings: Settings, carry_files: list[Path]) -> pl.LazyFrame | 
     return pl.scan_parquet(settings.state_dir / STATE_FILE).join(skus, on="sku_id", how="semi")
 
 
-def commit_state(settings: Settings, predictions: Path, *, run_id: str, model_version: str,
-                 taxonomy_version: str) -> None:
+def commit_state(
+    settings: Settings, predictions: Path, *, run_id: str, model_version: str, taxonomy_version: str
+) -> None:
     """Make tonight's predictions the carry state (atomically: data first, then the meta that names it)."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     state = settings.state_dir / STATE_FILE
@@ -136,7 +166,14 @@ def commit_state(settings: Settings, predictions: Path, *, run_id: str, model_ve
     meta.unlink(missing_ok=True)  # a kill between the two replaces leaves no meta: the next night is full
     os.replace(tmp, state)
     meta_tmp = meta.with_suffix(".json.tmp")
-    meta_tmp.write_text(json.dumps({"run_id": run_id, "model_version": model_version,
-                                    "taxonomy_version": taxonomy_version,
-                                    "routing": routing_fingerprint(settings)}))
+    meta_tmp.write_text(
+        json.dumps(
+            {
+                "run_id": run_id,
+                "model_version": model_version,
+                "taxonomy_version": taxonomy_version,
+                "routing": routing_fingerprint(settings),
+            }
+        )
+    )
     os.replace(meta_tmp, meta)

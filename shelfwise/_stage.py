@@ -68,9 +68,8 @@ def iter_shards(
     )
 
 
-
 class StagedNight(BaseModel):
-    """A staged night: shards to score (at ``work_url``), carried SKUs and keys (local), quarantine figures."""
+    """A staged night: shards to score (at ``work_url``), carried SKUs and keys (local), quarantine."""
 
     night_key: str
     local_dir: str  # keys/ and carry/ files, the quarantine file, staged.json (main process only)
@@ -98,8 +97,14 @@ class StagedNight(BaseModel):
         return sorted((Path(self.local_dir) / "carry").glob("*.parquet"))
 
 
-def night_key(catalog: str | Path, settings: Settings, *, model_version: str, taxonomy_version: str,
-              extra: Sequence[Any] = ()) -> str:
+def night_key(
+    catalog: str | Path,
+    settings: Settings,
+    *,
+    model_version: str,
+    taxonomy_version: str,
+    extra: Sequence[Any] = (),
+) -> str:
     """What makes two runs "the same night": same catalog file (path, size, mtime), model, taxonomy,
     settings and carry state. A rerun after a kill finds the staged shards and finished shard results."""
     import hashlib
@@ -110,9 +115,18 @@ def night_key(catalog: str | Path, settings: Settings, *, model_version: str, ta
     p = Path(catalog)
     st = p.stat() if p.exists() else None
     meta = settings.state_dir / META_FILE
-    parts = [str(p.resolve()), st.st_size if st else 0, st.st_mtime_ns if st else 0, model_version,
-             taxonomy_version, routing_fingerprint(settings), settings.shard_size, settings.incremental,
-             meta.read_text() if meta.exists() else "", *[str(e) for e in extra]]
+    parts = [
+        str(p.resolve()),
+        st.st_size if st else 0,
+        st.st_mtime_ns if st else 0,
+        model_version,
+        taxonomy_version,
+        routing_fingerprint(settings),
+        settings.shard_size,
+        settings.incremental,
+        meta.read_text() if meta.exists() else "",
+        *[str(e) for e in extra],
+    ]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
 
@@ -137,8 +151,13 @@ def stage_night(
     from shelfwise.catalog import Quarantine
 
     res = worker_resources(model_dir, settings)  # the same memo the thread runner's tasks use
-    key = night_key(catalog, settings, model_version=res.model.version, taxonomy_version=res.taxonomy.version,
-                    extra=[reviews, images_root, spec, list(mapping or [])])
+    key = night_key(
+        catalog,
+        settings,
+        model_version=res.model.version,
+        taxonomy_version=res.taxonomy.version,
+        extra=[reviews, images_root, spec, list(mapping or [])],
+    )
     local = settings.state_dir / "work" / key
     manifest = local / "staged.json"
     if manifest.exists():
@@ -149,15 +168,35 @@ def stage_night(
         storage.remove_tree(work)
     (local / "keys").mkdir(parents=True, exist_ok=True)
     (local / "carry").mkdir(parents=True, exist_ok=True)
-    plan = plan_carry(settings, model_version=res.model.version, taxonomy_version=res.taxonomy.version,
-                      uses_price=bool(getattr(res.model, "use_price", False)), locked=res.locked)
-    staged = StagedNight(night_key=key, local_dir=str(local), work_url=work, mode=plan.mode, reason=plan.reason,
-                         previous_run_id=plan.previous_run_id, quarantine_path=str(local / "quarantine.jsonl"))
+    plan = plan_carry(
+        settings,
+        model_version=res.model.version,
+        taxonomy_version=res.taxonomy.version,
+        uses_price=bool(getattr(res.model, "use_price", False)),
+        locked=res.locked,
+    )
+    staged = StagedNight(
+        night_key=key,
+        local_dir=str(local),
+        work_url=work,
+        mode=plan.mode,
+        reason=plan.reason,
+        previous_run_id=plan.previous_run_id,
+        quarantine_path=str(local / "quarantine.jsonl"),
+    )
     quarantine = Quarantine(local / "quarantine.jsonl")
     try:
         for i, shard in enumerate(
-            iter_shards(catalog, settings=settings, taxonomy=res.taxonomy, quarantine=quarantine,
-                        reviews=reviews, images_root=images_root, spec=spec, mapping=mapping)
+            iter_shards(
+                catalog,
+                settings=settings,
+                taxonomy=res.taxonomy,
+                quarantine=quarantine,
+                reviews=reviews,
+                images_root=images_root,
+                spec=spec,
+                mapping=mapping,
+            )
         ):
             name = f"shard-{i:05d}.parquet"
             shard.select("sku_id", "content_hash").write_parquet(local / "keys" / name)

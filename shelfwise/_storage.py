@@ -15,8 +15,16 @@ from typing import Any
 
 import polars as pl
 
-__all__ = ["exists", "is_remote", "join", "read_bytes", "read_parquet", "remove_tree", "write_bytes",
-           "write_parquet"]
+__all__ = [
+    "exists",
+    "is_remote",
+    "join",
+    "read_bytes",
+    "read_parquet",
+    "remove_tree",
+    "write_bytes",
+    "write_parquet",
+]
 
 
 def is_remote(url: str) -> bool:

@@ -55,6 +55,7 @@ class ShardResult(BaseModel):
     llm_stats: dict[str, Any] = Field(default_factory=dict)
     embed_hits: int = 0
     embed_misses: int = 0
+    embed_seconds: float = 0.0  # time inside the encoder (cache misses only)
     seconds: float = 0.0
     host: str = ""
     pid: int = 0
@@ -101,10 +102,9 @@ atexit.register(release_resources)
 
 def run_shard(task: ShardTask, settings: Settings) -> ShardResult:
     """Classify one staged shard into ``task.out_url`` (skipped when a finished result is already there)."""
+    import dataclasses
     import os
     import socket
-
-    import dataclasses
 
     from classifiers import EmbeddingCache
     from shelfwise._classify import _as_dict, _llm_arbiter, classify_frame
@@ -122,7 +122,7 @@ def run_shard(task: ShardTask, settings: Settings) -> ShardResult:
     try:
         with EmbeddingCache(settings.cache_path) as cache:
             preds, stats = classify_frame(shard, res, run_id=task.run_id, cache=cache)
-            hits, misses = cache.hits, cache.misses
+            hits, misses, embed_seconds = cache.hits, cache.misses, cache.encode_seconds
         llm_stats = _as_dict(getattr(arbiter, "stats", None)) if arbiter is not None else {}
     finally:
         close = getattr(arbiter, "close", None)
@@ -130,10 +130,22 @@ def run_shard(task: ShardTask, settings: Settings) -> ShardResult:
             close()
     storage.write_parquet(preds, task.out_url)
     result = ShardResult(
-        shard_url=task.shard_url, predictions_url=task.out_url, seen=stats.seen, classified=stats.classified,
-        human_locked=stats.human_locked, distinct_scored=stats.distinct_scored, routes=dict(stats.routes),
-        llm=dict(stats.llm), llm_gated=stats.llm_gated, llm_stats=llm_stats, embed_hits=hits, embed_misses=misses,
-        seconds=time.perf_counter() - started, host=socket.gethostname(), pid=os.getpid(),
+        shard_url=task.shard_url,
+        predictions_url=task.out_url,
+        seen=stats.seen,
+        classified=stats.classified,
+        human_locked=stats.human_locked,
+        distinct_scored=stats.distinct_scored,
+        routes=dict(stats.routes),
+        llm=dict(stats.llm),
+        llm_gated=stats.llm_gated,
+        llm_stats=llm_stats,
+        embed_hits=hits,
+        embed_misses=misses,
+        embed_seconds=embed_seconds,
+        seconds=time.perf_counter() - started,
+        host=socket.gethostname(),
+        pid=os.getpid(),
     )
     storage.write_bytes(done, result.model_dump_json().encode())
     return result
@@ -153,9 +165,15 @@ def merge_counts(results: list[ShardResult]) -> dict[str, Any]:
             else:
                 llm_stats.setdefault(k, v)
     return {
-        "seen": sum(r.seen for r in results), "classified": sum(r.classified for r in results),
+        "seen": sum(r.seen for r in results),
+        "classified": sum(r.classified for r in results),
         "human_locked": sum(r.human_locked for r in results),
-        "distinct_scored": sum(r.distinct_scored for r in results), "routes": routes, "llm": llm,
-        "llm_gated": sum(r.llm_gated for r in results), "embed_hits": sum(r.embed_hits for r in results),
-        "embed_misses": sum(r.embed_misses for r in results), "llm_stats": llm_stats,
+        "distinct_scored": sum(r.distinct_scored for r in results),
+        "routes": routes,
+        "llm": llm,
+        "llm_gated": sum(r.llm_gated for r in results),
+        "embed_hits": sum(r.embed_hits for r in results),
+        "embed_misses": sum(r.embed_misses for r in results),
+        "llm_stats": llm_stats,
+        "embed_seconds": sum(r.embed_seconds for r in results),
     }

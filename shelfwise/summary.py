@@ -66,6 +66,12 @@ class LLMSummary(BaseModel):
 class EmbeddingCounts(BaseModel):
     hits: int = 0
     misses: int = 0
+    seconds: float = 0.0  # time inside the encoder, summed over shard tasks (cache misses only)
+
+    @property
+    def rate(self) -> float:
+        """Texts encoded per second of encoder time (per worker thread/process)."""
+        return self.misses / self.seconds if self.seconds else 0.0
 
 
 class Engine(BaseModel):
@@ -78,7 +84,9 @@ class Engine(BaseModel):
 
     def describe(self) -> str:
         if self.runner == "dask":
-            return f"Dask at {self.address}" if self.address else f"local Dask cluster, {self.workers} processes"
+            return (
+                f"Dask at {self.address}" if self.address else f"local Dask cluster, {self.workers} processes"
+            )
         if self.runner == "threads":
             return f"{self.workers} threads"
         return "in-process"
@@ -176,6 +184,10 @@ class RunSummary(BaseModel):
         rows += [
             ("LLM gated items", str(self.llm.gated)),
             ("embeddings computed / from cache", f"{self.embedding.misses} / {self.embedding.hits}"),
+            (
+                "encoder time / texts per encoder-second",
+                f"{self.embedding.seconds:.1f} s / {self.embedding.rate:.0f}",
+            ),
             ("engine", f"{self.engine.describe()}, {self.shards} shards"),
             ("wall time", f"{self.seconds:.1f} s"),
         ]

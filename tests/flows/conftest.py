@@ -19,35 +19,46 @@ SHELFWISE = str(Path(sys.executable).with_name("shelfwise"))
 def run_cli(state: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PREFECT_HOME": str(state / "prefect")}
     env.pop("PREFECT_API_URL", None)
-    proc = subprocess.run([SHELFWISE, "run", "--state-dir", str(state), *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    proc = subprocess.run(
+        [SHELFWISE, "run", "--state-dir", str(state), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
     assert proc.returncode == 0, f"shelfwise run failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
     return proc
 
 
 @pytest.fixture(scope="session")
 def amazon_night(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A model trained on 1,500 real Amazon UK products, and a catalog of 1,200 others (with 300 SKUs
-    that repeat another product's content under a new id)."""
+    """A model trained on 1,000 real Amazon UK products, and a catalog of 600 others (150 of them repeat
+    another product's content under a new SKU id). The night's titles are embedded once here, so the
+    runs of the tests read them from the cache (``fresh_state`` copies it)."""
     from shelfwise import pipeline
     from shelfwise.settings import Settings
 
     work = tmp_path_factory.mktemp("amazon-night")
     df = pl.read_parquet(real_data / "catalogs" / "amazon_uk.parquet").sample(fraction=1.0, shuffle=True, seed=11)
-    df.head(1500).write_parquet(work / "labelled.parquet")
-    tonight = df.slice(1500, 900)
-    repeats = tonight.head(300).with_columns(pl.col("sku_id") + "-bis")
+    df.head(1000).write_parquet(work / "labelled.parquet")
+    tonight = df.slice(1000, 450)
+    repeats = tonight.head(150).with_columns(pl.col("sku_id") + "-bis")
     pl.concat([tonight, repeats]).write_parquet(work / "night.parquet")
     taxonomy = real_data / "taxonomies" / "amazon_uk_categories.txt"
+    settings = Settings(state_dir=work / "train-state")
     pipeline.train(taxonomy_path=taxonomy, catalog=work / "labelled.parquet", model_dir=work / "model",
-                   settings=Settings(state_dir=work / "train-state"))
-    return {"work": work, "model": work / "model", "night": work / "night.parquet", "taxonomy": taxonomy}
+                   settings=settings)
+    pipeline.classify_catalog(model_dir=work / "model", catalog=work / "night.parquet", out=work / "warm.parquet",
+                              settings=settings, enqueue=False)
+    return {"work": work, "model": work / "model", "night": work / "night.parquet", "taxonomy": taxonomy,
+            "cache": work / "train-state" / "cache"}
 
 
 def fresh_state(amazon_night: dict[str, Path], dest: Path) -> Path:
-    """A state folder holding a copy of the trained model as its default model."""
+    """A state folder holding a copy of the trained model (as its default model) and of the warm cache."""
     state = dest / "state"
     shutil.copytree(amazon_night["model"], state / "models" / "default")
+    shutil.copytree(amazon_night["cache"], state / "cache")
     return state
 
 

@@ -16,8 +16,13 @@ SHELFWISE = str(Path(sys.executable).with_name("shelfwise"))
 
 def _run(state: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PREFECT_HOME": str(state / "prefect")}
-    proc = subprocess.run([SHELFWISE, "run", "--sample", "--state-dir", str(state), *extra],
-                          capture_output=True, text=True, timeout=1200, env=env)
+    proc = subprocess.run(
+        [SHELFWISE, "run", "--sample", "--state-dir", str(state), *extra],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=env,
+    )
     assert proc.returncode == 0, f"shelfwise run failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
     return proc
 

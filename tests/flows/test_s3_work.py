@@ -30,11 +30,20 @@ def s3_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         port = int(s.getsockname()[1])
     moto = str(Path(sys.executable).with_name("moto_server"))
     with (tmp_path / "moto.log").open("wb") as log:
-        proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [moto, "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     endpoint = f"http://127.0.0.1:{port}"
-    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                       "AWS_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL_S3": endpoint}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ENDPOINT_URL_S3": endpoint,
+    }.items():
         monkeypatch.setenv(key, value)
     try:
         deadline = time.monotonic() + 60
@@ -55,16 +64,21 @@ def s3_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         proc.wait(timeout=20)
 
 
-def test_a_night_staged_on_s3_equals_the_local_night(amazon_night: dict[str, Path], tmp_path: Path,
-                                                     s3_server: str) -> None:
+def test_a_night_staged_on_s3_equals_the_local_night(
+    amazon_night: dict[str, Path], tmp_path: Path, s3_server: str
+) -> None:
     import s3fs
 
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server})
-    local = pipeline.classify_catalog(model_dir=amazon_night["model"], catalog=amazon_night["night"],
-                                      out=tmp_path / "local.parquet", settings=Settings(
-                                          state_dir=tmp_path / "local", shard_size=400), enqueue=False)
+    local = pipeline.classify_catalog(
+        model_dir=amazon_night["model"],
+        catalog=amazon_night["night"],
+        out=tmp_path / "local.parquet",
+        settings=Settings(state_dir=tmp_path / "local", shard_size=200),
+        enqueue=False,
+    )
 
-    settings = Settings(state_dir=tmp_path / "s3", shard_size=400, work_url=f"s3://{BUCKET}/nights")
+    settings = Settings(state_dir=tmp_path / "s3", shard_size=200, work_url=f"s3://{BUCKET}/nights")
     staged = pipeline.stage_night(amazon_night["night"], settings=settings, model_dir=amazon_night["model"])
     assert staged.shards and all(u.startswith(f"s3://{BUCKET}/nights/") for u in staged.shards)
     assert len(fs.ls(f"{BUCKET}/nights/{staged.night_key}/shards")) == 3
@@ -73,12 +87,19 @@ def test_a_night_staged_on_s3_equals_the_local_night(amazon_night: dict[str, Pat
     assert len(fs.ls(f"{BUCKET}/nights/{staged.night_key}/predictions")) == 6  # parts + their counters
     again = pipeline.run_shard(tasks[0], settings)  # a retried task returns the finished result
     assert again == results[0]
-    summary = pipeline.finalize_run(settings=settings, model_dir=amazon_night["model"], staged=staged,
-                                    results=results, run_id="20260101T000000Z-s3test", catalog=amazon_night["night"],
-                                    started_at="2026-01-01T00:00:00+00:00", out=tmp_path / "s3.parquet",
-                                    enqueue=False)
+    summary = pipeline.finalize_run(
+        settings=settings,
+        model_dir=amazon_night["model"],
+        staged=staged,
+        results=results,
+        run_id="20260101T000000Z-s3test",
+        catalog=amazon_night["night"],
+        started_at="2026-01-01T00:00:00+00:00",
+        out=tmp_path / "s3.parquet",
+        enqueue=False,
+    )
     assert not fs.exists(f"{BUCKET}/nights/{staged.night_key}"), "the night's S3 prefix is removed at the end"
     cols = ["sku_id", "category_id", "confidence", "route", "candidates"]
     a = pl.read_parquet(tmp_path / "local.parquet").sort("sku_id").select(cols)
     b = pl.read_parquet(tmp_path / "s3.parquet").sort("sku_id").select(cols)
-    assert a.equals(b) and summary.counts.classified == local.counts.classified == 1200
+    assert a.equals(b) and summary.counts.classified == local.counts.classified == 600

@@ -48,8 +48,23 @@ def _kill_when(state: Path, night: str, ready: Any, timeout: float = 600) -> set
     env = {**os.environ, "PREFECT_HOME": str(state / "prefect")}
     env.pop("PREFECT_API_URL", None)
     shelfwise = str(Path(os.sys.executable).with_name("shelfwise"))
-    proc = subprocess.Popen([shelfwise, "run", "--state-dir", str(state), "--catalog", night, "--shard-size", "100",
-                             "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            shelfwise,
+            "run",
+            "--state-dir",
+            str(state),
+            "--catalog",
+            night,
+            "--shard-size",
+            "100",
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + timeout
     while not ready():
         assert proc.poll() is None, "the run ended before it could be killed"
@@ -66,35 +81,41 @@ def _done_shards(state: Path) -> int:
 
 
 @pytest.mark.slow
-def test_two_sigkills_then_a_clean_run(amazon_night: dict[str, Path], tmp_path: Path, cli: Any,
-                                       new_state: Any) -> None:
+@pytest.mark.timeout(1800)
+def test_two_sigkills_then_a_clean_run(
+    amazon_night: dict[str, Path], tmp_path: Path, cli: Any, new_state: Any
+) -> None:
     state = new_state(tmp_path)
     night = str(amazon_night["night"])
     # 1st kill: while staging or right after the first shards finished; 2nd kill: a few shards later
     left = _kill_when(state, night, lambda: _done_shards(state) >= 1)
-    left |= _kill_when(state, night, lambda: _done_shards(state) >= 4)
+    left |= _kill_when(state, night, lambda: _done_shards(state) >= 3)
     kept = _done_shards(state)
-    assert kept >= 4, "finished shards of the killed runs are kept for the rerun"
+    assert kept >= 3, "finished shards of the killed runs are kept for the rerun"
     deadline = time.monotonic() + 30
     while any(_alive(p) for p in left) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not [p for p in left if _alive(p)], "a process of a killed run outlived it (orphan Prefect server?)"
+    assert not [p for p in left if _alive(p)], (
+        "a process of a killed run outlived it (orphan Prefect server?)"
+    )
     assert not list((state / "runs").glob("*/summary.json")), "a killed run has no summary"
 
     cli(state, "--catalog", night, "--shard-size", "100", "--workers", "1")
     summary = RunSummary.load(next((state / "runs").glob("*/summary.json")))
     pred = pl.read_parquet(summary.predictions_path)
-    assert pred.height == 1200 and pred["sku_id"].n_unique() == 1200, "every SKU predicted exactly once"
-    assert summary.counts.rescored == 1200 and summary.shards == 12
+    assert pred.height == 600 and pred["sku_id"].n_unique() == 600, "every SKU predicted exactly once"
+    assert summary.counts.rescored == 600 and summary.shards == 6
     # shards finished before the kills were not scored again, embeddings computed before them were kept
-    assert summary.embedding.hits + summary.embedding.misses <= (12 - kept) * 100
+    assert summary.embedding.hits + summary.embedding.misses <= (6 - kept) * 100
     engine = sa.create_engine(f"sqlite:///{state / 'queue.db'}")
     with engine.connect() as conn:
         twice = conn.exec_driver_sql(
             "SELECT sku_id, COUNT(*) FROM review_items WHERE status IN ('open', 'claimed') "
-            "GROUP BY sku_id HAVING COUNT(*) > 1").all()
+            "GROUP BY sku_id HAVING COUNT(*) > 1"
+        ).all()
         open_items = conn.exec_driver_sql(
-            "SELECT COUNT(*) FROM review_items WHERE status IN ('open', 'claimed')").scalar()
+            "SELECT COUNT(*) FROM review_items WHERE status IN ('open', 'claimed')"
+        ).scalar()
     engine.dispose()
     assert twice == [] and open_items == sum(summary.counts.queued.values())
     assert not list((state / "work").glob("*/staged.json")), "the finished run removed the staged night"

@@ -20,27 +20,42 @@ def flipkart(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     """A model trained on 500 real Flipkart products; tonight's catalog is the other 239 plus 60 copies
     of 30 of them under new SKU ids (same content: a shop listing one product under several SKUs)."""
     work = tmp_path_factory.mktemp("incremental")
-    df = pl.read_parquet(real_data / "catalogs" / "flipkart.parquet").sample(fraction=1.0, shuffle=True, seed=3)
+    df = pl.read_parquet(real_data / "catalogs" / "flipkart.parquet").sample(
+        fraction=1.0, shuffle=True, seed=3
+    )
     labelled, tonight = df.head(500), df.slice(500)
     labelled.write_parquet(work / "labelled.parquet")
     copies = pl.concat([tonight.head(30).with_columns(pl.col("sku_id") + f"-copy{i}") for i in (1, 2)])
     cols = ["sku_id", "title", "description", "brand", "category_path"]
     pl.concat([tonight, copies]).select(cols).write_parquet(work / "night.parquet")
     settings = Settings(state_dir=work / "train-state")
-    pipeline.train(taxonomy_path=real_data / "taxonomies" / "flipkart_categories.txt",
-                   catalog=work / "labelled.parquet", model_dir=work / "model", settings=settings)
-    return {"work": work, "model": work / "model", "night": work / "night.parquet",
-            "labelled": work / "labelled.parquet", "taxonomy": real_data / "taxonomies" / "flipkart_categories.txt"}
+    pipeline.train(
+        taxonomy_path=real_data / "taxonomies" / "flipkart_categories.txt",
+        catalog=work / "labelled.parquet",
+        model_dir=work / "model",
+        settings=settings,
+    )
+    return {
+        "work": work,
+        "model": work / "model",
+        "night": work / "night.parquet",
+        "labelled": work / "labelled.parquet",
+        "taxonomy": real_data / "taxonomies" / "flipkart_categories.txt",
+    }
 
 
-def _night(fk: dict[str, Path], settings: Settings, catalog: Path, out: Path, model: Path | None = None
-           ) -> tuple[RunSummary, pl.DataFrame]:
-    summary = pipeline.classify_catalog(model_dir=model or fk["model"], catalog=catalog, out=out, settings=settings)
+def _night(
+    fk: dict[str, Path], settings: Settings, catalog: Path, out: Path, model: Path | None = None
+) -> tuple[RunSummary, pl.DataFrame]:
+    summary = pipeline.classify_catalog(
+        model_dir=model or fk["model"], catalog=catalog, out=out, settings=settings
+    )
     return summary, pl.read_parquet(out).sort("sku_id")
 
 
-def test_unchanged_skus_keep_their_prediction_and_only_changes_are_scored(flipkart: dict[str, Path],
-                                                                          tmp_path: Path) -> None:
+def test_unchanged_skus_keep_their_prediction_and_only_changes_are_scored(
+    flipkart: dict[str, Path], tmp_path: Path
+) -> None:
     settings = Settings(state_dir=tmp_path / "state", shard_size=1000)  # one shard: copies meet originals
     catalog = pl.read_parquet(flipkart["night"])
     n = catalog.height
@@ -55,8 +70,10 @@ def test_unchanged_skus_keep_their_prediction_and_only_changes_are_scored(flipka
     originals = p1.join(copies.select(pl.col("sku_id").str.replace(r"-copy\d$", "")), on="sku_id", how="semi")
     assert copies.height == 60 and originals.height == 30
     by_orig = dict(zip(originals["sku_id"], originals["confidence"], strict=True))
-    assert all(by_orig[s.rsplit("-copy", 1)[0]] == c for s, c in zip(copies["sku_id"], copies["confidence"],
-                                                                         strict=True))
+    assert all(
+        by_orig[s.rsplit("-copy", 1)[0]] == c
+        for s, c in zip(copies["sku_id"], copies["confidence"], strict=True)
+    )
 
     # Same catalog the next night: nothing embedded or scored, every SKU still predicted, same answers.
     second, p2 = _night(flipkart, settings, flipkart["night"], tmp_path / "n2.parquet")
@@ -72,11 +89,17 @@ def test_unchanged_skus_keep_their_prediction_and_only_changes_are_scored(flipka
     # 1 product's text changes and 2 are moved to another category upstream: only those 3 are re-scored.
     changed = catalog["sku_id"][5]
     moved = catalog["sku_id"][6:8].to_list()
-    other = catalog.filter(~pl.col("category_path").is_in(catalog["category_path"][6:8].to_list()))["category_path"][0]
+    other = catalog.filter(~pl.col("category_path").is_in(catalog["category_path"][6:8].to_list()))[
+        "category_path"
+    ][0]
     third_cat = catalog.with_columns(
-        pl.when(pl.col("sku_id") == changed).then(pl.lit("Stainless steel water bottle, 1 litre"))
-        .otherwise(pl.col("title")).alias("title"),
-        pl.when(pl.col("sku_id").is_in(moved)).then(pl.lit(other)).otherwise(pl.col("category_path"))
+        pl.when(pl.col("sku_id") == changed)
+        .then(pl.lit("Stainless steel water bottle, 1 litre"))
+        .otherwise(pl.col("title"))
+        .alias("title"),
+        pl.when(pl.col("sku_id").is_in(moved))
+        .then(pl.lit(other))
+        .otherwise(pl.col("category_path"))
         .alias("category_path"),
     )
     third_cat.write_parquet(tmp_path / "night3.parquet")
@@ -86,16 +109,25 @@ def test_unchanged_skus_keep_their_prediction_and_only_changes_are_scored(flipka
     assert third.counts.changed == 1 and third.counts.unchanged == n - 1
     rescored = set(p3.filter(pl.col("scored_run_id") == third.run_id)["sku_id"])
     assert rescored == {changed, *moved}
-    assert p3.height == n and p3.filter(pl.col("sku_id").is_in(moved))["current_category_path"].to_list() == [other] * 2
+    assert (
+        p3.height == n
+        and p3.filter(pl.col("sku_id").is_in(moved))["current_category_path"].to_list() == [other] * 2
+    )
     assert p3.filter(pl.col("sku_id") == changed)["title"].item() == "Stainless steel water bottle, 1 litre"
 
 
 def test_a_new_model_rescores_everything_and_says_why(flipkart: dict[str, Path], tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path / "state", shard_size=100)
     first, _ = _night(flipkart, settings, flipkart["night"], tmp_path / "n1.parquet")
-    pipeline.train(taxonomy_path=flipkart["taxonomy"], catalog=flipkart["labelled"], model_dir=tmp_path / "model2",
-                   settings=Settings(state_dir=tmp_path / "train2", target_precision=0.9))
-    second, p2 = _night(flipkart, settings, flipkart["night"], tmp_path / "n2.parquet", model=tmp_path / "model2")
+    pipeline.train(
+        taxonomy_path=flipkart["taxonomy"],
+        catalog=flipkart["labelled"],
+        model_dir=tmp_path / "model2",
+        settings=Settings(state_dir=tmp_path / "train2", target_precision=0.9),
+    )
+    second, p2 = _night(
+        flipkart, settings, flipkart["night"], tmp_path / "n2.parquet", model=tmp_path / "model2"
+    )
     assert second.model_version != first.model_version
     assert second.incremental.mode == "full" and "new model" in second.incremental.reason
     assert second.counts.carried == 0 and second.counts.rescored == p2.height
@@ -103,7 +135,9 @@ def test_a_new_model_rescores_everything_and_says_why(flipkart: dict[str, Path],
 
     # routing settings are part of what a carried prediction was made with
     stricter = Settings(state_dir=tmp_path / "state", shard_size=100, auto_threshold=0.99)
-    third, p3 = _night(flipkart, stricter, flipkart["night"], tmp_path / "n3.parquet", model=tmp_path / "model2")
+    third, p3 = _night(
+        flipkart, stricter, flipkart["night"], tmp_path / "n3.parquet", model=tmp_path / "model2"
+    )
     assert third.incremental.mode == "full" and "routing settings changed" in third.incremental.reason
     assert (p3["route"] == "auto").sum() <= (p2["route"] == "auto").sum()
     # the summary on disk is the typed one, and keeps the keys older readers use
