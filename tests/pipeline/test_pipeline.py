@@ -108,7 +108,9 @@ def test_classify_writes_the_predictions_contract_and_fills_the_queue_once(train
          "--images-root", str(trained["images"]), "--out", str(out2), state=trained["state"])
     runs = sorted((trained["state"] / "runs").glob("*/summary.json"))
     second = json.loads(runs[-1].read_text())
-    assert second["embedding"]["misses"] == 0 and second["embedding"]["hits"] > 0
+    # unchanged SKUs keep their prediction: nothing embedded, nothing scored, every SKU still predicted
+    assert second["embedding"]["misses"] == 0 and second["counts"]["carried"] == 179
+    assert second["incremental"]["mode"] == "incremental" and second["counts"]["rescored"] == 0
     assert second["counts"]["unchanged"] == 179 and second["counts"]["new"] == 0
     assert open_items() == {q: n for q, n in summary["counts"]["queued"].items() if n}
     assert pl.read_parquet(out2).select("sku_id", "category_id").equals(pred.select("sku_id", "category_id"))
