@@ -21,11 +21,11 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import polars as pl
 
-from shelfwise.errors import ConfigError
+from shelfwise.errors import ConfigError, ShelfwiseError
 
 if TYPE_CHECKING:
     from shelfwise.settings import Settings
@@ -171,7 +171,7 @@ def migrate_store(store: Any, migration: Migration, *, run_label: str) -> tuple[
 
     from verification.models import OPEN_STATUSES, HumanLabel, ReviewItem
 
-    labels_t, items_t = HumanLabel.__table__, ReviewItem.__table__
+    labels_t, items_t = cast(sa.Table, HumanLabel.__table__), cast(sa.Table, ReviewItem.__table__)
     d = migration.diff
     lab: Counter[str] = Counter()
     lost: list[str] = []
@@ -314,7 +314,7 @@ def _with_products(rows: pl.DataFrame, summary: Any, settings: Settings, migrati
                     found.append(hit.select("sku_id", *[c for c in PRODUCT_COLUMNS if c in hit.columns
                                                         and c not in rows.columns]))
             quarantine.close()
-    except Exception:  # the queue item still has the title and the suggestion
+    except (ShelfwiseError, OSError, pl.exceptions.PolarsError):  # the item still has title and suggestion
         return rows
     if not found:
         return rows
@@ -381,6 +381,6 @@ def after_run(summary: Any, settings: Settings, migration: Migration | None) -> 
             from shelfwise.reports import write_report
 
             write_report(run_id, settings=settings)
-        except Exception as exc:  # the report must not undo the night's work
+        except (ShelfwiseError, OSError, pl.exceptions.PolarsError) as exc:  # keep the night's work
             block["report_error"] = str(exc)
     return block

@@ -23,6 +23,10 @@ _KINDS = (
 )
 
 
+def _three(counts: dict[str, Any], *keys: str) -> str:
+    return " / ".join(num(counts.get(k, 0)) for k in keys)
+
+
 def taxonomy_change(summary: dict[str, Any], figs: dict[str, Any], tables: dict[str, pl.DataFrame]) -> Section | None:
     """Counts per kind, SKUs moved, labels remapped and labels lost (and why); ``None`` on ordinary nights."""
     block = summary.get("taxonomy_change")
@@ -50,11 +54,9 @@ def taxonomy_change(summary: dict[str, Any], figs: dict[str, Any], tables: dict[
         ("mapping file", str(block.get("mapping") or "none")),
         ("products whose category followed its node", num(moved)),
         ("products routed to review (taxonomy_changed)", num(routed)),
-        ("reviewer labels kept / remapped / lost", f"{num(reviewer.get('same', 0))} / "
-         f"{num(reviewer.get('remapped', 0))} / {num(reviewer.get('lost', 0))}"),
-        ("training labels kept / remapped / lost", f"{num(training.get('same', 0))} / "
-         f"{num(training.get('remapped', 0))} / {num(training.get('lost', 0))}"),
-        ("open review items moved / superseded", f"{num(items.get('remapped', 0))} / {num(items.get('superseded', 0))}"),
+        ("reviewer labels kept / remapped / lost", _three(reviewer, "same", "remapped", "lost")),
+        ("training labels kept / remapped / lost", _three(training, "same", "remapped", "lost")),
+        ("open review items moved / superseded", _three(items, "remapped", "superseded")),
     ]
     if lost:
         frame = pl.DataFrame({"why": list(lost), "labels": [int(v) for v in lost.values()]})
