@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +15,21 @@ from verification._store_core import DECISIONS, ITEMS, LABELS, RowLike, StoreCor
 from verification._types import DecisionResult, ItemFilter, ItemView
 from verification.models import DecisionKind, DecisionSource, ItemStatus, Queue
 
-__all__ = ["DecisionOps", "decision_row"]
+__all__ = ["DecisionOps", "Verdict", "decision_row"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One decision as given: by a reviewer, a bulk accept or an import (``at``: naive UTC)."""
+
+    reviewer: str
+    kind: DecisionKind
+    source: DecisionSource
+    at: _dt.datetime
+    category_id: str | None = None
+    category_path: str | None = None
+    note: str = ""
+    duration_ms: int | None = None
 
 
 class DecisionOps(StoreCore):
@@ -185,18 +200,10 @@ class DecisionOps(StoreCore):
             if row is None:
                 raise ItemNotFoundError(f"review item {item_id} does not exist; list items with list_items()")
             self._check_decidable(row, reviewer, now, kind)
-            return self._apply(
-                conn,
-                row,
-                reviewer,
-                kind,
-                now=now,
-                category_id=category_id,
-                category_path=category_path,
-                note=note,
-                duration_ms=duration_ms,
-                source=DecisionSource.REVIEW,
+            verdict = Verdict(
+                reviewer, kind, DecisionSource.REVIEW, now, category_id, category_path, note, duration_ms
             )
+            return self._apply(conn, row, verdict)
 
     def _check_decidable(self, row: RowLike, reviewer: str, now: _dt.datetime, kind: DecisionKind) -> None:
         item_id = row["id"]
@@ -222,20 +229,11 @@ class DecisionOps(StoreCore):
             )
 
     def _apply(
-        self,
-        conn: sa.Connection,
-        row: RowLike,
-        reviewer: str,
-        kind: DecisionKind,
-        *,
-        now: _dt.datetime,
-        category_id: str | None,
-        category_path: str | None,
-        note: str,
-        duration_ms: int | None,
-        source: DecisionSource,
-        force_final: bool = False,
+        self, conn: sa.Connection, row: RowLike, verdict: Verdict, *, force_final: bool = False
     ) -> DecisionResult:
+        """Apply ``verdict`` to the item ``row``: log it, then reopen, wait for a second opinion, or close."""
+        reviewer, kind, now = verdict.reviewer, verdict.kind, verdict.at
+        category_id, category_path = verdict.category_id, verdict.category_path
         item_id = row["id"]
         suggested_id, suggested_path = row["suggested_category_id"], row["suggested_category_path"]
         if kind == DecisionKind.ACCEPT:
@@ -251,19 +249,8 @@ class DecisionOps(StoreCore):
             kind == DecisionKind.CHOOSE and suggested_id is not None and category_id == suggested_id
         )
         review_round = row["reviews_done"] + 1
-        base = decision_row(
-            row,
-            reviewer,
-            kind,
-            now=now,
-            category_id=category_id,
-            category_path=category_path,
-            note=note,
-            duration_ms=duration_ms,
-            review_round=review_round,
-            source=source,
-            final=False,
-        )
+        verdict = replace(verdict, category_id=category_id, category_path=category_path)
+        base = decision_row(row, verdict, review_round=review_round, final=False)
         release = {"claimed_by": None, "claimed_at": None, "lease_expires_at": None, "updated_at": now}
         if kind == DecisionKind.SKIP:
             decision_id = self._log(conn, {**base, "review_round": row["reviews_done"]})
@@ -371,6 +358,7 @@ class DecisionOps(StoreCore):
         f = ItemFilter(**{**filters.__dict__, "status": None})
         conds = self._filter_conditions(f, now)
         done = 0
+        bulk = Verdict(reviewer, DecisionKind.ACCEPT, DecisionSource.BULK, now, note="bulk accept")
         with self._writing() as conn:
             stmt = (
                 sa.select(ITEMS)
@@ -386,52 +374,28 @@ class DecisionOps(StoreCore):
                 .order_by(ITEMS.c.priority.desc(), ITEMS.c.id)
             )
             for row in conn.execute(self._lock(stmt, skip_locked=True)).mappings().all():
-                self._apply(
-                    conn,
-                    row,
-                    reviewer,
-                    DecisionKind.ACCEPT,
-                    now=now,
-                    category_id=None,
-                    category_path=None,
-                    note="bulk accept",
-                    duration_ms=None,
-                    source=DecisionSource.BULK,
-                )
+                self._apply(conn, row, bulk)
                 done += 1
         return done
 
 
-def decision_row(
-    shown: RowLike,
-    reviewer: str,
-    kind: DecisionKind,
-    *,
-    now: _dt.datetime,
-    category_id: str | None,
-    category_path: str | None,
-    note: str,
-    duration_ms: int | None,
-    review_round: int,
-    source: DecisionSource,
-    final: bool,
-) -> dict[str, Any]:
+def decision_row(shown: RowLike, verdict: Verdict, *, review_round: int, final: bool) -> dict[str, Any]:
     """The audit-log row of one decision on ``shown``: a review item row, or an item-shaped mapping of
     what an imported decision says was shown (``id`` None when no item exists)."""
     return {
         "item_id": shown["id"],
         "sku_id": shown["sku_id"],
         "queue": shown["queue"],
-        "reviewer": reviewer,
-        "decided_at": now,
-        "kind": kind.value,
-        "category_id": category_id,
-        "category_path": category_path,
-        "note": note or "",
-        "duration_ms": duration_ms,
+        "reviewer": verdict.reviewer,
+        "decided_at": verdict.at,
+        "kind": verdict.kind.value,
+        "category_id": verdict.category_id,
+        "category_path": verdict.category_path,
+        "note": verdict.note or "",
+        "duration_ms": verdict.duration_ms,
         "review_round": review_round,
         "final": final,
-        "source": source.value,
+        "source": verdict.source.value,
         "title": shown["title"],
         "shown_category_id": shown["suggested_category_id"],
         "shown_category_path": shown["suggested_category_path"],

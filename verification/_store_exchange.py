@@ -14,7 +14,7 @@ from verification import _exchange
 from verification._db import utcnow
 from verification._errors import InvalidDecisionError
 from verification._store_core import DECISIONS, ITEMS, LABELS, QUEUES, aware, to_kind
-from verification._store_decisions import DecisionOps, decision_row
+from verification._store_decisions import DecisionOps, Verdict, decision_row
 from verification.models import DecisionKind, DecisionSource, ItemStatus
 
 __all__ = ["ExchangeOps"]
@@ -106,20 +106,11 @@ class ExchangeOps(DecisionOps):
                         )
                     if row is not None and not accepts_item:
                         kind = DecisionKind.CHOOSE
+                verdict = Verdict(
+                    reviewer, kind, DecisionSource.IMPORT, now, cat_id, cat_path, note, rec.get("duration_ms")
+                )
                 if row is not None:
-                    self._apply(
-                        conn,
-                        row,
-                        reviewer,
-                        kind,
-                        now=now,
-                        category_id=cat_id,
-                        category_path=cat_path,
-                        note=note,
-                        duration_ms=rec.get("duration_ms"),
-                        source=DecisionSource.IMPORT,
-                        force_final=True,
-                    )
+                    self._apply(conn, row, verdict, force_final=True)
                 else:
                     shown = {
                         "id": None,
@@ -136,19 +127,6 @@ class ExchangeOps(DecisionOps):
                         "run_id": None,
                         "content_hash": rec.get("content_hash"),
                     }
-                    decision = decision_row(
-                        shown,
-                        reviewer,
-                        kind,
-                        now=now,
-                        category_id=cat_id,
-                        category_path=cat_path,
-                        note=note,
-                        duration_ms=rec.get("duration_ms"),
-                        review_round=1,
-                        source=DecisionSource.IMPORT,
-                        final=True,
-                    )
-                    self._record_final(conn, decision)
+                    self._record_final(conn, decision_row(shown, verdict, review_round=1, final=True))
                 applied += 1
         return applied
