@@ -196,16 +196,31 @@ def train(
             table.add_row({"trained_rows": "trained rows", "n_classes": "categories"}[key], str(report[key]))
     heldout = report.get("heldout") or {}
     shown = {
-        "leaf_accuracy": "held-out leaf accuracy",
-        "ece_uncalibrated": "held-out ECE before calibration",
-        "ece_calibrated_in_sample": "ECE after calibration (in-sample)",
-        "threshold_global": "auto-accept threshold (global)",
+        "leaf_accuracy": "out-of-fold top-1 accuracy",
+        "ece_uncalibrated": "out-of-fold ECE before calibration",
+        "ece_calibrated_cross_fitted": "out-of-fold ECE after calibration (cross-fitted)",
+        "auto_share": "out-of-fold auto share",
+        "auto_precision": "out-of-fold auto precision (exact)",
+        "auto_precision_lower_bound": "  its 95% lower bound",
         "nodes_with_own_threshold": "categories with their own threshold",
     }
     for key, label in shown.items():
         value = heldout.get(key)
         if isinstance(value, (int, float)):
             table.add_row(label, f"{value:.3f}" if isinstance(value, float) else str(value))
+    groups = (summary.fit_report.get("thresholds") or {}).get("groups") or {}
+    if groups:
+        th = Table(title=f"auto-accept thresholds (target {heldout.get('target_precision', '')}, chosen out of fold)")
+        for col in ("scope", "threshold", "OOF precision", "95% lower bound", "support", "coverage"):
+            th.add_column(col, justify="left" if col == "scope" else "right")
+        for scope, g in sorted(groups.items(), key=lambda kv: -int(kv[1].get("support", 0)))[:15]:
+            prec = g.get("oof_precision")
+            th.add_row("global (pooled)" if scope == "*" else scope, str(g.get("threshold")),
+                       "-" if prec is None else f"{prec:.3f}", f"{g.get('lower_bound', 0):.3f}",
+                       str(g.get("support")), f"{g.get('coverage', 0):.3f}")
+        if len(groups) > 15:
+            th.caption = f"{len(groups) - 15} more in the model folder's manifest.json (thresholds.groups)"
+        console.print(th)
     if isinstance(report.get("stacker"), dict) and report["stacker"].get("chosen"):
         table.add_row("stacker", str(report["stacker"]["chosen"]))
     console.print(table)
