@@ -361,6 +361,8 @@ def _read_labelstudio(path: Path) -> list[dict[str, Any]]:
         ann = max(annotations, key=lambda a: str(a.get("updated_at") or a.get("created_at") or ""))
         kind, category_id, category_path = None, None, None
         for region in ann.get("result") or []:
+            if not isinstance(region, dict) or not isinstance(region.get("value") or {}, dict):
+                continue  # not a region Label Studio writes
             rtype, value = region.get("type"), region.get("value") or {}
             if rtype == "choices" and region.get("from_name") == "decision" and value.get("choices"):
                 kind = str(value["choices"][0])

@@ -143,6 +143,7 @@ def _decide(store: QueueStore, tax: Any) -> dict[str, tuple[str, str | None]]:
     return out
 
 
+@pytest.mark.timeout(900)  # Label Studio's first start (database creation) alone took 219-245 s here
 def test_label_studio_imports_the_export_and_its_own_export_reads_back(
     label_studio: httpx.Client, make_frame, amazon, tmp_path: Path
 ) -> None:

@@ -1,12 +1,12 @@
 """Who is calling, and may they do this? Session login, HTTP basic auth for scripts, roles, CSRF (internal).
 
-Rules (also in docs/readme_parts/review_app.md):
+Rules (the full security model is in docs/review-app.md):
 
 - Pages and the API share one signed session cookie (Starlette ``SessionMiddleware``), set by ``POST /login``.
   It holds the user name, the user's *session epoch* at login, the login time and the CSRF token. Every
   request re-reads the user row: a cookie whose epoch differs (the user logged out, changed password, was
   deactivated or got another role since) or whose login is older than the absolute lifetime (12 h, never
-  extended by activity) is anonymous. See docs/review-app.md.
+  extended by activity) is anonymous.
 - The API also takes HTTP basic auth (``Authorization: Basic ...``) so scripts need no cookie. Basic-auth
   calls need no CSRF token: a browser never attaches these credentials on its own because the app never
   sends a ``WWW-Authenticate: Basic`` challenge (so no browser caches them).
