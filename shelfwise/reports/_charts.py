@@ -18,7 +18,18 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-__all__ = ["PALETTE", "barh", "grouped_barh", "leaf", "pair_labels", "reliability", "rendering", "short_path", "stacked_bars", "trend"]
+__all__ = [
+    "PALETTE",
+    "barh",
+    "grouped_barh",
+    "leaf",
+    "pair_labels",
+    "reliability",
+    "rendering",
+    "short_path",
+    "stacked_bars",
+    "trend",
+]
 
 #: False while a report is built only for its figures (markdown): chart functions then return b"".
 _RENDER: ContextVar[bool] = ContextVar("shelfwise_report_render", default=True)
@@ -40,9 +51,17 @@ def _skippable(fn: Callable[..., bytes]) -> Callable[..., bytes]:
 
     return wrapper
 
+
 PALETTE = {
-    "main": "#0f766e", "second": "#64748b", "accent": "#d97706", "bad": "#be123c", "good": "#15803d",
-    "light": "#99d5cf", "grid": "#e5e7eb", "text": "#1f2937", "muted": "#6b7280",
+    "main": "#0f766e",
+    "second": "#64748b",
+    "accent": "#d97706",
+    "bad": "#be123c",
+    "good": "#15803d",
+    "light": "#99d5cf",
+    "grid": "#e5e7eb",
+    "text": "#1f2937",
+    "muted": "#6b7280",
 }
 SERIES = ["#0f766e", "#d97706", "#64748b", "#be123c", "#7c3aed", "#0369a1", "#a16207", "#15803d"]
 #: Charts are drawn at 1.5x their display size (crisp on high-density screens): a half-width chart is
@@ -122,8 +141,15 @@ def _fmt(value: float, kind: str) -> str:
 
 @_skippable
 def barh(
-    labels: Sequence[str], values: Sequence[float], *, title: str, xlabel: str = "", kind: str = "int",
-    colors: Sequence[str] | str | None = None, ref: float | None = None, ref_label: str = "",
+    labels: Sequence[str],
+    values: Sequence[float],
+    *,
+    title: str,
+    xlabel: str = "",
+    kind: str = "int",
+    colors: Sequence[str] | str | None = None,
+    ref: float | None = None,
+    ref_label: str = "",
     wide: bool | None = None,
 ) -> bytes:
     """Horizontal bars, largest first as given, each annotated with its value (wide when labels are long)."""
@@ -137,7 +163,9 @@ def barh(
     ax.set_yticks(ys[: len(labels)], labels=list(labels))
     top = max([float(v) for v in values] + [ref or 0.0, 1e-9])
     for y, v in zip(ys, values, strict=False):
-        ax.text(float(v) + top * 0.01, y, _fmt(float(v), kind), va="center", fontsize=8.5, color=PALETTE["text"])
+        ax.text(
+            float(v) + top * 0.01, y, _fmt(float(v), kind), va="center", fontsize=8.5, color=PALETTE["text"]
+        )
     if ref is not None:
         ax.axvline(ref, color=PALETTE["accent"], linestyle="--", linewidth=1.2)
         ax.text(ref, n - 0.35, f" {ref_label}", color=PALETTE["accent"], fontsize=8.5, va="bottom")
@@ -167,7 +195,9 @@ def grouped_barh(
         ys = [b + (k - 1 - 2 * j) * height / 2 for b in base]
         ax.barh(ys, vals, height=height * 0.92, color=SERIES[j % len(SERIES)], label=name)
         for y, v in zip(ys, vals, strict=False):
-            ax.text(float(v), y, " " + _fmt(float(v), kind), va="center", fontsize=7.5, color=PALETTE["muted"])
+            ax.text(
+                float(v), y, " " + _fmt(float(v), kind), va="center", fontsize=7.5, color=PALETTE["muted"]
+            )
         top = max([top, *[float(v) for v in vals]])
     ax.set_yticks(base, labels=list(labels))
     ax.set_xlim(0, top * 1.18)
@@ -181,7 +211,11 @@ def grouped_barh(
 
 @_skippable
 def stacked_bars(
-    categories: Sequence[str], series: Mapping[str, Sequence[float]], *, title: str, ylabel: str = "",
+    categories: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    *,
+    title: str,
+    ylabel: str = "",
     colors: Sequence[str] | None = None,
 ) -> bytes:
     """Vertical bars per category, stacked by series (e.g. open items per age bucket and queue)."""
@@ -193,7 +227,9 @@ def stacked_bars(
         bottom = [b + float(v) for b, v in zip(bottom, vals, strict=True)]
     for x, total in enumerate(bottom):
         if total:
-            ax.text(x, total, f"{int(total):,}", ha="center", va="bottom", fontsize=8.5, color=PALETTE["text"])
+            ax.text(
+                x, total, f"{int(total):,}", ha="center", va="bottom", fontsize=8.5, color=PALETTE["text"]
+            )
     ax.set_ylim(0, max(bottom + [1.0]) * 1.18)
     ax.set_xlim(-0.6, max(len(categories), 6) - 0.4)  # a lone day stays a bar, not a wall
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
@@ -217,8 +253,14 @@ def reliability(bins: Sequence[Mapping[str, float]], *, title: str) -> bytes:
     ns = [b["n"] for b in bins]
     biggest = max(ns + [1])
     ax.plot(xs, ys, color=PALETTE["main"], linewidth=1.6)
-    ax.scatter(xs, ys, s=[30 + 170 * n / biggest for n in ns], color=PALETTE["main"], zorder=3,
-               label="reviewer-confirmed")
+    ax.scatter(
+        xs,
+        ys,
+        s=[30 + 170 * n / biggest for n in ns],
+        color=PALETTE["main"],
+        zorder=3,
+        label="reviewer-confirmed",
+    )
     ax.set_xlim(0, 1.0)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("share confirmed correct", fontsize=9, color=PALETTE["muted"])
@@ -227,7 +269,9 @@ def reliability(bins: Sequence[Mapping[str, float]], *, title: str) -> bytes:
     fig.suptitle(title, x=0.01, ha="left", fontsize=11, color=PALETTE["text"])
     _style(ax, grid_axis="both")
     widths = [b["hi"] - b["lo"] for b in bins]
-    axh.bar([b["lo"] for b in bins], ns, width=[w * 0.9 for w in widths], align="edge", color=PALETTE["light"])
+    axh.bar(
+        [b["lo"] for b in bins], ns, width=[w * 0.9 for w in widths], align="edge", color=PALETTE["light"]
+    )
     axh.set_ylabel("answers", fontsize=9, color=PALETTE["muted"])
     axh.set_xlabel("model confidence", fontsize=9, color=PALETTE["muted"])
     axh.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=3))
@@ -238,8 +282,13 @@ def reliability(bins: Sequence[Mapping[str, float]], *, title: str) -> bytes:
 
 @_skippable
 def trend(
-    x: Sequence[str], series: Mapping[str, Sequence[float | None]], *, title: str, kind: str = "pct",
-    band: tuple[Sequence[float | None], Sequence[float | None]] | None = None, target: float | None = None,
+    x: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    *,
+    title: str,
+    kind: str = "pct",
+    band: tuple[Sequence[float | None], Sequence[float | None]] | None = None,
+    target: float | None = None,
     target_label: str = "",
 ) -> bytes:
     """Line chart over runs (x = short run labels), optional confidence band and target line."""
@@ -254,10 +303,13 @@ def trend(
         if band is not None and j == 0:
             lo, hi = clean(band[0]), clean(band[1])
             ax.fill_between(idx, lo, hi, color=PALETTE["light"], alpha=0.45, linewidth=0)
-            err = [[max(0.0, y - a) if not math.isnan(y + a) else 0.0 for y, a in zip(ys, lo, strict=True)],
-                   [max(0.0, b - y) if not math.isnan(y + b) else 0.0 for y, b in zip(ys, hi, strict=True)]]
-            ax.errorbar(idx, ys, yerr=err, fmt="none", ecolor=PALETTE["main"], elinewidth=1, capsize=3,
-                        label="95% CI")
+            err = [
+                [max(0.0, y - a) if not math.isnan(y + a) else 0.0 for y, a in zip(ys, lo, strict=True)],
+                [max(0.0, b - y) if not math.isnan(y + b) else 0.0 for y, b in zip(ys, hi, strict=True)],
+            ]
+            ax.errorbar(
+                idx, ys, yerr=err, fmt="none", ecolor=PALETTE["main"], elinewidth=1, capsize=3, label="95% CI"
+            )
         ax.plot(idx, ys, marker="o", markersize=4, linewidth=1.6, color=SERIES[j % len(SERIES)], label=name)
     finite = [v for vals in series.values() for v in clean(vals) if not math.isnan(v)]
     if finite and min(finite) >= 0 and kind != "pct":

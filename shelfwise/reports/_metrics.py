@@ -8,7 +8,14 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["cohen_kappa", "expected_calibration_error", "jensen_shannon", "psi", "reliability_bins", "wilson_interval"]
+__all__ = [
+    "cohen_kappa",
+    "expected_calibration_error",
+    "jensen_shannon",
+    "psi",
+    "reliability_bins",
+    "wilson_interval",
+]
 
 
 def wilson_interval(successes: int, n: int, *, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -28,7 +35,9 @@ def cohen_kappa(first: Sequence[Hashable], second: Sequence[Hashable]) -> float:
     When both raters used one single identical label throughout, agreement is perfect and kappa is 1.
     """
     if len(first) != len(second):
-        raise ValueError(f"cohen_kappa: {len(first)} labels vs {len(second)}; both raters must label the same items")
+        raise ValueError(
+            f"cohen_kappa: {len(first)} labels vs {len(second)}; both raters must label the same items"
+        )
     n = len(first)
     if n == 0:
         return math.nan
@@ -86,8 +95,15 @@ def reliability_bins(
         mask = idx == b
         n = int(mask.sum())
         if n:
-            out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": n,
-                        "mean_confidence": float(conf[mask].mean()), "accuracy": float(ok[mask].mean())})
+            out.append(
+                {
+                    "lo": float(edges[b]),
+                    "hi": float(edges[b + 1]),
+                    "n": n,
+                    "mean_confidence": float(conf[mask].mean()),
+                    "accuracy": float(ok[mask].mean()),
+                }
+            )
     return out
 
 

@@ -156,20 +156,25 @@ def html_table(t: Any) -> Markup:
         cells = []
         for v in r:
             text, numeric = _cell(v)
-            cells.append(f'<td class="n">{html.escape(text)}</td>' if numeric else f"<td>{html.escape(text)}</td>")
+            cells.append(
+                f'<td class="n">{html.escape(text)}</td>' if numeric else f"<td>{html.escape(text)}</td>"
+            )
         rows.append("<tr>" + "".join(cells) + "</tr>")
     longest = max((len(_cell(v)[0]) for r in frame.iter_rows() for v in r), default=0)
     cls = ' class="narrow"' if len(frame.columns) <= 2 and longest <= 36 else ""
     body = "".join(rows) or f'<tr><td colspan="{max(1, len(frame.columns))}">nothing to show</td></tr>'
     return Markup(
-        f"<table{cls}><caption>{html.escape(t.caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        f"<table{cls}><caption>{html.escape(t.caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )
 
 
 def _width(png: bytes) -> int:
     """Display width of a chart: its pixel width (from the PNG header) over the drawing scale."""
     from shelfwise.reports._charts import DISPLAY_SCALE
 
-    return round(int.from_bytes(png[16:20], "big") / DISPLAY_SCALE) if png[:8] == b"\x89PNG\r\n\x1a\n" else 460
+    return (
+        round(int.from_bytes(png[16:20], "big") / DISPLAY_SCALE) if png[:8] == b"\x89PNG\r\n\x1a\n" else 460
+    )
 
 
 def render_html(r: GovernanceReport, *, tables: list[str], history: str) -> str:
@@ -177,38 +182,70 @@ def render_html(r: GovernanceReport, *, tables: list[str], history: str) -> str:
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     s = r.summary
-    about_rows = [("run", r.run_id), ("started / finished", f"{s.started_at} / {s.finished_at}"),
-                  ("catalog", s.catalog), ("model", f"{s.model_version} ({s.model_dir})"),
-                  ("taxonomy", s.taxonomy_version), ("previous run", str(s.previous_run_id or "none")),
-                  ("predictions", s.predictions_path)]
+    about_rows = [
+        ("run", r.run_id),
+        ("started / finished", f"{s.started_at} / {s.finished_at}"),
+        ("catalog", s.catalog),
+        ("model", f"{s.model_version} ({s.model_dir})"),
+        ("taxonomy", s.taxonomy_version),
+        ("previous run", str(s.previous_run_id or "none")),
+        ("predictions", s.predictions_path),
+    ]
     for k, v in s.thresholds.items():
         about_rows.append((f"setting: {k}", str(v)))
-    about = Table("Run details", pl.DataFrame({"": [a for a, _ in about_rows], "value": [b for _, b in about_rows]}))
+    about = Table(
+        "Run details", pl.DataFrame({"": [a for a, _ in about_rows], "value": [b for _, b in about_rows]})
+    )
     return env.from_string(TEMPLATE).render(
-        r=r, css=Markup(CSS), b64=lambda b: base64.b64encode(b).decode("ascii"), table=html_table, about=about, width=_width,
-        finished=s.finished_at, catalog=s.catalog,
-        tables=", ".join(f"{t}.parquet" for t in tables), history=history,
+        r=r,
+        css=Markup(CSS),
+        b64=lambda b: base64.b64encode(b).decode("ascii"),
+        table=html_table,
+        about=about,
+        width=_width,
+        finished=s.finished_at,
+        catalog=s.catalog,
+        tables=", ".join(f"{t}.parquet" for t in tables),
+        history=history,
     )
 
 
 def render_markdown(r: GovernanceReport) -> str:
     f = r.figures
     rows = [
-        ("products seen", num(f.get("seen"))), ("classified", num(f.get("classified"))),
+        ("products seen", num(f.get("seen"))),
+        ("classified", num(f.get("classified"))),
         ("auto-accepted", f"{num(f.get('auto'))} ({pct(f.get('auto_rate'))})"),
-        ("estimated precision (95% CI)", (f"{pct(f.get('precision'))} ({pct(f.get('precision_lo'))}–"
-                                          f"{pct(f.get('precision_hi'))}), {num(f.get('audit_answers'))} audit answers")),
+        (
+            "estimated precision (95% CI)",
+            (
+                f"{pct(f.get('precision'))} ({pct(f.get('precision_lo'))}–"
+                f"{pct(f.get('precision_hi'))}), {num(f.get('audit_answers'))} audit answers"
+            ),
+        ),
         ("sent to review (low confidence / suspect)", f"{num(f.get('review'))} / {num(f.get('suspect'))}"),
         ("quarantined", num(f.get("quarantined"))),
         ("disagree with current category", pct(f.get("suspect_rate"), 1)),
-        ("moved since previous run", "n/a" if f.get("churn_moved") is None else
-         f"{num(f.get('churn_moved'))} ({pct(f.get('churn_rate'), 1)})"),
+        (
+            "moved since previous run",
+            "n/a"
+            if f.get("churn_moved") is None
+            else f"{num(f.get('churn_moved'))} ({pct(f.get('churn_rate'), 1)})",
+        ),
         ("products on deprecated paths", num(f.get("deprecated_items"))),
         ("open review items", num(f.get("open_backlog"))),
         ("LLM calls / cost", f"{num(f.get('llm_calls'))} / {money(f.get('llm_cost_usd'))}"),
     ]
-    lines = [f"# Catalog governance report: run `{r.run_id}`", "", f"**{r.headline}**", "", "| figure | value |",
-             "|---|---:|", *[f"| {a} | {b} |" for a, b in rows], ""]
+    lines = [
+        f"# Catalog governance report: run `{r.run_id}`",
+        "",
+        f"**{r.headline}**",
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        *[f"| {a} | {b} |" for a, b in rows],
+        "",
+    ]
     for s in r.sections:
         lines += [f"## {s.title}", "", s.headline, ""]
         if s.notes:

@@ -64,22 +64,32 @@ def _catalogs(shared: Path, work: Path) -> dict[str, Path]:
     night1 = tonight.with_columns(pl.Series("category_path", current, dtype=pl.String))
     broken = night1.head(3).with_columns(
         pl.Series("sku_id", ["", "broken-no-text", night1["sku_id"][5]]),
-        pl.lit(None, dtype=pl.String).alias("title"))
+        pl.lit(None, dtype=pl.String).alias("title"),
+    )
     pl.concat([night1, broken]).write_csv(work / "night1.csv")
     extra = labelled.slice(0, 40).select(cols)
     night2 = pl.concat([night1.slice(20), extra])
     edited = night2["sku_id"].to_list()[:8]
     night2 = night2.with_columns(
-        pl.when(pl.col("sku_id").is_in(edited)).then(pl.col("title") + " (new edition)").otherwise(pl.col("title"))
-        .alias("title"))
+        pl.when(pl.col("sku_id").is_in(edited))
+        .then(pl.col("title") + " (new edition)")
+        .otherwise(pl.col("title"))
+        .alias("title")
+    )
     night2.write_csv(work / "night2.csv")
     truth = dict(zip(df["sku_id"].to_list(), df["category_path"].to_list(), strict=True))
     (work / "truth.json").write_text(json.dumps(truth))
-    return {"labelled": work / "labelled.parquet", "night1": work / "night1.csv", "night2": work / "night2.csv",
-            "taxonomy": shared / "taxonomies" / "flipkart_categories.txt"}
+    return {
+        "labelled": work / "labelled.parquet",
+        "night1": work / "night1.csv",
+        "night2": work / "night2.csv",
+        "taxonomy": shared / "taxonomies" / "flipkart_categories.txt",
+    }
 
 
-def _review(settings: Settings, truth: dict[str, str], tax: Any, rng: random.Random) -> tuple[set[str], set[int]]:
+def _review(
+    settings: Settings, truth: dict[str, str], tax: Any, rng: random.Random
+) -> tuple[set[str], set[int]]:
     """Reviewers answer most open items with the true category; every 7th answer overrules the model."""
     from verification.store import QueueStore
 
@@ -99,7 +109,9 @@ def _review(settings: Settings, truth: dict[str, str], tax: Any, rng: random.Ran
             true_path = truth[item.sku_id]
             answered += 1
             if answered % 7 == 0:  # a reviewer overrules the model with some other leaf
-                node = rng.choice([n for n in leaves if n.path not in (true_path, item.suggested_category_path)])
+                node = rng.choice(
+                    [n for n in leaves if n.path not in (true_path, item.suggested_category_path)]
+                )
                 overruled.add(item.sku_id)
             else:
                 node = tax.find_path(true_path)
@@ -107,8 +119,9 @@ def _review(settings: Settings, truth: dict[str, str], tax: Any, rng: random.Ran
             if node.id == item.suggested_category_id:
                 res = store.decide(item.id, who, "accept", duration_ms=duration)
             else:
-                res = store.decide(item.id, who, "choose", category_id=node.id, category_path=node.path,
-                                   duration_ms=duration)
+                res = store.decide(
+                    item.id, who, "choose", category_id=node.id, category_path=node.path, duration_ms=duration
+                )
             if not res.final:  # consensus: a second, different reviewer decides the suspect
                 second = next(r for r in REVIEWERS if r != who)
                 again = store.claim(queue, second, filters=None)
@@ -119,8 +132,14 @@ def _review(settings: Settings, truth: dict[str, str], tax: Any, rng: random.Ran
                 if len(double) % 3 == 0:  # now and then the second reviewer keeps the model's suggestion
                     store.decide(item.id, second, "accept", duration_ms=rng.randint(3_000, 20_000))
                 else:
-                    store.decide(item.id, second, "choose", category_id=node.id, category_path=node.path,
-                                 duration_ms=rng.randint(3_000, 20_000))
+                    store.decide(
+                        item.id,
+                        second,
+                        "choose",
+                        category_id=node.id,
+                        category_path=node.path,
+                        duration_ms=rng.randint(3_000, 20_000),
+                    )
                 for g in again:
                     if g.id != item.id:
                         store.release(g.id, second)
@@ -138,18 +157,30 @@ def nights(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Nights:
     files = _catalogs(real_data, work)
     settings = Settings(state_dir=work / "state", audit_rate=0.3)
     model_dir = work / "model"
-    pipeline.train(taxonomy_path=files["taxonomy"], catalog=files["labelled"], model_dir=model_dir, settings=settings)
+    pipeline.train(
+        taxonomy_path=files["taxonomy"], catalog=files["labelled"], model_dir=model_dir, settings=settings
+    )
     tax = pipeline.load_model_taxonomy(model_dir)
     truth = json.loads((work / "truth.json").read_text())
     runs = []
     reports = []
-    first = pipeline.classify_catalog(model_dir=model_dir, catalog=files["night1"], out=work / "night1.parquet",
-                                      settings=settings, images_root=real_data)
+    first = pipeline.classify_catalog(
+        model_dir=model_dir,
+        catalog=files["night1"],
+        out=work / "night1.parquet",
+        settings=settings,
+        images_root=real_data,
+    )
     runs.append(first.as_dict())  # the summary.json form (a RunSummary as a plain dict)
     reports.append(write_report(first["run_id"], settings=settings))
     overruled, double = _review(settings, truth, tax, random.Random(5))
-    second = pipeline.classify_catalog(model_dir=model_dir, catalog=files["night2"], out=work / "night2.parquet",
-                                       settings=settings, images_root=real_data)
+    second = pipeline.classify_catalog(
+        model_dir=model_dir,
+        catalog=files["night2"],
+        out=work / "night2.parquet",
+        settings=settings,
+        images_root=real_data,
+    )
     runs.append(second.as_dict())
     reports.append(write_report(second["run_id"], settings=settings))
     return Nights(settings, work, runs, truth, tax, overruled, double, reports)

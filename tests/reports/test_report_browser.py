@@ -16,7 +16,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def test_report_opens_offline_with_charts_and_a_working_table_of_contents(nights: Any, repo_root: Path) -> None:
+def test_report_opens_offline_with_charts_and_a_working_table_of_contents(
+    nights: Any, repo_root: Path
+) -> None:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (the CI script installs it)")
     from playwright.sync_api import sync_playwright
@@ -30,15 +32,19 @@ def test_report_opens_offline_with_charts_and_a_working_table_of_contents(nights
     requests: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         page = browser.new_page(viewport={"width": 1200, "height": 1500})
         page.on("request", lambda r: requests.append(r.url))
         page.goto(html_path.as_uri())
         page.screenshot(path=str(shots / "report.png"), full_page=True)
         page.screenshot(path=str(shots / "report_top.png"))
         images = page.eval_on_selector_all(
-            "img", "els => els.map(e => ({w: e.naturalWidth, h: e.naturalHeight, shown: e.getBoundingClientRect().width,"
-                   " title: e.dataset.chart, src: e.src}))")
+            "img",
+            "els => els.map(e => ({w: e.naturalWidth, h: e.naturalHeight, shown: e.getBoundingClientRect().width,"
+            " title: e.dataset.chart, src: e.src}))",
+        )
         toc = page.eval_on_selector_all("nav.toc a", "els => els.map(e => e.getAttribute('href'))")
         targets = [page.locator(h).count() for h in toc]
         headline = page.locator("#headline").inner_text()
@@ -51,9 +57,19 @@ def test_report_opens_offline_with_charts_and_a_working_table_of_contents(nights
     assert cards == 8
     assert sections >= 8 and len(toc) == sections and all(n == 1 for n in targets)
     titles = {i["title"] for i in images}
-    for expected in ("Where tonight's products went", "Calibration", "Categories with the most corrections",
-                     "Confusion hot-spots", "Overloaded nodes", "Top category moves", "Top-level mix", "Throughput",
-                     "Backlog age", "Auto-accept rate", "Precision"):
+    for expected in (
+        "Where tonight's products went",
+        "Calibration",
+        "Categories with the most corrections",
+        "Confusion hot-spots",
+        "Overloaded nodes",
+        "Top category moves",
+        "Top-level mix",
+        "Throughput",
+        "Backlog age",
+        "Auto-accept rate",
+        "Precision",
+    ):
         assert expected in titles, f"chart {expected!r} missing; have {sorted(titles)}"
     for img in images:
         assert img["w"] >= 400 and img["h"] >= 200, img["title"]

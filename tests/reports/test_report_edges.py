@@ -69,8 +69,22 @@ def test_a_run_with_no_products_still_gets_a_report(nights: Any, tmp_path: Path)
 @pytest.mark.slow
 def test_cli_writes_the_latest_report_where_asked(nights: Any, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = subprocess.run([SHELFWISE, "report", "--run", "latest", "--out", str(out), "--state-dir",
-                           str(nights.settings.state_dir)], capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [
+            SHELFWISE,
+            "report",
+            "--run",
+            "latest",
+            "--out",
+            str(out),
+            "--state-dir",
+            str(nights.settings.state_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (out / "report.html").is_file() and (out / "churn.parquet").is_file()
     assert nights.runs[-1]["run_id"] in (out / "report.html").read_text()
@@ -89,8 +103,15 @@ def test_unknown_run_names_the_missing_file_and_the_fix(tmp_path: Path) -> None:
     (tmp_path / "runs" / "r1" / "summary.json").write_text('{"run_id": ')
     with pytest.raises(ConfigError, match=r"r1/summary.json line 1: not valid JSON"):
         write_report("r1", settings=settings)
-    summary = {"run_id": "r1", "started_at": "a", "finished_at": "b", "catalog": "c.csv",
-               "taxonomy_version": "t", "model_version": "m", "model_dir": "models/m"}  # no predictions_path
+    summary = {
+        "run_id": "r1",
+        "started_at": "a",
+        "finished_at": "b",
+        "catalog": "c.csv",
+        "taxonomy_version": "t",
+        "model_version": "m",
+        "model_dir": "models/m",
+    }  # no predictions_path
     (tmp_path / "runs" / "r1" / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(ConfigError, match=r"r1/summary.json: field 'predictions_path': Field required"):
         write_report("r1", settings=settings)
@@ -109,11 +130,14 @@ def test_statistics_agree_with_scipy_and_sklearn() -> None:
     keys = ["a", "b", "c", "d"]
     expected = jensenshannon([p.get(k, 0) for k in keys], [q.get(k, 0) for k in keys], base=2) ** 2
     assert jensen_shannon(p, q) == pytest.approx(expected)
-    assert jensen_shannon(p, p) == pytest.approx(0.0) and jensen_shannon({"a": 1}, {"b": 1}) == pytest.approx(1.0)
+    assert jensen_shannon(p, p) == pytest.approx(0.0) and jensen_shannon({"a": 1}, {"b": 1}) == pytest.approx(
+        1.0
+    )
     assert psi(p, p) == pytest.approx(0.0) and psi(p, q) > 0.1
     # PSI by hand for two bins: sum((a - e) * ln(a / e))
     assert psi({"a": 50, "b": 50}, {"a": 60, "b": 40}) == pytest.approx(
-        (0.6 - 0.5) * math.log(0.6 / 0.5) + (0.4 - 0.5) * math.log(0.4 / 0.5))
+        (0.6 - 0.5) * math.log(0.6 / 0.5) + (0.4 - 0.5) * math.log(0.4 / 0.5)
+    )
 
 
 def test_trend_runs_must_allow_a_trend(tmp_path: Path) -> None:

@@ -50,14 +50,22 @@ def test_history_has_one_row_per_run_with_the_run_counts(nights: Any) -> None:
     assert h["quarantined"][0] == 3
     reasons = pl.read_parquet(_report_dir(nights, 0) / "quarantine_reasons.parquet")
     dropped = reasons.filter(pl.col("outcome") == "row dropped")
-    assert dict(dropped.group_by("reason").agg(pl.col("count").sum()).iter_rows()) == \
-        nights.runs[0]["counts"]["quarantine_reasons"]
+    assert (
+        dict(dropped.group_by("reason").agg(pl.col("count").sum()).iter_rows())
+        == nights.runs[0]["counts"]["quarantine_reasons"]
+    )
 
 
 def test_auto_accept_precision_is_recomputed_from_the_audit_log(nights: Any) -> None:
     run2 = nights.runs[1]
-    audit = [d for d in _decisions(nights) if d["queue"] == "audit" and d["final"]
-             and d["kind"] in ("accept", "choose") and d["model_version"] == run2["model_version"]]
+    audit = [
+        d
+        for d in _decisions(nights)
+        if d["queue"] == "audit"
+        and d["final"]
+        and d["kind"] in ("accept", "choose")
+        and d["model_version"] == run2["model_version"]
+    ]
     assert len(audit) >= 20, "the simulated reviewers answered the audit queue"
     correct = sum(_chosen(d) == d["shown_category_id"] for d in audit)
     assert 0 < correct < len(audit), "some audit answers overrule the model (every 7th answer does)"
@@ -68,8 +76,10 @@ def test_auto_accept_precision_is_recomputed_from_the_audit_log(nights: Any) -> 
     assert row["precision_lo"] == pytest.approx(ci.low) and row["precision_hi"] == pytest.approx(ci.high)
     html = nights.reports[1].read_text()
     c = run2["counts"]
-    expected = (f"Tonight {c['classified']} products were classified; {c['auto'] / c['classified']:.0%} auto-accepted "
-                f"at an estimated {correct / len(audit):.0%} precision (95% CI {ci.low * 100:.0f}–{ci.high * 100:.0f}%)")
+    expected = (
+        f"Tonight {c['classified']} products were classified; {c['auto'] / c['classified']:.0%} auto-accepted "
+        f"at an estimated {correct / len(audit):.0%} precision (95% CI {ci.low * 100:.0f}–{ci.high * 100:.0f}%)"
+    )
     assert expected in html
     # model vs reviewers, over every final answer
     answers = [d for d in _decisions(nights) if d["final"] and d["kind"] in ("accept", "choose")]
@@ -79,8 +89,12 @@ def test_auto_accept_precision_is_recomputed_from_the_audit_log(nights: Any) -> 
 
 
 def test_churn_matches_a_plain_dict_comparison_of_the_two_nights(nights: Any) -> None:
-    first = dict(pl.read_parquet(nights.runs[0]["predictions_path"]).select("sku_id", "category_id").iter_rows())
-    second = dict(pl.read_parquet(nights.runs[1]["predictions_path"]).select("sku_id", "category_id").iter_rows())
+    first = dict(
+        pl.read_parquet(nights.runs[0]["predictions_path"]).select("sku_id", "category_id").iter_rows()
+    )
+    second = dict(
+        pl.read_parquet(nights.runs[1]["predictions_path"]).select("sku_id", "category_id").iter_rows()
+    )
     both = set(first) & set(second)
     moved = sum(first[s] != second[s] for s in both)
     assert moved > 0, "reviewers' corrections are kept on night 2, so some products move"
@@ -104,8 +118,14 @@ def test_catalog_health_figures_match_the_predictions(nights: Any) -> None:
     assert row["suspect_rate"] == pytest.approx(disagree / len(pairs))
     assert row["uncategorized"] == pred.height - len(pairs) == 3  # 8 uncategorized on night 1, 5 dropped out
     # reviewers confirm a suspect when they move the product off its current branch
-    sus = [d for d in _decisions(nights) if d["queue"] == "suspect" and d["final"]
-           and d["kind"] in ("accept", "choose") and d["current_category_path"]]
+    sus = [
+        d
+        for d in _decisions(nights)
+        if d["queue"] == "suspect"
+        and d["final"]
+        and d["kind"] in ("accept", "choose")
+        and d["current_category_path"]
+    ]
     confirmed = sum(not _same_branch(d["category_path"], d["current_category_path"]) for d in sus)
     assert row["suspect_answers"] == len(sus) > 0
     assert row["confirmed_misfile_rate"] == pytest.approx(confirmed / len(sus))
@@ -145,13 +165,16 @@ def test_reviewer_agreement_and_backlog(nights: Any) -> None:
     assert row["decisions"] == len(decisions) and row["reviewers"] == 3
     engine = sa.create_engine(nights.settings.queue_url)
     with engine.connect() as conn:
-        open_items = conn.execute(sa.text("select count(*) from review_items where status <> 'decided'")).scalar_one()
+        open_items = conn.execute(
+            sa.text("select count(*) from review_items where status <> 'decided'")
+        ).scalar_one()
     engine.dispose()
     assert open_items > 0, "40% of the low-confidence queue is left for later"
     assert row["open_backlog"] == open_items
     stats = pl.read_parquet(_report_dir(nights, 1) / "reviewer_stats.parquet")
     assert dict(stats.select("reviewer", "decisions").iter_rows()) == {
-        who: sum(d["reviewer"] == who for d in decisions) for who in ("alice", "bob", "chandra")}
+        who: sum(d["reviewer"] == who for d in decisions) for who in ("alice", "bob", "chandra")
+    }
     backlog = pl.read_parquet(_report_dir(nights, 1) / "backlog.parquet")
     assert backlog["open_items"].sum() == open_items
 
@@ -160,8 +183,19 @@ def test_report_folder_has_the_bi_tables_and_the_markdown(nights: Any) -> None:
     folder = _report_dir(nights, 1)
     assert pl.read_parquet(_report_dir(nights, 0) / "quarantine_reasons.parquet").height > 0
     assert pl.read_parquet(folder / "quarantine_reasons.parquet").is_empty()  # night 2 had no bad rows
-    for name in ("volumes", "queues", "churn", "category_distribution", "confusion",
-                 "reviewer_stats", "backlog", "taxonomy_nodes", "agreement", "calibration", "headline"):
+    for name in (
+        "volumes",
+        "queues",
+        "churn",
+        "category_distribution",
+        "confusion",
+        "reviewer_stats",
+        "backlog",
+        "taxonomy_nodes",
+        "agreement",
+        "calibration",
+        "headline",
+    ):
         frame = pl.read_parquet(folder / f"{name}.parquet")
         assert frame.height > 0, name
     volumes = dict(pl.read_parquet(folder / "volumes.parquet").select("metric", "value").iter_rows())
@@ -181,8 +215,14 @@ def test_report_folder_has_the_bi_tables_and_the_markdown(nights: Any) -> None:
 def test_what_if_a_higher_confidence_bar_matches_the_audit_answers(nights: Any) -> None:
     """Governance asks 'what would it take to be surely above 95%?': every row re-counted by hand."""
     run2 = nights.runs[1]
-    audit = [d for d in _decisions(nights) if d["queue"] == "audit" and d["final"]
-             and d["kind"] in ("accept", "choose") and d["model_version"] == run2["model_version"]]
+    audit = [
+        d
+        for d in _decisions(nights)
+        if d["queue"] == "audit"
+        and d["final"]
+        and d["kind"] in ("accept", "choose")
+        and d["model_version"] == run2["model_version"]
+    ]
     pred = pl.read_parquet(run2["predictions_path"])
     table = pl.read_parquet(_report_dir(nights, 1) / "what_if_threshold.parquet")
     assert table.height >= 3 and table["min confidence"].is_sorted()
@@ -192,7 +232,8 @@ def test_what_if_a_higher_confidence_bar_matches_the_audit_answers(nights: Any) 
         kept = [d for d in audit if d["shown_confidence"] >= t]
         assert row["audit answers"] == len(kept)
         assert row["estimated precision"] == pytest.approx(
-            sum(_chosen(d) == d["shown_category_id"] for d in kept) / len(kept))
+            sum(_chosen(d) == d["shown_category_id"] for d in kept) / len(kept)
+        )
         auto = pred.filter((pl.col("route") == "auto") & (pl.col("confidence") >= t)).height
         assert row["coverage"] == pytest.approx(auto / pred.height)
     assert table["coverage"].is_sorted(descending=True)

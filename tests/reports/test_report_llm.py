@@ -22,7 +22,9 @@ def _fake_openai(repo_root: Path) -> ModuleType:
     """The LLM tests' fake server (tests/llm/fake_openai.py), loaded by path."""
     if "fake_openai" in sys.modules:
         return sys.modules["fake_openai"]
-    spec = importlib.util.spec_from_file_location("fake_openai", repo_root / "tests" / "llm" / "fake_openai.py")
+    spec = importlib.util.spec_from_file_location(
+        "fake_openai", repo_root / "tests" / "llm" / "fake_openai.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["fake_openai"] = module
@@ -30,16 +32,23 @@ def _fake_openai(repo_root: Path) -> ModuleType:
     return module
 
 
-def test_llm_calls_tokens_and_cost_are_reported(nights: Any, repo_root: Path, shared_data: Path,
-                                                tmp_path: Path) -> None:
+def test_llm_calls_tokens_and_cost_are_reported(
+    nights: Any, repo_root: Path, shared_data: Path, tmp_path: Path
+) -> None:
     from shelfwise import pipeline
 
     server = _fake_openai(repo_root).FakeOpenAI()
     try:
-        settings = Settings(state_dir=tmp_path / "state", llm={"base_url": server.base_url, "api_key": "test"})
+        settings = Settings(
+            state_dir=tmp_path / "state", llm={"base_url": server.base_url, "api_key": "test"}
+        )
         summary = pipeline.classify_catalog(
-            model_dir=nights.work / "model", catalog=nights.work / "night1.csv", out=tmp_path / "pred.parquet",
-            settings=settings, images_root=shared_data)
+            model_dir=nights.work / "model",
+            catalog=nights.work / "night1.csv",
+            out=tmp_path / "pred.parquet",
+            settings=settings,
+            images_root=shared_data,
+        )
         html_path = write_report(summary["run_id"], settings=settings)
     finally:
         server.close()
@@ -53,7 +62,8 @@ def test_llm_calls_tokens_and_cost_are_reported(nights: Any, repo_root: Path, sh
     assert row["llm_cost_usd"] == pytest.approx(llm["cost_usd"]) and llm["cost_usd"] > 0
     outcomes = pl.read_parquet(html_path.parent / "llm_outcomes.parquet")
     assert dict(outcomes.select("status", "answers").iter_rows()) == dict(
-        asked.group_by("llm_status").agg(pl.len()).iter_rows())
+        asked.group_by("llm_status").agg(pl.len()).iter_rows()
+    )
     html = html_path.read_text()
     assert f"The LLM looked at {asked.height} uncertain products ({llm['calls']} calls" in html
     assert f"${llm['cost_usd']:.4f}" in html
