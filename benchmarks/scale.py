@@ -85,7 +85,9 @@ def run_night(args: list[str], env: dict[str, str], log: Path) -> dict[str, Any]
         proc = subprocess.Popen([str(BIN), "run", *args], env=env, stdout=out, stderr=subprocess.STDOUT)
         watcher = threading.Thread(target=_watch, args=(proc, peaks, stop), daemon=True)
         watcher.start()
-        code = proc.wait()
+        _, status, usage = os.wait4(proc.pid, 0)  # CPU of the run and of the children it reaped
+        code = os.waitstatus_to_exitcode(status)
+        proc.returncode = code
     secs = time.perf_counter() - t0
     stop.set()
     watcher.join()
@@ -96,6 +98,7 @@ def run_night(args: list[str], env: dict[str, str], log: Path) -> dict[str, Any]
         by_kind[label] = max(by_kind.get(label, 0), kib)
     return {
         "seconds": secs,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "peak_rss_mib": {k: round(v / 1024) for k, v in by_kind.items()},
         "max_process_mib": round(max(v for _, v in peaks.values()) / 1024),
     }
@@ -236,21 +239,23 @@ def main() -> None:
             )
             results.append(r)
             print(
-                f"{engine:7} {night:7} {r['seconds']:7.1f} s {r['skus_per_s']:9,.0f} SKUs/s  "
+                f"{engine:7} {night:7} {r['seconds']:7.1f} s ({r['cpu_seconds']:,.0f} CPU s) "
+                f"{r['skus_per_s']:9,.0f} SKUs/s  "
                 f"scored {r['rescored']:,} ({r['distinct_scored']:,} distinct, {r['embedded']:,} embedded), "
                 f"carried {r['carried']:,}; peak RSS MiB {r['peak_rss_mib']}",
                 flush=True,
             )
     print()
     print(
-        "| engine | night | wall time (s) | SKUs/s | scored (distinct) | embedded | carried "
+        "| engine | night | wall time (s) | CPU s | SKUs/s | scored (distinct) | embedded | carried "
         "| peak RSS per process (MiB) |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         rss = ", ".join(f"{k} {v:,}" for k, v in sorted(r["peak_rss_mib"].items()))
         print(
-            f"| {r['engine']} | {r['night']} | {r['seconds']:,.0f} | {r['skus_per_s']:,.0f} | "
+            f"| {r['engine']} | {r['night']} | {r['seconds']:,.0f} | {r['cpu_seconds']:,.0f} "
+            f"| {r['skus_per_s']:,.0f} | "
             f"{r['rescored']:,} ({r['distinct_scored']:,}) | {r['embedded']:,} | {r['carried']:,} | {rss} |"
         )
     if args.json:

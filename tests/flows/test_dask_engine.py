@@ -122,7 +122,7 @@ def test_the_dask_night_equals_the_thread_night(
     # the shard tasks ran in the two worker processes, not in the flow's process
     assert len(s_dask.engine.processes) == 2 and proc.args and os.getpid() not in s_dask.engine.processes
     ran = _scheduler_prefixes(dask_cluster)
-    assert ran.get("classify-shard", 0) >= 4, ran
+    assert ran.get("classify_shard", 0) >= 4, ran
 
     a = pl.read_parquet(s_threads.predictions_path).sort("sku_id").select(COMPARE)
     b = pl.read_parquet(s_dask.predictions_path).sort("sku_id").select(COMPARE)
