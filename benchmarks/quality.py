@@ -337,9 +337,9 @@ def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = 
     """
     import shutil
 
-    from classifiers.calibration import precision_lower_bound
     from scipy.stats import binomtest
 
+    from classifiers.calibration import precision_lower_bound
     from shelfwise import pipeline
     from shelfwise.settings import Settings
 
@@ -370,12 +370,14 @@ def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = 
     out = state / "predictions.parquet"
     t0 = time.perf_counter()
     if not rescore:
-        pipeline.train(taxonomy_path=taxes / tax_file, catalog=train_file, model_dir=state / "model",
-                       settings=settings)
+        pipeline.train(
+            taxonomy_path=taxes / tax_file, catalog=train_file, model_dir=state / "model", settings=settings
+        )
     t_fit = time.perf_counter() - t0
     if not rescore:
-        pipeline.classify_catalog(model_dir=state / "model", catalog=test_file, out=out, settings=settings,
-                                  enqueue=False)
+        pipeline.classify_catalog(
+            model_dir=state / "model", catalog=test_file, out=out, settings=settings, enqueue=False
+        )
     fit_report = json.loads((state / "model" / "manifest.json").read_text())["fit_report"]
     pred = pl.read_parquet(out)
 
@@ -385,7 +387,9 @@ def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = 
 
     truth_of = {
         sku: resolved(p)
-        for sku, p in zip(frame[test_idx]["sku_id"].to_list(), frame[test_idx]["category_path"].to_list(), strict=True)
+        for sku, p in zip(
+            frame[test_idx]["sku_id"].to_list(), frame[test_idx]["category_path"].to_list(), strict=True
+        )
     }
     truth = np.asarray([truth_of[s] for s in pred["sku_id"].to_list()], dtype=object)
     got = np.asarray(pred["category_path"].to_list(), dtype=object)
@@ -411,7 +415,9 @@ def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = 
         "auto_exact_precision_lower_bound_one_sided": round(precision_lower_bound(k, m), 4) if m else None,
         "top1_accuracy": round(float(exact.mean()), 4),
         "confident_share": round(float(has_conf.mean()), 4),
-        "confident_precision_ancestor_ok": round(float(conf_ok[has_conf].mean()), 4) if has_conf.any() else None,
+        "confident_precision_ancestor_ok": round(float(conf_ok[has_conf].mean()), 4)
+        if has_conf.any()
+        else None,
         "train_out_of_fold": fit_report.get("heldout", {}),
         "baseline_top1_accuracy": round(base["leaf_accuracy"], 4),
         "baseline_oracle_coverage_at_95": round(base["coverage_at_precision"]["0.95"], 4),
@@ -419,14 +425,21 @@ def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = 
 
 
 def disjoint_markdown(results: dict[str, Any]) -> str:
-    lines = [
+    head = (
         "| catalog | test rows | auto share | exact precision of auto rows (95% CI) | one-sided 95% lower bound | "
-        "top-1 accuracy | TF-IDF+SVM top-1 | TF-IDF+SVM oracle coverage @95% | back-off answer share (ancestor-correct) |",
+        "top-1 accuracy | TF-IDF+SVM top-1 | TF-IDF+SVM oracle coverage @95% | back-off answer share (ancestor-correct) |"
+    )
+    lines = [
+        head,
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
         ci = r["auto_exact_precision_ci95"]
-        prec = "-" if r["auto_exact_precision"] is None else f"{r['auto_exact_precision']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+        prec = (
+            "-"
+            if r["auto_exact_precision"] is None
+            else f"{r['auto_exact_precision']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+        )
         lines.append(
             f"| {name} | {r['test_rows']} | {r['auto_share']:.3f} | {prec} | "
             f"{fmt(r['auto_exact_precision_lower_bound_one_sided'])} | {r['top1_accuracy']:.3f} | "
@@ -497,7 +510,9 @@ def main(argv: list[str] | None = None) -> int:
         help="train as `shelfwise train` does on 80%% of each catalog, classify the other 20%%: realized auto "
         "share and exact precision (stored under 'disjoint' in the JSON file)",
     )
-    ap.add_argument("--rescore", action="store_true", help="with --disjoint: recompute the figures of the last run")
+    ap.add_argument(
+        "--rescore", action="store_true", help="with --disjoint: recompute the figures of the last run"
+    )
     args = ap.parse_args(argv)
     if args.disjoint:
         out_path = Path(args.out)
@@ -653,7 +668,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"{fmt(sc)} | {fmt(sc / bc if bc else float('nan'), 2)} | "
             f"{fmt(pol['auto_share'])} ({fmt(pol['auto_precision'])}) |"
         )
-    cv_rows = [(n, e["cross_validated"]) for n, e in results.items() if n != "disjoint" and "cross_validated" in e]
+    cv_rows = [
+        (n, e["cross_validated"]) for n, e in results.items() if n != "disjoint" and "cross_validated" in e
+    ]
     if cv_rows:
         lines += [
             "",

@@ -73,8 +73,6 @@ class Prediction:
         return int(self.confidence.shape[0])
 
 
-
-
 def fit_stackers(model: Any, oof: dict[str, np.ndarray], y: np.ndarray) -> np.ndarray:
     """Fit the weighted stacker and/or the reranker; keep the one right more often out of fold.
 
@@ -106,9 +104,7 @@ def fit_stackers(model: Any, oof: dict[str, np.ndarray], y: np.ndarray) -> np.nd
                 continue
             rr = make_reranker(int(model.random_state)).fit(feats[tr].reshape(-1, width), t_tr)
             s_oof[va] = rr.predict_proba(feats[va].reshape(-1, width))[:, 1].reshape(len(va), -1)
-        model.reranker_ = make_reranker(int(model.random_state)).fit(
-            feats.reshape(-1, width), target.ravel()
-        )
+        model.reranker_ = make_reranker(int(model.random_state)).fit(feats.reshape(-1, width), target.ravel())
         outputs["rerank"] = to_distribution(s_oof, cand, fused)
     if not outputs:  # "mean", or a reranker without both outcomes to learn from
         outputs["mean"] = fused
@@ -123,15 +119,18 @@ def fit_stackers(model: Any, oof: dict[str, np.ndarray], y: np.ndarray) -> np.nd
     return outputs[chosen]
 
 
-
-def fit_calibrator(model: Any, p_raw: np.ndarray, y: np.ndarray) -> TemperatureScaler | IsotonicCalibrator | None:
+def fit_calibrator(
+    model: Any, p_raw: np.ndarray, y: np.ndarray
+) -> TemperatureScaler | IsotonicCalibrator | None:
     if model.calibration == "temperature":
         return TemperatureScaler().fit(np.log(np.clip(p_raw, 1e-12, 1)), y)
     if model.calibration == "isotonic":
         return IsotonicCalibrator().fit(p_raw.max(axis=1), p_raw.argmax(axis=1) == y)
     return None
 
-def cross_fitted_calibration(model: Any, p_raw: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]
+
+def cross_fitted_calibration(
+    model: Any, p_raw: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]
 ) -> np.ndarray:
     """Each row calibrated by a calibrator fit on the other folds' out-of-fold scores (never its own)."""
     if model.calibration == "none":
@@ -146,11 +145,13 @@ def cross_fitted_calibration(model: Any, p_raw: np.ndarray, y: np.ndarray, folds
         model.calibrator_ = final
     return out
 
+
 def calibrate_top(model: Any, top: np.ndarray) -> np.ndarray:
     """The calibrated probability of a top score (isotonic or none: a monotone map of it alone)."""
     if isinstance(model.calibrator_, IsotonicCalibrator):
         return model.calibrator_.transform(top)
     return np.asarray(top, dtype=np.float64)
+
 
 def fit_model_thresholds(model: Any, p_raw: np.ndarray, p_cal_cf: np.ndarray, y: np.ndarray) -> None:
     """Leaf thresholds per node group, then the back-off bar (see `fit_thresholds`).
@@ -183,13 +184,17 @@ def fit_model_thresholds(model: Any, p_raw: np.ndarray, p_cal_cf: np.ndarray, y:
     # back-off bar on the rows whose leaf was not accepted
     node_scores = model.index_.aggregate(p_cal_cf, model.label_pos_)
     rest = np.flatnonzero(~leaf_ok)
-    sc, cor = ancestor_matrix(model, node_scores[rest], model.label_pos_[top[rest]], model.label_pos_[y[rest]])
+    sc, cor = ancestor_matrix(
+        model, node_scores[rest], model.label_pos_[top[rest]], model.label_pos_[y[rest]]
+    )
     t, fit, _ = fit_backoff_threshold(sc, cor, target_precision=tp)
     thresholds.backoff = t
     thresholds.backoff_fit = fit.to_dict()
     model.thresholds_ = thresholds
 
-def ancestor_matrix(model: Any, node_scores: np.ndarray, best: np.ndarray, truth: np.ndarray | None
+
+def ancestor_matrix(
+    model: Any, node_scores: np.ndarray, best: np.ndarray, truth: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(scores, truth lies under) of each row's proper ancestors of ``best``, deepest first, -inf padded."""
     n = len(best)
@@ -211,8 +216,8 @@ def ancestor_matrix(model: Any, node_scores: np.ndarray, best: np.ndarray, truth
     return sc, cor
 
 
-
-def confident_nodes(model: Any, node_scores: np.ndarray, best_pos: np.ndarray, leaf_conf: np.ndarray, leaf_thr: np.ndarray
+def confident_nodes(
+    model: Any, node_scores: np.ndarray, best_pos: np.ndarray, leaf_conf: np.ndarray, leaf_thr: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(position, probability, bar) of the deepest node on each row's label path clearing its bar."""
     n = len(best_pos)
@@ -233,4 +238,3 @@ def confident_nodes(model: Any, node_scores: np.ndarray, best_pos: np.ndarray, l
                 p = model.index_.ancestor_positions(int(best_pos[r]), include_self=False)[int(jj)]
                 pos[r], conf[r], thr[r] = p, node_scores[r, p], bar
     return pos, conf, thr
-

@@ -30,16 +30,16 @@ def out_of_fold_report(
     top = p_raw.argmax(axis=1)
     ok = top == y
     accepted = sum(int(g["accepted"]) for g in thresholds.groups.values())
-    right = sum(round(float(g["oof_precision"] or 0.0) * int(g["accepted"])) for g in thresholds.groups.values())
+    right = sum(
+        round(float(g["oof_precision"] or 0.0) * int(g["accepted"])) for g in thresholds.groups.values()
+    )
     n = len(y)
     return {
         "what": "out of fold (scorers and stacker never saw the row; calibrator cross-fitted)",
         "rows": n,
         "leaf_accuracy": round(float(ok.mean()), 4),
         "ece_uncalibrated": round(expected_calibration_error(p_raw.max(axis=1), ok), 4),
-        "ece_calibrated_cross_fitted": round(
-            expected_calibration_error(p_cal_cf[np.arange(n), top], ok), 4
-        ),
+        "ece_calibrated_cross_fitted": round(expected_calibration_error(p_cal_cf[np.arange(n), top], ok), 4),
         "temperature": temperature,
         "target_precision": thresholds.target_precision,
         "threshold_global": thresholds.to_dict()["global"],

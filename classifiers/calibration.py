@@ -281,7 +281,11 @@ class Thresholds:
         groups = {}
         for g, fit in self.groups.items():
             raw = _dec(fit["threshold"])
-            groups[g] = {**fit, "threshold": _enc(m(raw)), "score_threshold": fit.get("score_threshold", fit["threshold"])}
+            groups[g] = {
+                **fit,
+                "threshold": _enc(m(raw)),
+                "score_threshold": fit.get("score_threshold", fit["threshold"]),
+            }
         return dataclasses.replace(
             self,
             global_=m(self.global_),
@@ -357,9 +361,13 @@ def fit_thresholds(
     ok = np.asarray(correct, dtype=bool).ravel()
     ids = np.asarray([str(i) for i in predicted_ids], dtype=object)
     if not (len(conf) == len(ok) == len(ids)):
-        raise ValueError(f"confidence, correct and predicted_ids differ in length: {len(conf)}, {len(ok)}, {len(ids)}")
+        raise ValueError(
+            f"confidence, correct and predicted_ids differ in length: {len(conf)}, {len(ok)}, {len(ids)}"
+        )
     parents = dict(parent_of or {})
-    labels, inv = np.unique(ids, return_inverse=True) if len(ids) else (np.zeros(0, dtype=object), np.zeros(0, int))
+    labels, inv = (
+        np.unique(ids, return_inverse=True) if len(ids) else (np.zeros(0, dtype=object), np.zeros(0, int))
+    )
     counts = np.bincount(inv, minlength=len(labels))
     chains = {str(lab): _chain(str(lab), parents) for lab in labels}
     depth_of: dict[str, int] = {}
@@ -370,7 +378,11 @@ def fit_thresholds(
     for li, lab in enumerate(labels):
         for node in chains[str(lab)]:
             members.setdefault(node, []).append(li)
-    fit_kw: dict[str, Any] = {"target_precision": target_precision, "delta": delta, "min_support": min_support}
+    fit_kw: dict[str, Any] = {
+        "target_precision": target_precision,
+        "delta": delta,
+        "min_support": min_support,
+    }
     owner: dict[int, str] = {}
     groups: dict[str, dict[str, Any]] = {}
     group_thr: dict[str, float] = {}
@@ -399,10 +411,15 @@ def fit_thresholds(
             continue
         above = (inv == li) & (conf >= t)
         m = int(above.sum())
-        if m >= 10 and _upper_bound(int(ok[above].sum()), m, DELTA if delta is None else delta) < target_precision:
+        if (
+            m >= 10
+            and _upper_bound(int(ok[above].sum()), m, DELTA if delta is None else delta) < target_precision
+        ):
             per_node[str(lab)] = math.inf
-            groups[f"{lab} (excluded)"] = {**fit_threshold(conf[inv == li], ok[inv == li], **fit_kw).to_dict(),
-                                           "excluded_from": group_of[str(lab)]}
+            groups[f"{lab} (excluded)"] = {
+                **fit_threshold(conf[inv == li], ok[inv == li], **fit_kw).to_dict(),
+                "excluded_from": group_of[str(lab)],
+            }
     return Thresholds(
         global_=group_thr[GLOBAL],
         per_node=per_node,
@@ -436,7 +453,11 @@ def fit_backoff_threshold(
         return math.inf, ThresholdFit(math.inf, n, 0, 0, 0.0), np.full(n, -1)
     finite = sc[np.isfinite(sc)]
     cand = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, grid))) if finite.size else np.zeros(0)
-    best: tuple[float, ThresholdFit, np.ndarray] = (math.inf, ThresholdFit(math.inf, n, 0, 0, 0.0), np.full(n, -1))
+    best: tuple[float, ThresholdFit, np.ndarray] = (
+        math.inf,
+        ThresholdFit(math.inf, n, 0, 0, 0.0),
+        np.full(n, -1),
+    )
     for t in cand[::-1]:  # high to low: keep the lowest bar that still proves the target
         clears = sc >= t
         anyc = clears.any(axis=1)

@@ -33,9 +33,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import math
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +42,8 @@ import numpy as np
 import polars as pl
 from scipy.special import expit
 from sklearn.base import BaseEstimator
-from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.model_selection import StratifiedKFold
 
-from classifiers._model_bank import BankData, fit_bank, score_bank
 from classifiers._model_accept import (
     Prediction,
     confident_nodes,
@@ -55,9 +52,10 @@ from classifiers._model_accept import (
     fit_model_thresholds,
     fit_stackers,
 )
+from classifiers._model_bank import BankData, fit_bank, score_bank
+from classifiers._model_report import manifest_of, out_of_fold_report
 from classifiers._model_rerank import LabelInfo, WeightedStacker, candidate_features, to_distribution
 from classifiers._model_text import TEXT_FIELDS, build_inputs, embed_chunks
-from classifiers._model_report import manifest_of, out_of_fold_report
 from classifiers.calibration import IsotonicCalibrator, TemperatureScaler
 from classifiers.hierarchy import NodeIndex
 from shelfwise.errors import ConfigError, ModelError
@@ -503,8 +501,22 @@ class CategoryModel(BaseEstimator):
             i0 = np.zeros(0, dtype=np.int64)
             b0 = np.zeros(0, dtype=bool)
             return Prediction(
-                np.zeros((0, top_k), dtype=object), np.zeros((0, top_k)), e, e, ids0, i0, b0, ids0, e, b0,
-                e, e, ids0, e, i0, e,
+                np.zeros((0, top_k), dtype=object),
+                np.zeros((0, top_k)),
+                e,
+                e,
+                ids0,
+                i0,
+                b0,
+                ids0,
+                e,
+                b0,
+                e,
+                e,
+                ids0,
+                e,
+                i0,
+                e,
             )
         if n > _PREDICT_CHUNK:
             # bounded memory: the kNN scorers build (rows x training rows) similarity matrices and the

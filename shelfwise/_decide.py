@@ -166,8 +166,14 @@ def decide(
         else np.maximum(thr, 0.5)
     )
     routing = route(
-        confidence, thr, cat_paths, current_paths, suspect_thresholds=sus_t, current_known=current_known,
-        current_support=current_support, max_current_support=options.max_current_support,
+        confidence,
+        thr,
+        cat_paths,
+        current_paths,
+        suspect_thresholds=sus_t,
+        current_known=current_known,
+        current_support=current_support,
+        max_current_support=options.max_current_support,
     )
     routes = [str(r) for r in routing.route]
     queues: list[str | None] = [str(q) if q else None for q in routing.queue]
@@ -177,8 +183,13 @@ def decide(
     for i in range(n):
         cp, cur = model.confident_paths[i], current_paths[i]
         if (
-            routes[i] == "review" and source[i] == "model" and cp and cur and options.suspect_threshold is None
-            and not paths_agree(cp, cur) and support[i] <= options.max_current_support
+            routes[i] == "review"
+            and source[i] == "model"
+            and cp
+            and cur
+            and options.suspect_threshold is None
+            and not paths_agree(cp, cur)
+            and support[i] <= options.max_current_support
         ):
             routes[i], queues[i] = "suspect", QueueName.SUSPECT
             reasons[i] = "current_category_unknown" if not current_known[i] else "current_category_disagrees"

@@ -29,7 +29,16 @@ import numpy as np
 import polars as pl
 from scipy.stats import binomtest
 
-__all__ = ["ALL", "AuditBars", "STATE_FILE", "audit_answers", "load_bars", "next_bars", "reset_bars", "save_bars"]
+__all__ = [
+    "ALL",
+    "STATE_FILE",
+    "AuditBars",
+    "audit_answers",
+    "load_bars",
+    "next_bars",
+    "reset_bars",
+    "save_bars",
+]
 
 #: Scope key of the overall bar.
 ALL = "*"
@@ -73,7 +82,9 @@ class AuditBars:
     def from_dict(cls, data: dict[str, Any]) -> AuditBars:
         return cls(
             model_version=data.get("model_version"),
-            floors={k: (math.inf if v == "inf" else float(v)) for k, v in dict(data.get("floors", {})).items()},
+            floors={
+                k: (math.inf if v == "inf" else float(v)) for k, v in dict(data.get("floors", {})).items()
+            },
             evidence=dict(data.get("evidence", {})),
             raised=list(data.get("raised", [])),
         )
@@ -89,7 +100,8 @@ class AuditBars:
             what = "auto-accept stopped" if math.isinf(floor) else f"minimum confidence {floor:.3f}"
             seen = (
                 f" (audit: {ev['correct']}/{ev['answers']} right, upper bound {ev['upper_bound']:.3f})"
-                if ev else ""
+                if ev
+                else ""
             )
             parts.append(f"{name}: {what}{seen}")
         return "Auto-accept bar raised by the audit: " + "; ".join(parts) + ". Retraining resets it."
@@ -101,7 +113,9 @@ def audit_answers(decisions: pl.DataFrame, *, model_version: str | None = None) 
     ``correct``: the reviewer kept exactly the shown category (an exact judgement). Only answers on
     items of ``model_version`` count when it is given.
     """
-    empty = pl.DataFrame(schema={"shown_confidence": pl.Float64, "shown_category_path": pl.String, "correct": pl.Boolean})
+    empty = pl.DataFrame(
+        schema={"shown_confidence": pl.Float64, "shown_category_path": pl.String, "correct": pl.Boolean}
+    )
     need = {"queue", "kind", "final", "shown_confidence", "shown_category_path"}
     if decisions.is_empty() or not need <= set(decisions.columns):
         return empty
@@ -115,7 +129,9 @@ def audit_answers(decisions: pl.DataFrame, *, model_version: str | None = None) 
         d = d.filter(pl.col("model_version") == model_version)
     if d.is_empty():
         return empty
-    chosen_path = pl.coalesce("category_path", "shown_category_path") if "category_path" in d.columns else None
+    chosen_path = (
+        pl.coalesce("category_path", "shown_category_path") if "category_path" in d.columns else None
+    )
     if "shown_category_id" in d.columns and "category_id" in d.columns:
         same = (
             pl.when(pl.col("shown_category_id").is_not_null() & pl.col("category_id").is_not_null())
@@ -143,7 +159,10 @@ def _raise(
     k = int(ok[keep].sum())
     ub = _upper_bound(k, n, delta)
     evidence = {
-        "answers": n, "correct": k, "precision": round(k / n, 4), "upper_bound": round(ub, 4),
+        "answers": n,
+        "correct": k,
+        "precision": round(k / n, 4),
+        "upper_bound": round(ub, 4),
         "previous_floor": float(floor.max()) if len(floor) else 0.0,
     }
     if ub >= target:
@@ -174,16 +193,22 @@ def next_bars(
     if not answers.is_empty():
         conf = answers.get_column("shown_confidence").to_numpy().astype(np.float64)
         ok = answers.get_column("correct").to_numpy().astype(bool)
-        branch = np.array([_branch(p) for p in answers.get_column("shown_category_path").to_list()], dtype=object)
+        branch = np.array(
+            [_branch(p) for p in answers.get_column("shown_category_path").to_list()], dtype=object
+        )
 
         def floor_of(rows: np.ndarray) -> np.ndarray:
             overall = floors.get(ALL, 0.0)
             return np.array([max(overall, floors.get(b, 0.0)) for b in branch[rows]], dtype=np.float64)
 
-        scopes = [(b, branch == b) for b in sorted(set(branch)) if b] + [(ALL, np.ones(len(conf), dtype=bool))]
+        scopes = [(b, branch == b) for b in sorted(set(branch)) if b] + [
+            (ALL, np.ones(len(conf), dtype=bool))
+        ]
         for scope, mask in scopes:
             rows = np.flatnonzero(mask)
-            got = _raise(conf[rows], ok[rows], floor_of(rows), target=target, delta=delta, min_answers=min_answers)
+            got = _raise(
+                conf[rows], ok[rows], floor_of(rows), target=target, delta=delta, min_answers=min_answers
+            )
             if got is not None:
                 floors[scope], evidence[scope] = max(got[0], floors.get(scope, 0.0)), got[1]
                 raised.append(scope)

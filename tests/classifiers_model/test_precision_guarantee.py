@@ -82,8 +82,9 @@ def test_tiny_nodes_inherit_a_pooled_threshold_and_big_nodes_keep_their_own():
         tree[f"C{i}>x"] = f"C{i}"
         add(f"C{i}>x", 20, 0.995)
     add("B>bad", 150, 0.7)  # enough rows to be judged: far below target
-    th = fit_thresholds(np.array(scores), np.array(ok), ids, target_precision=0.95, parent_of=tree,
-                        min_node_support=100)
+    th = fit_thresholds(
+        np.array(scores), np.array(ok), ids, target_precision=0.95, parent_of=tree, min_node_support=100
+    )
     assert th.group_of["A>big"] == "A>big" and math.isfinite(th.per_node["A>big"])
     assert th.group_of["C0>x"] == th.group_of["C99>x"] == GLOBAL  # tiny: pooled up to the global group
     assert math.isfinite(th.global_) and th.per_node["C0>x"] == th.per_node["C99>x"] == th.global_

@@ -55,9 +55,14 @@ def test_a_branch_proven_below_target_gets_a_higher_bar_until_the_audit_agrees(t
     toys_floor = bars.floors["Toys"]
     assert 0.9 < toys_floor <= 0.99
     # the audited Toys items above the new bar are on target
-    ok = answers.filter(pl.col("shown_category_path").str.starts_with("Toys") & (pl.col("shown_confidence") >= toys_floor))
+    ok = answers.filter(
+        pl.col("shown_category_path").str.starts_with("Toys") & (pl.col("shown_confidence") >= toys_floor)
+    )
     assert ok.get_column("correct").mean() >= 0.95
-    np.testing.assert_allclose(bars.floor_for(["Toys > Dolls > Rag", "Home > Mugs", None]), [toys_floor, bars.floors.get(ALL, 0.0), bars.floors.get(ALL, 0.0)])
+    np.testing.assert_allclose(
+        bars.floor_for(["Toys > Dolls > Rag", "Home > Mugs", None]),
+        [toys_floor, bars.floors.get(ALL, 0.0), bars.floors.get(ALL, 0.0)],
+    )
     # the same answers the next night change nothing (the audit agrees with the raised bar)
     again = next_bars(bars, answers, target=0.95, model_version="m1")
     assert again.floors == bars.floors
@@ -90,4 +95,6 @@ def test_answers_on_another_model_or_other_queues_do_not_count():
     rows = [(0.99, "Toys > Dolls", False)] * 30
     d = _decisions(rows, model="old")
     assert audit_answers(d, model_version="new").is_empty()
-    assert audit_answers(d.with_columns(pl.lit("low_confidence").alias("queue")), model_version="old").is_empty()
+    assert audit_answers(
+        d.with_columns(pl.lit("low_confidence").alias("queue")), model_version="old"
+    ).is_empty()

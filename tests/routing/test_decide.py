@@ -30,9 +30,15 @@ def _answers() -> ModelAnswers:
 def _decide(options: DecideOptions, *, llm=None, locks=None, audit=None, floor_for=None, current=None):
     n = 3
     return decide(
-        _answers(), current_paths=current or [None] * n, current_known=[True] * n,
-        current_support=np.zeros(n), llm=llm or [None] * n, locks=locks or [None] * n,
-        audit=np.zeros(n, dtype=bool) if audit is None else audit, options=options, floor_for=floor_for,
+        _answers(),
+        current_paths=current or [None] * n,
+        current_known=[True] * n,
+        current_support=np.zeros(n),
+        llm=llm or [None] * n,
+        locks=locks or [None] * n,
+        audit=np.zeros(n, dtype=bool) if audit is None else audit,
+        options=options,
+        floor_for=floor_for,
     )
 
 
