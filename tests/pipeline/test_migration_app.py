@@ -15,7 +15,9 @@ from verification.app import create_app
 PASSWORD = "correct horse battery staple"
 
 
-def test_queue_and_item_page_show_the_taxonomy_version_of_the_suggestion(tmp_path: Path, real_data: Path) -> None:
+def test_queue_and_item_page_show_the_taxonomy_version_of_the_suggestion(
+    tmp_path: Path, real_data: Path
+) -> None:
     tax_path = real_data / "taxonomies" / "flipkart_categories.txt"
     tax = load_taxonomy(tax_path)
     node = tax.find_path("Kitchen & Dining > Coffee Mugs")
@@ -36,8 +38,8 @@ def test_queue_and_item_page_show_the_taxonomy_version_of_the_suggestion(tmp_pat
         page = client.get("/login")
         token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
         assert token
-        resp = client.post("/login", data={"username": "ann", "password": PASSWORD, "csrf_token": token.group(1),
-                                           "next": "/queues"}, follow_redirects=False)
+        form = {"username": "ann", "password": PASSWORD, "csrf_token": token.group(1), "next": "/queues"}
+        resp = client.post("/login", data=form, follow_redirects=False)
         assert resp.status_code == 303, resp.text
         queue = client.get("/queues?queue=low_confidence")
         assert queue.status_code == 200
