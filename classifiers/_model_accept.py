@@ -233,7 +233,7 @@ def confident_nodes(
         clears = sc >= bar
         anyc = clears.any(axis=1)
         j = clears.argmax(axis=1)
-        for r, jj, ok in zip(rest, j, anyc, strict=True):
+        for r, jj, ok in zip(rest, j, np.asarray(anyc).tolist(), strict=True):
             if ok:
                 p = model.index_.ancestor_positions(int(best_pos[r]), include_self=False)[int(jj)]
                 pos[r], conf[r], thr[r] = p, node_scores[r, p], bar

@@ -579,7 +579,7 @@ class CategoryModel(BaseEstimator):
             zero_shot=np.asarray(zero_shot, dtype=bool),
             threshold=threshold,
             leaf_threshold=leaf_thr,
-            confident_ids=np.where(has, ids[np.maximum(conf_pos, 0)], None).astype(object),
+            confident_ids=np.asarray(np.where(has, ids[np.maximum(conf_pos, 0)], None), dtype=object),
             confident_confidence=conf_conf,
             confident_depth=np.where(has, depths[np.maximum(conf_pos, 0)], -1),
             confident_threshold=conf_thr,

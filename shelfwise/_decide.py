@@ -193,7 +193,7 @@ def decide(
         ):
             routes[i], queues[i] = "suspect", QueueName.SUSPECT
             reasons[i] = "current_category_unknown" if not current_known[i] else "current_category_disagrees"
-    for i in np.flatnonzero(llm_failed):
+    for i in (int(x) for x in np.flatnonzero(llm_failed)):
         if routes[i] == "review":
             queues[i] = QueueName.LLM_FAILED
             reasons[i] = f"llm_{llm_status[i]}"
@@ -209,7 +209,7 @@ def decide(
         source[i] = "human"
         routes[i], queues[i], reasons[i] = "auto", None, "human_decision"
     # 5. audit sampling of auto-accepted machine answers
-    for i in np.flatnonzero(np.asarray(audit, dtype=bool)):
+    for i in (int(x) for x in np.flatnonzero(np.asarray(audit, dtype=bool))):
         if routes[i] == "auto" and source[i] != "human":
             queues[i] = QueueName.AUDIT
     return Decisions(
