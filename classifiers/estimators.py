@@ -1,7 +1,7 @@
 """The scikit-learn estimators inside `CategoryModel`.
 
     CosineKNNClassifier    kNN over L2-normalised vectors (embeddings or TF-IDF rows), softmax-weighted votes
-    TextLinearClassifier   TF-IDF word 1-2 + char 2-5 grams -> LinearSVC (lexical signal), softmax probabilities
+    TextLinearClassifier   TF-IDF word 1-2 + char 2-5 grams -> LinearSVC (lexical signal), softmax probas
     KeyPriorClassifier     smoothed P(class | key) for a categorical key such as the brand
     LogPriceClassifier     a Gaussian over log(price) per class (log-normal naive Bayes on one number)
 
@@ -289,7 +289,10 @@ class LogPriceClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "mean_")
         values = self._values(X, reset=False)
         # models saved before several quantities were supported hold (K,) means and scalar globals
-        mean, var = np.reshape(self.mean_, (len(self.classes_), -1)), np.reshape(self.var_, (len(self.classes_), -1))
+        mean, var = (
+            np.reshape(self.mean_, (len(self.classes_), -1)),
+            np.reshape(self.var_, (len(self.classes_), -1)),
+        )
         g_mean, g_var = np.atleast_1d(self.global_mean_), np.atleast_1d(self.global_var_)
         if values.shape[1] != mean.shape[1]:
             raise ValueError(f"X has {values.shape[1]} columns, the model was fit on {mean.shape[1]}")

@@ -39,7 +39,6 @@ def split_category(text: str, separator: str | None) -> list[str]:
     return [" ".join(p.split()) for p in parts if p.strip()]
 
 
-
 def _json_items(text: str) -> tuple[Any, str | None]:
     """Decode a JSON list cell (a lone JSON string counts as a one-item list), or say why it isn't one."""
     try:

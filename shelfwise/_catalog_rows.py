@@ -82,7 +82,8 @@ class Plan:
         def fail(what: str, column: str, canonical: str) -> CatalogError:
             hint = suggest(found, canonical)
             return CatalogError(
-                f"{kind} {path}: {what} column {column!r} not found; columns found: {', '.join(found) or '(none)'}; "
+                f"{kind} {path}: {what} column {column!r} not found; "
+                f"columns found: {', '.join(found) or '(none)'}; "
                 f"fix: --map {canonical}=<your column>{hint} (or `columns: {{{canonical}: ...}}` in the spec)"
             )
 
@@ -172,7 +173,9 @@ class ImageResolver:
 
 
 _FIX = {
-    QuarantineReason.MISSING_SKU_ID: "give the row a unique id in column {col!r} (or --map sku_id=<id column>)",
+    QuarantineReason.MISSING_SKU_ID: (
+        "give the row a unique id in column {col!r} (or --map sku_id=<id column>)"
+    ),
     QuarantineReason.NO_TEXT: "fill the title or description (or supply reviews with --reviews)",
     QuarantineReason.BAD_CATEGORY: (
         "write the category as {hint} (category_format: {fmt} in the spec), or leave it empty"

@@ -304,7 +304,10 @@ def load_reviews(
                     reason=QuarantineReason.BAD_RATING,
                     value=rec["rating_raw"],
                     severity="warning",
-                    fix=f"write the rating as a number like 4 in column {plan.source['rating']!r} (rating left empty)",
+                    fix=(
+                        f"write the rating as a number like 4 in column {plan.source['rating']!r} "
+                        "(rating left empty)"
+                    ),
                 )
             parts.append(good.select("sku_id", "title", "text", "rating"))
     if not parts:

@@ -147,8 +147,8 @@ def _lang_from_name(name: str) -> str | None:
 
 def _raise_attribute_list(source: str) -> None:
     raise TaxonomyError(
-        f"taxonomy {source} is Shopify's attribute list (gid://shopify/TaxonomyAttribute/...), not a category "
-        f"taxonomy; fix: load the categories file instead, e.g. shopify_categories_2025-01.en.txt"
+        f"taxonomy {source} is Shopify's attribute list (gid://shopify/TaxonomyAttribute/...), not a "
+        f"category taxonomy; fix: load the categories file instead, e.g. shopify_categories_2025-01.en.txt"
     )
 
 
@@ -433,8 +433,8 @@ def _load_bestbuy(file: Path, source: str, lang: str | None) -> Taxonomy:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TaxonomyError(
-            f"taxonomy {source} line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg}); fix: repair "
-            f"the JSON or pass the right format="
+            f"taxonomy {source} line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg}); "
+            f"fix: repair the JSON or pass the right format="
         ) from None
     if isinstance(data, dict):
         data = data.get("categories", data.get("subCategories"))
@@ -546,7 +546,7 @@ def _load_bestbuy(file: Path, source: str, lang: str | None) -> Taxonomy:
             str(ref.get("id"))
             for item in data
             if isinstance(item, dict)
-            for ref in (item.get("subCategories") if isinstance(item.get("subCategories"), list) else [])
+            for ref in _list_or_empty(item.get("subCategories"))
             if isinstance(ref, dict) and str(ref.get("id")) not in known
         }
         if dangling:
@@ -567,6 +567,10 @@ def _load_bestbuy(file: Path, source: str, lang: str | None) -> Taxonomy:
     )
 
 
+def _list_or_empty(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _as_list(value: Any, where: str, key: str, problems: list[Problem]) -> list[Any]:
     """A JSON field that must be a list (or absent/null); anything else is reported, not iterated."""
     if value is None:
@@ -574,6 +578,10 @@ def _as_list(value: Any, where: str, key: str, problems: list[Problem]) -> list[
     if isinstance(value, list):
         return value
     problems.append(
-        Problem(where, f"{key!r} is a JSON {type(value).__name__}, not a list", f"write {key} as a list of entries")
+        Problem(
+            where,
+            f"{key!r} is a JSON {type(value).__name__}, not a list",
+            f"write {key} as a list of entries",
+        )
     )
     return []

@@ -165,7 +165,8 @@ class Taxonomy:
         source: str = "<records>",
         lang: str | None = None,
     ) -> Taxonomy:
-        """Build from ``(id, name, parent_id)`` triples in any order; validates ids, parents, cycles, names."""
+        """Build from ``(id, name, parent_id)`` triples in any order; validates ids, parents, cycles and
+        names."""
         raws = [
             RawNode(str(node_id), name, None if parent is None else str(parent), f"record {i}")
             for i, (node_id, name, parent) in enumerate(records, start=1)
@@ -213,7 +214,9 @@ class Taxonomy:
             ) from None
 
     def by_path(self, path: str) -> Node:
-        """The node with exactly this path (whitespace around ``>`` ignored); raises :class:`UnknownNodeError`.
+        """The node with exactly this path (whitespace around ``>`` ignored).
+
+        Raises :class:`UnknownNodeError` when there is none.
 
         When a file lists the same path under two ids (translation collisions), the first one wins.
         """
@@ -223,13 +226,15 @@ class Taxonomy:
         if node_id is None:
             raise UnknownNodeError(
                 f"category path {path!r} is not in taxonomy {self.source}; fix: check the spelling "
-                f"(use find_path() for a case-insensitive lookup, deepest_known() to cut extra trailing levels)"
+                f"(use find_path() for a case-insensitive lookup, deepest_known() to cut extra trailing "
+                f"levels)"
             )
         return self._nodes[node_id]
 
     def find_path(self, path: str) -> Node | None:
         """The node for ``path``, or ``None``: tolerant to whitespace, ``>``/``>>`` separators, a
-        Flipkart ``["..."]`` wrapper and letter case; also matches localized paths (see :meth:`with_names`)."""
+        Flipkart ``["..."]`` wrapper and letter case; also matches localized paths (see
+        :meth:`with_names`)."""
         node_id = self._by_path.get(path)
         if node_id is not None:
             return self._nodes[node_id]
@@ -373,7 +378,8 @@ class Taxonomy:
         return tuple(self._localized)
 
     def localized_names(self, lang: str) -> dict[str, str]:
-        """``{id: name}`` in ``lang`` for the ids that have a translation (own names if ``lang == self.lang``)."""
+        """``{id: name}`` in ``lang`` for the ids that have a translation (own names if
+        ``lang == self.lang``)."""
         if lang == self.lang and lang not in self._localized:
             return {n.id: n.name for n in self}
         return {k: name for k, (name, _path) in self._get_lang(lang).items()}

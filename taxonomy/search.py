@@ -5,9 +5,10 @@
     index.search("반려동물")       # Korean names and paths, Hangul substrings inside compounds too
 
 Ranking (a higher tier always wins; inside a tier shallower, then leaf, then shorter names first):
-exact name (also ignoring spaces and punctuation) or full path (1.0) > name starts with the query (0.85) > every query word starts a word of
-the name (0.7) > the query is inside the name, ignoring spaces and punctuation (0.6) > every query word
-starts a word of the full path (0.45) > the query is inside the full path (0.3). The score is the tier
+exact name (also ignoring spaces and punctuation) or full path (1.0) > name starts with the query
+(0.85) > every query word starts a word of the name (0.7) > the query is inside the name, ignoring
+spaces and punctuation (0.6) > every query word starts a word of the full path (0.45) > the query is
+inside the full path (0.3). The score is the tier
 minus 0.01 per level below the top (at most 0.09), so scores are comparable across queries.
 
 Matching is case-insensitive (NFKC + casefold). Pure Python: lowercase strings, compacted strings and an

@@ -1,4 +1,4 @@
-"""Fixtures for the catalog tests: the real Flipkart taxonomy and tables from the bundled excerpt (tests/data)."""
+"""Fixtures of the catalog tests: the real Flipkart taxonomy and tables from the excerpt (tests/data)."""
 
 from __future__ import annotations
 

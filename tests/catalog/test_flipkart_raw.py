@@ -23,7 +23,9 @@ def loaded(flipkart_raw_path: Path, specs_dir: Path, flipkart_taxonomy) -> tuple
 def test_every_row_loads(loaded, flipkart_raw_path: Path) -> None:
     frame, q = loaded
     source_rows = pl.scan_csv(flipkart_raw_path, infer_schema=False).select(pl.len()).collect().item()
-    assert source_rows == 203  # the excerpt: 200 first records + the 3 without a photo (tests/data/SOURCES.md)
+    assert (
+        source_rows == 203
+    )  # the excerpt: 200 first records + the 3 without a photo (tests/data/SOURCES.md)
     assert frame.height == source_rows - q.total
     assert q.total == 0, q.records[:3]
     assert frame["sku_id"].n_unique() == frame.height

@@ -26,11 +26,15 @@ cell = st.one_of(
     st.none(),
     st.text(max_size=30),
     st.text(alphabet=',"\n\r;>[]{}=:\\ \t', max_size=12),
-    st.sampled_from(["", " ", "null", "NaN", "1e309", "-0", "Rs. 1,899", '["A >> B"]', '{"k"=>"v"}', "[1, 2"]),
+    st.sampled_from(
+        ["", " ", "null", "NaN", "1e309", "-0", "Rs. 1,899", '["A >> B"]', '{"k"=>"v"}', "[1, 2"]
+    ),
 )
 json_value = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -81,7 +85,9 @@ def test_csv_with_random_cells(
 
 @given(rows=st.lists(st.fixed_dictionaries({c: cell for c in COLUMNS}), min_size=1, max_size=8))
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
-def test_every_well_formed_row_is_kept_or_quarantined(tmp_path: Path, rows: list[dict[str, Any]], suffix: str) -> None:
+def test_every_well_formed_row_is_kept_or_quarantined(
+    tmp_path: Path, rows: list[dict[str, Any]], suffix: str
+) -> None:
     """A table written by a real writer: no row is lost silently, in any of the three formats."""
     frame = pl.DataFrame(rows, schema={c: pl.String for c in COLUMNS})
     path = tmp_path / f"export{suffix}"
@@ -102,7 +108,12 @@ def test_every_well_formed_row_is_kept_or_quarantined(tmp_path: Path, rows: list
     rows=st.lists(
         st.fixed_dictionaries(
             {"sku_id": cell, "title": cell},
-            optional={"price": json_value, "attributes": json_value, "category_path": json_value, "extra": json_value},
+            optional={
+                "price": json_value,
+                "attributes": json_value,
+                "category_path": json_value,
+                "extra": json_value,
+            },
         ),
         min_size=1,
         max_size=6,

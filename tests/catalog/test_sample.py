@@ -67,7 +67,9 @@ def test_make_sample_rebuilds_the_bundled_files(sample: Path, real_data: Path, t
     )
 
 
-def test_test_excerpt_rebuilds_from_the_shared_folder(real_data: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_test_excerpt_rebuilds_from_the_shared_folder(
+    real_data: Path, shared_data: Path, tmp_path: Path
+) -> None:
     """Full-data test: tests/data is exactly what make_excerpt.py cuts from ../shared/data."""
     _script(real_data / "make_excerpt.py").build(shared_data, tmp_path)
     bundled = sorted(p.relative_to(real_data) for p in real_data.rglob("*") if p.is_file())

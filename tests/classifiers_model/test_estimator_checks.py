@@ -1,4 +1,4 @@
-"""scikit-learn's own estimator checks on every estimator of the category model (classifiers/estimators.py)."""
+"""scikit-learn's estimator checks on every estimator of the category model (classifiers/estimators.py)."""
 
 from __future__ import annotations
 
@@ -54,12 +54,34 @@ API_CHECKS = [
     checks.check_parameters_default_constructible,
 ]
 TITLES = [
-    "ceramic coffee mug 350 ml", "coffee mug set of 2", "travel mug steel", "glass tea cup",
-    "wifi router dual band", "wireless router 300 mbps", "mesh router kit", "router with 4 antennas",
-    "cotton bath towel", "face towel set", "hand towel pack", "beach towel large",
+    "ceramic coffee mug 350 ml",
+    "coffee mug set of 2",
+    "travel mug steel",
+    "glass tea cup",
+    "wifi router dual band",
+    "wireless router 300 mbps",
+    "mesh router kit",
+    "router with 4 antennas",
+    "cotton bath towel",
+    "face towel set",
+    "hand towel pack",
+    "beach towel large",
 ]
 LABELS = ["mug"] * 4 + ["router"] * 4 + ["towel"] * 4
-BRANDS = ["cello", "cello", "milton", "borosil", "tp-link", "tp-link", "d-link", "", "sathiyas", "eurospa", "", "bombay"]
+BRANDS = [
+    "cello",
+    "cello",
+    "milton",
+    "borosil",
+    "tp-link",
+    "tp-link",
+    "d-link",
+    "",
+    "sathiyas",
+    "eurospa",
+    "",
+    "bombay",
+]
 
 
 def _text_x(estimator) -> list[str]:  # type: ignore[no-untyped-def]
@@ -112,7 +134,15 @@ def test_text_classifier_keeps_no_training_matrix() -> None:
     rows = est.fit_transform_rows(TITLES, LABELS)
     assert rows.shape[0] == len(TITLES)
     assert (abs(rows - est.transform(TITLES)) > 1e-12).nnz == 0
-    assert set(vars(est)) == {"C", "min_df_char", "proba_scale", "class_weight", "classes_", "vectorizer_", "svc_"}
+    assert set(vars(est)) == {
+        "C",
+        "min_df_char",
+        "proba_scale",
+        "class_weight",
+        "classes_",
+        "vectorizer_",
+        "svc_",
+    }
 
 
 def test_knn_votes_follow_the_nearest_rows():
@@ -163,7 +193,9 @@ def test_price_likelihood_separates_cheap_and_dear_categories_and_ignores_missin
     assert ll[0, dice] > ll[0, board] + 5 and ll[1, board] > ll[1, dice] + 5
     np.testing.assert_array_equal(ll[2:], 0.0)  # missing / impossible price: no signal
     # a class seen with only two prices is shrunk towards the global spread, not needle-thin
-    few = LogPriceClassifier().fit(np.r_[prices, 10.0, 10.0][:, None], np.concatenate([y, ["kites", "kites"]]))
+    few = LogPriceClassifier().fit(
+        np.r_[prices, 10.0, 10.0][:, None], np.concatenate([y, ["kites", "kites"]])
+    )
     assert few.var_[list(few.classes_).index("kites"), 0] > 0.2 * few.global_var_[0]
     with pytest.raises(ValueError, match="strength"):
         LogPriceClassifier(strength=0).fit(prices[:, None], y)

@@ -106,10 +106,16 @@ def build(shared: Path, out: Path) -> None:
     )
 
     tax = out / "taxonomies"
-    _head_lines(shared / "taxonomies" / "shopify_attributes_2025-01.en.txt",
-                tax / "shopify_attributes_2025-01.en.txt", ATTRIBUTE_LINES)
-    _head_lines(shared / "taxonomies" / "shopify_2025-01_to_google_2021-09-21.csv",
-                tax / "shopify_2025-01_to_google_2021-09-21.csv", MAPPING_ROWS)
+    _head_lines(
+        shared / "taxonomies" / "shopify_attributes_2025-01.en.txt",
+        tax / "shopify_attributes_2025-01.en.txt",
+        ATTRIBUTE_LINES,
+    )
+    _head_lines(
+        shared / "taxonomies" / "shopify_2025-01_to_google_2021-09-21.csv",
+        tax / "shopify_2025-01_to_google_2021-09-21.csv",
+        MAPPING_ROWS,
+    )
     entries = json.loads((shared / "taxonomies" / "bestbuy_categories_2016.json").read_text(encoding="utf-8"))
     kept = entries[:BESTBUY_ENTRIES] + [e for e in entries[BESTBUY_ENTRIES:] if e.get("name") is None]
     (tax / "bestbuy_categories_2016.json").write_text(
@@ -119,7 +125,9 @@ def build(shared: Path, out: Path) -> None:
     images = out / "images" / "flipkart"
     images.mkdir(parents=True, exist_ok=True)
     with_photo = flipkart.filter(pl.col("image_path").is_not_null())
-    full_size = with_photo.filter(pl.col("title").str.contains(FULL_SIZE_TITLE)).get_column("image_path").head(1)
+    full_size = (
+        with_photo.filter(pl.col("title").str.contains(FULL_SIZE_TITLE)).get_column("image_path").head(1)
+    )
     for rel in with_photo.get_column("image_path").unique().sort():
         src = shared / rel
         if src.is_file() and rel in full_size:

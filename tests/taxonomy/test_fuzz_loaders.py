@@ -18,17 +18,20 @@ from hypothesis import strategies as st
 from shelfwise.errors import TaxonomyError
 from taxonomy import Taxonomy, detect_format, load_taxonomy
 
-
 name = st.one_of(
     st.text(max_size=12),
     st.text(alphabet="> -:#\t\"',", max_size=6),
-    st.sampled_from(["Home", "Home & Garden", "가방", "  ", "", ">", ">>", "#", "gid://shopify/TaxonomyCategory/x"]),
+    st.sampled_from(
+        ["Home", "Home & Garden", "가방", "  ", "", ">", ">>", "#", "gid://shopify/TaxonomyCategory/x"]
+    ),
 )
 path_line = st.lists(name, min_size=1, max_size=4).map(lambda parts: " > ".join(parts))
 node_id = st.one_of(st.integers(-5, 10**6).map(str), st.text(max_size=8), st.sampled_from(["1", "1-2", "a"]))
 json_value = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=15,
 )
 bestbuy_entry = st.fixed_dictionaries(
@@ -39,7 +42,9 @@ bestbuy_entry = st.fixed_dictionaries(
         "path": st.one_of(
             st.lists(st.fixed_dictionaries({"id": node_id, "name": name}), max_size=3), json_value
         ),
-        "subCategories": st.one_of(st.lists(st.fixed_dictionaries({"id": node_id, "name": name}), max_size=3), json_value),
+        "subCategories": st.one_of(
+            st.lists(st.fixed_dictionaries({"id": node_id, "name": name}), max_size=3), json_value
+        ),
     },
 )
 
@@ -102,12 +107,21 @@ def test_bestbuy_json(tmp_path: Path, data: Any) -> None:
 
 
 @given(
-    rows=st.lists(st.tuples(st.one_of(st.none(), node_id), st.one_of(st.none(), path_line), st.one_of(st.none(), name)), min_size=1, max_size=8),
-    columns=st.sampled_from([("google_id", "full_path", "name"), ("id", "category_path", "category_name"), ("x", "y", "z")]),
+    rows=st.lists(
+        st.tuples(st.one_of(st.none(), node_id), st.one_of(st.none(), path_line), st.one_of(st.none(), name)),
+        min_size=1,
+        max_size=8,
+    ),
+    columns=st.sampled_from(
+        [("google_id", "full_path", "name"), ("id", "category_path", "category_name"), ("x", "y", "z")]
+    ),
     suffix=st.sampled_from([".csv", ".parquet", ".jsonl"]),
 )
 def test_tables(
-    tmp_path: Path, rows: list[tuple[str | None, str | None, str | None]], columns: tuple[str, str, str], suffix: str
+    tmp_path: Path,
+    rows: list[tuple[str | None, str | None, str | None]],
+    columns: tuple[str, str, str],
+    suffix: str,
 ) -> None:
     frame = pl.DataFrame(rows, schema={c: pl.String for c in columns}, orient="row")
     path = tmp_path / f"table{suffix}"

@@ -1,4 +1,4 @@
-"""Every real taxonomy file loads with the right shape (the bundled excerpt; a few checks on the full files)."""
+"""Every real taxonomy file loads with the right shape (the bundled excerpt; one test on the full files)."""
 
 from __future__ import annotations
 
@@ -211,7 +211,7 @@ def test_to_frame(shopify_en: Taxonomy) -> None:
 
 
 def test_full_shared_files_keep_their_published_shape(shared_data: Path) -> None:
-    """Full-data test: the shared Best Buy tree and mapping table that the excerpt cuts (skips without them)."""
+    """Full-data test: the Best Buy tree and mapping table that the excerpt cuts (skips without them)."""
     tax_dir = shared_data / "taxonomies"
     bestbuy = tax_dir / "bestbuy_categories_2016.json"
     assert len(json.loads(bestbuy.read_text(encoding="utf-8"))) == 4584
@@ -221,5 +221,7 @@ def test_full_shared_files_keep_their_published_shape(shared_data: Path) -> None
     joined = " | ".join(tax.warnings)
     assert "139 ancestor categories" in joined and "1990 ids named only in 'subCategories'" in joined
     shopify = load_taxonomy(tax_dir / "shopify_categories_2025-01.en.txt")
-    mapped = load_taxonomy(tax_dir / "shopify_2025-01_to_google_2021-09-21.csv", path_column="shopify_full_path")
+    mapped = load_taxonomy(
+        tax_dir / "shopify_2025-01_to_google_2021-09-21.csv", path_column="shopify_full_path"
+    )
     assert len(mapped) == 10535 and all(shopify.find_path(n.path) is not None for n in mapped)

@@ -134,7 +134,8 @@ def test_bestbuy_empty_name_with_children_is_an_error(tmp_path: Path) -> None:
 
 
 def test_bestbuy_nested_layout_and_repeated_nodes(tmp_path: Path) -> None:
-    """Nested subCategories without 'path': the nesting gives the parent; a repeated node keeps its first place."""
+    """Nested subCategories without 'path': the nesting gives the parent; a repeated node keeps its first
+    place."""
     nested = _bestbuy(
         tmp_path,
         [
@@ -189,8 +190,8 @@ def test_table_with_ids_reports_rows(tmp_path: Path) -> None:
         load_taxonomy(bad)
     message = str(info.value)
     assert (
-        "line 4 (full_path='Toys > Kites'): duplicate id '11' for 'Toys > Kites'; it is also 'Toys > Dolls' (first used on line 3"
-        in message
+        "line 4 (full_path='Toys > Kites'): duplicate id '11' for 'Toys > Kites'; "
+        "it is also 'Toys > Dolls' (first used on line 3" in message
     )
     assert "line 5 (full_path='None'): empty 'full_path' for id '12'" in message
 
