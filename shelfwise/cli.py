@@ -96,7 +96,8 @@ def _build_settings(
     *, state_dir: Path | None = None, embedder: str | None = None, shard_size: int | None = None,
     auto_threshold: float | None = None, target_precision: float | None = None,
     llm_base_url: str | None = None, llm_model: str | None = None, use_images: bool | None = None,
-    workers: int | None = None, use_price: bool | None = None,
+    workers: int | None = None, use_price: bool | None = None, dask_address: str | None = None,
+    dask_workers: int | None = None, incremental: bool | None = None, work_url: str | None = None,
 ) -> Any:
     from pydantic import ValidationError
 
@@ -105,7 +106,8 @@ def _build_settings(
     overrides: dict[str, Any] = {
         "state_dir": state_dir, "embedder": embedder, "shard_size": shard_size, "auto_threshold": auto_threshold,
         "target_precision": target_precision, "use_images": use_images, "workers": workers,
-        "use_price": use_price,
+        "use_price": use_price, "dask_address": dask_address, "dask_workers": dask_workers,
+        "incremental": incremental, "work_url": work_url,
     }
     try:
         settings = load_settings(**overrides)
@@ -285,7 +287,11 @@ def run(
     llm_model: LLMModelOpt = None,
     auto_threshold: AutoOpt = None,
     shard_size: ShardOpt = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Shards classified in parallel (default 2).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Shards classified in parallel on threads (default 2).")] = None,
+    dask_address: Annotated[str | None, typer.Option("--dask-address", help="Run the shard tasks on this Dask scheduler (tcp://HOST:PORT); needs the `dask` extra.")] = None,
+    dask_workers: Annotated[int | None, typer.Option("--dask-workers", help="Start a local Dask cluster of N single-thread processes for the shard tasks.")] = None,
+    incremental: Annotated[bool | None, typer.Option("--incremental/--full", help="Carry unchanged SKUs' last predictions (default) or re-score everything.")] = None,
+    work_url: Annotated[str | None, typer.Option("--work-url", help="Staged shards and prediction parts: a folder all workers see, or s3://bucket/prefix.")] = None,
     state_dir: StateOpt = None,
     taxonomy_mapping: Annotated[Path | None, typer.Option("--taxonomy-mapping", help="CSV OLD -> NEW for the night "
                                 "--taxonomy differs from the model's: renamed, merged, split nodes (docs/taxonomy-evolution.md).")] = None,
@@ -303,8 +309,9 @@ def run(
         _fail(ShelfwiseError("--catalog is required (or --sample to run the bundled demo)"))
     try:
         settings = _build_settings(state_dir=state_dir, shard_size=shard_size, auto_threshold=auto_threshold,
-                                   llm_base_url=llm_base_url, llm_model=llm_model, workers=workers)
-        overrides = _overrides(settings)
+                                   llm_base_url=llm_base_url, llm_model=llm_model, workers=workers,
+                                   dask_address=dask_address, dask_workers=dask_workers, incremental=incremental,
+                                   work_url=work_url)
         from shelfwise import _export, _migrate
 
         _export.check_export_flags(export_taxonomy, export_mapping)
@@ -314,12 +321,12 @@ def run(
             taxonomy=taxonomy, taxonomy_mapping=taxonomy_mapping, labelled=labelled, settings=settings,
             reviews=reviews, images_root=images_root, spec=spec, mapping=mapping,
         )
-        from flows.nightly import nightly_reclassification
+        from flows.run import run_night
 
-        summary = nightly_reclassification(
-            catalog=str(catalog), taxonomy=_s(taxonomy), labelled=_s(labelled), model_dir=_s(model_dir),
-            reviews=_s(reviews), images_root=_s(images_root), spec=_s(spec), mapping=mapping, out=_s(out),
-            retrain=retrain, settings_overrides=overrides,
+        summary = run_night(
+            catalog=str(catalog), settings=settings, taxonomy=_s(taxonomy), labelled=_s(labelled),
+            model_dir=_s(model_dir), reviews=_s(reviews), images_root=_s(images_root), spec=_s(spec),
+            mapping=mapping, out=_s(out), retrain=retrain,
         )
         _migrate.after_run(summary, settings, migration)
         _export.export_after_run(summary, export_taxonomy, export_mapping)
@@ -341,33 +348,16 @@ def _overrides(settings: Any) -> dict[str, Any]:
     return data
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    c = summary["counts"]
-    table = Table(title=f"shelfwise run {summary['run_id']}")
+def _print_summary(summary: Any) -> None:
+    """Print a `RunSummary` (its rows and notes are the one rendering of a run)."""
+    table = Table(title=f"shelfwise run {summary.run_id}")
     table.add_column("items")
     table.add_column("count", justify="right")
-    rows = [
-        ("seen", c["seen"]), ("new", c["new"]), ("changed", c["changed"]), ("unchanged", c["unchanged"]),
-        ("classified", c["classified"]), ("quarantined", c["quarantined"]), ("auto-accepted", c["auto"]),
-        ("review", c["review"]), ("suspect", c["suspect"]), ("kept human decisions", c.get("human_locked", 0)),
-    ]
-    rows += [(f"queued: {k}", v) for k, v in c["queued"].items()]
-    superseded = sum((summary.get("enqueue") or {}).get("superseded", {}).values())
-    if superseded:
-        rows.append(("stale queue items closed (now auto-accepted)", superseded))
-    rows += [("LLM gated", summary["llm"].get("gated", 0)),
-             ("embeddings computed", summary["embedding"]["misses"]),
-             ("embeddings from cache", summary["embedding"]["hits"])]
-    for name, value in rows:
-        table.add_row(name, str(value))
+    for name, value in summary.rows():
+        table.add_row(name, value)
     Console().print(table)
-    if c.get("quarantine_reasons"):
-        console.print("quarantine reasons: " + ", ".join(f"{k}: {v}" for k, v in c["quarantine_reasons"].items())
-                      + f"  (rows with reasons in {summary.get('quarantine_path')})")
-    console.print(summary["llm"].get("note", ""))
-    console.print(f"predictions: [bold]{summary['predictions_path']}[/]")
-    if summary.get("report"):
-        console.print(f"report: [bold]{summary['report']}[/]")
+    for line in summary.notes():
+        console.print(line, markup=False, highlight=False)
 
 
 # ---- evaluate -------------------------------------------------------------------------------------
