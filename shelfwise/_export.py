@@ -40,8 +40,10 @@ def export_frame(predictions: pl.DataFrame, source: Any, target: Any, mapping: A
         col.replace_strict(tid, default=None, return_dtype=pl.String).alias("export_category_id"),
         col.replace_strict(tpath, default=None, return_dtype=pl.String).alias("export_category_path"),
         col.replace_strict(status, default=str(ExportStatus.UNMAPPED), return_dtype=pl.String)
-        .fill_null(str(ExportStatus.UNMAPPED)).alias("export_mapping_status"),
+        .fill_null(str(ExportStatus.UNMAPPED))
+        .alias("export_mapping_status"),
     )
+
 
 def add_export_columns(
     predictions_path: str | Path, *, source: Any, export_taxonomy: str | Path, export_mapping: str | Path
@@ -68,8 +70,9 @@ def check_export_flags(export_taxonomy: str | Path | None, export_mapping: str |
         return False
     if export_taxonomy is None or export_mapping is None:
         raise ConfigError(
-            "--export-taxonomy and --export-mapping go together: the taxonomy to export to and the CSV mapping "
-            "the model's categories to it (e.g. --export-taxonomy google_product_taxonomy_2021-09-21.en-US.csv "
+            "--export-taxonomy and --export-mapping go together: the taxonomy to export to and the CSV "
+            "mapping the model's categories to it (e.g. --export-taxonomy "
+            "google_product_taxonomy_2021-09-21.en-US.csv "
             "--export-mapping shopify_2025-01_to_google_2021-09-21.csv)"
         )
     for flag, value in (("--export-taxonomy", export_taxonomy), ("--export-mapping", export_mapping)):
@@ -87,9 +90,14 @@ def export_after_run(
     from shelfwise._train import load_model_taxonomy
 
     assert export_taxonomy is not None and export_mapping is not None
+
     def get(key: str) -> Any:
         return summary[key] if isinstance(summary, dict) else getattr(summary, key)
 
     source = load_model_taxonomy(Path(str(get("model_dir"))))
-    return add_export_columns(str(get("predictions_path")), source=source, export_taxonomy=export_taxonomy,
-                              export_mapping=export_mapping)
+    return add_export_columns(
+        str(get("predictions_path")),
+        source=source,
+        export_taxonomy=export_taxonomy,
+        export_mapping=export_mapping,
+    )

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -30,11 +31,18 @@ from shelfwise.errors import ConfigError, ShelfwiseError
 if TYPE_CHECKING:
     from shelfwise.settings import Settings
 
-__all__ = ["TAXONOMY_CHANGED", "Migration", "after_run", "migrate_if_needed", "migrate_store", "with_aliases",
-           "write_aliases"]
+__all__ = [
+    "TAXONOMY_CHANGED",
+    "Migration",
+    "after_run",
+    "load_pending",
+    "migrate_if_needed",
+    "migrate_store",
+    "with_aliases",
+    "write_aliases",
+]
 
 TAXONOMY_CHANGED = "taxonomy_changed"
-_LABEL_KINDS = ("accept", "choose")
 
 
 class Migration:
@@ -54,8 +62,9 @@ class Migration:
         self.dropped: frozenset[str] = frozenset()  # OLD ids the mapping file gives an empty target
         self._old_paths = frozenset(n.path for n in diff.old)
         self.moved_paths = frozenset(
-            diff.new.get(t).path for n in diff.old if (t := diff.target(n.id)) is not None
-            and diff.new.get(t).path != n.path
+            diff.new.get(t).path
+            for n in diff.old
+            if (t := diff.target(n.id)) is not None and diff.new.get(t).path != n.path
         )
 
     def why_lost(self, old_id: str) -> str:
@@ -145,11 +154,13 @@ def migrate_if_needed(
     if labelled is None:
         raise ConfigError(
             f"taxonomy {taxonomy} ({new.version}) differs from the one model {model_dir} was trained on "
-            f"({old.version}); the migration retrains on it: pass --labelled LABELLED (and --taxonomy-mapping "
+            f"({old.version}); the migration retrains on it: pass --labelled LABELLED (and "
+            "--taxonomy-mapping "
             "MAP.csv for renamed, merged or split nodes)"
         )
     mapping = load_mapping(taxonomy_mapping, old, new) if taxonomy_mapping is not None else None
     migration = Migration(diff_taxonomies(old, new, mapping=mapping))
+    pending = _keep_inputs(model_dir / MODEL_TAXONOMY_DIR, old, taxonomy_mapping)  # before NEW replaces OLD
     migration.dropped = mapping.dropped if mapping is not None else frozenset()
     migration.catalog_params = {k: train_kwargs.get(k) for k in ("reviews", "images_root", "spec", "mapping")}
     store = _queue_store(settings, create=False)
@@ -159,64 +170,37 @@ def migrate_if_needed(
         finally:
             store.close()
         migration.orphan_skus = frozenset(lost)
-    train(taxonomy_path=taxonomy, catalog=labelled, model_dir=model_dir, settings=settings,
-          relabel=migration.relabel, **train_kwargs)
+    train(
+        taxonomy_path=taxonomy,
+        catalog=labelled,
+        model_dir=model_dir,
+        settings=settings,
+        relabel=migration.relabel,
+        **train_kwargs,
+    )
     write_aliases(model_dir / MODEL_TAXONOMY_DIR, migration)
+    _save_pending(pending, migration)
     return migration
 
 
 def migrate_store(store: Any, migration: Migration, *, run_label: str) -> tuple[dict[str, Any], list[str]]:
-    """Move reviewers' labels and open review items to NEW. Returns the counts and the SKUs whose label was lost."""
-    import sqlalchemy as sa
+    """Move reviewers' labels and open review items to NEW (``QueueStore.remap_categories``).
 
-    from verification.models import OPEN_STATUSES, HumanLabel, ReviewItem
+    Returns the counts and the SKUs whose label was lost (their node vanished without a target)."""
 
-    labels_t, items_t = cast(sa.Table, HumanLabel.__table__), cast(sa.Table, ReviewItem.__table__)
-    d = migration.diff
-    lab: Counter[str] = Counter()
-    lost: list[str] = []
-    with store.engine.begin() as conn:
-        rows = conn.execute(sa.select(labels_t.c.sku_id, labels_t.c.category_id, labels_t.c.category_path)
-                            .where(labels_t.c.kind.in_(_LABEL_KINDS))).all()
-        for sku, cid, cpath in rows:
-            new_id, status = _follow(migration, cid, cpath)
-            lab[status] += 1
-            if status == "lost":
-                lost.append(sku)
-                migration.lost_reasons["reviewer label: " + migration.why_lost(cid or "")] += 1
-                conn.execute(sa.delete(labels_t).where(labels_t.c.sku_id == sku))
-            elif status == "remapped" and new_id is not None:
-                conn.execute(sa.update(labels_t).where(labels_t.c.sku_id == sku)
-                             .values(category_id=new_id, category_path=d.new.get(new_id).path))
-        items = conn.execute(sa.select(items_t.c.id, items_t.c.sku_id, items_t.c.status, items_t.c.reviews_done,
-                                       items_t.c.suggested_category_id, items_t.c.suggested_category_path,
-                                       items_t.c.candidates)
-                             .where(items_t.c.status.in_(OPEN_STATUSES))).all()
-    it: Counter[str] = Counter()
-    stale: list[str] = []
-    with store.engine.begin() as conn:
-        for item_id, sku, status, done, sid, spath, cands in items:
-            new_id, st = _follow(migration, sid, spath)
-            if st == "lost":
-                if status == "open" and not done:
-                    stale.append(sku)
-                else:
-                    it["kept_in_progress"] += 1
-                continue
-            if st != "remapped" or new_id is None:
-                it["unchanged"] += 1
-                continue
-            moved = []
-            for c in cands or []:
-                cid, _ = _follow(migration, c.get("category_id"), c.get("category_path"))
-                if cid is not None:
-                    moved.append({**c, "category_id": cid, "category_path": d.new.get(cid).path})
-            conn.execute(sa.update(items_t).where(items_t.c.id == item_id).values(
-                suggested_category_id=new_id, suggested_category_path=d.new.get(new_id).path, candidates=moved))
-            it["remapped"] += 1
-    if stale:
-        it["superseded"] = sum(store.supersede(stale, run_id=run_label).values())
-    return {"labels": dict(lab), "items": dict(it)}, lost
+    def follow(category_id: str | None, category_path: str | None) -> tuple[str, str] | None:
+        new_id, status = _follow(migration, category_id, category_path)
+        if status == "lost":
+            return None
+        if new_id is None:  # in neither taxonomy: not ours to judge, left as it is
+            return category_id or "", category_path or ""
+        return new_id, migration.new.get(new_id).path
+
+    result = store.remap_categories(follow, run_id=run_label)
+    for _sku, category_id in result.lost_labels:
+        migration.lost_reasons["reviewer label: " + migration.why_lost(category_id or "")] += 1
+    lost = [sku for sku, _ in result.lost_labels]
+    return {"labels": dict(result.labels), "items": dict(result.items)}, lost
 
 
 def _follow(migration: Migration, node_id: str | None, path: str | None) -> tuple[str | None, str]:
@@ -240,6 +224,59 @@ def _follow(migration: Migration, node_id: str | None, path: str | None) -> tupl
     return None, "unknown"
 
 
+PENDING_DIR = "migration-pending"
+
+
+def _keep_inputs(folder: Path, old: Any, taxonomy_mapping: str | Path | None) -> Path:
+    """Copy OLD (and the mapping file) aside, so the night's end can rebuild the migration from files."""
+    pending = folder / PENDING_DIR
+    if pending.exists():
+        shutil.rmtree(pending)
+    pending.mkdir(parents=True)
+    meta = json.loads((folder / "source.json").read_text()) if (folder / "source.json").exists() else {}
+    name = "old-" + Path(old.source).name
+    shutil.copy2(old.source, pending / name)
+    if taxonomy_mapping is not None:
+        shutil.copy2(taxonomy_mapping, pending / "mapping.csv")
+    (pending / "old.json").write_text(json.dumps({"file": name, "format": meta.get("format")}))
+    return pending
+
+
+def _save_pending(pending: Path, migration: Migration) -> None:
+    state = {
+        "orphan_skus": sorted(migration.orphan_skus),
+        "store": migration.store,
+        "training": dict(migration.training),
+        "lost_reasons": dict(migration.lost_reasons),
+        "catalog_params": migration.catalog_params,
+    }
+    (pending / "state.json").write_text(json.dumps(state, default=str))
+
+
+def load_pending(model_dir: str | Path) -> Migration | None:
+    """The migration that ran before tonight's flow, rebuilt from the model folder (plain files, so the
+    night's end can run in another process); ``None`` when none is pending."""
+    from shelfwise._train import MODEL_TAXONOMY_DIR, load_model_taxonomy
+    from taxonomy import diff_taxonomies, load_mapping, load_taxonomy
+
+    pending = Path(model_dir) / MODEL_TAXONOMY_DIR / PENDING_DIR
+    if not (pending / "state.json").exists():
+        return None
+    meta = json.loads((pending / "old.json").read_text())
+    old = load_taxonomy(pending / meta["file"], format=meta.get("format"))
+    new = load_model_taxonomy(Path(model_dir))
+    mapping = load_mapping(pending / "mapping.csv", old, new) if (pending / "mapping.csv").exists() else None
+    migration = Migration(diff_taxonomies(old, new, mapping=mapping))
+    migration.dropped = mapping.dropped if mapping is not None else frozenset()
+    state = json.loads((pending / "state.json").read_text())
+    migration.orphan_skus = frozenset(state["orphan_skus"])
+    migration.store = state["store"]
+    migration.training.update(state["training"])
+    migration.lost_reasons.update(state["lost_reasons"])
+    migration.catalog_params = state["catalog_params"]
+    return migration
+
+
 # --------------------------------------------------------------------------------------------------
 # During the run: the model's taxonomy also answers to the OLD paths (catalog categories translate)
 # --------------------------------------------------------------------------------------------------
@@ -255,7 +292,8 @@ def write_aliases(folder: Path, migration: Migration) -> int:
             pairs.append([target, node.path])
     path = folder / ALIASES_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"taxonomy_version": migration.new.version, "aliases": pairs}, ensure_ascii=False))
+    data = {"taxonomy_version": migration.new.version, "aliases": pairs}
+    tmp.write_text(json.dumps(data, ensure_ascii=False))
     os.replace(tmp, path)
     return len(pairs)
 
@@ -293,9 +331,11 @@ def _get(summary: Any, key: str) -> Any:
     return summary[key] if isinstance(summary, dict) else getattr(summary, key)
 
 
-def _with_products(rows: pl.DataFrame, summary: Any, settings: Settings, migration: Migration) -> pl.DataFrame:
-    """The orphans' product columns (description, brand, image, reviews) read again from tonight's catalog, so
-    their review items show the product; only the title when the catalog cannot be read this way."""
+def _with_products(
+    rows: pl.DataFrame, summary: Any, settings: Settings, migration: Migration
+) -> pl.DataFrame:
+    """The orphans' product columns (description, brand, image, reviews) read again from tonight's catalog,
+    so their review items show the product; only the title when the catalog cannot be read this way."""
     import tempfile
 
     from shelfwise.catalog import Quarantine
@@ -307,12 +347,21 @@ def _with_products(rows: pl.DataFrame, summary: Any, settings: Settings, migrati
         params = migration.catalog_params
         with tempfile.TemporaryDirectory() as tmp:
             quarantine = Quarantine(Path(tmp) / "q.jsonl")
-            for shard in iter_shards(str(_get(summary, "catalog")), settings=settings, taxonomy=migration.new,
-                                     quarantine=quarantine, **params):
+            for shard in iter_shards(
+                str(_get(summary, "catalog")),
+                settings=settings,
+                taxonomy=migration.new,
+                quarantine=quarantine,
+                **params,
+            ):
                 hit = shard.filter(pl.col("sku_id").is_in(list(wanted)))
                 if hit.height:
-                    found.append(hit.select("sku_id", *[c for c in PRODUCT_COLUMNS if c in hit.columns
-                                                        and c not in rows.columns]))
+                    found.append(
+                        hit.select(
+                            "sku_id",
+                            *[c for c in PRODUCT_COLUMNS if c in hit.columns and c not in rows.columns],
+                        )
+                    )
             quarantine.close()
     except (ShelfwiseError, OSError, pl.exceptions.PolarsError):  # the item still has title and suggestion
         return rows
@@ -321,9 +370,14 @@ def _with_products(rows: pl.DataFrame, summary: Any, settings: Settings, migrati
     return rows.join(pl.concat(found, how="diagonal_relaxed"), on="sku_id", how="left")
 
 
-def after_run(summary: Any, settings: Settings, migration: Migration | None) -> dict[str, Any] | None:
+def after_run(summary: Any, settings: Settings, migration: Migration | None = None) -> dict[str, Any] | None:
     """Route SKUs whose category vanished to review (``taxonomy_changed``), count what moved, and add the
-    ``taxonomy_change`` block to the run's summary.json (and its report). ``None`` without a migration."""
+    ``taxonomy_change`` block to the run's summary.json (and its report). ``migration`` defaults to the one
+    pending in the run's model folder (:func:`load_pending`), which this consumes. ``None`` without one."""
+    from shelfwise._train import MODEL_TAXONOMY_DIR
+
+    model_dir = Path(str(_get(summary, "model_dir")))
+    migration = migration or load_pending(model_dir)
     if migration is None:
         return None
     from shelfwise._train import _queue_store
@@ -352,8 +406,10 @@ def after_run(summary: Any, settings: Settings, migration: Migration | None) -> 
     counts["routed_to_review"] = len(orphan_rows)
     migration.catalog.update(counts)
     preds = preds.with_columns(
-        pl.Series("route", routes, dtype=pl.String), pl.Series("queue", queues, dtype=pl.String),
-        pl.Series("reason", reasons, dtype=pl.String), pl.Series("current_category_path", current, dtype=pl.String),
+        pl.Series("route", routes, dtype=pl.String),
+        pl.Series("queue", queues, dtype=pl.String),
+        pl.Series("reason", reasons, dtype=pl.String),
+        pl.Series("current_category_path", current, dtype=pl.String),
     )
     tmp = pred_path.with_name(f".{pred_path.name}.migrate.tmp")
     preds.write_parquet(tmp)
@@ -370,6 +426,9 @@ def after_run(summary: Any, settings: Settings, migration: Migration | None) -> 
     diff_path = run_dir / "taxonomy_diff.json"
     diff_path.write_text(migration.diff.to_json(), encoding="utf-8")
     block["diff_path"] = str(diff_path)
+    pending = model_dir / MODEL_TAXONOMY_DIR / PENDING_DIR
+    if pending.exists():  # consumed: the next night is an ordinary one
+        shutil.rmtree(pending)
     path = run_dir / "summary.json"
     if path.exists():
         data = json.loads(path.read_text())

@@ -1,6 +1,6 @@
 """``shelfwise taxonomy ...``: tools on taxonomy files (mounted by :mod:`shelfwise.cli`).
 
-    shelfwise taxonomy diff OLD NEW [--mapping MAP.csv] [--out DIFF.json] [--html DIFF.html]
+shelfwise taxonomy diff OLD NEW [--mapping MAP.csv] [--out DIFF.json] [--html DIFF.html]
 """
 
 from __future__ import annotations
@@ -16,8 +16,12 @@ from shelfwise.errors import ShelfwiseError
 
 __all__ = ["taxonomy_app"]
 
-taxonomy_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                           help="Taxonomy tools: what changed between two versions.")
+taxonomy_app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Taxonomy tools: what changed between two versions.",
+)
 _console = Console(stderr=True)
 
 
@@ -25,8 +29,14 @@ _console = Console(stderr=True)
 def diff(
     old: Annotated[Path, typer.Argument(help="The older taxonomy file (any supported format).")],
     new: Annotated[Path, typer.Argument(help="The newer taxonomy file.")],
-    mapping: Annotated[Path | None, typer.Option("--mapping", help="CSV OLD -> NEW (ids or full paths) for removed, "
-                                                 "renamed (path-only trees), merged and split nodes.")] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            "--mapping",
+            help="CSV OLD -> NEW (ids or full paths) for removed, "
+            "renamed (path-only trees), merged and split nodes.",
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the diff as JSON here.")] = None,
     html: Annotated[Path | None, typer.Option("--html", help="Write a readable HTML page here.")] = None,
 ) -> None:

@@ -50,7 +50,8 @@ class TaxonomyDiff:
         return self.old.version != self.new.version
 
     def target(self, old_id: str) -> str | None:
-        """Where ``old_id`` goes in NEW: itself if kept, the mapped node if removed and mapped, else ``None``."""
+        """Where ``old_id`` goes in NEW: itself if kept, the mapped node if removed and mapped, else
+        ``None``."""
         if old_id in self.new:
             return old_id
         return self.mapped.get(old_id)
@@ -133,12 +134,22 @@ class TaxonomyDiff:
         rows = "".join(f"<tr><td>{e(k)}</td><td>{v}</td></tr>" for k, v in self.counts().items())
         sections = [
             ("Renamed (same id)", [(i, self.old.get(i).path, self.new.get(i).path) for i in self.renamed]),
-            ("Moved (same id, new parent)", [(i, self.old.get(i).path, self.new.get(i).path) for i in self.moved]),
-            ("Removed, mapped", [
-                (i, self.old.get(i).path,
-                 f"{self.mapped_kinds[i]}: " + " | ".join(self.new.get(t).path for t in self.split.get(i, [t])))
-                for i, t in self.mapped.items()
-            ]),
+            (
+                "Moved (same id, new parent)",
+                [(i, self.old.get(i).path, self.new.get(i).path) for i in self.moved],
+            ),
+            (
+                "Removed, mapped",
+                [
+                    (
+                        i,
+                        self.old.get(i).path,
+                        f"{self.mapped_kinds[i]}: "
+                        + " | ".join(self.new.get(t).path for t in self.split.get(i, [t])),
+                    )
+                    for i, t in self.mapped.items()
+                ],
+            ),
             ("Removed without a target", [(i, self.old.get(i).path, "") for i in self.unmapped]),
             ("Added", [(i, "", self.new.get(i).path) for i in self.added]),
         ]
@@ -153,11 +164,13 @@ class TaxonomyDiff:
             "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Taxonomy diff</title>"
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}</style></head><body>"
-            f"<h1>Taxonomy diff</h1><p>{e(self.old.source)} ({e(self.old.version)}, {len(self.old)} nodes) &rarr; "
+            f"<h1>Taxonomy diff</h1><p>{e(self.old.source)} ({e(self.old.version)}, "
+            f"{len(self.old)} nodes) &rarr; "
             f"{e(self.new.source)} ({e(self.new.version)}, {len(self.new)} nodes)"
             + (f"; mapping {e(self.mapping_file)}" if self.mapping_file else "")
             + f"</p><table><tr><th>kind</th><th>nodes</th></tr>{rows}</table>"
-            + "".join(body) + "</body></html>"
+            + "".join(body)
+            + "</body></html>"
         )
 
 
@@ -202,7 +215,16 @@ def diff_taxonomies(old: Taxonomy, new: Taxonomy, *, mapping: TaxonomyMapping | 
             kinds[i] = "renamed" if parent_now == new.get(t).parent_id else "moved"
     unmapped = [i for i in removed if i not in mapped]
     return TaxonomyDiff(
-        old=old, new=new, added=added, removed=removed, renamed=renamed, moved=moved, mapped=mapped,
-        split=split, mapped_kinds=kinds, unmapped=unmapped, path_changed=path_changed,
+        old=old,
+        new=new,
+        added=added,
+        removed=removed,
+        renamed=renamed,
+        moved=moved,
+        mapped=mapped,
+        split=split,
+        mapped_kinds=kinds,
+        unmapped=unmapped,
+        path_changed=path_changed,
         mapping_file=mapping.file if mapping is not None else None,
     )

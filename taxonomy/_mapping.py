@@ -89,20 +89,26 @@ def load_mapping(path: str | os.PathLike[str], source: Taxonomy, target: Taxonom
         dst_value = row[1].strip() if len(row) > 1 else ""
         src_id = _resolve(source, src_value)
         if src_id is None:
-            problems.append(Problem(
-                f"row {line}", f"column {src_col!r} value {src_value!r} is not a node of {source.source}",
-                "use an id or full path of the source (old) taxonomy",
-            ))
+            problems.append(
+                Problem(
+                    f"row {line}",
+                    f"column {src_col!r} value {src_value!r} is not a node of {source.source}",
+                    "use an id or full path of the source (old) taxonomy",
+                )
+            )
             continue
         if not dst_value:
             dropped.add(src_id)
             continue
         dst_id = _resolve(target, dst_value)
         if dst_id is None:
-            problems.append(Problem(
-                f"row {line}", f"column {dst_col!r} value {dst_value!r} is not a node of {target.source}",
-                "use an id or full path of the target (new) taxonomy, or leave it empty for 'no target'",
-            ))
+            problems.append(
+                Problem(
+                    f"row {line}",
+                    f"column {dst_col!r} value {dst_value!r} is not a node of {target.source}",
+                    "use an id or full path of the target (new) taxonomy, or leave it empty for 'no target'",
+                )
+            )
             continue
         bucket = targets.setdefault(src_id, [])
         if dst_id not in bucket:

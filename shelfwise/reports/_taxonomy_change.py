@@ -27,7 +27,9 @@ def _three(counts: dict[str, Any], *keys: str) -> str:
     return " / ".join(num(counts.get(k, 0)) for k in keys)
 
 
-def taxonomy_change(summary: dict[str, Any], figs: dict[str, Any], tables: dict[str, pl.DataFrame]) -> Section | None:
+def taxonomy_change(
+    summary: dict[str, Any], figs: dict[str, Any], tables: dict[str, pl.DataFrame]
+) -> Section | None:
     """Counts per kind, SKUs moved, labels remapped and labels lost (and why); ``None`` on ordinary nights."""
     block = summary.get("taxonomy_change")
     if not block:
@@ -40,12 +42,18 @@ def taxonomy_change(summary: dict[str, Any], figs: dict[str, Any], tables: dict[
     lost = block.get("labels_lost", {})
     routed = int(skus.get("routed_to_review", 0))
     moved = int(skus.get("remapped", 0))
-    figs.update(taxonomy_changed=True, taxonomy_skus_moved=moved, taxonomy_skus_orphaned=routed,
-                taxonomy_labels_lost=sum(int(v) for v in lost.values()))
+    figs.update(
+        taxonomy_changed=True,
+        taxonomy_skus_moved=moved,
+        taxonomy_skus_orphaned=routed,
+        taxonomy_labels_lost=sum(int(v) for v in lost.values()),
+    )
     sec = Section(
-        "taxonomy_change", "Taxonomy change",
+        "taxonomy_change",
+        "Taxonomy change",
         f"Tonight the catalog moved from {block['from']['source']} ({block['from']['version']}) to "
-        f"{block['to']['source']} ({block['to']['version']}): {plural(moved, 'product', 'products')} followed "
+        f"{block['to']['source']} ({block['to']['version']}): "
+        f"{plural(moved, 'product', 'products')} followed "
         f"a renamed, moved or merged category and {plural(routed, 'product was', 'products were')} sent to "
         "review because their category vanished without a target (reason taxonomy_changed).",
     )
@@ -61,7 +69,9 @@ def taxonomy_change(summary: dict[str, Any], figs: dict[str, Any], tables: dict[
     if lost:
         frame = pl.DataFrame({"why": list(lost), "labels": [int(v) for v in lost.values()]})
         tables["taxonomy_labels_lost"] = frame
-        sec.tables.append(Table("Labels lost, and why (the decision log keeps every reviewer decision)", frame))
+        sec.tables.append(
+            Table("Labels lost, and why (the decision log keeps every reviewer decision)", frame)
+        )
     if block.get("diff_path"):
         sec.notes.append(f"Full list of changed nodes: {block['diff_path']}")
     return sec

@@ -1,4 +1,4 @@
-"""Export predictions to another taxonomy: a Shopify-classified sample of real products -> Google categories."""
+"""Export predictions to another taxonomy: a Shopify-classified sample of real products -> Google."""
 
 from __future__ import annotations
 
@@ -32,13 +32,18 @@ def test_google_export_of_a_shopify_classified_sample_agrees_with_the_mapping_fi
         ids.append(hit.node.id if hit else None)
     extra = [shopify.find_path(p) for p in ("Services", "Product Add-Ons > Extended Warranties")]
     ids += [n.id for n in extra if n is not None]
-    pred = pl.DataFrame({"sku_id": [f"s{i}" for i in range(len(ids))], "category_id": ids,
-                         "confidence": [0.9] * len(ids)})
+    pred = pl.DataFrame(
+        {"sku_id": [f"s{i}" for i in range(len(ids))], "category_id": ids, "confidence": [0.9] * len(ids)}
+    )
     path = tmp_path / "pred.parquet"
     pred.write_parquet(path)
 
-    counts = add_export_columns(path, source=shopify, export_taxonomy=real_data / TAX / GOOGLE,
-                                export_mapping=real_data / TAX / MAPPING)
+    counts = add_export_columns(
+        path,
+        source=shopify,
+        export_taxonomy=real_data / TAX / GOOGLE,
+        export_mapping=real_data / TAX / MAPPING,
+    )
 
     out = pl.read_parquet(path)
     assert out.select("sku_id", "category_id", "confidence").equals(pred)  # nothing else changed
@@ -61,7 +66,9 @@ def test_google_export_of_a_shopify_classified_sample_agrees_with_the_mapping_fi
             assert row["export_mapping_status"] == "unmapped" and row["export_category_path"] is None
             continue
         assert google.get(row["export_category_id"]).path == row["export_category_path"]
-    assert sum(counts.values()) == out.height and counts.get("mapped", 0) > 0 and counts.get("unmapped", 0) >= 1
+    assert (
+        sum(counts.values()) == out.height and counts.get("mapped", 0) > 0 and counts.get("unmapped", 0) >= 1
+    )
 
 
 def test_export_flags_come_in_pairs_and_name_missing_files(tmp_path: Path) -> None:

@@ -26,12 +26,26 @@ def test_queue_and_item_page_show_the_taxonomy_version_of_the_suggestion(
     store = QueueStore(db)
     store.upgrade()
     store.add_user("ann", PASSWORD)
-    store.enqueue(pl.DataFrame([{
-        "sku_id": "mug-1", "queue": "low_confidence", "priority": 1.0, "reason": "taxonomy_changed",
-        "category_id": node.id, "category_path": node.path, "confidence": 0.4,
-        "taxonomy_version": "sha256:0123456789abcdef", "model_version": "m", "content_hash": "h",
-        "title": "Ceramic coffee mug",
-    }]), run_id="night-2")
+    store.enqueue(
+        pl.DataFrame(
+            [
+                {
+                    "sku_id": "mug-1",
+                    "queue": "low_confidence",
+                    "priority": 1.0,
+                    "reason": "taxonomy_changed",
+                    "category_id": node.id,
+                    "category_path": node.path,
+                    "confidence": 0.4,
+                    "taxonomy_version": "sha256:0123456789abcdef",
+                    "model_version": "m",
+                    "content_hash": "h",
+                    "title": "Ceramic coffee mug",
+                }
+            ]
+        ),
+        run_id="night-2",
+    )
     store.close()
     app = create_app(db_url=db, taxonomy_path=str(tax_path), secret_key="k" * 40)
     with TestClient(app) as client:

@@ -26,10 +26,17 @@ from verification import ItemFilter, QueueStore
 SHELFWISE = str(Path(sys.executable).with_name("shelfwise"))
 
 RENAME = {"Kitchen & Dining > Coffee Mugs": "Kitchen & Dining > Mugs & Cups"}
-MERGE = {"Home Furnishing > Bed Linen > Blankets, Quilts & Dohars": "Home Furnishing > Bed Linen > Bedding",
-         "Home Furnishing > Bed Linen > Bedsheets": "Home Furnishing > Bed Linen > Bedding"}
-MOVE = {"Kitchen & Dining > Lighting > Bulbs": "Home Decor & Festive Needs > Decorative Lighting & Lamps > Bulbs"}
-REMOVE = ("Beauty and Personal Care > Combos and Kits", "Computers > Laptop Accessories > Computer Accessories Combos")
+MERGE = {
+    "Home Furnishing > Bed Linen > Blankets, Quilts & Dohars": "Home Furnishing > Bed Linen > Bedding",
+    "Home Furnishing > Bed Linen > Bedsheets": "Home Furnishing > Bed Linen > Bedding",
+}
+MOVE = {
+    "Kitchen & Dining > Lighting > Bulbs": "Home Decor & Festive Needs > Decorative Lighting & Lamps > Bulbs"
+}
+REMOVE = (
+    "Beauty and Personal Care > Combos and Kits",
+    "Computers > Laptop Accessories > Computer Accessories Combos",
+)
 CHANGED = {**RENAME, **MERGE, **MOVE}
 
 pytestmark = pytest.mark.timeout(1800)  # three small trainings (OLD, the migration, NEW from scratch)
@@ -38,7 +45,9 @@ pytestmark = pytest.mark.timeout(1800)  # three small trainings (OLD, the migrat
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([SHELFWISE, *args], capture_output=True, text=True, timeout=900, check=False)
     if proc.returncode != 0:
-        raise AssertionError(f"shelfwise {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"shelfwise {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -55,27 +64,47 @@ def night(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         assert old.by_path(p).is_leaf, p
     new_lines = sorted({_to_new(n.path) for n in old} - {None})  # type: ignore[type-var]
     (work / "new_tree.txt").write_text("\n".join(str(p) for p in new_lines) + "\n")
-    (work / "map.csv").write_text("old_path,new_path\n" + "".join(f'"{a}","{b}"\n' for a, b in CHANGED.items()))
+    (work / "map.csv").write_text(
+        "old_path,new_path\n" + "".join(f'"{a}","{b}"\n' for a, b in CHANGED.items())
+    )
     # exporting back to OLD: the changed leaves and the top levels are listed, everything else falls back
     back = {**{b: a for a, b in CHANGED.items()}, **{n.path: n.path for n in old.roots()}}
     (work / "back.csv").write_text("new,old\n" + "".join(f'"{a}","{b}"\n' for a, b in back.items()))
 
-    df = pl.read_parquet(real_data / "catalogs" / "flipkart.parquet").sample(fraction=1.0, shuffle=True, seed=11)
+    df = pl.read_parquet(real_data / "catalogs" / "flipkart.parquet").sample(
+        fraction=1.0, shuffle=True, seed=11
+    )
     cols = ["sku_id", "title", "description", "brand", "category_path"]
     labelled, tonight = df.head(300).select(cols), df.slice(300, 160).select(cols)
     labelled.write_parquet(work / "labelled.parquet")
     tonight.write_parquet(work / "tonight.parquet")
     state, model = work / "state", work / "model"
-    _cli("train", "--taxonomy", str(old_tax_path), "--catalog", str(work / "labelled.parquet"),
-         "--model-dir", str(model), "--state-dir", str(state))
+    _cli(
+        "train",
+        "--taxonomy",
+        str(old_tax_path),
+        "--catalog",
+        str(work / "labelled.parquet"),
+        "--model-dir",
+        str(model),
+        "--state-dir",
+        str(state),
+    )
 
     # A reviewer decided three of tonight's products in OLD: a renamed, a merged and a removed node (the
     # decision is kept while the product's content_hash is unchanged, so it is computed the pipeline's way).
     quarantine = Quarantine(work / "q.jsonl")
-    shards = list(iter_shards(work / "tonight.parquet", settings=load_settings(state_dir=state), taxonomy=old,
-                              quarantine=quarantine))
+    shards = list(
+        iter_shards(
+            work / "tonight.parquet",
+            settings=load_settings(state_dir=state),
+            taxonomy=old,
+            quarantine=quarantine,
+        )
+    )
     quarantine.close()
     hashes = dict(pl.concat(shards).select("sku_id", "content_hash").iter_rows())
+
     def first(paths: tuple[str, ...] | list[str]) -> dict[str, str]:
         row = tonight.filter(pl.col("category_path").is_in(list(paths))).row(0, named=True)
         return {"sku_id": row["sku_id"], "path": row["category_path"]}
@@ -83,10 +112,22 @@ def night(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     decided = {"renamed": first(list(RENAME)), "merged": first(list(MERGE)), "removed": first(REMOVE)}
     store = QueueStore(f"sqlite:///{state / 'queue.db'}")
     store.upgrade()
-    rows = [{"sku_id": d["sku_id"], "queue": "low_confidence", "priority": 1e9 - i, "reason": "low_confidence",
-             "category_id": old.by_path(d["path"]).id, "category_path": d["path"], "confidence": 0.3,
-             "taxonomy_version": old.version, "model_version": "night-1", "content_hash": hashes[d["sku_id"]], "title": d["sku_id"]}
-            for i, d in enumerate(decided.values())]
+    rows = [
+        {
+            "sku_id": d["sku_id"],
+            "queue": "low_confidence",
+            "priority": 1e9 - i,
+            "reason": "low_confidence",
+            "category_id": old.by_path(d["path"]).id,
+            "category_path": d["path"],
+            "confidence": 0.3,
+            "taxonomy_version": old.version,
+            "model_version": "night-1",
+            "content_hash": hashes[d["sku_id"]],
+            "title": d["sku_id"],
+        }
+        for i, d in enumerate(decided.values())
+    ]
     store.enqueue(pl.DataFrame(rows), run_id="night-1")
     for _ in decided:
         [item] = store.claim("low_confidence", "ann")
@@ -94,13 +135,39 @@ def night(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     store.close()
 
     out = work / "pred.parquet"
-    proc = _cli("run", "--catalog", str(work / "tonight.parquet"), "--taxonomy", str(work / "new_tree.txt"),
-                "--taxonomy-mapping", str(work / "map.csv"), "--labelled", str(work / "labelled.parquet"),
-                "--model-dir", str(model), "--state-dir", str(state), "--out", str(out),
-                "--export-taxonomy", str(old_tax_path), "--export-mapping", str(work / "back.csv"))
-    return {"work": work, "state": state, "model": model, "out": out, "decided": decided, "tonight": tonight,
-            "new": load_taxonomy(work / "new_tree.txt"), "old": old, "stdout": proc.stdout + proc.stderr,
-            "back": back}
+    proc = _cli(
+        "run",
+        "--catalog",
+        str(work / "tonight.parquet"),
+        "--taxonomy",
+        str(work / "new_tree.txt"),
+        "--taxonomy-mapping",
+        str(work / "map.csv"),
+        "--labelled",
+        str(work / "labelled.parquet"),
+        "--model-dir",
+        str(model),
+        "--state-dir",
+        str(state),
+        "--out",
+        str(out),
+        "--export-taxonomy",
+        str(old_tax_path),
+        "--export-mapping",
+        str(work / "back.csv"),
+    )
+    return {
+        "work": work,
+        "state": state,
+        "model": model,
+        "out": out,
+        "decided": decided,
+        "tonight": tonight,
+        "new": load_taxonomy(work / "new_tree.txt"),
+        "old": old,
+        "stdout": proc.stdout + proc.stderr,
+        "back": back,
+    }
 
 
 @pytest.mark.slow
@@ -134,8 +201,10 @@ def test_migration_night_keeps_decisions_predicts_new_nodes_and_routes_orphans(n
     renamed_skus = night["tonight"].filter(pl.col("category_path").is_in(list(CHANGED)))["sku_id"].to_list()
     for sku in renamed_skus:
         row = by_sku[sku]
-        assert row["current_category_path"] == CHANGED[night["tonight"].filter(pl.col("sku_id") == sku)
-                                                               ["category_path"][0]]
+        assert (
+            row["current_category_path"]
+            == CHANGED[night["tonight"].filter(pl.col("sku_id") == sku)["category_path"][0]]
+        )
     summaries = [json.loads(p.read_text()) for p in (night["state"] / "runs").glob("*/summary.json")]
     [summary] = [s for s in summaries if "taxonomy_change" in s]
     run_id, change = summary["run_id"], summary["taxonomy_change"]
@@ -152,17 +221,40 @@ def test_migration_night_keeps_decisions_predicts_new_nodes_and_routes_orphans(n
 def test_migrated_model_is_as_accurate_as_one_trained_on_new_from_scratch(night: dict) -> None:  # type: ignore[type-arg]
     work = night["work"]
     labelled = pl.read_parquet(work / "labelled.parquet").with_columns(
-        pl.col("category_path").map_elements(_to_new, return_dtype=pl.String))
+        pl.col("category_path").map_elements(_to_new, return_dtype=pl.String)
+    )
     labelled.write_parquet(work / "labelled_new.parquet")
     scratch = work / "scratch"
     # same state dir: the embedding cache is shared; its human labels are on tonight's SKUs, not the labelled
-    _cli("train", "--taxonomy", str(work / "new_tree.txt"), "--catalog", str(work / "labelled_new.parquet"),
-         "--model-dir", str(scratch), "--state-dir", str(night["state"]))
+    _cli(
+        "train",
+        "--taxonomy",
+        str(work / "new_tree.txt"),
+        "--catalog",
+        str(work / "labelled_new.parquet"),
+        "--model-dir",
+        str(scratch),
+        "--state-dir",
+        str(night["state"]),
+    )
     out = work / "scratch.parquet"
-    _cli("classify", "--model-dir", str(scratch), "--catalog", str(work / "tonight.parquet"), "--out", str(out),
-         "--no-enqueue", "--state-dir", str(night["state"]))
-    truth = night["tonight"].with_columns(pl.col("category_path").map_elements(_to_new, return_dtype=pl.String)
-                                          .alias("truth")).filter(pl.col("truth").is_not_null())
+    _cli(
+        "classify",
+        "--model-dir",
+        str(scratch),
+        "--catalog",
+        str(work / "tonight.parquet"),
+        "--out",
+        str(out),
+        "--no-enqueue",
+        "--state-dir",
+        str(night["state"]),
+    )
+    truth = (
+        night["tonight"]
+        .with_columns(pl.col("category_path").map_elements(_to_new, return_dtype=pl.String).alias("truth"))
+        .filter(pl.col("truth").is_not_null())
+    )
     human = {night["decided"][k]["sku_id"] for k in ("renamed", "merged")}
 
     def accuracy(path: Path) -> float:
@@ -190,5 +282,7 @@ def test_run_exports_each_prediction_to_the_old_tree_through_the_mapping(night: 
             prefixes = [" > ".join(path.split(" > ")[:k]) for k in range(len(path.split(" > ")) - 1, 0, -1)]
             expected = next(back[p] for p in prefixes if p in back)
         assert row["export_mapping_status"] == status, path
-        assert row["export_category_path"] == expected and old.by_path(expected).id == row["export_category_id"]
+        assert (
+            row["export_category_path"] == expected and old.by_path(expected).id == row["export_category_id"]
+        )
     assert set(pred["export_mapping_status"]) == {"mapped", "ancestor"}

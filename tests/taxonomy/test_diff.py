@@ -67,14 +67,35 @@ def test_google_releases_diff_matches_a_plain_set_count_by_id(real_data: Path) -
 
 
 def _trees() -> tuple[Taxonomy, Taxonomy]:
-    old = Taxonomy.from_paths([
-        "Home", "Home > Lamps", "Home > Rugs", "Home > Vases", "Home > Clocks", "Toys", "Toys > Kites",
-        "Toys > Puzzles", "Toys > Dolls", "Toys > Games",
-    ], source="old.txt")
-    new = Taxonomy.from_paths([
-        "Home", "Home > Lighting", "Home > Rugs", "Home > Decor", "Home > Kites", "Toys", "Toys > Puzzles & Games",
-        "Toys > Figures", "Toys > Dolls",
-    ], source="new.txt")
+    old = Taxonomy.from_paths(
+        [
+            "Home",
+            "Home > Lamps",
+            "Home > Rugs",
+            "Home > Vases",
+            "Home > Clocks",
+            "Toys",
+            "Toys > Kites",
+            "Toys > Puzzles",
+            "Toys > Dolls",
+            "Toys > Games",
+        ],
+        source="old.txt",
+    )
+    new = Taxonomy.from_paths(
+        [
+            "Home",
+            "Home > Lighting",
+            "Home > Rugs",
+            "Home > Decor",
+            "Home > Kites",
+            "Toys",
+            "Toys > Puzzles & Games",
+            "Toys > Figures",
+            "Toys > Dolls",
+        ],
+        source="new.txt",
+    )
     return old, new
 
 
@@ -83,20 +104,25 @@ def test_path_only_diff_uses_the_mapping_for_renames_merges_splits_and_moves(tmp
     m = tmp_path / "map.csv"
     m.write_text(
         "old,new\n"
-        "Home > Lamps,Home > Lighting\n"            # rename (new id in a path-only tree)
-        "Home > Vases,Home > Decor\n"               # merge: Vases and Clocks -> Decor
+        "Home > Lamps,Home > Lighting\n"  # rename (new id in a path-only tree)
+        "Home > Vases,Home > Decor\n"  # merge: Vases and Clocks -> Decor
         "Home > Clocks,Home > Decor\n"
-        "Toys > Kites,Home > Kites\n"               # move to another parent
-        "Toys > Games,Toys > Puzzles & Games\n"     # split: Games -> Puzzles & Games + Figures
+        "Toys > Kites,Home > Kites\n"  # move to another parent
+        "Toys > Games,Toys > Puzzles & Games\n"  # split: Games -> Puzzles & Games + Figures
         "Toys > Games,Toys > Figures\n"
-        "Toys > Puzzles,\n"                         # deliberately no target
+        "Toys > Puzzles,\n"  # deliberately no target
     )
     mapping = load_mapping(m, old, new)
     d = diff_taxonomies(old, new, mapping=mapping)
     path = {i: old.get(i).path for i in old.ids}
     kinds = {path[i]: k for i, k in d.mapped_kinds.items()}
-    assert kinds == {"Home > Lamps": "renamed", "Home > Vases": "merged", "Home > Clocks": "merged",
-                     "Toys > Kites": "moved", "Toys > Games": "split"}
+    assert kinds == {
+        "Home > Lamps": "renamed",
+        "Home > Vases": "merged",
+        "Home > Clocks": "merged",
+        "Toys > Kites": "moved",
+        "Toys > Games": "split",
+    }
     assert [path[i] for i in d.unmapped] == ["Toys > Puzzles"]
     assert d.target(old.by_path("Home > Rugs").id) == old.by_path("Home > Rugs").id  # kept
     assert new.get(d.target(old.by_path("Toys > Games").id)).path == "Toys > Puzzles & Games"
@@ -109,7 +135,9 @@ def test_path_only_diff_uses_the_mapping_for_renames_merges_splits_and_moves(tmp
 def test_a_mapping_row_naming_an_unknown_node_is_reported_with_row_column_and_fix(tmp_path: Path) -> None:
     old, new = _trees()
     m = tmp_path / "map.csv"
-    m.write_text("old,new\nHome > Lamps,Home > Lighting\nHome > Lampz,Home > Lighting\nHome > Vases,Home > Deco\n")
+    m.write_text(
+        "old,new\nHome > Lamps,Home > Lighting\nHome > Lampz,Home > Lighting\nHome > Vases,Home > Deco\n"
+    )
     with pytest.raises(TaxonomyValidationError) as err:
         load_mapping(m, old, new)
     text = str(err.value)
