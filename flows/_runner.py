@@ -37,7 +37,7 @@ def engine_of(settings: Settings) -> Engine:
 
 def _dask_runner() -> Any:
     try:
-        from prefect_dask import DaskTaskRunner
+        from prefect_dask import DaskTaskRunner  # type: ignore[attr-defined]
     except ImportError as exc:
         raise ConfigError(
             "dask_address / --dask-workers need the `dask` extra: pip install 'shelfwise[dask]' "
@@ -58,7 +58,7 @@ def prepare_dask_workers(address: str) -> int:
 
     env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
     try:
-        with Client(address, timeout="30s") as client:
+        with Client(address, timeout="30s") as client:  # type: ignore[no-untyped-call]
             client.run(_set_env, env)
             return len(client.scheduler_info().get("workers", {}))
     except OSError as exc:
