@@ -35,7 +35,9 @@ _MEASURE = (
 def _run(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Run a command under a fresh parent process; return (seconds, peak RSS MiB of the command)."""
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", _MEASURE, *args], check=True, env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *args], check=True, env=env, capture_output=True, text=True
+    )
     elapsed = time.perf_counter() - t0
     return elapsed, int(out.stdout.strip().splitlines()[-1]) / 1024.0
 
@@ -49,30 +51,67 @@ def main() -> None:
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="shelfwise-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "SHELFWISE_STATE_DIR": str(work / "state"), "HF_HUB_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "SHELFWISE_STATE_DIR": str(work / "state"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
     amazon = pl.read_parquet(args.shared / "catalogs" / "amazon_uk.parquet")
     labelled = amazon.filter(pl.col("category_path").is_not_null())
     labelled.write_parquet(work / "labelled.parquet")
     taxonomy = args.shared / "taxonomies" / "amazon_uk_categories.txt"
     t0 = time.perf_counter()
-    subprocess.run([str(BIN), "train", "--taxonomy", str(taxonomy), "--catalog", str(work / "labelled.parquet"),
-                    "--model-dir", str(work / "model")], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            str(BIN),
+            "train",
+            "--taxonomy",
+            str(taxonomy),
+            "--catalog",
+            str(work / "labelled.parquet"),
+            "--model-dir",
+            str(work / "model"),
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     print(f"train on {labelled.height} labelled SKUs: {time.perf_counter() - t0:.1f} s")
 
     rows = []
     for n in args.sizes:
-        cat = amazon.select("title", "brand").sample(n, with_replacement=True, seed=n).with_columns(
-            pl.format("bench-{}", pl.int_range(pl.len())).alias("sku_id"),
-        ).with_columns(pl.format("{} ({})", "title", pl.col("sku_id").str.slice(6)).alias("title"))
+        cat = (
+            amazon.select("title", "brand")
+            .sample(n, with_replacement=True, seed=n)
+            .with_columns(
+                pl.format("bench-{}", pl.int_range(pl.len())).alias("sku_id"),
+            )
+            .with_columns(pl.format("{} ({})", "title", pl.col("sku_id").str.slice(6)).alias("title"))
+        )
         path = work / f"catalog_{n}.parquet"
         cat.write_parquet(path)
         shutil.rmtree(work / "state" / "cache", ignore_errors=True)
         for label in ("cold cache", "warm cache"):
-            secs, rss = _run([str(BIN), "classify", "--model-dir", str(work / "model"), "--catalog", str(path),
-                              "--out", str(work / f"pred_{n}.parquet"), "--no-enqueue"], env)
+            secs, rss = _run(
+                [
+                    str(BIN),
+                    "classify",
+                    "--model-dir",
+                    str(work / "model"),
+                    "--catalog",
+                    str(path),
+                    "--out",
+                    str(work / f"pred_{n}.parquet"),
+                    "--no-enqueue",
+                ],
+                env,
+            )
             rows.append((n, label, n / secs, secs, rss))
-            print(f"{n:>7} SKUs {label}: {n / secs:8.1f} SKUs/s  ({secs:.1f} s, peak RSS {rss:.0f} MiB)", flush=True)
+            print(
+                f"{n:>7} SKUs {label}: {n / secs:8.1f} SKUs/s  ({secs:.1f} s, peak RSS {rss:.0f} MiB)",
+                flush=True,
+            )
     print()
     print("| SKUs | embedding cache | SKUs/second | wall time (s) | peak RSS (MiB) |")
     print("|---:|---|---:|---:|---:|")

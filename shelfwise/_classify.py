@@ -15,7 +15,12 @@ from shelfwise.errors import ModelError
 from shelfwise.settings import Settings
 
 __all__ = [
-    "CANDIDATE_TYPE", "PREDICTION_COLUMNS", "PRODUCT_COLUMNS", "Resources", "RunStats", "classify_frame",
+    "CANDIDATE_TYPE",
+    "PREDICTION_COLUMNS",
+    "PRODUCT_COLUMNS",
+    "Resources",
+    "RunStats",
+    "classify_frame",
     "load_resources",
 ]
 
@@ -46,7 +51,9 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "confident_confidence",
 )
 
-CANDIDATE_TYPE = pl.List(pl.Struct({"category_id": pl.String, "category_path": pl.String, "score": pl.Float64}))
+CANDIDATE_TYPE = pl.List(
+    pl.Struct({"category_id": pl.String, "category_path": pl.String, "score": pl.Float64})
+)
 
 #: Product columns carried from the catalog into the queue (not into predictions.parquet).
 PRODUCT_COLUMNS = ("title", "description", "brand", "attributes", "image_path", "review_text", "price")
@@ -99,7 +106,9 @@ def load_resources(
             finally:
                 store.close()
     bars = _audit_bars(settings, model.version, decisions)
-    return Resources(settings, model_dir, model, tax, embedder, cache, image_embedder, arbiter, locked, note, bars)
+    return Resources(
+        settings, model_dir, model, tax, embedder, cache, image_embedder, arbiter, locked, note, bars
+    )
 
 
 def _audit_bars(settings: Settings, model_version: str, decisions: pl.DataFrame | None) -> Any:
@@ -146,7 +155,9 @@ def _llm_arbiter(settings: Settings, tax: Any) -> tuple[Any, str]:
     llm = settings.llm
     if not llm.base_url:
         return None, llm_note(settings)
-    arbiter = LLMArbiter(llm, tax, store_path=llm.store_location(settings.state_dir))  # cache_url or cache_path
+    arbiter = LLMArbiter(
+        llm, tax, store_path=llm.store_location(settings.state_dir)
+    )  # cache_url or cache_path
     return arbiter, llm_note(settings)
 
 
@@ -191,18 +202,31 @@ def _predict_distinct(shard: pl.DataFrame, res: Resources, cache: Any) -> tuple[
     import dataclasses
 
     s = res.settings
-    key_cols = ["content_hash"] + (["price"] if getattr(res.model, "use_price", False) and "price" in shard.columns
-                                   else [])
-    keyed = shard.select(
-        pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in key_cols], separator="|").alias("_k")
-    ).get_column("_k").to_numpy()
+    key_cols = ["content_hash"] + (
+        ["price"] if getattr(res.model, "use_price", False) and "price" in shard.columns else []
+    )
+    keyed = (
+        shard.select(
+            pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in key_cols], separator="|").alias(
+                "_k"
+            )
+        )
+        .get_column("_k")
+        .to_numpy()
+    )
     _, first, inverse = np.unique(keyed, return_index=True, return_inverse=True)
     if len(first) == shard.height:
-        pred = res.model.predict(shard, embedder=res.embedder, cache=cache, image_embedder=res.image_embedder,
-                                 top_k=s.top_k)
+        pred = res.model.predict(
+            shard, embedder=res.embedder, cache=cache, image_embedder=res.image_embedder, top_k=s.top_k
+        )
         return pred, shard.height
-    pred = res.model.predict(shard[np.sort(first)], embedder=res.embedder, cache=cache,
-                             image_embedder=res.image_embedder, top_k=s.top_k)
+    pred = res.model.predict(
+        shard[np.sort(first)],
+        embedder=res.embedder,
+        cache=cache,
+        image_embedder=res.image_embedder,
+        top_k=s.top_k,
+    )
     # np.unique sorts keys; map each row to its key's position among the sorted first occurrences
     order = np.argsort(np.argsort(first))
     index = order[inverse]
@@ -236,7 +260,8 @@ def classify_frame(
     level = str(getattr(s, "auto_accept_level", "leaf"))
     contract_conf = np.where(
         (level == "backoff") & np.array([c is not None for c in answers.confident_ids], dtype=bool),
-        answers.confident_confidence, answers.leaf_confidence,
+        answers.confident_confidence,
+        answers.leaf_confidence,
     )
 
     # LLM arbitration of the uncertain items (the step's answers are judged in `decide`).
@@ -265,10 +290,12 @@ def classify_frame(
                 llm[i] = _llm_answer(r, tax, labels)
                 stats.llm[llm[i].status] += 1
 
-    support = np.array([
-        max((c["score"] for c in cands if cur and paths_agree(c["category_path"], cur)), default=0.0)
-        for cands, cur in zip(candidates, current, strict=True)
-    ])
+    support = np.array(
+        [
+            max((c["score"] for c in cands if cur and paths_agree(c["category_path"], cur)), default=0.0)
+            for cands, cur in zip(candidates, current, strict=True)
+        ]
+    )
     # Human decisions are kept until the product's content changes.
     hashes = shard.get_column("content_hash").to_list()
     locks: list[Lock | None] = [None] * n
@@ -282,12 +309,24 @@ def classify_frame(
     # night picks the same items and the queue is not inflated.
     audit = audit_sample(skus, run_id[:8], rate=s.audit_rate)
     options = DecideOptions(
-        level=level, target_precision=s.target_precision, auto_threshold=s.auto_threshold,
-        suspect_threshold=s.suspect_threshold, max_current_support=s.max_current_support,
+        level=level,
+        target_precision=s.target_precision,
+        auto_threshold=s.auto_threshold,
+        suspect_threshold=s.suspect_threshold,
+        max_current_support=s.max_current_support,
     )
     bars = res.audit_bars
-    d = decide(answers, current_paths=current, current_known=current_known, current_support=support, llm=llm,
-               locks=locks, audit=audit, options=options, floor_for=bars.floor_for if bars is not None else None)
+    d = decide(
+        answers,
+        current_paths=current,
+        current_known=current_known,
+        current_support=support,
+        llm=llm,
+        locks=locks,
+        audit=audit,
+        options=options,
+        floor_for=bars.floor_for if bars is not None else None,
+    )
     cat_ids, cat_paths, confidence, depth = d.category_id, d.category_path, d.confidence, d.predicted_depth
     source, routes, queues, reasons, llm_status = d.source, d.route, d.queue, d.reason, d.llm_status
     stats.classified = n
@@ -354,10 +393,16 @@ def _llm_answer(r: dict[str, Any] | None, tax: Any, labels: set[str]) -> Any:
     leafish = str(cid) in labels or not list(tax.children(str(cid)))
     calibrated = "calibrated" in str(r.get("llm_confidence_source") or "")
     conf = r.get("llm_confidence")
-    return LLMAnswer(status, str(cid), node.path, int(node.depth), None if conf is None else float(conf),
-                     calibrated=calibrated, at_label_level=leafish)
+    return LLMAnswer(
+        status,
+        str(cid),
+        node.path,
+        int(node.depth),
+        None if conf is None else float(conf),
+        calibrated=calibrated,
+        at_label_level=leafish,
+    )
 
 
 def _empty_predictions() -> pl.DataFrame:
     return pl.DataFrame(schema={c: pl.String for c in PREDICTION_COLUMNS})
-

@@ -90,8 +90,14 @@ def train(
     quarantine = Quarantine(qpath)
     frames = []
     for shard in iter_shards(
-        catalog, settings=settings, taxonomy=tax, quarantine=quarantine, reviews=reviews,
-        images_root=images_root, spec=spec, mapping=mapping,
+        catalog,
+        settings=settings,
+        taxonomy=tax,
+        quarantine=quarantine,
+        reviews=reviews,
+        images_root=images_root,
+        spec=spec,
+        mapping=mapping,
     ):
         frames.append(shard)
         if progress:
@@ -114,8 +120,12 @@ def train(
     embedder = make_embedder(settings.embedder)
     cache = EmbeddingCache(settings.cache_path)
     image_embedder = _image_embedder(settings)
-    model = CategoryModel(use_images=settings.use_images, use_price=settings.use_price, random_state=0,
-                          target_precision=settings.target_precision)
+    model = CategoryModel(
+        use_images=settings.use_images,
+        use_price=settings.use_price,
+        random_state=0,
+        target_precision=settings.target_precision,
+    )
     model.fit(labelled, tax, embedder=embedder, cache=cache, image_embedder=image_embedder)
     model.save(model_dir)
     _copy_taxonomy(taxonomy_path, model_dir, taxonomy_format)
@@ -147,7 +157,9 @@ def _apply_human_labels(frame: pl.DataFrame, settings: Settings) -> tuple[pl.Dat
     labels = labels.select("sku_id", pl.col("category_path").alias("_human_path"))
     out = frame.join(labels, on="sku_id", how="left")
     n = int(out.select(pl.col("_human_path").is_not_null().sum()).item())
-    out = out.with_columns(pl.coalesce("_human_path", "category_path").alias("category_path")).drop("_human_path")
+    out = out.with_columns(pl.coalesce("_human_path", "category_path").alias("category_path")).drop(
+        "_human_path"
+    )
     return out, n
 
 
@@ -173,4 +185,3 @@ def _queue_store(settings: Settings, *, create: bool = True) -> Any:
         store.close()
         return None
     return store
-

@@ -1,12 +1,12 @@
 """The shelfwise exception tree. Retries and routing decide by class, never by message text.
 
-    ShelfwiseError
-     ├── ConfigError            a setting or flag has a bad value
-     ├── TaxonomyError          a taxonomy file is invalid (the message names the line and the fix)
-     ├── CatalogError           a catalog file is unusable as a whole (bad rows are quarantined instead)
-     ├── ModelError             a model directory is missing or incompatible
-     ├── LLMResponseError       the LLM answered but the answer is unusable (item goes to review)
-     └── TransientServiceError  timeout, HTTP 429 or 5xx: retried with backoff
+ShelfwiseError
+ ├── ConfigError            a setting or flag has a bad value
+ ├── TaxonomyError          a taxonomy file is invalid (the message names the line and the fix)
+ ├── CatalogError           a catalog file is unusable as a whole (bad rows are quarantined instead)
+ ├── ModelError             a model directory is missing or incompatible
+ ├── LLMResponseError       the LLM answered but the answer is unusable (item goes to review)
+ └── TransientServiceError  timeout, HTTP 429 or 5xx: retried with backoff
 """
 
 from __future__ import annotations

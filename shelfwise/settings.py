@@ -107,7 +107,8 @@ class Settings(BaseSettings):
         False, description="Use product photos (EfficientNet-Lite0 features) when training."
     )
     use_price: bool = Field(
-        False, description="Use the catalog's price (log-price per category) when training; off: no measured gain."
+        False,
+        description="Use the catalog's price (log-price per category) when training; off: no measured gain.",
     )
     default_model_dir: Path | None = Field(
         None, description="Model used by `run` (default: <state_dir>/models/default)."

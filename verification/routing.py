@@ -17,7 +17,16 @@ from enum import StrEnum
 
 import numpy as np
 
-__all__ = ["QueueName", "Route", "Routing", "audit_sample", "paths_agree", "priority", "route", "select_for_queues"]
+__all__ = [
+    "QueueName",
+    "Route",
+    "Routing",
+    "audit_sample",
+    "paths_agree",
+    "priority",
+    "route",
+    "select_for_queues",
+]
 
 SEP = " > "
 
@@ -79,8 +88,10 @@ def route(
     """
     confidence = np.asarray(confidence, dtype=float)
     thresholds = np.broadcast_to(np.asarray(thresholds, dtype=float), confidence.shape)
-    sus_t = thresholds if suspect_thresholds is None else np.broadcast_to(
-        np.asarray(suspect_thresholds, dtype=float), confidence.shape
+    sus_t = (
+        thresholds
+        if suspect_thresholds is None
+        else np.broadcast_to(np.asarray(suspect_thresholds, dtype=float), confidence.shape)
     )
     routes: list[str] = []
     queues: list[str | None] = []

@@ -188,7 +188,9 @@ def test_broken_embedder_output_is_a_model_error(tmp_path, minilm) -> None:
         EmbeddingCache(tmp_path / "embeddings.sqlite").embed(Truncating(), ["a", "b"])
 
 
-def test_concatenated_embedder_reuses_each_parts_cached_vectors(tmp_path, minilm, e5, counting, titles) -> None:
+def test_concatenated_embedder_reuses_each_parts_cached_vectors(
+    tmp_path, minilm, e5, counting, titles
+) -> None:
     from classifiers.embedding import ConcatEmbedder
 
     cache = EmbeddingCache(tmp_path / "embeddings.sqlite")

@@ -35,15 +35,21 @@ def test_select_threshold_takes_the_lowest_cut_that_keeps_precision():
     # top-5 all right; top-7 has 6/7 = 0.857
     assert select_threshold(scores, correct, target_precision=0.95, min_support=1, delta=None) == 0.85
     assert select_threshold(scores, correct, target_precision=0.85, min_support=1, delta=None) == 0.70
-    accepted = np.asarray(scores) >= select_threshold(scores, correct, target_precision=0.95, min_support=1, delta=None)
+    accepted = np.asarray(scores) >= select_threshold(
+        scores, correct, target_precision=0.95, min_support=1, delta=None
+    )
     assert np.asarray(correct)[accepted].mean() >= 0.95
 
 
 def test_select_threshold_respects_support_and_ties_and_unreachable_targets():
     # a single sure item is not enough support
-    assert math.isinf(select_threshold([0.99, 0.5, 0.4], [1, 0, 0], target_precision=0.95, min_support=2, delta=None))
+    assert math.isinf(
+        select_threshold([0.99, 0.5, 0.4], [1, 0, 0], target_precision=0.95, min_support=2, delta=None)
+    )
     # ties: a cut can't split equal scores (0.9, 0.9 with one wrong)
-    assert select_threshold([0.95, 0.9, 0.9], [1, 1, 0], target_precision=0.9, min_support=1, delta=None) == 0.95
+    assert (
+        select_threshold([0.95, 0.9, 0.9], [1, 1, 0], target_precision=0.9, min_support=1, delta=None) == 0.95
+    )
     assert math.isinf(select_threshold([0.8, 0.7], [0, 0], target_precision=0.95, min_support=1, delta=None))
     with pytest.raises(ValueError, match="differ in length"):
         select_threshold([0.1, 0.2], [1], target_precision=0.9)
@@ -55,7 +61,9 @@ def test_thresholds_per_node_where_support_allows_and_round_trip():
     ids = np.array(["easy"] * 100 + ["hard"] * 100 + ["rare"] * 100, dtype=object)
     ids[-90:] = [f"tiny{i}" for i in range(90)]  # "rare" keeps 10 rows: global threshold
     correct = np.where(ids == "easy", True, rng.uniform(size=300) < conf**4)
-    th = fit_thresholds(conf, correct, ids, target_precision=0.95, min_support=10, min_node_support=50, delta=None)
+    th = fit_thresholds(
+        conf, correct, ids, target_precision=0.95, min_support=10, min_node_support=50, delta=None
+    )
     # "easy" proves a bar of its own; "hard" cannot reach the target alone and is pooled
     assert {n for n, g in th.group_of.items() if g == n} == {"easy"}
     assert th.per_node["easy"] == pytest.approx(conf[ids == "easy"].min())

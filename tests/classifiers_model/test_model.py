@@ -74,7 +74,9 @@ def test_scores_are_tree_consistent_and_backoff_is_shallower(
     # backed-off answers are right (truth lies under them) far more often than the labels they replace
     truth = _truth_ids(test, flipkart_taxonomy)
     b = pred2.backed_off
-    under = np.array([trained.index_.is_ancestor_or_self(p, t) for p, t in zip(pred2.predicted_ids[b], truth[b])])
+    under = np.array(
+        [trained.index_.is_ancestor_or_self(p, t) for p, t in zip(pred2.predicted_ids[b], truth[b])]
+    )
     assert under.mean() > np.mean(pred2.leaf_ids[b] == truth[b])
 
 
@@ -135,7 +137,9 @@ def test_price_is_a_signal_when_present_and_optional_when_not(
     with_price = trained.predict(test, embedder=minilm, cache=embedding_cache)
     # a catalog without prices (or a row with an empty price) is classified on its text alone
     no_price = trained.predict(test.drop("price"), embedder=minilm, cache=embedding_cache)
-    nulls = trained.predict(test.with_columns(pl.lit(None).alias("price")), embedder=minilm, cache=embedding_cache)
+    nulls = trained.predict(
+        test.with_columns(pl.lit(None).alias("price")), embedder=minilm, cache=embedding_cache
+    )
     np.testing.assert_array_equal(no_price.scores, nulls.scores)
     assert (with_price.leaf_ids == no_price.leaf_ids).mean() > 0.8
 
@@ -153,7 +157,9 @@ def test_price_is_a_signal_when_present_and_optional_when_not(
     loaded = CategoryModel.load(model_dir, embedder=minilm)
     assert loaded.use_price is False
     got = loaded.predict(test, embedder=minilm, cache=embedding_cache)
-    np.testing.assert_array_equal(got.scores, before.predict(test, embedder=minilm, cache=embedding_cache).scores)
+    np.testing.assert_array_equal(
+        got.scores, before.predict(test, embedder=minilm, cache=embedding_cache).scores
+    )
 
 
 def test_zero_shot_predicts_a_category_without_training_rows(

@@ -39,19 +39,32 @@ def amazon_night(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     from shelfwise.settings import Settings
 
     work = tmp_path_factory.mktemp("amazon-night")
-    df = pl.read_parquet(real_data / "catalogs" / "amazon_uk.parquet").sample(fraction=1.0, shuffle=True, seed=11)
+    df = pl.read_parquet(real_data / "catalogs" / "amazon_uk.parquet").sample(
+        fraction=1.0, shuffle=True, seed=11
+    )
     df.head(1000).write_parquet(work / "labelled.parquet")
     tonight = df.slice(1000, 450)
     repeats = tonight.head(150).with_columns(pl.col("sku_id") + "-bis")
     pl.concat([tonight, repeats]).write_parquet(work / "night.parquet")
     taxonomy = real_data / "taxonomies" / "amazon_uk_categories.txt"
     settings = Settings(state_dir=work / "train-state")
-    pipeline.train(taxonomy_path=taxonomy, catalog=work / "labelled.parquet", model_dir=work / "model",
-                   settings=settings)
-    pipeline.classify_catalog(model_dir=work / "model", catalog=work / "night.parquet", out=work / "warm.parquet",
-                              settings=settings, enqueue=False)
-    return {"work": work, "model": work / "model", "night": work / "night.parquet", "taxonomy": taxonomy,
-            "cache": work / "train-state" / "cache"}
+    pipeline.train(
+        taxonomy_path=taxonomy, catalog=work / "labelled.parquet", model_dir=work / "model", settings=settings
+    )
+    pipeline.classify_catalog(
+        model_dir=work / "model",
+        catalog=work / "night.parquet",
+        out=work / "warm.parquet",
+        settings=settings,
+        enqueue=False,
+    )
+    return {
+        "work": work,
+        "model": work / "model",
+        "night": work / "night.parquet",
+        "taxonomy": taxonomy,
+        "cache": work / "train-state" / "cache",
+    }
 
 
 def fresh_state(amazon_night: dict[str, Path], dest: Path) -> Path:

@@ -12,8 +12,18 @@ import pytest
 
 from verification import QueueStore
 
-CONTRACT = ["sku_id", "category_id", "category_path", "confidence", "route", "candidates",
-            "current_category_path", "taxonomy_version", "model_version", "run_id"]
+CONTRACT = [
+    "sku_id",
+    "category_id",
+    "category_path",
+    "confidence",
+    "route",
+    "candidates",
+    "current_category_path",
+    "taxonomy_version",
+    "model_version",
+    "run_id",
+]
 SHELFWISE = str(Path(sys.executable).with_name("shelfwise"))
 
 
@@ -21,7 +31,9 @@ def _cli(*args: str, state: Path, check: bool = True) -> subprocess.CompletedPro
     env_state = ["--state-dir", str(state)] if args[0] in ("train", "classify", "run", "report") else []
     proc = subprocess.run([SHELFWISE, *args, *env_state], capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
-        raise AssertionError(f"shelfwise {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"shelfwise {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -29,7 +41,9 @@ def _cli(*args: str, state: Path, check: bool = True) -> subprocess.CompletedPro
 def flipkart_split(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Real Flipkart products: 560 labelled for training, the rest as 'tonight's catalog' with 15 misfiled."""
     work = tmp_path_factory.mktemp("flipkart")
-    df = pl.read_parquet(shared_data / "catalogs" / "flipkart.parquet").sample(fraction=1.0, shuffle=True, seed=7)
+    df = pl.read_parquet(shared_data / "catalogs" / "flipkart.parquet").sample(
+        fraction=1.0, shuffle=True, seed=7
+    )
     train, new = df.head(560), df.slice(560)
     train.write_parquet(work / "labelled.parquet")
     paths = new.get_column("category_path").to_list()
@@ -41,29 +55,55 @@ def flipkart_split(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) 
     new = new.with_columns(
         pl.col("sku_id").replace_strict(misfiled, default=pl.col("category_path")).alias("category_path")
     )
-    new.select("sku_id", "title", "description", "brand", "category_path", "image_path").write_csv(work / "tonight.csv")
+    new.select("sku_id", "title", "description", "brand", "category_path", "image_path").write_csv(
+        work / "tonight.csv"
+    )
     (work / "misfiled.json").write_text(json.dumps(misfiled))
     new_truth = df.slice(560).select("sku_id", "category_path")
     new_truth.write_parquet(work / "truth.parquet")
-    return {"dir": work, "labelled": work / "labelled.parquet", "tonight": work / "tonight.csv",
-            "truth": work / "truth.parquet", "misfiled": work / "misfiled.json",
-            "taxonomy": shared_data / "taxonomies" / "flipkart_categories.txt", "images": shared_data}
+    return {
+        "dir": work,
+        "labelled": work / "labelled.parquet",
+        "tonight": work / "tonight.csv",
+        "truth": work / "truth.parquet",
+        "misfiled": work / "misfiled.json",
+        "taxonomy": shared_data / "taxonomies" / "flipkart_categories.txt",
+        "images": shared_data,
+    }
 
 
 @pytest.fixture(scope="module")
 def trained(flipkart_split: dict[str, Path]) -> dict[str, Path]:
     state = flipkart_split["dir"] / "state"
     model = flipkart_split["dir"] / "model"
-    _cli("train", "--taxonomy", str(flipkart_split["taxonomy"]), "--catalog", str(flipkart_split["labelled"]),
-         "--model-dir", str(model), state=state)
+    _cli(
+        "train",
+        "--taxonomy",
+        str(flipkart_split["taxonomy"]),
+        "--catalog",
+        str(flipkart_split["labelled"]),
+        "--model-dir",
+        str(model),
+        state=state,
+    )
     return {**flipkart_split, "state": state, "model": model}
 
 
 @pytest.mark.slow
 def test_classify_writes_the_predictions_contract_and_fills_the_queue_once(trained: dict[str, Path]) -> None:
     out = trained["dir"] / "pred.parquet"
-    proc = _cli("classify", "--model-dir", str(trained["model"]), "--catalog", str(trained["tonight"]),
-                "--images-root", str(trained["images"]), "--out", str(out), state=trained["state"])
+    proc = _cli(
+        "classify",
+        "--model-dir",
+        str(trained["model"]),
+        "--catalog",
+        str(trained["tonight"]),
+        "--images-root",
+        str(trained["images"]),
+        "--out",
+        str(out),
+        state=trained["state"],
+    )
     pred = pl.read_parquet(out)
     assert pred.columns[: len(CONTRACT)] == CONTRACT
     assert pred.height == 179 and pred["sku_id"].n_unique() == 179
@@ -104,8 +144,18 @@ def test_classify_writes_the_predictions_contract_and_fills_the_queue_once(train
 
     # Same night again: nothing re-embedded, nothing duplicated in the queue.
     out2 = trained["dir"] / "pred2.parquet"
-    _cli("classify", "--model-dir", str(trained["model"]), "--catalog", str(trained["tonight"]),
-         "--images-root", str(trained["images"]), "--out", str(out2), state=trained["state"])
+    _cli(
+        "classify",
+        "--model-dir",
+        str(trained["model"]),
+        "--catalog",
+        str(trained["tonight"]),
+        "--images-root",
+        str(trained["images"]),
+        "--out",
+        str(out2),
+        state=trained["state"],
+    )
     runs = sorted((trained["state"] / "runs").glob("*/summary.json"))
     second = json.loads(runs[-1].read_text())
     # unchanged SKUs keep their prediction: nothing embedded, nothing scored, every SKU still predicted
@@ -117,13 +167,25 @@ def test_classify_writes_the_predictions_contract_and_fills_the_queue_once(train
 
     # The catalog team fixes the misfiled products upstream: the next run auto-accepts those it is sure
     # of, and their stale suspect items leave the queue (closed as superseded, nothing learned from them).
-    fixed = pl.read_csv(trained["tonight"]).drop("category_path").join(
-        pl.read_parquet(trained["truth"]), on="sku_id"
+    fixed = (
+        pl.read_csv(trained["tonight"])
+        .drop("category_path")
+        .join(pl.read_parquet(trained["truth"]), on="sku_id")
     )
     fixed.write_csv(trained["dir"] / "fixed.csv")
     out3 = trained["dir"] / "pred3.parquet"
-    _cli("classify", "--model-dir", str(trained["model"]), "--catalog", str(trained["dir"] / "fixed.csv"),
-         "--images-root", str(trained["images"]), "--out", str(out3), state=trained["state"])
+    _cli(
+        "classify",
+        "--model-dir",
+        str(trained["model"]),
+        "--catalog",
+        str(trained["dir"] / "fixed.csv"),
+        "--images-root",
+        str(trained["images"]),
+        "--out",
+        str(out3),
+        state=trained["state"],
+    )
     third = json.loads(sorted((trained["state"] / "runs").glob("*/summary.json"))[-1].read_text())
     was_open = set(pred.filter(pl.col("route") != "auto")["sku_id"])
     now_auto = set(pl.read_parquet(out3).filter(pl.col("queue").is_null())["sku_id"])
@@ -141,18 +203,32 @@ def test_classify_writes_the_predictions_contract_and_fills_the_queue_once(train
 @pytest.mark.slow
 def test_bad_rows_are_quarantined_and_the_run_goes_on(trained: dict[str, Path], tmp_path: Path) -> None:
     good = pl.read_csv(trained["tonight"]).head(20)
-    bad = pl.DataFrame({
-        "sku_id": [None, "no-text", good["sku_id"][0]],
-        "title": [good["title"][1], None, "duplicate of the first row"],
-        "description": [None, None, None], "brand": [None, None, None],
-        "category_path": [None, None, None], "image_path": [None, None, None],
-    }, schema=good.schema)
+    bad = pl.DataFrame(
+        {
+            "sku_id": [None, "no-text", good["sku_id"][0]],
+            "title": [good["title"][1], None, "duplicate of the first row"],
+            "description": [None, None, None],
+            "brand": [None, None, None],
+            "category_path": [None, None, None],
+            "image_path": [None, None, None],
+        },
+        schema=good.schema,
+    )
     cat = tmp_path / "mixed.csv"
     pl.concat([good, bad]).write_csv(cat)
     out = tmp_path / "pred.parquet"
     state = tmp_path / "state"
-    _cli("classify", "--model-dir", str(trained["model"]), "--catalog", str(cat), "--out", str(out),
-         "--no-enqueue", state=state)
+    _cli(
+        "classify",
+        "--model-dir",
+        str(trained["model"]),
+        "--catalog",
+        str(cat),
+        "--out",
+        str(out),
+        "--no-enqueue",
+        state=state,
+    )
     assert pl.read_parquet(out).height == 20
     summary = json.loads(next((state / "runs").glob("*/summary.json")).read_text())
     assert summary["counts"]["quarantined"] == 3
@@ -162,8 +238,16 @@ def test_bad_rows_are_quarantined_and_the_run_goes_on(trained: dict[str, Path], 
 
 
 def test_missing_model_and_missing_column_give_clear_errors(tmp_path: Path, shared_data: Path) -> None:
-    proc = _cli("classify", "--model-dir", str(tmp_path / "nope"), "--catalog",
-                str(shared_data / "catalogs" / "amazon_uk.parquet"), "--out", str(tmp_path / "p.parquet"),
-                state=tmp_path / "s", check=False)
+    proc = _cli(
+        "classify",
+        "--model-dir",
+        str(tmp_path / "nope"),
+        "--catalog",
+        str(shared_data / "catalogs" / "amazon_uk.parquet"),
+        "--out",
+        str(tmp_path / "p.parquet"),
+        state=tmp_path / "s",
+        check=False,
+    )
     assert proc.returncode == 2
     assert "shelfwise train" in proc.stderr and "nope" in proc.stderr

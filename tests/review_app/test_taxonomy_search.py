@@ -44,7 +44,19 @@ def test_search_answers_every_kind_of_query_on_the_whole_shopify_tree(client: Te
     Latency is a benchmark figure (benchmarks/taxonomy_search.py), not a timed test.
     """
     login(client, "alice")
-    queries = ["a", "e", "s", "커", "커튼", "반려동물", "가방", "mobile phones", "bath tow", "> Decor >", "시계"]
+    queries = [
+        "a",
+        "e",
+        "s",
+        "커",
+        "커튼",
+        "반려동물",
+        "가방",
+        "mobile phones",
+        "bath tow",
+        "> Decor >",
+        "시계",
+    ]
     for query in queries:
         resp = client.get("/api/taxonomy/search", params={"q": query, "limit": 12})
         assert resp.status_code == 200, query

@@ -11,8 +11,12 @@ def test_confident_matching_prediction_is_auto_accepted():
 
 
 def test_confident_prediction_on_another_branch_flags_current_category_as_suspect():
-    r = route(np.array([0.97, 0.97]), np.array([0.9, 0.9]), ["Toys > Dolls", "Toys > Dolls"],
-              ["Kitchen > Pans", None])
+    r = route(
+        np.array([0.97, 0.97]),
+        np.array([0.9, 0.9]),
+        ["Toys > Dolls", "Toys > Dolls"],
+        ["Kitchen > Pans", None],
+    )
     assert r.route == ["suspect", "auto"]
     assert r.queue == ["suspect", None]
     assert r.reason[0] == "current_category_disagrees"
@@ -76,7 +80,12 @@ def test_audit_sample_is_deterministic_and_close_to_the_rate():
 
 
 def test_a_current_category_the_model_still_finds_plausible_is_reviewed_not_called_suspect():
-    r = route(np.array([0.8, 0.8]), np.array([0.5, 0.5]), ["A > B", "A > B"], ["A > C", "A > C"],
-              current_support=np.array([0.15, 0.01]))
+    r = route(
+        np.array([0.8, 0.8]),
+        np.array([0.5, 0.5]),
+        ["A > B", "A > B"],
+        ["A > C", "A > C"],
+        current_support=np.array([0.15, 0.01]),
+    )
     assert r.route == ["review", "suspect"]
     assert r.reason[0] == "low_confidence_disagrees"
