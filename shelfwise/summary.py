@@ -117,6 +117,8 @@ class RunSummary(BaseModel):
     engine: Engine = Field(default_factory=Engine)
     shards: int = 0
     seconds: float = 0.0
+    # a taxonomy migration's block (shelfwise._migrate.after_run); left out of the JSON on ordinary nights
+    taxonomy_change: dict[str, Any] | None = None
 
     # -- files -------------------------------------------------------------------------------------
     @classmethod
@@ -135,14 +137,18 @@ class RunSummary(BaseModel):
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         tmp = run_dir / "summary.json.tmp"
-        tmp.write_text(self.model_dump_json(indent=2))
+        tmp.write_text(self.model_dump_json(indent=2, exclude=self._unset_blocks()))
         os.replace(tmp, run_dir / "summary.json")
         return run_dir / "summary.json"
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form (what ``summary.json`` holds)."""
-        data: dict[str, Any] = json.loads(self.model_dump_json())
+        data: dict[str, Any] = json.loads(self.model_dump_json(exclude=self._unset_blocks()))
         return data
+
+    def _unset_blocks(self) -> set[str]:
+        """Optional blocks absent from the JSON when empty (readers test for the key, not for null)."""
+        return {"taxonomy_change"} if self.taxonomy_change is None else set()
 
     def __getitem__(self, key: str) -> Any:
         """Mapping access for readers not yet moved to attributes (``summary["counts"]``): a JSON copy."""
