@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -39,7 +38,7 @@ def prepare_model(
     yet (or ``retrain``); returns the model folder the night uses."""
     from shelfwise._migrate import migrate_if_needed
 
-    folder = Path(model_dir or settings.default_model_dir or settings.state_dir / "models" / "default")
+    folder = settings.model_folder(model_dir)
     migration = migrate_if_needed(
         model_dir=folder,
         taxonomy=taxonomy,

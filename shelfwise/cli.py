@@ -493,7 +493,7 @@ def run(
         _export.check_export_flags(export_taxonomy, export_mapping)
         # a --taxonomy other than the model's: migrate, retrain (docs/taxonomy-evolution.md)
         migration = _migrate.migrate_if_needed(
-            model_dir=model_dir or settings.default_model_dir or settings.state_dir / "models" / "default",
+            model_dir=settings.model_folder(model_dir),
             taxonomy=taxonomy,
             taxonomy_mapping=taxonomy_mapping,
             labelled=labelled,

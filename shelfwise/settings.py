@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     def prefect_home(self) -> Path:
         return self.state_dir / "prefect"
 
+    def model_folder(self, model_dir: str | Path | None = None) -> Path:
+        """The model folder a run uses: ``model_dir`` if given, else ``default_model_dir``."""
+        return Path(model_dir or self.default_model_dir or self.state_dir / "models" / "default")
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from file + environment, then apply non-None overrides (CLI flags)."""
