@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
 
     load = os.getloadavg()[0]
     print(
-        f"\nembedding speed on {os.cpu_count()} cores, load average {load:.1f}, python {sys.version.split()[0]}\n"
+        f"\nembedding speed on {os.cpu_count()} cores, load average {load:.1f}, python "
+        f"{sys.version.split()[0]}\n"
     )
     print("| measurement | unit | wall clock | per CPU-second |\n|---|---|---|---|")
     for name, unit, value, per_cpu in rows:

@@ -53,7 +53,8 @@ CATALOGS = {
 
 
 def load_items(shared: Path, name: str) -> pl.DataFrame:
-    """Canonical-ish product rows (sku_id, title, description, brand, attributes, review_text, category_path)."""
+    """Canonical-ish product rows (sku_id, title, description, brand, attributes, review_text,
+    category_path)."""
     file, _ = CATALOGS[name]
     df = pl.read_parquet(shared / "catalogs" / file)
     if name == "womens_clothing":
@@ -332,7 +333,8 @@ def main() -> None:
             if args.limit is None:
                 args.limit = 30
             note = (
-                "PROTOCOL ONLY: local SmolLM2-135M-Instruct (llama.cpp); far too small to judge categories, so the "
+                "PROTOCOL ONLY: local SmolLM2-135M-Instruct (llama.cpp); far too small to judge categories, "
+                "so the "
                 "accuracy figures below say nothing about LLM arbitration"
             )
     else:
@@ -349,7 +351,8 @@ def main() -> None:
             print(f"## {name} ({res['classifier']})")
             print(
                 f"test SKUs {res['test_skus']}, classifier accuracy {res['accuracy_all']:.3f}, "
-                f"gated {res['gated']} ({res['gated_share']:.1%}); accuracy on gated items {res['accuracy_gated_classifier']}, "
+                f"gated {res['gated']} ({res['gated_share']:.1%}); accuracy on gated items "
+                f"{res['accuracy_gated_classifier']}, "
                 f"on the rest {res['accuracy_not_gated']}"
             )
             llm = res["llm"]
@@ -357,11 +360,14 @@ def main() -> None:
                 print(
                     f"LLM ({llm['mode']}): {llm['items_sent']} items sent, {llm['calls']} HTTP calls "
                     f"({llm['questions']} questions), {llm['calls_per_1000_skus']} calls / 1,000 SKUs"
-                    f"{' (projected from the sent items)' if llm['projected'] else ''}, tokens {llm['tokens_in']} in / "
-                    f"{llm['tokens_out']} out, ${llm['cost_usd']:.4f}, wall {llm['wall_s']} s, p50 {llm['latency_ms_p50']} ms"
+                    f"{' (projected from the sent items)' if llm['projected'] else ''}, tokens "
+                    f"{llm['tokens_in']} in / "
+                    f"{llm['tokens_out']} out, ${llm['cost_usd']:.4f}, wall {llm['wall_s']} s, p50 "
+                    f"{llm['latency_ms_p50']} ms"
                 )
                 print(
-                    f"accuracy on these gated items: classifier {llm['accuracy_gated_classifier_same_items']:.3f} -> "
+                    f"accuracy on these gated items: classifier "
+                    f"{llm['accuracy_gated_classifier_same_items']:.3f} -> "
                     f"with LLM {llm['accuracy_gated_with_llm']:.3f}; statuses {llm['statuses']}"
                 )
                 for n in llm["notes"]:

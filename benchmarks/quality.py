@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/quality.py --datasets amazon_uk --no-ablation
 
 Data sets (from ../shared/data): Amazon UK (titles + brand; price for the +price row), Flipkart (title,
-description, brand, specifications; retail price for the +price row, photos for the +images row), women's clothing (reviews only, aggregated per sku_id).
+description, brand, specifications; retail price for the +price row, photos for the +images row), women's
+clothing (reviews only, aggregated per sku_id).
 Split: fixed seed, 60% train / 20% calibration / 20% test, stratified; classes with fewer than 3 rows
 go to train only (never tested). Both systems train on train+calibration (80%): the baseline uses it
 for CalibratedClassifierCV(LinearSVC, method="sigmoid", cv=3) (rows of classes with < 3 examples there
@@ -403,7 +404,8 @@ def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = 
     b_paths, b_conf = _baseline_predict(frame, fields, fit_idx, test_idx, paths)
     base = evaluate(b_paths, [paths[i] for i in test_idx], b_conf)
     return {
-        "split": "seeded stratified 80/20 (train+calibration parts of `split` -> test part); rare classes (<3 rows) train only",
+        "split": "seeded stratified 80/20 (train+calibration parts of `split` -> test part); rare classes "
+        "(<3 rows) train only",
         "train_rows": len(fit_idx),
         "test_rows": len(test_idx),
         "seconds_train": None if rescore else round(t_fit, 1),
@@ -426,8 +428,10 @@ def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = 
 
 def disjoint_markdown(results: dict[str, Any]) -> str:
     head = (
-        "| catalog | test rows | auto share | exact precision of auto rows (95% CI) | one-sided 95% lower bound | "
-        "top-1 accuracy | TF-IDF+SVM top-1 | TF-IDF+SVM oracle coverage @95% | back-off answer share (ancestor-correct) |"
+        "| catalog | test rows | auto share | exact precision of auto rows (95% CI) | one-sided 95% lower "
+        "bound | "
+        "top-1 accuracy | TF-IDF+SVM top-1 | TF-IDF+SVM oracle coverage @95% | back-off answer share "
+        "(ancestor-correct) |"
     )
     lines = [
         head,
@@ -507,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--disjoint",
         action="store_true",
-        help="train as `shelfwise train` does on 80%% of each catalog, classify the other 20%%: realized auto "
+        help="train as `shelfwise train` does on 80%% of each catalog, classify the other 20%%: realized "
+        "auto "
         "share and exact precision (stored under 'disjoint' in the JSON file)",
     )
     ap.add_argument(
@@ -553,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
         fit_a, cal_a, test_idx = split(paths)
         fit_idx = np.concatenate([fit_a, cal_a])
         print(
-            f"\n## {name}: {frame.height} rows, {len(set(paths))} classes; fit {len(fit_idx)}, test {len(test_idx)}",
+            f"\n## {name}: {frame.height} rows, {len(set(paths))} classes; fit {len(fit_idx)}, test "
+            f"{len(test_idx)}",
             flush=True,
         )
         entry: dict[str, Any] = dict(results.get(name, {}))
@@ -647,7 +653,10 @@ def _brief(r: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> str:
     lines = [
-        "| data set | system | leaf acc | macro F1 | ECE | cov@95% prec | cov ratio vs baseline | auto share (precision) |",
+        (
+            "| data set | system | leaf acc | macro F1 | ECE | cov@95% prec | cov ratio vs baseline "
+            "| auto share (precision) |"
+        ),
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, e in results.items():
@@ -674,7 +683,10 @@ def markdown(results: dict[str, Any]) -> str:
     if cv_rows:
         lines += [
             "",
-            "| data set (every row tested once, 5-fold) | items | system | leaf acc | macro F1 | ECE (floor) | cov@95% prec | cov ratio |",
+            (
+                "| data set (every row tested once, 5-fold) | items | system | leaf acc | macro F1 "
+                "| ECE (floor) | cov@95% prec | cov ratio |"
+            ),
             "|---|---|---|---|---|---|---|---|",
         ]
         for name, cv in cv_rows:
@@ -682,8 +694,10 @@ def markdown(results: dict[str, Any]) -> str:
             for label, r in (("TF-IDF+LinearSVC (sigmoid)", b), ("shelfwise", s_)):
                 ratio = r["coverage_at_95"] / b["coverage_at_95"] if b["coverage_at_95"] else float("nan")
                 lines.append(
-                    f"| {name} | {cv['items']} | {label} | {fmt(r['leaf_accuracy'])} | {fmt(r['macro_f1'])} | "
-                    f"{fmt(r['ece'])} ({fmt(r['ece_if_perfectly_calibrated'])}) | {fmt(r['coverage_at_95'])} | "
+                    f"| {name} | {cv['items']} | {label} | {fmt(r['leaf_accuracy'])} | {fmt(r['macro_f1'])} "
+                    f"| "
+                    f"{fmt(r['ece'])} ({fmt(r['ece_if_perfectly_calibrated'])}) | {fmt(r['coverage_at_95'])} "
+                    f"| "
                     f"{fmt(ratio, 2)} |"
                 )
     lines += [
@@ -697,7 +711,8 @@ def markdown(results: dict[str, Any]) -> str:
         for label, r in e.get("ablation", {}).items():
             lines.append(
                 f"| {name} | {label} | {fmt(r['leaf_accuracy'])} | {fmt(r['macro_f1'])} | {fmt(r['ece'])} | "
-                f"{fmt(r['coverage_at_95'])} | {fmt(r['policy_auto_share'])} ({fmt(r['policy_auto_precision'])}) |"
+                f"{fmt(r['coverage_at_95'])} | {fmt(r['policy_auto_share'])} "
+                f"({fmt(r['policy_auto_precision'])}) |"
             )
     return "\n".join(lines)
 

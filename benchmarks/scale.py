@@ -224,7 +224,7 @@ def main() -> None:
                 env,
                 work / f"{engine}-{night}.log",
             )
-            summary = json.loads(sorted((state / "runs").glob("*/summary.json"))[-1].read_text())
+            summary = json.loads(max((state / "runs").glob("*/summary.json")).read_text())
             c = summary["counts"]
             r.update(
                 engine=engine,

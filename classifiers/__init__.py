@@ -2,8 +2,8 @@
 
 Embeddings: `Embedder`, `EmbeddingCache`, `make_embedder` (classifiers/embedding.py). Category model,
 calibration, thresholds and evaluation: `CategoryModel`, `Prediction`, `Thresholds`, `select_threshold`,
-`fit_thresholds`, `evaluate`, `evaluate_files`, `write_evaluation_html` (classifiers/model.py and friends). LLM arbitration: `LLMArbiter`, `LLMSettings`, `gate`
-(classifiers/llm.py).
+`fit_thresholds`, `evaluate`, `evaluate_files`, `write_evaluation_html` (classifiers/model.py and friends).
+LLM arbitration: `LLMArbiter`, `LLMSettings`, `gate` (classifiers/llm.py).
 """
 
 from classifiers.calibration import Thresholds, fit_thresholds, select_threshold

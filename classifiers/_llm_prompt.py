@@ -1,8 +1,9 @@
 """Prompts, output schemas, request payloads and answer parsing for the LLM arbiter (internal).
 
 Every question the arbiter asks is a numbered list of taxonomy paths plus option 0 ("none of these" on
-the candidate step, "stop here" on a tree-walk step). The model answers ``{"choice": <int>, "reason": <str>}``;
-``choice`` comes first so the number is an early, single token whose log-probability gives a confidence.
+the candidate step, "stop here" on a tree-walk step). The model answers
+``{"choice": <int>, "reason": <str>}``; ``choice`` comes first so the number is an early, single token
+whose log-probability gives a confidence.
 """
 
 from __future__ import annotations

@@ -307,7 +307,8 @@ class Store:
     ) -> None:
         """Keep one answer. The caller stores only answers that parsed and validated."""
         sql = (
-            "INSERT INTO cache (key, model, mode, raw_answer, answer_p, tokens_in, tokens_out, finish_reason, "
+            "INSERT INTO cache (key, model, mode, raw_answer, answer_p, tokens_in, tokens_out, "
+            "finish_reason, "
             "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
             "model = excluded.model, mode = excluded.mode, raw_answer = excluded.raw_answer, "
             "answer_p = excluded.answer_p, tokens_in = excluded.tokens_in, tokens_out = excluded.tokens_out, "
@@ -366,7 +367,10 @@ class Store:
 
     def budget_take(self, run_id: str, kind: str, amount: float, limit: float) -> bool:
         """Add ``amount`` to the run's ``kind`` only if the total stays within ``limit`` (atomic)."""
-        sql = "UPDATE budget SET used = used + ?, updated_at = ? WHERE run_id = ? AND kind = ? AND used + ? <= ?"
+        sql = (
+            "UPDATE budget SET used = used + ?, updated_at = ? WHERE run_id = ? AND kind = ? AND used + ? "
+            "<= ?"
+        )
         now = utcnow()
         with self._write() as cur:
             cur.execute(self._sql(self._BUDGET_ROW), (run_id, kind, now))

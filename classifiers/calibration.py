@@ -1,6 +1,7 @@
 """Calibration on held-out data and auto-accept thresholds for selective classification.
 
-    TemperatureScaler     one temperature for a matrix of logits (keeps the ranking, fixes over/under-confidence)
+    TemperatureScaler     one temperature for a matrix of logits (keeps the ranking, fixes over- or
+                          under-confidence)
     IsotonicCalibrator    monotone map of the top score to the observed accuracy
     precision_lower_bound one-sided Clopper-Pearson lower bound of a precision k/n
     select_threshold      lowest confidence whose accepted set provably reaches the target precision
@@ -97,15 +98,25 @@ class IsotonicCalibrator(BaseEstimator):
                 f"IsotonicCalibrator needs >= {self.min_rows} held-out rows, got {len(c)}; "
                 "use calibration='temperature' or more labelled data"
             )
-        self.iso_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip", increasing=True).fit(c, ok)
+        # Never claim certainty: a top step that was right on every held-out row still leaves room for an
+        # error the sample did not show, so the map stays below 1 (by half a row's weight), and the
+        # tie-break below keeps distinct inputs in order inside that step (a threshold mapped through
+        # this calibrator then separates the same rows as on the raw score).
+        self.ceiling_ = 1.0 - 0.5 / (len(c) + 1)
+        self.iso_ = IsotonicRegression(
+            y_min=0.0, y_max=self.ceiling_, out_of_bounds="clip", increasing=True
+        ).fit(c, ok)
         return self
 
     def transform(self, scores: np.ndarray) -> np.ndarray:
         check_is_fitted(self, "iso_")
         s = np.asarray(scores, dtype=np.float64)
         out = self.iso_.predict(s.ravel()).reshape(s.shape)
-        # keep strict order between distinct inputs inside a flat isotonic step (tiny tie-break)
-        return np.asarray(np.clip(out + 1e-6 * s, 0.0, 1.0))
+        # keep strict order between distinct inputs inside a flat isotonic step (tiny tie-break that can
+        # never lift a value to 1); models saved before the ceiling existed keep their old behaviour
+        ceiling = float(getattr(self, "ceiling_", 1.0))
+        eps = min(1e-6, (1.0 - ceiling) / 2) if ceiling < 1.0 else 1e-6
+        return np.asarray(np.clip(out + eps * np.clip(s, 0.0, 1.0), 0.0, 1.0))
 
 
 #: Error rate of the precision promise: thresholds hold the target with 95% confidence (one-sided).

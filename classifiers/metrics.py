@@ -2,7 +2,8 @@
 
     evaluate(pred_paths, true_paths, confidences)   -> dict of figures and curves (JSON-serialisable)
     evaluate_files(predictions.parquet, truth)      -> the same, joined on sku_id; optional JSON + HTML
-    write_evaluation_html(result, path)             -> self-contained page (reliability diagram, risk-coverage)
+    write_evaluation_html(result, path)             -> self-contained page (reliability diagram,
+                                                       risk-coverage)
 
 Paths are compared level by level after normalising the separator (``"A > B"``, ``"A>B"`` and
 ``"A >> B"`` are the same path). "Coverage at 95% precision" is the largest share of items that can be

@@ -93,9 +93,9 @@ class CategoryModel(BaseEstimator):
             node) needs for its own threshold; below, its rows are pooled with its parent's.
         zero_shot: let taxonomy nodes without training rows be predicted from their path text.
         zero_shot_margin: how much closer (cosine) an untrained node must be than every trained label
-            before it takes probability mass; ``None`` = learned: the 99.5th percentile of that gap (+0.01) over
-            the training rows (which all belong to trained labels), so the fallback rarely fires on
-            products of known categories.
+            before it takes probability mass; ``None`` = learned: the 99.5th percentile of that gap
+            (+0.01) over the training rows (which all belong to trained labels), so the fallback rarely
+            fires on products of known categories.
         cv: folds for the out-of-fold scores.
     """
 
@@ -142,7 +142,8 @@ class CategoryModel(BaseEstimator):
     def _check_params(self) -> None:
         if self.calibration not in _CALIBRATIONS:
             raise ConfigError(
-                f"CategoryModel calibration={self.calibration!r} is not valid; use one of {', '.join(_CALIBRATIONS)}"
+                f"CategoryModel calibration={self.calibration!r} is not valid; use one of "
+                f"{', '.join(_CALIBRATIONS)}"
             )
         if self.hierarchy not in _HIERARCHY:
             raise ConfigError(
@@ -220,7 +221,8 @@ class CategoryModel(BaseEstimator):
         classes = sorted(set(labels))
         if len(classes) < 2:
             raise ConfigError(
-                f"training needs labelled rows in at least 2 categories of taxonomy {getattr(taxonomy, 'source', '')}; "
+                f"training needs labelled rows in at least 2 categories of taxonomy "
+                f"{getattr(taxonomy, 'source', '')}; "
                 f"got {len(classes)} category from {len(labels)} resolvable rows "
                 f"(unresolvable examples: {self.fit_report_['unresolvable_examples'][:3]})"
             )
@@ -414,7 +416,8 @@ class CategoryModel(BaseEstimator):
     def predict_label_proba(
         self, frame: pl.DataFrame, *, embedder: Any, cache: Any, image_embedder: Any = None
     ) -> np.ndarray:
-        """Calibrated probabilities over the trained labels (n, len(classes_)), columns follow ``classes_``."""
+        """Calibrated probabilities over the trained labels (n, len(classes_)); columns follow
+        ``classes_``."""
         p, _ = self._label_proba(frame, embedder, cache, image_embedder)
         return p
 

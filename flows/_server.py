@@ -113,7 +113,8 @@ def prefect_api(state_dir: str | Path) -> Iterator[str]:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
-            preexec_fn=_die_with_parent,
+            # the child only asks for PR_SET_PDEATHSIG, so the server dies with the process that started it
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
             start_new_session=True,
         )
     pid_file.write_text(f"{proc.pid} {port}\n")

@@ -92,5 +92,5 @@ def artifact_markdown(summary: RunSummary, settings: Settings) -> str:
         from shelfwise.reports import report_markdown
 
         return report_markdown(summary.run_id, settings)
-    except Exception as exc:  # the artifact must never fail the run
+    except Exception as exc:  # noqa: BLE001 - the artifact must never fail the run
         return summary.markdown() + f"\n\n(report figures unavailable: {exc})"

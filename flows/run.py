@@ -37,7 +37,7 @@ def _drain_prefect() -> None:
     try:
         APILogHandler().flush()
         EventsWorker.drain_all(timeout=10)
-    except Exception:  # draining is best effort: the run's outcome is already decided
+    except Exception:  # noqa: BLE001, S110 - draining is best effort: the run's outcome is already decided
         pass
 
 

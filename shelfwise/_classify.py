@@ -131,7 +131,10 @@ def llm_note(settings: Settings) -> str:
     """One line on whether the LLM step is on, for the run summary."""
     llm = settings.llm
     if not llm.base_url:
-        return "LLM step off: no endpoint configured (set OPENAI_BASE_URL or --llm-base-url); gated items go to review"
+        return (
+            "LLM step off: no endpoint configured (set OPENAI_BASE_URL or --llm-base-url); gated items "
+            "go to review"
+        )
     return f"LLM step on: {llm.model} at {llm.base_url}"
 
 

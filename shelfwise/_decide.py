@@ -122,7 +122,8 @@ def decide(
 
     if options.level not in tuple(AcceptLevel):
         raise ConfigError(
-            f"auto_accept_level={options.level!r} is not valid; use 'leaf' or 'backoff' (set it in shelfwise.toml)"
+            f"auto_accept_level={options.level!r} is not valid; use 'leaf' or 'backoff' (set it in "
+            f"shelfwise.toml)"
         )
     n = len(model.leaf_ids)
     # 1. model

@@ -93,7 +93,7 @@ def release_resources() -> None:
             if close is not None:
                 try:
                     close()
-                except Exception:  # closing must never hide the run's own outcome
+                except Exception:  # noqa: BLE001, S110 - closing must never hide the run's own outcome
                     pass
 
 

@@ -194,7 +194,7 @@ def _count_rows(path: Path) -> int | None:
         if suffix in (".jsonl", ".ndjson"):
             with path.open("rb") as fh:
                 return sum(1 for line in fh if line.strip())
-    except Exception:
+    except Exception:  # noqa: BLE001 - the count is only shown: an unreadable file shows none
         return None
     return None
 
@@ -224,7 +224,10 @@ def train(
         str | None,
         typer.Option(
             "--taxonomy-format",
-            help="google-txt | google-csv | shopify-txt | bestbuy-json | paths-txt | table (default: auto-detect).",
+            help=(
+                "google-txt | google-csv | shopify-txt | bestbuy-json | paths-txt | table (default: "
+                "auto-detect)."
+            ),
         ),
     ] = None,
     mapping: MapOpt = None,

@@ -3,7 +3,8 @@
 This module is the public facade; each job lives in its own private module:
 
     train(...)              labelled catalog (+ human labels) -> model directory          (_train.py)
-    stage_night(...)        catalog -> shards to score + carried SKUs (incremental)       (_stage, _incremental)
+    stage_night(...)        catalog -> shards to score + carried SKUs (incremental)       (_stage,
+                                                                                          _incremental)
     run_shard(task, s)      one shard task, anywhere: memoised model, plain counters out  (_worker.py)
     classify_frame(...)     one shard -> prediction rows (candidates, confidence, route)  (_classify.py)
     finalize_run(...)       predictions file, review queues, state, the RunSummary        (_finalize.py)

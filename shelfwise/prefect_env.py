@@ -12,7 +12,8 @@ __all__ = ["configure_prefect"]
 
 
 def configure_prefect(state_dir: str | Path) -> None:
-    """Point Prefect at ``<state_dir>/prefect`` and switch off analytics (never overrides the user's values)."""
+    """Point Prefect at ``<state_dir>/prefect`` and switch off analytics (never overrides the user's
+    values)."""
     home = Path(state_dir).resolve() / "prefect"
     home.mkdir(parents=True, exist_ok=True)
     defaults = {

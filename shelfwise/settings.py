@@ -79,7 +79,9 @@ class Settings(BaseSettings):
         None,
         ge=0.0,
         le=1.0,
-        description="Fixed confidence threshold for auto-accept; default: the model's tuned per-node thresholds.",
+        description=(
+            "Fixed confidence threshold for auto-accept; default: the model's tuned per-node thresholds."
+        ),
     )
     auto_accept_level: Literal["leaf", "backoff"] = Field(
         "leaf",
@@ -91,13 +93,19 @@ class Settings(BaseSettings):
         None,
         ge=0.0,
         le=1.0,
-        description="Confidence a prediction needs to flag the current category as suspect (default: max(auto threshold, 0.5)).",
+        description=(
+            "Confidence a prediction needs to flag the current category as suspect (default: "
+            "max(auto threshold, 0.5))."
+        ),
     )
     max_current_support: float = Field(
         0.05,
         ge=0.0,
         le=1.0,
-        description="A current category still scoring above this (best candidate on its branch) is not called suspect; a disagreement goes to review instead.",
+        description=(
+            "A current category still scoring above this (best candidate on its branch) is not "
+            "called suspect; a disagreement goes to review instead."
+        ),
     )
     audit_rate: float = Field(
         0.01, ge=0.0, le=1.0, description="Share of auto-accepted items sampled into the audit queue."

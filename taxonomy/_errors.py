@@ -24,7 +24,8 @@ class Problem:
 
 
 class TaxonomyValidationError(TaxonomyError):
-    """A taxonomy file has one or more invalid lines. ``problems`` holds all of them (the message the first 20)."""
+    """A taxonomy file has one or more invalid lines. ``problems`` holds all of them (the message the
+    first 20)."""
 
     def __init__(self, source: str, problems: list[Problem]) -> None:
         self.source = source

@@ -253,7 +253,8 @@ def _task(task_id: int, r: Mapping[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- reading
 def read(path: Path, *, fmt: str, taxonomy: Any | None = None) -> list[dict[str, Any]]:
-    """Read decisions back; each record has sku_id, kind, category_id, category_path, reviewer, ... and ``where``."""
+    """Read decisions back; each record has sku_id, kind, category_id, category_path, reviewer, ... and
+    ``where``."""
     fmt = _fmt(fmt)
     if not path.is_file():
         raise QueueStoreError(
@@ -263,7 +264,8 @@ def read(path: Path, *, fmt: str, taxonomy: Any | None = None) -> list[dict[str,
     for rec in records:
         if rec["kind"] not in KINDS:
             raise QueueStoreError(
-                f"{path} {rec['where']}: field 'kind' has unknown value {rec['kind']!r}; use one of {', '.join(KINDS)}"
+                f"{path} {rec['where']}: field 'kind' has unknown value {rec['kind']!r}; use one of "
+                f"{', '.join(KINDS)}"
             )
         if rec.get("category_path") and not rec.get("category_id") and taxonomy is not None:
             node = taxonomy.find_path(rec["category_path"])
@@ -300,7 +302,8 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
                 conf = None if confidence is None else float(confidence)
             except ValueError as exc:
                 raise QueueStoreError(
-                    f"{path} line {line}: field 'duration_ms' or 'confidence' is not a number ({exc}); fix or clear it"
+                    f"{path} line {line}: field 'duration_ms' or 'confidence' is not a number ({exc}); fix "
+                    f"or clear it"
                 ) from None
             out.append(
                 {
@@ -332,7 +335,8 @@ def _read_labelstudio(path: Path) -> list[dict[str, Any]]:
         tasks = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise QueueStoreError(
-            f"{path} line {exc.lineno}: not valid JSON ({exc.msg}); export the project from Label Studio as JSON"
+            f"{path} line {exc.lineno}: not valid JSON ({exc.msg}); export the project from Label Studio as "
+            f"JSON"
         ) from None
     if isinstance(tasks, dict):
         tasks = [tasks]

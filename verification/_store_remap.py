@@ -31,7 +31,8 @@ class RemapResult:
     ``labels``: human labels ``same`` / ``remapped`` / ``lost`` (deleted: nothing to learn from a label on a
     node that is gone; the decision log keeps the decision). ``lost_labels``: ``(sku_id, category_id)`` of
     the deleted labels. ``items``: open review items ``unchanged`` / ``remapped`` (suggestion or
-    candidates moved; candidates on a vanished node are dropped) / ``superseded`` (suggestion gone, nobody had touched the item) /
+    candidates moved; candidates on a vanished node are dropped) / ``superseded`` (suggestion gone,
+    nobody had touched the item) /
     ``kept_in_progress`` (suggestion gone, but claimed or half-reviewed: a reviewer chooses).
     """
 

@@ -65,7 +65,8 @@ class UserOps(StoreCore):
                 raise QueueStoreError(f"user {username!r} does not exist; create it with add_user()")
 
     def set_active(self, username: str, active: bool) -> None:
-        """(De)activate a user; either way their sessions end, so re-activation never revives an old cookie."""
+        """(De)activate a user; either way their sessions end, so re-activation never revives an old
+        cookie."""
         self._bump(username, is_active=active)
 
     def end_sessions(self, username: str) -> None:

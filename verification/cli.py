@@ -63,7 +63,10 @@ FormatOpt = Annotated[
     typer.Option(
         "--format",
         "-f",
-        help="File format (labelstudio-config: the Label Studio labeling config XML for --taxonomy; export only).",
+        help=(
+            "File format (labelstudio-config: the Label Studio labeling config XML for --taxonomy; export "
+            "only)."
+        ),
     ),
 ]
 

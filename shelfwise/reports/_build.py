@@ -154,7 +154,8 @@ def _add_trends(
     trend_runs: int,
     render_charts: bool,
 ) -> None:
-    """The trends section (last): it needs the history, which ``write`` updates and ``markdown`` only reads."""
+    """The trends section (last): it needs the history, which ``write`` updates and ``markdown`` only
+    reads."""
     with charts.rendering(render_charts):
         report.sections.append(
             sections.trends(

@@ -57,7 +57,8 @@ def drift_section(
         "stayed stable" if d.psi_top < 0.1 else "shifted moderately" if d.psi_top < 0.25 else "shifted a lot"
     )
     sec.headline = (
-        f"{num(n_moved)} of {num(n_both)} products ({pct(share(n_moved, n_both), 1)}) moved category since run "
+        f"{num(n_moved)} of {num(n_both)} products ({pct(share(n_moved, n_both), 1)}) moved category since "
+        f"run "
         f"{previous_run_id}; the top-level mix {size} (PSI {d.psi_top:.3f}; Jensen-Shannon divergence "
         f"{d.js_top:.3f} at the top level, {d.js_leaf:.3f} over all categories). {num(n_new)} products are "
         f"new, {num(d.gone)} dropped out."
@@ -183,10 +184,12 @@ def _decisions(sec: Section, r: ReviewerFigures) -> None:
     stats, med, last_day, n_double = r.stats, r.median_seconds, r.decisions_last_day, r.double_checked
     n_open, oldest = r.open_items.height, r.oldest_open_days
     sec.headline = (
-        f"{plural(stats.height, 'reviewer')} made {plural(r.decisions, 'decision')} ({num(last_day)} in the last "
+        f"{plural(stats.height, 'reviewer')} made {plural(r.decisions, 'decision')} ({num(last_day)} in the "
+        f"last "
         f"24 hours), taking a median {med:.0f} s each"
         if med is not None
-        else f"{plural(stats.height, 'reviewer')} made {plural(r.decisions, 'decision')} ({num(last_day)} in the last "
+        else f"{plural(stats.height, 'reviewer')} made {plural(r.decisions, 'decision')} ({num(last_day)} in "
+        f"the last "
         "24 hours)"
     )
     sec.headline += (

@@ -47,7 +47,8 @@ def volumes_section(v: VolumeFigures, *, notes: list[str]) -> Section:
     sec = Section("volumes", "Volumes", "")
     sec.notes += notes
     sec.headline = (
-        f"{plural(v.seen, 'product')} seen: {num(v.classified)} classified and {num(v.quarantined)} quarantined; "
+        f"{plural(v.seen, 'product')} seen: {num(v.classified)} classified and {num(v.quarantined)} "
+        f"quarantined; "
         f"{num(v.new)} new and {num(v.changed)} changed since the last run. "
         f"{num(v.auto)} ({pct(v.auto_rate)}) were auto-accepted, "
         f"{num(v.review + v.suspect)} need a human look."
@@ -246,12 +247,14 @@ def quality_section(q: QualityFigures, *, notes: list[str]) -> Section:
                 charts.reliability(
                     q.calibration, title="Does confidence match reviewer-confirmed correctness?"
                 ),
-                "reliability diagram of model confidence against the share of answers confirming the suggestion",
+                "reliability diagram of model confidence against the share of answers confirming the "
+                "suggestion",
             )
         )
         sec.text.append(
             f"Calibration over {plural(q.calibrated_answers, 'answer')}: confidence is off by "
-            f"{pct(q.calibration_error, 1)} on average (expected calibration error). Review queues hold mostly "
+            f"{pct(q.calibration_error, 1)} on average (expected calibration error). Review queues hold "
+            f"mostly "
             "uncertain items, so low confidences are over-represented here."
         )
     elif n_ans:

@@ -19,12 +19,14 @@ CSS = """
         --warn:#b45309; --bad:#be123c; --card:#ffffff; }
 * { box-sizing: border-box; }
 body { margin:0; background:var(--bg); color:var(--ink);
-       font: 15px/1.55 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "Liberation Sans", "DejaVu Sans",
-       sans-serif; }
-code { font-family: "SFMono-Regular", Consolas, "Liberation Mono", "DejaVu Sans Mono", monospace; font-size: .92em; }
+       font: 15px/1.55 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "Liberation Sans",
+       "DejaVu Sans", sans-serif; }
+code { font-family: "SFMono-Regular", Consolas, "Liberation Mono", "DejaVu Sans Mono", monospace;
+       font-size: .92em; }
 .wrap { max-width: 1060px; margin: 0 auto; padding: 28px 28px 60px; }
 header.top { border-bottom: 1px solid var(--line); padding-bottom: 14px; margin-bottom: 18px; }
-.eyebrow { text-transform: uppercase; letter-spacing: .08em; font-size: 12px; color: var(--main); font-weight: 650; }
+.eyebrow { text-transform: uppercase; letter-spacing: .08em; font-size: 12px; color: var(--main);
+           font-weight: 650; }
 h1 { font-size: 27px; margin: 4px 0 6px; letter-spacing: -.01em; }
 .meta { color: var(--muted); font-size: 13px; }
 .lede { font-size: 19px; line-height: 1.45; margin: 16px 0 20px; max-width: 60em; }
@@ -38,8 +40,8 @@ h1 { font-size: 27px; margin: 4px 0 6px; letter-spacing: -.01em; }
 .card .sub { font-size: 12.5px; color: var(--muted); }
 nav.toc { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 12px 18px;
           margin-bottom: 26px; }
-nav.toc h2 { font-size: 13px; text-transform: uppercase; letter-spacing: .06em; color: var(--muted); margin: 0 0 6px;
-             border: 0; padding: 0; }
+nav.toc h2 { font-size: 13px; text-transform: uppercase; letter-spacing: .06em; color: var(--muted);
+             margin: 0 0 6px; border: 0; padding: 0; }
 nav.toc ol { margin: 0; padding-left: 20px; columns: 2; column-gap: 32px; }
 nav.toc li { margin: 2px 0; }
 a { color: var(--main); text-decoration: none; } a:hover { text-decoration: underline; }
@@ -58,19 +60,20 @@ figure { margin: 0; max-width: 100%; } figure img { max-width: 100%; height: aut
 table { border-collapse: collapse; flex: 1 1 100%; margin: 6px 0 18px; font-size: 13.5px; }
 table.narrow { flex: 1 1 300px; max-width: 460px; }
 caption { text-align: left; font-weight: 600; padding: 4px 0 8px; color: var(--ink); }
-th { text-align: left; font-weight: 600; color: var(--muted); font-size: 12px; border-bottom: 2px solid var(--line);
-     padding: 6px 8px; }
+th { text-align: left; font-weight: 600; color: var(--muted); font-size: 12px;
+     border-bottom: 2px solid var(--line); padding: 6px 8px; }
 td { border-bottom: 1px solid var(--line); padding: 5px 8px; vertical-align: top; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr:nth-child(even) td { background: #fafafa; }
-.note { background: #fffbeb; border: 1px solid #fde68a; border-radius: 8px; padding: 8px 12px; margin: 10px 0 4px;
-        font-size: 13.5px; }
+.note { background: #fffbeb; border: 1px solid #fde68a; border-radius: 8px; padding: 8px 12px;
+        margin: 10px 0 4px; font-size: 13.5px; }
 .note strong { color: var(--warn); }
 .note ul { margin: 4px 0 0; padding-left: 18px; }
 p.text { margin: 6px 0 12px; }
 footer { color: var(--muted); font-size: 12.5px; margin-top: 28px; }
-@media (max-width: 760px) { .cards { grid-template-columns: repeat(2, 1fr); } dl.facts { grid-template-columns: 1fr 1fr; }
-  .grid2 { grid-template-columns: 1fr; } nav.toc ol { columns: 1; } }
+@media (max-width: 760px) { .cards { grid-template-columns: repeat(2, 1fr); }
+  dl.facts { grid-template-columns: 1fr 1fr; } .grid2 { grid-template-columns: 1fr; }
+  nav.toc ol { columns: 1; } }
 @media print { body { background: white; } section, .card, nav.toc { break-inside: avoid; } }
 """
 
@@ -103,14 +106,17 @@ TEMPLATE = """<!doctype html>
 <section id="{{ s.key }}">
   <h2>{{ loop.index }}. {{ s.title }}</h2>
   <p class="headline">{{ s.headline }}</p>
-  {% if s.facts %}<dl class="facts">{% for k, v in s.facts %}<div><dt>{{ k }}</dt><dd>{{ v }}</dd></div>{% endfor %}</dl>{% endif %}
+  {% if s.facts %}<dl class="facts">
+    {% for k, v in s.facts %}<div><dt>{{ k }}</dt><dd>{{ v }}</dd></div>{% endfor %}</dl>{% endif %}
   {% if s.charts %}<div class="charts">
-  {% for c in s.charts %}{% if c.png %}<figure><img alt="{{ c.alt }}" title="{{ c.title }}" data-chart="{{ c.title }}"
-    width="{{ width(c.png) }}" src="data:image/png;base64,{{ b64(c.png) }}"></figure>{% endif %}{% endfor %}
+  {% for c in s.charts %}{% if c.png %}<figure><img alt="{{ c.alt }}" title="{{ c.title }}"
+    data-chart="{{ c.title }}" width="{{ width(c.png) }}"
+    src="data:image/png;base64,{{ b64(c.png) }}"></figure>{% endif %}{% endfor %}
   </div>{% endif %}
   {% for t in s.text %}<p class="text">{{ t }}</p>{% endfor %}
   {% if s.tables %}<div class="tables">{% for t in s.tables %}{{ table(t) }}{% endfor %}</div>{% endif %}
-  {% if s.notes %}<div class="note"><strong>What is missing</strong><ul>{% for n in s.notes %}<li>{{ n }}</li>{% endfor %}</ul></div>{% endif %}
+  {% if s.notes %}<div class="note"><strong>What is missing</strong>
+    <ul>{% for n in s.notes %}<li>{{ n }}</li>{% endfor %}</ul></div>{% endif %}
 </section>
 {% endfor %}
 <section id="about">
@@ -124,8 +130,8 @@ TEMPLATE = """<!doctype html>
   reviewers cover every answer recorded so far (precision: the audit answers on the current model); the
   volumes, catalog, taxonomy and drift figures are this run's.</p>
   {{ table(about) }}
-  <p class="text">The tables behind this report are Parquet files next to it ({{ tables }}); one row per run is kept in
-  <code>{{ history }}</code>.</p>
+  <p class="text">The tables behind this report are Parquet files next to it ({{ tables }});
+  one row per run is kept in <code>{{ history }}</code>.</p>
 </section>
 <footer>Generated {{ r.generated_at }} by shelfwise.</footer>
 </div>

@@ -42,7 +42,8 @@ PREDICTION_READ_COLUMNS = (
     "content_hash",
 )
 
-# The columns of the queue store's tables (QueueStore.decisions_frame / items_frame / labels) the report reads.
+# The columns of the queue store's tables (QueueStore.decisions_frame / items_frame / labels) the report
+# reads.
 DECISION_SCHEMA: dict[str, Any] = {
     "id": pl.Int64,
     "item_id": pl.Int64,
@@ -149,7 +150,8 @@ def read_summary(run_dir: Path) -> RunSummary:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(
-            f"run summary {path} line {exc.lineno}: not valid JSON ({exc.msg}); the run did not finish cleanly, "
+            f"run summary {path} line {exc.lineno}: not valid JSON ({exc.msg}); the run did not finish "
+            f"cleanly, "
             "re-run it or pick another run with --run"
         ) from exc
     if not isinstance(data, dict):
@@ -162,7 +164,8 @@ def read_summary(run_dir: Path) -> RunSummary:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
         raise ConfigError(
-            f"run summary {path}: field {field!r}: {err['msg']} ({exc.error_count()} problem(s)); it is not a "
+            f"run summary {path}: field {field!r}: {err['msg']} ({exc.error_count()} problem(s)); it is not "
+            f"a "
             "shelfwise run summary: re-run the run or pick another with --run"
         ) from exc
 

@@ -28,7 +28,8 @@ def test_lower_bound_is_scipys_one_sided_clopper_pearson():
 
 
 def _draw(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Scores uniform on [0, 1], P(right | s) = s: precision above t is (1 + t) / 2, so 0.95 needs t >= 0.9."""
+    """Scores uniform on [0, 1], P(right | s) = s: precision above t is (1 + t) / 2, so 0.95 needs
+    t >= 0.9."""
     s = rng.uniform(size=n)
     return s, rng.uniform(size=n) < s
 

@@ -25,6 +25,7 @@ def run_cli(state: Path, *args: str, timeout: float = 900) -> subprocess.Complet
         text=True,
         timeout=timeout,
         env=env,
+        check=False,
     )
     assert proc.returncode == 0, f"shelfwise run failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
     return proc

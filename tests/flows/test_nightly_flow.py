@@ -22,6 +22,7 @@ def _run(state: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=1200,
         env=env,
+        check=False,
     )
     assert proc.returncode == 0, f"shelfwise run failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
     return proc

@@ -1,5 +1,5 @@
-"""The LLM arbiter against a real HTTP server on 127.0.0.1 speaking the OpenAI protocol (tests/llm/fake_openai.py),
-on real Amazon UK products and the real Amazon UK taxonomy."""
+"""The LLM arbiter against a real HTTP server on 127.0.0.1 speaking the OpenAI protocol
+(tests/llm/fake_openai.py), on real Amazon UK products and the real Amazon UK taxonomy."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Two real nightly runs on real Flipkart products, with simulated reviewers in between.
 
-Night 1 classifies 289 real products (15 deliberately misfiled, 8 without a category, 4 on a category
+Night 1 classifies 289 real products (45 deliberately misfiled, 8 without a category, 4 on a category
 path that is not in the taxonomy, 3 broken rows that must be quarantined). Reviewers then answer the
 queues with the products' true categories (drawn from the real catalog), except on a known set of items
 where they overrule the model with another node; a few suspect items get a second reviewer. Night 2
@@ -54,7 +54,9 @@ def _catalogs(shared: Path, work: Path) -> dict[str, Path]:
     tops = [p.split(" > ")[0] for p in paths]
     current = list(paths)
     n = len(paths)
-    for i in range(15):  # misfiled: the category of some product from another top-level branch
+    # misfiled: the category of some product from another top-level branch (15 here, 30 more after the
+    # rows without a category below, so the suspect queue has enough items for double checks)
+    for i in [*range(15), *range(27, 57)]:
         j = next(k % n for k in range(i * 17 + 40, i * 17 + 40 + n) if tops[k % n] != tops[i])
         current[i] = paths[j]
     for i in range(15, 23):  # no category in the catalog

@@ -42,7 +42,8 @@ def test_report_opens_offline_with_charts_and_a_working_table_of_contents(
         page.screenshot(path=str(shots / "report_top.png"))
         images = page.eval_on_selector_all(
             "img",
-            "els => els.map(e => ({w: e.naturalWidth, h: e.naturalHeight, shown: e.getBoundingClientRect().width,"
+            "els => els.map(e => ({w: e.naturalWidth, h: e.naturalHeight, shown: "
+            "e.getBoundingClientRect().width,"
             " title: e.dataset.chart, src: e.src}))",
         )
         toc = page.eval_on_selector_all("nav.toc a", "els => els.map(e => e.getAttribute('href'))")

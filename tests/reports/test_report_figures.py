@@ -77,8 +77,10 @@ def test_auto_accept_precision_is_recomputed_from_the_audit_log(nights: Any) -> 
     html = nights.reports[1].read_text()
     c = run2["counts"]
     expected = (
-        f"Tonight {c['classified']} products were classified; {c['auto'] / c['classified']:.0%} auto-accepted "
-        f"at an estimated {correct / len(audit):.0%} precision (95% CI {ci.low * 100:.0f}–{ci.high * 100:.0f}%)"
+        f"Tonight {c['classified']} products were classified; {c['auto'] / c['classified']:.0%} "
+        f"auto-accepted "
+        f"at an estimated {correct / len(audit):.0%} precision (95% CI "
+        f"{ci.low * 100:.0f}–{ci.high * 100:.0f}%)"
     )
     assert expected in html
     # model vs reviewers, over every final answer

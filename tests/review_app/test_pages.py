@@ -1,4 +1,5 @@
-"""The server-rendered pages: queue list, item review flow, escaping of hostile product data, photos, bulk accept."""
+"""The server-rendered pages: queue list, item review flow, escaping of hostile product data, photos,
+bulk accept."""
 
 from __future__ import annotations
 

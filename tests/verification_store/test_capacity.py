@@ -1,4 +1,5 @@
-"""The nightly capacity is applied once: what the run reports as queued and dropped is what the store holds."""
+"""The nightly capacity is applied once: what the run reports as queued and dropped is what the store
+holds."""
 
 from __future__ import annotations
 

@@ -286,7 +286,8 @@ def decide(
     who: ApiUserCsrf,
     claim_next_item: Annotated[bool, Query(alias="claim_next")] = False,
 ) -> DecisionOut:
-    """Record a decision. With ``?claim_next=true`` the answer also carries the next item of the same queue."""
+    """Record a decision. With ``?claim_next=true`` the answer also carries the next item of the same
+    queue."""
     app_state = state(request)
     item = app_state.store.get_item(item_id)
     if item is None:

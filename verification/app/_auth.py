@@ -226,7 +226,8 @@ async def _check_csrf(request: Request, who: Principal | None) -> None:
     if not isinstance(expected, str) or not sent or not hmac.compare_digest(expected.encode(), sent.encode()):
         raise HTTPException(
             403,
-            "missing or wrong CSRF token: reload the page and try again (scripts: send the X-CSRF-Token header "
+            "missing or wrong CSRF token: reload the page and try again (scripts: send the X-CSRF-Token "
+            "header "
             "with the token from GET /api/me, or use HTTP basic auth)",
         )
 
@@ -307,7 +308,8 @@ ApiAdminCsrf = Annotated[Principal, Depends(api_admin_csrf)]
 
 
 def safe_next(value: str | None, *, default: str = "/queues") -> str:
-    """A same-site path to go to after login; anything else (``//evil``, ``https://...``) gives ``default``."""
+    """A same-site path to go to after login; anything else (``//evil``, ``https://...``) gives
+    ``default``."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return default
     if any(ord(ch) < 32 for ch in value):

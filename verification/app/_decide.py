@@ -28,7 +28,8 @@ class DecisionRequest:
 def apply_decision(
     store: QueueStore, taxonomy: TaxonomyService, item_id: int, reviewer: str, decision: DecisionRequest
 ) -> DecisionResult:
-    """Record ``decision``; a ``choose`` must name a node of the app's taxonomy (its path is taken from it)."""
+    """Record ``decision``; a ``choose`` must name a node of the app's taxonomy (its path is taken from
+    it)."""
     category_path = None
     category_id = None
     if decision.kind == DecisionKind.CHOOSE:

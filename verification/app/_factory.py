@@ -74,7 +74,8 @@ def resolve_secret_key(secret_key: str | None) -> str:
         if len(key) >= 16:
             return key
         raise ConfigError(
-            f"review app: secret key file {key_file} holds fewer than 16 characters; delete it to get a new key"
+            f"review app: secret key file {key_file} holds fewer than 16 characters; delete it to get a new "
+            f"key"
         )
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +152,8 @@ def create_app(
         root = Path(image_root).expanduser().resolve()
         if not root.is_dir():
             raise ConfigError(
-                f"review app: image_root {image_root} is not a folder; pass the folder the image paths are relative to"
+                f"review app: image_root {image_root} is not a folder; pass the folder the image paths are "
+                f"relative to"
             )
     taxonomy = load_service(taxonomy_path, list(extra_taxonomy_paths or []))
     store = QueueStore(db_url, consensus_suspect=consensus_suspect)

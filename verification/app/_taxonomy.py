@@ -67,7 +67,8 @@ def _file_key(path: str) -> tuple[str, int, int]:
     if not resolved.is_file():
         raise ConfigError(
             f"review app: taxonomy file {path} does not exist (resolved to {resolved}); pass the path of a "
-            "taxonomy file, e.g. shopify_categories_2025-01.en.txt, and its localized twin as an extra taxonomy"
+            "taxonomy file, e.g. shopify_categories_2025-01.en.txt, and its localized twin as an extra "
+            "taxonomy"
         )
     stat = resolved.stat()
     return (str(resolved), stat.st_mtime_ns, stat.st_size)
