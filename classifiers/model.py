@@ -1,6 +1,6 @@
 """`CategoryModel`: catalog rows -> calibrated, tree-consistent category scores with hierarchical back-off.
 
-Inside (see docs/readme_parts/model.md for the measured effect of each part):
+Inside (see docs/model.md, and docs/FINDINGS.md for the measured effect of each part):
 
 1. Base scorers (`classifiers/_model_bank.py`): TF-IDF word+char -> LinearSVC (lexical), MiniLM
    embeddings -> logistic regression and cosine kNN (semantic), kNN over TF-IDF rows, a smoothed
@@ -81,7 +81,8 @@ class CategoryModel(BaseEstimator):
         use_tfidf / use_embeddings / use_images: enable the lexical, semantic and photo scorers.
         use_price: when the rows have a ``price`` column, score log(price) per category (a Gaussian per
             category, shrunk to the global one); rows without a price get no price signal. Off by
-            default: it measured no gain on Amazon UK or Flipkart (see the README's ablation table).
+            default: it measured no gain on Amazon UK or Flipkart (see the ablation table in
+            docs/FINDINGS.md).
         k_neighbors: neighbours of the kNN scorers.
         calibration: ``"isotonic"`` (default), ``"temperature"`` or ``"none"``.
         hierarchy: ``"leaf"`` (default: ``predicted_ids`` is the top label) or ``"backoff"`` (the deepest

@@ -27,7 +27,7 @@ from shelfwise.errors import CatalogError
 
 log = logging.getLogger("shelfwise.catalog")
 
-#: The canonical shard columns, in order (the contract in docs/ARCHITECTURE.md).
+#: The canonical shard columns, in order (the contract in docs/catalog-input.md).
 SHARD_SCHEMA: dict[str, pl.DataType] = {
     "row_number": pl.Int64(),
     "sku_id": pl.String(),

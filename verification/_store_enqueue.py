@@ -239,7 +239,7 @@ class EnqueueOps(StoreCore):
             if required not in frame.columns:
                 raise QueueStoreError(
                     f"enqueue frame has no column {required!r} (columns: {', '.join(frame.columns)}); "
-                    "pass the routed predictions with sku_id and queue (see docs/ARCHITECTURE.md)"
+                    "pass the routed predictions with sku_id and queue (see docs/predictions.md)"
                 )
         frame = frame.filter(pl.col("queue").is_not_null())
         if frame.is_empty():
