@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,3 +88,28 @@ def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
 def new_state(amazon_night: dict[str, Path]) -> Callable[[Path], Path]:
     """`new_state(folder)`: a fresh state folder whose default model is the trained one."""
     return lambda dest: fresh_state(amazon_night, dest)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, log: Path, *, timeout: float = 60) -> None:
+    """Block until a server accepts connections on ``port``; fail with its ``log`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+
+
+@pytest.fixture
+def server_ports() -> tuple[Callable[[], int], Callable[[int, Path], None]]:
+    """`(free_port, wait_for_port)` for tests that start their own servers (Dask, moto S3)."""
+    return free_port, wait_for_port

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,12 +23,6 @@ REPO = Path(__file__).resolve().parents[2]
 COMPARE = ["sku_id", "category_id", "category_path", "confidence", "route", "candidates", "queue", "reason"]
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("PREFECT_API_URL", None)
@@ -41,10 +33,11 @@ def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 @pytest.fixture
-def dask_cluster(tmp_path: Path) -> Iterator[str]:
+def dask_cluster(tmp_path: Path, server_ports: tuple[Any, Any]) -> Iterator[str]:
     from distributed import Client
 
-    port = _port()
+    free_port, wait_for_port = server_ports
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     procs = [
         _start(
@@ -53,14 +46,7 @@ def dask_cluster(tmp_path: Path) -> Iterator[str]:
         )
     ]
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, (tmp_path / "scheduler.log").read_text()
-                time.sleep(0.3)
+        wait_for_port(port, tmp_path / "scheduler.log")
         for i in range(2):
             procs.append(
                 _start(

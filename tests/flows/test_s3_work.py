@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -24,10 +23,11 @@ BUCKET = "shelfwise-nights"
 
 
 @pytest.fixture
-def s3_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+def s3_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server_ports: tuple[Any, Any]
+) -> Iterator[str]:
+    free_port, wait_for_port = server_ports
+    port = free_port()
     moto = str(Path(sys.executable).with_name("moto_server"))
     with (tmp_path / "moto.log").open("wb") as log:
         proc = subprocess.Popen(
@@ -46,14 +46,7 @@ def s3_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     }.items():
         monkeypatch.setenv(key, value)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, (tmp_path / "moto.log").read_text()
-                time.sleep(0.3)
+        wait_for_port(port, tmp_path / "moto.log")
         import s3fs
 
         s3fs.S3FileSystem.clear_instance_cache()
