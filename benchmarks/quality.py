@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -38,89 +37,12 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.model_selection import train_test_split
-from sklearn.svm import LinearSVC
+from _quality_data import BENCH, SEED, _ancestor_ok, _baseline_predict, _write, fmt, load_dataset, split
+from _quality_disjoint import run as run_disjoint
 
 from classifiers import EmbeddingCache, make_embedder
-from classifiers.estimators import _tfidf_union
 from classifiers.metrics import evaluate
 from classifiers.model import CategoryModel
-from taxonomy import load_taxonomy
-
-DATA = Path(os.environ.get("SHELFWISE_SHARED_DATA", REPO.parent / "shared" / "data"))
-BENCH = REPO / ".shelfwise-bench"
-SEED = 0
-
-_SPEC = re.compile(r'"key"=>"(.*?)",\s*"value"=>"(.*?)"')
-
-
-def _flipkart_attributes(raw: str | None) -> str:
-    if not raw:
-        return ""
-    return "; ".join(f"{k}: {v}" for k, v in _SPEC.findall(raw))
-
-
-def load_dataset(name: str) -> tuple[pl.DataFrame, Any, tuple[str, ...]]:
-    """(canonical frame, taxonomy, text fields) of one benchmark data set."""
-    cats = DATA / "catalogs"
-    taxes = DATA / "taxonomies"
-    if name == "amazon_uk":
-        df = pl.read_parquet(cats / "amazon_uk.parquet").filter(pl.col("category_path").is_not_null())
-        frame = df.select("sku_id", "title", "brand", "category_path", pl.col("price_gbp").alias("price"))
-        return frame, load_taxonomy(taxes / "amazon_uk_categories.txt"), ("title", "brand")
-    if name == "flipkart":
-        df = pl.read_parquet(cats / "flipkart.parquet")
-        frame = df.select(
-            "sku_id",
-            "title",
-            "description",
-            "brand",
-            "category_path",
-            pl.col("retail_price_inr").alias("price"),
-            pl.col("product_specifications")
-            .map_elements(_flipkart_attributes, return_dtype=pl.String)
-            .alias("attributes"),
-            pl.when(pl.col("image_path").is_not_null())
-            .then(pl.lit(str(DATA) + "/") + pl.col("image_path"))
-            .alias("image_path"),
-        )
-        return (
-            frame,
-            load_taxonomy(taxes / "flipkart_categories.txt"),
-            ("title", "brand", "description", "attributes"),
-        )
-    if name == "womens_clothing":
-        df = pl.read_parquet(cats / "womens_clothing_reviews.parquet").sort("review_id")
-        text = pl.concat_str(
-            [pl.col("review_title").fill_null(""), pl.col("review_text").fill_null("")], separator=". "
-        )
-        frame = (
-            df.with_columns(text.alias("_t"))
-            .group_by("sku_id", maintain_order=True)
-            .agg(pl.col("_t").str.join(" || ").alias("review_text"), pl.col("category_path").mode().first())
-        )
-        return frame, load_taxonomy(taxes / "womens_clothing_categories.txt"), ("review_text",)
-    raise SystemExit(f"unknown data set {name!r}; use amazon_uk, flipkart or womens_clothing")
-
-
-def split(labels: list[str], seed: int = SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """60/20/20 train/calibration/test, stratified; classes with < 3 rows only in train."""
-    y = np.asarray(labels, dtype=object)
-    idx = np.arange(len(y))
-    _, inv, counts = np.unique(y, return_inverse=True, return_counts=True)
-    rare = counts[inv] < 3
-    ok = idx[~rare]
-    rest, test = train_test_split(ok, test_size=0.2, stratify=y[ok], random_state=seed)
-    _, inv2, c2 = np.unique(y[rest], return_inverse=True, return_counts=True)
-    strat = np.where(c2[inv2] >= 2, y[rest], "__rare__")
-    train, cal = train_test_split(rest, test_size=0.25, stratify=strat, random_state=seed)
-    return np.concatenate([train, idx[rare]]), cal, test
-
-
-def lexical_text(frame: pl.DataFrame, fields: tuple[str, ...]) -> list[str]:
-    cols = [pl.col(f).fill_null("") for f in fields if f in frame.columns]
-    return frame.select(pl.concat_str(cols, separator=" | ").alias("t")).get_column("t").to_list()
 
 
 def run_baseline(
@@ -248,33 +170,6 @@ def cross_validated(
     }
 
 
-def _baseline_predict(
-    frame: pl.DataFrame, fields: tuple[str, ...], fit_idx: np.ndarray, test_idx: np.ndarray, paths: list[str]
-) -> tuple[list[str], list[float]]:
-    texts = np.asarray(lexical_text(frame, fields), dtype=object)
-    y = np.asarray(paths, dtype=object)
-    _, inv, counts = np.unique(y[fit_idx], return_inverse=True, return_counts=True)
-    keep = fit_idx[counts[inv] >= 3]
-    vec = _tfidf_union(2).fit(texts[keep])
-    clf = CalibratedClassifierCV(LinearSVC(C=1.0), method="sigmoid", cv=3).fit(
-        vec.transform(texts[keep]), y[keep]
-    )
-    proba = clf.predict_proba(vec.transform(texts[test_idx]))
-    return list(clf.classes_[proba.argmax(axis=1)]), proba.max(axis=1).tolist()
-
-
-def _ancestor_ok(pred_paths: list[str], true_paths: list[str], tax: Any) -> np.ndarray:
-    from classifiers.metrics import split_path
-
-    out = []
-    for p, t in zip(pred_paths, true_paths, strict=True):
-        node = tax.find_path(t)
-        tt = split_path(node.path if node else t)
-        pp = split_path(p)
-        out.append(len(pp) > 0 and tt[: len(pp)] == pp)
-    return np.asarray(out, dtype=bool)
-
-
 def held_out_class_probe(
     frame: pl.DataFrame,
     tax: Any,
@@ -324,135 +219,6 @@ def held_out_class_probe(
     return {"classes": results}
 
 
-def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = False) -> dict[str, Any]:
-    """Train exactly as `shelfwise train` does on one part of a catalog; classify a disjoint part.
-
-    Both go through the CLI's own functions (`shelfwise.pipeline.train` / `classify_catalog`, default
-    settings except the state folder), on catalog files written from the fixed split (`split`: the
-    fit part = train + calibration, 80%; the test part = 20%). The test catalog has no
-    ``category_path`` (so routing cannot see the truth); the truth is joined back by ``sku_id``.
-    Reported on the test part: auto share, exact precision of ``auto`` rows with its Clopper-Pearson
-    95% interval, top-1 accuracy, the back-off columns, and the TF-IDF+SVM baseline's coverage at 95%
-    precision with an oracle threshold chosen on this same test part. ``rescore``: reuse the model and
-    predictions of an earlier run in ``workdir`` (only the figures are recomputed).
-    """
-    import shutil
-
-    from scipy.stats import binomtest
-
-    from classifiers.calibration import precision_lower_bound
-    from shelfwise import pipeline
-    from shelfwise.settings import Settings
-
-    frame, tax, fields = load_dataset(name)
-    paths = frame.get_column("category_path").to_list()
-    fit_a, cal_a, test_idx = split(paths)
-    fit_idx = np.concatenate([fit_a, cal_a])
-    taxes = DATA / "taxonomies"
-    tax_file = {
-        "amazon_uk": "amazon_uk_categories.txt",
-        "flipkart": "flipkart_categories.txt",
-        "womens_clothing": "womens_clothing_categories.txt",
-    }[name]
-    keep = [c for c in ("sku_id", *fields, "category_path") if c in frame.columns]
-    state = workdir / name
-    train_file = state / "train.parquet"
-    test_file = state / "test.parquet"
-    rescore = rescore and (state / "predictions.parquet").exists()
-    if not rescore:
-        shutil.rmtree(state, ignore_errors=True)
-        (state / "cache").mkdir(parents=True, exist_ok=True)
-        shared_cache = BENCH / "embeddings.sqlite"
-        if shared_cache.exists():
-            (state / "cache" / "embeddings.sqlite").symlink_to(shared_cache)
-        frame[fit_idx].select(keep).write_parquet(train_file)
-        frame[test_idx].select([c for c in keep if c != "category_path"]).write_parquet(test_file)
-    settings = Settings(state_dir=state, target_precision=target)
-    out = state / "predictions.parquet"
-    t0 = time.perf_counter()
-    if not rescore:
-        pipeline.train(
-            taxonomy_path=taxes / tax_file, catalog=train_file, model_dir=state / "model", settings=settings
-        )
-    t_fit = time.perf_counter() - t0
-    if not rescore:
-        pipeline.classify_catalog(
-            model_dir=state / "model", catalog=test_file, out=out, settings=settings, enqueue=False
-        )
-    fit_report = json.loads((state / "model" / "manifest.json").read_text())["fit_report"]
-    pred = pl.read_parquet(out)
-
-    def resolved(p: str) -> str:  # the label as training resolves it (cut to the deepest known prefix)
-        node = tax.find_path(p) or tax.deepest_known(p)
-        return node.path if node is not None else p
-
-    truth_of = {
-        sku: resolved(p)
-        for sku, p in zip(
-            frame[test_idx]["sku_id"].to_list(), frame[test_idx]["category_path"].to_list(), strict=True
-        )
-    }
-    truth = np.asarray([truth_of[s] for s in pred["sku_id"].to_list()], dtype=object)
-    got = np.asarray(pred["category_path"].to_list(), dtype=object)
-    exact = got == truth
-    auto = np.asarray(pred["route"].to_list(), dtype=object) == "auto"
-    k, m = int(exact[auto].sum()), int(auto.sum())
-    ci = binomtest(k, m).proportion_ci(method="exact", confidence_level=0.95) if m else None
-    conf_paths = pred["confident_category_path"].to_list()
-    has_conf = np.asarray([c is not None for c in conf_paths])
-    conf_ok = _ancestor_ok([c or "" for c in conf_paths], list(truth), tax) & has_conf
-    b_paths, b_conf = _baseline_predict(frame, fields, fit_idx, test_idx, paths)
-    base = evaluate(b_paths, [paths[i] for i in test_idx], b_conf)
-    return {
-        "split": "seeded stratified 80/20 (train+calibration parts of `split` -> test part); rare classes "
-        "(<3 rows) train only",
-        "train_rows": len(fit_idx),
-        "test_rows": len(test_idx),
-        "seconds_train": None if rescore else round(t_fit, 1),
-        "target_precision": target,
-        "auto_share": round(m / len(exact), 4),
-        "auto_rows": m,
-        "auto_exact_precision": round(k / m, 4) if m else None,
-        "auto_exact_precision_ci95": [round(ci.low, 4), round(ci.high, 4)] if ci else None,
-        "auto_exact_precision_lower_bound_one_sided": round(precision_lower_bound(k, m), 4) if m else None,
-        "top1_accuracy": round(float(exact.mean()), 4),
-        "confident_share": round(float(has_conf.mean()), 4),
-        "confident_precision_ancestor_ok": round(float(conf_ok[has_conf].mean()), 4)
-        if has_conf.any()
-        else None,
-        "train_out_of_fold": fit_report.get("heldout", {}),
-        "baseline_top1_accuracy": round(base["leaf_accuracy"], 4),
-        "baseline_oracle_coverage_at_95": round(base["coverage_at_precision"]["0.95"], 4),
-    }
-
-
-def disjoint_markdown(results: dict[str, Any]) -> str:
-    head = (
-        "| catalog | test rows | auto share | exact precision of auto rows (95% CI) | one-sided 95% lower "
-        "bound | "
-        "top-1 accuracy | TF-IDF+SVM top-1 | TF-IDF+SVM oracle coverage @95% | back-off answer share "
-        "(ancestor-correct) |"
-    )
-    lines = [
-        head,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, r in results.items():
-        ci = r["auto_exact_precision_ci95"]
-        prec = (
-            "-"
-            if r["auto_exact_precision"] is None
-            else f"{r['auto_exact_precision']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-        )
-        lines.append(
-            f"| {name} | {r['test_rows']} | {r['auto_share']:.3f} | {prec} | "
-            f"{fmt(r['auto_exact_precision_lower_bound_one_sided'])} | {r['top1_accuracy']:.3f} | "
-            f"{r['baseline_top1_accuracy']:.3f} | {r['baseline_oracle_coverage_at_95']:.3f} | "
-            f"{r['confident_share']:.3f} ({fmt(r['confident_precision_ancestor_ok'])}) |"
-        )
-    return "\n".join(lines)
-
-
 DATASETS = {
     "amazon_uk": {"images": False},
     "flipkart": {"images": True},
@@ -482,10 +248,6 @@ def ablations(name: str, fields: tuple[str, ...]) -> list[tuple[str, dict[str, A
         ("fused, temperature calibration (3 folds)", {"text_fields": fields, "calibration": "temperature"}),
     ]
     return rows
-
-
-def fmt(x: Any, nd: int = 3) -> str:
-    return "-" if x is None else f"{x:.{nd}f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -520,22 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     if args.disjoint:
-        out_path = Path(args.out)
-        results = json.loads(out_path.read_text()) if out_path.exists() else {}
-        block = dict(results.get("disjoint", {}))
-        if args.table:
-            print(disjoint_markdown(block))
-            return 0
-        for name in args.datasets:
-            seconds = (block.get(name) or {}).get("seconds_train")
-            block[name] = disjoint(name, workdir=BENCH / "disjoint", rescore=args.rescore)
-            if block[name]["seconds_train"] is None:
-                block[name]["seconds_train"] = seconds
-            print(f"{name}: {block[name]}", flush=True)
-            results["disjoint"] = block
-            _write(out_path, results)
-        print(disjoint_markdown(block))
-        return 0
+        return run_disjoint(args)
 
     import torch
 
@@ -633,11 +380,6 @@ def main(argv: list[str] | None = None) -> int:
         _write(out_path, results)
     print(markdown(results))
     return 0
-
-
-def _write(out_path: Path, results: dict[str, Any]) -> None:
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(results, indent=2, default=float))
 
 
 def _brief(r: dict[str, Any]) -> dict[str, Any]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import psutil
 import pytest
 import sqlalchemy as sa
 
@@ -25,29 +27,12 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _descendants(pid: int) -> set[int]:
-    """Every process whose parent chain leads to ``pid`` (read from /proc)."""
-    parents: dict[int, int] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {c for c, p in parents.items() if p in frontier} - found
-        found |= frontier
-    return found
-
-
 def _kill_when(state: Path, night: str, ready: Any, timeout: float = 600) -> set[int]:
     """Start `shelfwise run`, SIGKILL its main process once ``ready()`` holds; returns the pids it had
     started (children and grandchildren) at that moment."""
     env = {**os.environ, "PREFECT_HOME": str(state / "prefect")}
     env.pop("PREFECT_API_URL", None)
-    shelfwise = str(Path(os.sys.executable).with_name("shelfwise"))
+    shelfwise = str(Path(sys.executable).with_name("shelfwise"))
     proc = subprocess.Popen(
         [
             shelfwise,
@@ -70,7 +55,7 @@ def _kill_when(state: Path, night: str, ready: Any, timeout: float = 600) -> set
         assert proc.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline, "the run never reached the point to kill it at"
         time.sleep(0.2)
-    children = _descendants(proc.pid)
+    children = {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     return children
