@@ -21,6 +21,9 @@ Inside (see docs/model.md, and docs/FINDINGS.md for the measured effect of each 
 5. Zero-shot fallback: taxonomy nodes without training rows are scored by the cosine between the
    product and the node's path; a node that is clearly closer than every trained label takes mass.
 
+The per-row answer is assembled in `classifiers/_model_predict.py`; the model folder on disk
+(``model.joblib``, ``manifest.json``) is written and read by `classifiers/_model_store.py`.
+
     >>> model = CategoryModel().fit(frame, taxonomy, embedder=embedder, cache=cache)
     >>> pred = model.predict(new_rows, embedder=embedder, cache=cache, top_k=5)
     >>> model.save("models/default"); model = CategoryModel.load("models/default")
@@ -28,7 +31,6 @@ Inside (see docs/model.md, and docs/FINDINGS.md for the measured effect of each 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -37,7 +39,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import polars as pl
 from scipy.special import expit
@@ -46,15 +47,16 @@ from sklearn.model_selection import StratifiedKFold
 
 from classifiers._model_accept import (
     Prediction,
-    confident_nodes,
     cross_fitted_calibration,
     fit_calibrator,
     fit_model_thresholds,
     fit_stackers,
 )
 from classifiers._model_bank import BankData, fit_bank, score_bank
+from classifiers._model_predict import assemble_prediction, concat_predictions, empty_prediction
 from classifiers._model_report import manifest_of, out_of_fold_report
 from classifiers._model_rerank import LabelInfo, WeightedStacker, candidate_features, to_distribution
+from classifiers._model_store import MODEL_FORMAT_VERSION, read_model_state, write_model_folder
 from classifiers._model_text import TEXT_FIELDS, build_inputs, embed_chunks
 from classifiers.calibration import IsotonicCalibrator, TemperatureScaler
 from classifiers.hierarchy import NodeIndex
@@ -64,9 +66,6 @@ __all__ = ["MODEL_FORMAT_VERSION", "CategoryModel", "Prediction"]
 
 log = logging.getLogger("shelfwise.model")
 
-MODEL_FORMAT_VERSION = 2  # 2: leaf contract, thresholds with a precision bound
-_STATE_FILE = "model.joblib"
-_MANIFEST_FILE = "manifest.json"
 _CALIBRATIONS = ("temperature", "isotonic", "none")
 _HIERARCHY = ("backoff", "leaf")
 _STACKERS = ("auto", "rerank", "weighted", "mean")
@@ -500,28 +499,7 @@ class CategoryModel(BaseEstimator):
             raise ConfigError(f"top_k must be >= 1, got {top_k}")
         n = frame.height
         if n == 0:
-            e = np.zeros(0)
-            ids0 = np.zeros(0, dtype=object)
-            i0 = np.zeros(0, dtype=np.int64)
-            b0 = np.zeros(0, dtype=bool)
-            return Prediction(
-                np.zeros((0, top_k), dtype=object),
-                np.zeros((0, top_k)),
-                e,
-                e,
-                ids0,
-                i0,
-                b0,
-                ids0,
-                e,
-                b0,
-                e,
-                e,
-                ids0,
-                e,
-                i0,
-                e,
-            )
+            return empty_prediction(top_k)
         if n > _PREDICT_CHUNK:
             # bounded memory: the kNN scorers build (rows x training rows) similarity matrices and the
             # hierarchy (rows x taxonomy nodes) scores, so a 20k-row shard is scored 2k rows at a time
@@ -536,76 +514,21 @@ class CategoryModel(BaseEstimator):
                 )
                 for start in range(0, n, _PREDICT_CHUNK)
             ]
-            return Prediction(
-                **{
-                    f.name: np.concatenate([getattr(p, f.name) for p in parts], axis=0)
-                    for f in dataclasses.fields(Prediction)
-                }
-            )
+            return concat_predictions(parts)
         probs, col_pos, node_scores = self._scored(frame, embedder, cache, image_embedder)
-        rows = np.arange(n)
-        order = np.argsort(-probs, axis=1, kind="stable")
-        kk = min(top_k, probs.shape[1])
-        top_cols = order[:, :kk]
-        top_pos = np.take_along_axis(col_pos, top_cols, 1)
-        ids = np.array(self.index_.ids, dtype=object)
-        category_ids = ids[top_pos]
-        scores = np.take_along_axis(probs, top_cols, 1)
-        if kk < top_k:  # fewer labels than top_k: pad with the best id and 0 score
-            pad = top_k - kk
-            category_ids = np.column_stack([category_ids, np.repeat(category_ids[:, :1], pad, 1)])
-            scores = np.column_stack([scores, np.zeros((n, pad))])
-        best_pos = top_pos[:, 0]
-        zs_mask = probs.shape[1] > len(self.label_pos_)
-        zero_shot = (top_cols[:, 0] == len(self.label_pos_)) if zs_mask else np.zeros(n, dtype=bool)
-        leaf_conf = probs[rows, top_cols[:, 0]]  # exactly this node (not summed with labels below it)
-        leaf_thr = self.thresholds_.for_nodes(ids[best_pos])
-        conf_pos, conf_conf, conf_thr = confident_nodes(self, node_scores, best_pos, leaf_conf, leaf_thr)
-        has = conf_pos >= 0
-        depths = np.array(self.index_.depths, dtype=np.int64)
-        if mode == "backoff":
-            chosen = np.where(has, conf_pos, best_pos)
-            confidence = np.where(has, conf_conf, leaf_conf)
-            threshold = np.where(has, conf_thr, leaf_thr)
-        else:
-            chosen, confidence, threshold = best_pos, leaf_conf, leaf_thr
-        second = scores[:, 1] if scores.shape[1] > 1 else np.zeros(n)
-        return Prediction(
-            category_ids=category_ids,
-            scores=scores,
-            confidence=confidence,
-            margin=scores[:, 0] - second,
-            predicted_ids=ids[chosen],
-            predicted_depth=depths[chosen],
-            backed_off=chosen != best_pos,
-            leaf_ids=ids[best_pos],
-            leaf_confidence=leaf_conf,
-            zero_shot=np.asarray(zero_shot, dtype=bool),
-            threshold=threshold,
-            leaf_threshold=leaf_thr,
-            confident_ids=np.asarray(np.where(has, ids[np.maximum(conf_pos, 0)], None), dtype=object),
-            confident_confidence=conf_conf,
-            confident_depth=np.where(has, depths[np.maximum(conf_pos, 0)], -1),
-            confident_threshold=conf_thr,
-        )
+        return assemble_prediction(self, probs, col_pos, node_scores, top_k=top_k, mode=mode)
 
     # ================================================================== persistence
     def save(self, model_dir: str | Path) -> Path:
         """Write ``model.joblib`` and ``manifest.json`` into ``model_dir`` (created if needed)."""
         self._check_fitted()
-        d = Path(model_dir)
-        d.mkdir(parents=True, exist_ok=True)
-        state = {
-            "format": MODEL_FORMAT_VERSION,
-            "params": self.get_params(),
-            "fitted": {k: v for k, v in self.__dict__.items() if k.endswith("_") and not k.startswith("__")},
-        }
-        state["fitted"]["index_"] = self.index_.to_state()
-        tmp = d / (_STATE_FILE + ".tmp")
-        joblib.dump(state, tmp, compress=3)
-        tmp.replace(d / _STATE_FILE)
-        (d / _MANIFEST_FILE).write_text(json.dumps(self.manifest(), indent=2, default=str))
-        return d
+        return write_model_folder(
+            model_dir,
+            params=self.get_params(),
+            fitted={k: v for k, v in self.__dict__.items() if k.endswith("_") and not k.startswith("__")},
+            index=self.index_,
+            manifest=self.manifest(),
+        )
 
     def manifest(self) -> dict[str, Any]:
         """What ``manifest.json`` holds: versions, embedder, creation time, label counts, out-of-fold
@@ -616,29 +539,8 @@ class CategoryModel(BaseEstimator):
     @classmethod
     def load(cls, model_dir: str | Path, *, embedder: Any = None) -> CategoryModel:
         """Load a model written by `save`; with ``embedder`` given, check it is the one used in training."""
-        d = Path(model_dir)
-        state_path = d / _STATE_FILE
-        if not state_path.is_file():
-            raise ModelError(
-                f"no trained model at {d} ({_STATE_FILE} missing); train one: "
-                f"shelfwise train --taxonomy T --catalog LABELLED --model-dir {d}"
-            )
-        try:
-            state = joblib.load(state_path)
-        except Exception as exc:  # corrupt or foreign file
-            raise ModelError(
-                f"model file {state_path} cannot be read ({exc}); retrain with shelfwise train"
-            ) from exc
-        if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT_VERSION:
-            raise ModelError(
-                f"model {state_path} has format {state.get('format') if isinstance(state, dict) else '?'}, "
-                f"this shelfwise reads format {MODEL_FORMAT_VERSION}; retrain with shelfwise train"
-            )
-        params = dict(state["params"])
-        params.setdefault("use_price", False)  # models saved before the price scorer existed
+        params, fitted = read_model_state(model_dir)
         model = cls(**params)
-        fitted = dict(state["fitted"])
-        fitted["index_"] = NodeIndex.from_state(fitted["index_"])
         model.__dict__.update(fitted)
         if embedder is not None:
             model._check_embedder(embedder)

@@ -1,0 +1,287 @@
+"""What the ``shelfwise`` commands share (used by :mod:`shelfwise.cli` and :mod:`shelfwise._cli_tools`).
+
+Option types (``CatalogOpt``, ``StateOpt``, ...), settings from flags (`build_settings`), the progress bar
+and row count (`progress`, `count_rows`), the error exit (`fail`, exit code 2) and the printed summaries
+of a training (`print_train_summary`) and of a run (`print_summary`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from shelfwise.errors import ShelfwiseError
+
+__all__ = [
+    "SAMPLE",
+    "AutoOpt",
+    "CatalogOpt",
+    "EmbedderOpt",
+    "ExportMapOpt",
+    "ExportTaxOpt",
+    "ImagesOpt",
+    "LLMModelOpt",
+    "LLMUrlOpt",
+    "MapOpt",
+    "ReviewsOpt",
+    "ShardOpt",
+    "SpecOpt",
+    "StateOpt",
+    "TargetOpt",
+    "as_str",
+    "build_settings",
+    "console",
+    "count_rows",
+    "fail",
+    "print_summary",
+    "print_train_summary",
+    "progress",
+]
+
+console = Console(stderr=True)
+
+REPO_DATA = Path(__file__).resolve().parents[1] / "data"
+SAMPLE = REPO_DATA / "sample"
+
+# ---- shared option types --------------------------------------------------------------------------
+CatalogOpt = Annotated[
+    Path, typer.Option("--catalog", help="Catalog file (CSV, Parquet or JSONL) with one row per SKU.")
+]
+ReviewsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--reviews", help="Reviews table (sku_id, review_text, optional rating), aggregated per SKU."
+    ),
+]
+ImagesOpt = Annotated[
+    Path | None,
+    typer.Option("--images-root", help="Folder that relative image_path values are resolved against."),
+]
+MapOpt = Annotated[
+    list[str] | None,
+    typer.Option("--map", help="Column mapping CANONICAL=SOURCE, repeatable, e.g. --map title=product_name."),
+]
+SpecOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--spec",
+        help="Catalog spec YAML (column mapping and parsing rules), e.g. data/specs/flipkart_raw.yaml.",
+    ),
+]
+StateOpt = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="Runtime state folder (default .shelfwise; env SHELFWISE_STATE_DIR)."),
+]
+EmbedderOpt = Annotated[
+    str | None, typer.Option("--embedder", help="Text embedder: minilm (default) | e5-multilingual.")
+]
+LLMUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-base-url",
+        help="OpenAI-compatible endpoint for ambiguous items (default: env OPENAI_BASE_URL; none = LLM off).",
+    ),
+]
+LLMModelOpt = Annotated[str | None, typer.Option("--llm-model", help="Model name at the LLM endpoint.")]
+ShardOpt = Annotated[int | None, typer.Option("--shard-size", help="SKUs per shard (default 20000).")]
+AutoOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--auto-threshold",
+        help="Fixed confidence for auto-accept (default: per-node thresholds tuned at training).",
+    ),
+]
+ExportTaxOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--export-taxonomy",
+        help="Also give each prediction a category of this taxonomy (with --export-mapping).",
+    ),
+]
+ExportMapOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--export-mapping",
+        help="CSV mapping the model's categories to --export-taxonomy (ids or full paths).",
+    ),
+]
+TargetOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--target-precision", help="Precision the auto-accept thresholds are tuned for (default 0.95)."
+    ),
+]
+
+
+def build_settings(
+    *,
+    state_dir: Path | None = None,
+    embedder: str | None = None,
+    shard_size: int | None = None,
+    auto_threshold: float | None = None,
+    target_precision: float | None = None,
+    llm_base_url: str | None = None,
+    llm_model: str | None = None,
+    use_images: bool | None = None,
+    workers: int | None = None,
+    use_price: bool | None = None,
+    dask_address: str | None = None,
+    dask_workers: int | None = None,
+    incremental: bool | None = None,
+    work_url: str | None = None,
+) -> Any:
+    """`Settings` from shelfwise.toml, SHELFWISE_* env vars and the flags given (``None`` = not given);
+    also points Prefect at the state folder."""
+    from pydantic import ValidationError
+
+    from shelfwise.settings import Settings, load_settings
+
+    overrides: dict[str, Any] = {
+        "state_dir": state_dir,
+        "embedder": embedder,
+        "shard_size": shard_size,
+        "auto_threshold": auto_threshold,
+        "target_precision": target_precision,
+        "use_images": use_images,
+        "workers": workers,
+        "use_price": use_price,
+        "dask_address": dask_address,
+        "dask_workers": dask_workers,
+        "incremental": incremental,
+        "work_url": work_url,
+    }
+    try:
+        settings = load_settings(**overrides)
+        if llm_base_url is not None or llm_model is not None:
+            llm = settings.llm.model_copy(
+                update={
+                    k: v for k, v in {"base_url": llm_base_url, "model": llm_model}.items() if v is not None
+                }
+            )
+            settings = Settings(**{**settings.model_dump(exclude={"llm"}), "llm": llm})
+    except ValidationError as exc:
+        raise ShelfwiseError(
+            f"invalid settings (shelfwise.toml, SHELFWISE_* env vars or flags):\n{exc}"
+        ) from exc
+    from shelfwise.prefect_env import configure_prefect
+
+    configure_prefect(settings.state_dir)
+    return settings
+
+
+def progress(description: str) -> Progress:
+    """A progress bar over SKUs on stderr."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn(f"[bold]{description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("SKUs"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def count_rows(path: Path) -> int | None:
+    """Rows of a Parquet or JSONL catalog (the progress bar's total); ``None`` when not cheap to know."""
+    try:
+        import polars as pl
+
+        suffix = path.suffix.lower()
+        if suffix == ".parquet":
+            return int(pl.scan_parquet(path).select(pl.len()).collect().item())
+        if suffix in (".jsonl", ".ndjson"):
+            with path.open("rb") as fh:
+                return sum(1 for line in fh if line.strip())
+    except Exception:  # noqa: BLE001 - the count is only shown: an unreadable file shows none
+        return None
+    return None
+
+
+def fail(exc: Exception) -> NoReturn:
+    """Print the error on stderr and exit with code 2."""
+    console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=2)
+
+
+def as_str(p: Path | None) -> str | None:
+    return None if p is None else str(p)
+
+
+def print_train_summary(summary: Any) -> None:
+    """Print what `shelfwise train` learned: the per-scope thresholds, then the model's figures."""
+    table = Table(title=f"model {summary.model_version}")
+    table.add_column("item")
+    table.add_column("value", justify="right")
+    for key in ("rows", "labelled", "human_labels", "quarantined"):
+        table.add_row(key, str(getattr(summary, key)))
+    report = summary.fit_report
+    for key in ("trained_rows", "n_classes"):
+        if key in report:
+            table.add_row({"trained_rows": "trained rows", "n_classes": "categories"}[key], str(report[key]))
+    heldout = report.get("heldout") or {}
+    shown = {
+        "leaf_accuracy": "out-of-fold top-1 accuracy",
+        "ece_uncalibrated": "out-of-fold ECE before calibration",
+        "ece_calibrated_cross_fitted": "out-of-fold ECE after calibration (cross-fitted)",
+        "auto_share": "out-of-fold auto share",
+        "auto_precision": "out-of-fold auto precision (exact)",
+        "auto_precision_lower_bound": "  its 95% lower bound",
+        "nodes_with_own_threshold": "categories with their own threshold",
+    }
+    for key, label in shown.items():
+        value = heldout.get(key)
+        if isinstance(value, (int, float)):
+            table.add_row(label, f"{value:.3f}" if isinstance(value, float) else str(value))
+    groups = (summary.fit_report.get("thresholds") or {}).get("groups") or {}
+    if groups:
+        th = Table(
+            title=f"auto-accept thresholds (target {heldout.get('target_precision', '')}, chosen out of fold)"
+        )
+        for col in ("scope", "threshold", "OOF precision", "95% lower bound", "support", "coverage"):
+            th.add_column(col, justify="left" if col == "scope" else "right")
+        for scope, g in sorted(groups.items(), key=lambda kv: -int(kv[1].get("support", 0)))[:15]:
+            prec = g.get("oof_precision")
+            th.add_row(
+                "global (pooled)" if scope == "*" else scope,
+                str(g.get("threshold")),
+                "-" if prec is None else f"{prec:.3f}",
+                f"{g.get('lower_bound', 0):.3f}",
+                str(g.get("support")),
+                f"{g.get('coverage', 0):.3f}",
+            )
+        if len(groups) > 15:
+            th.caption = f"{len(groups) - 15} more in the model folder's manifest.json (thresholds.groups)"
+        console.print(th)
+    if isinstance(report.get("stacker"), dict) and report["stacker"].get("chosen"):
+        table.add_row("stacker", str(report["stacker"]["chosen"]))
+    console.print(table)
+    console.print(
+        f"model written to [bold]{summary.model_dir}[/] (taxonomy {summary.taxonomy_version}); "
+        f"quarantine: {summary.quarantine_path}"
+    )
+
+
+def print_summary(summary: Any) -> None:
+    """Print a `RunSummary` (its rows and notes are the one rendering of a run)."""
+    table = Table(title=f"shelfwise run {summary.run_id}")
+    table.add_column("items")
+    table.add_column("count", justify="right")
+    for name, value in summary.rows():
+        table.add_row(name, value)
+    Console().print(table)
+    for line in summary.notes():
+        console.print(line, markup=False, highlight=False)
