@@ -2,6 +2,7 @@
 
 prepare-model      train if there is no model yet (or --retrain)            -> model folder
 stage-catalog      catalog -> shards to score + carried SKUs (incremental)  -> StagedNight
+score-distinct     one task per 2,000 distinct contents: embed + score once -> ShardResult
 classify-shard     one task per shard, on threads or Dask, retried          -> ShardResult
 write-and-enqueue  predictions file, review queues, state, summary.json     -> RunSummary
 governance-report  the run's report                                         -> RunSummary
@@ -18,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from flows import _steps as steps
 from shelfwise import pipeline
 from shelfwise._stage import StagedNight
-from shelfwise._worker import ShardResult, ShardTask, release_resources, run_shard
+from shelfwise._worker import ShardResult, ShardTask, release_resources, run_shard, score_distinct
 from shelfwise.settings import Settings, load_settings
 from shelfwise.summary import Engine, RunSummary
 
@@ -78,6 +79,11 @@ def classify_shard(shard: ShardTask, settings: Settings) -> ShardResult:
     return run_shard(shard, settings)
 
 
+@task(cache_policy=NO_CACHE, name="score-distinct", retries=2, retry_delay_seconds=5)
+def score_contents(shard: ShardTask, settings: Settings) -> ShardResult:
+    return score_distinct(shard, settings)
+
+
 @task(cache_policy=NO_CACHE, name="write-and-enqueue")
 def finalize(
     settings: Settings,
@@ -91,6 +97,8 @@ def finalize(
     engine: Engine,
     clock: float,
     migration: dict[str, object] | None,
+    scored: list[ShardResult],
+    score_seconds: float,
 ) -> RunSummary:
     return pipeline.finalize_run(
         settings=settings,
@@ -104,6 +112,8 @@ def finalize(
         engine=engine,
         clock_start=clock,
         migration=migration,
+        scored=scored,
+        score_seconds=score_seconds,
     )
 
 
@@ -147,6 +157,12 @@ def nightly_reclassification(
     )
     folder = prepared.model_dir
     staged = stage(catalog, settings, folder, reviews, images_root, spec, mapping)
+    # each distinct content is embedded and scored once, spread over the workers; the SKU shards then
+    # only look scores up (and decide per SKU)
+    step = time.perf_counter()
+    contents = pipeline.distinct_tasks(staged, model_dir=folder, run_id=run_id)
+    scored = score_contents.map(contents, unmapped(settings)).result() if contents else []
+    score_seconds = time.perf_counter() - step
     tasks = pipeline.shard_tasks(staged, model_dir=folder, run_id=run_id)
     results = classify_shard.map(tasks, unmapped(settings)).result() if tasks else []
     summary = finalize(
@@ -161,6 +177,8 @@ def nightly_reclassification(
         engine or Engine(runner="threads", workers=settings.workers),
         clock,
         prepared.migration,
+        scored,
+        score_seconds,
     )
     summary = report(summary, settings)
     create_markdown_artifact(

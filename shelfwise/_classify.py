@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,20 +197,22 @@ def _candidates(ids: np.ndarray, scores: np.ndarray, tax: Any) -> list[list[dict
     return out
 
 
-def _predict_distinct(shard: pl.DataFrame, res: Resources, cache: Any) -> tuple[Any, int]:
-    """Model scores for every row, computed once per distinct content (identical products share them).
+#: Model scores per distinct content, shared by every shard task of this process (threads of one flow,
+#: or one Dask worker): identical contents in different shards are scored once per process, not once per
+#: shard. Keyed by the model object and its version, top_k, and the content key; bounded (cleared when full).
+_SCORES: dict[tuple[int, str, int], dict[str, tuple[Any, ...]]] = {}
+_SCORES_LOCK = threading.Lock()
+SCORE_MEMO_MAX = 500_000
 
-    The model sees only what ``content_hash`` covers (text fields, image, reviews), plus the price when
-    the model scores it: rows with the same key get the same scores, so each key is scored once.
-    """
-    import dataclasses
 
-    s = res.settings
+def score_keys(frame: pl.DataFrame, model: Any) -> np.ndarray:
+    """The key identical model scores share: ``content_hash`` (text fields, image, reviews), plus the price
+    when the model scores it."""
     key_cols = ["content_hash"] + (
-        ["price"] if getattr(res.model, "use_price", False) and "price" in shard.columns else []
+        ["price"] if getattr(model, "use_price", False) and "price" in frame.columns else []
     )
-    keyed = (
-        shard.select(
+    return (
+        frame.select(
             pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in key_cols], separator="|").alias(
                 "_k"
             )
@@ -217,24 +220,56 @@ def _predict_distinct(shard: pl.DataFrame, res: Resources, cache: Any) -> tuple[
         .get_column("_k")
         .to_numpy()
     )
-    _, first, inverse = np.unique(keyed, return_index=True, return_inverse=True)
-    if len(first) == shard.height:
+
+
+def _predict_distinct(shard: pl.DataFrame, res: Resources, cache: Any) -> tuple[Any, int]:
+    """Model scores for every row, computed once per distinct content (identical products share them).
+
+    Rows with the same `score_keys` get the same scores, so each key is scored once per process: keys
+    already scored by an earlier shard task of this process come from the memo. Returns the prediction
+    and how many keys the model scored now.
+    """
+    import dataclasses
+
+    s = res.settings
+    keys = score_keys(shard, res.model)
+    memo_key = (id(res.model), str(res.model.version), int(s.top_k))
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    distinct = keys[first]
+    with _SCORES_LOCK:  # take what the memo knows now (another task may clear it while we score)
+        memo = _SCORES.setdefault(memo_key, {})
+        known = {k: memo[k] for k in distinct.tolist() if k in memo}
+    todo = [i for i, k in zip(first.tolist(), distinct.tolist(), strict=True) if k not in known]
+    if todo:
+        todo.sort()
         pred = res.model.predict(
-            shard, embedder=res.embedder, cache=cache, image_embedder=res.image_embedder, top_k=s.top_k
+            shard[todo],
+            embedder=res.embedder,
+            cache=cache,
+            image_embedder=res.image_embedder,
+            top_k=s.top_k,
         )
-        return pred, shard.height
-    pred = res.model.predict(
-        shard[np.sort(first)],
-        embedder=res.embedder,
-        cache=cache,
-        image_embedder=res.image_embedder,
-        top_k=s.top_k,
-    )
-    # np.unique sorts keys; map each row to its key's position among the sorted first occurrences
-    order = np.argsort(np.argsort(first))
-    index = order[inverse]
-    spread = {f.name: np.asarray(getattr(pred, f.name))[index] for f in dataclasses.fields(pred)}
-    return type(pred)(**spread), len(first)
+        names = [f.name for f in dataclasses.fields(pred)]
+        cols = [np.asarray(getattr(pred, n)) for n in names]
+        fresh = {str(keys[i]): tuple(c[j] for c in cols) for j, i in enumerate(todo)}
+        with _SCORES_LOCK:
+            if len(memo) + len(fresh) > SCORE_MEMO_MAX:
+                memo.clear()
+            memo.update(fresh)
+        lookup = known | fresh
+        cls: Any = type(pred)
+    else:
+        lookup = known
+        cls = None
+    rows = [lookup[str(k)] for k in distinct.tolist()]
+    if cls is None:
+        from classifiers._model_accept import Prediction
+
+        cls = Prediction
+    names = [f.name for f in dataclasses.fields(cls)]
+    per_key = {n: np.asarray([r[j] for r in rows]) for j, n in enumerate(names)}
+    spread = {n: v[inverse] for n, v in per_key.items()}
+    return cls(**spread), len(todo)
 
 
 def classify_frame(
@@ -244,15 +279,63 @@ def classify_frame(
 
     ``cache``: the embedding cache to use (default ``res.cache``); a worker passes one per task, so the
     hit/miss counters it reports are this shard's own.
+
+    Rows with the same content (`score_keys`) and the same current category get the same decision unless
+    a reviewer's lock or tonight's audit sample singles them out: those rows are decided once (one
+    representative per group, LLM asked once) and the decision is copied to the group's other SKUs; locked
+    and audit-sampled rows are decided on their own.
     """
+    from verification.routing import audit_sample
+
+    stats = RunStats(seen=shard.height)
+    if shard.is_empty():
+        return _empty_predictions(), stats
+    n = shard.height
+    skus = shard.get_column("sku_id").to_list()
+    special = audit_sample(skus, run_id[:8], rate=res.settings.audit_rate)
+    if res.locked:
+        hashes = shard.get_column("content_hash").to_list()
+        locked = res.locked
+        special = special | np.array(
+            [(lk := locked.get(sku)) is not None and lk[2] == h for sku, h in zip(skus, hashes, strict=True)],
+            dtype=bool,
+        )
+    current = shard.get_column("category_path").fill_null("\x00").to_numpy().astype(str)
+    group = np.char.add(np.char.add(score_keys(shard, res.model).astype(str), "\x1f"), current)
+    normal = np.flatnonzero(~special)
+    _, first, inverse = np.unique(group[normal], return_index=True, return_inverse=True)
+    reps = normal[first]
+    sub_idx = np.sort(np.concatenate([reps, np.flatnonzero(special)]))
+    if len(sub_idx) == n:
+        frame, stats, gated, answered = _classify_rows(shard, res, run_id=run_id, cache=cache)
+        src = np.arange(n)
+    else:
+        sub, stats, gated, answered = _classify_rows(shard[sub_idx], res, run_id=run_id, cache=cache)
+        pos = np.empty(n, dtype=np.int64)
+        pos[sub_idx] = np.arange(len(sub_idx))
+        src = pos.copy()
+        src[normal] = pos[reps][inverse.reshape(-1)]
+        per_sku = ["sku_id", "content_hash", *(c for c in PRODUCT_COLUMNS if c in shard.columns)]
+        frame = sub[src].with_columns(shard.get_column(c) for c in per_sku)
+    stats.seen = stats.classified = n
+    stats.routes = Counter(frame.get_column("route").to_list())
+    gated_rows = gated[src]
+    stats.llm_gated = int(gated_rows.sum())
+    stats.llm = Counter(answered[i] for i in src[gated_rows].tolist() if answered[i] is not None)
+    return frame, stats
+
+
+def _classify_rows(
+    shard: pl.DataFrame, res: Resources, *, run_id: str, cache: Any = None
+) -> tuple[pl.DataFrame, RunStats, np.ndarray, list[str | None]]:
+    """`classify_frame` for every row on its own: also returns which rows the LLM gate picked and the
+    LLM step's status for each of them (None elsewhere)."""
     from shelfwise._decide import DecideOptions, LLMAnswer, Lock, ModelAnswers, decide
     from verification.routing import audit_sample, paths_agree
 
     s = res.settings
     tax = res.taxonomy
     stats = RunStats(seen=shard.height)
-    if shard.is_empty():
-        return _empty_predictions(), stats
     pred, stats.distinct_scored = _predict_distinct(shard, res, res.cache if cache is None else cache)
     n = shard.height
     answers = _model_answers(pred, tax, ModelAnswers)
@@ -361,7 +444,8 @@ def classify_frame(
         }
     )
     products = shard.select([c for c in PRODUCT_COLUMNS if c in shard.columns])
-    return pl.concat([out, products], how="horizontal"), stats
+    answered = [None if a is None else str(a.status) for a in llm]
+    return pl.concat([out, products], how="horizontal"), stats, np.asarray(gated, dtype=bool), answered
 
 
 def _model_answers(pred: Any, tax: Any, cls: Any) -> Any:

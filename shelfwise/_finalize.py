@@ -23,11 +23,18 @@ from shelfwise._classify import PREDICTION_COLUMNS, _as_dict, _empty_predictions
 from shelfwise._incremental import carried_rows, commit_state
 from shelfwise._stage import StagedNight, _utcnow, new_run_id, remove_staged, stage_night
 from shelfwise._train import _queue_store
-from shelfwise._worker import ShardResult, ShardTask, merge_counts, release_resources, run_shard
+from shelfwise._worker import (
+    ShardResult,
+    ShardTask,
+    merge_counts,
+    release_resources,
+    run_shard,
+    score_distinct,
+)
 from shelfwise.settings import Settings
 from shelfwise.summary import QUEUES, EmbeddingCounts, Engine, Incremental, LLMSummary, RunCounts, RunSummary
 
-__all__ = ["PredictionWriter", "classify_catalog", "finalize_run", "shard_tasks"]
+__all__ = ["PredictionWriter", "classify_catalog", "distinct_tasks", "finalize_run", "shard_tasks"]
 
 
 class PredictionWriter:
@@ -76,6 +83,14 @@ def shard_tasks(staged: StagedNight, *, model_dir: str | Path, run_id: str) -> l
             run_id=run_id,
         )
         for u in staged.shards
+    ]
+
+
+def distinct_tasks(staged: StagedNight, *, model_dir: str | Path, run_id: str) -> list[ShardTask]:
+    """The night's first step: one task per shard of distinct contents (see `score_distinct`)."""
+    return [
+        ShardTask(shard_url=u, out_url="", model_dir=str(Path(model_dir).resolve()), run_id=run_id)
+        for u in staged.distinct_shards
     ]
 
 
@@ -224,8 +239,13 @@ def finalize_run(
     enqueue: bool = True,
     clock_start: float | None = None,
     migration: dict[str, Any] | None = None,
+    scored: Sequence[ShardResult] = (),
+    score_seconds: float = 0.0,
 ) -> RunSummary:
-    """Write the night's predictions, enqueue, update state and write ``runs/<run_id>/summary.json``."""
+    """Write the night's predictions, enqueue, update state and write ``runs/<run_id>/summary.json``.
+
+    ``scored``: the results of the distinct-content step (`score_distinct`), ``score_seconds`` its wall
+    time; their embedding and scoring counters join the shards' own."""
     run_dir = settings.runs_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     out = Path(out) if out else run_dir / "predictions.parquet"
@@ -243,7 +263,7 @@ def finalize_run(
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     state_path = settings.state_dir / "catalog_state.parquet"
     changes = _change_counts(state_path, staged.key_files)
-    totals = merge_counts(list(results))
+    totals = merge_counts([*scored, *results])
     quarantine_path = run_dir / "quarantine.jsonl"
     if Path(staged.quarantine_path).exists():
         shutil.copyfile(staged.quarantine_path, quarantine_path)
@@ -287,6 +307,8 @@ def finalize_run(
             hits=totals["embed_hits"],
             misses=totals["embed_misses"],
             seconds=round(totals["embed_seconds"], 3),
+            distinct_contents=staged.distinct,
+            score_step_seconds=round(score_seconds, 3),
         ),
         thresholds={
             "target_precision": settings.target_precision,
@@ -307,7 +329,9 @@ def finalize_run(
             rescored=totals["classified"],
             new=changes["new"],
         ),
-        engine=(engine or Engine()).model_copy(update={"processes": sorted({r.pid for r in results})}),
+        engine=(engine or Engine()).model_copy(
+            update={"processes": sorted({r.pid for r in [*scored, *results]})}
+        ),
         shards=len(results),
         seconds=round(time.perf_counter() - clock_start, 2) if clock_start else 0.0,
     )
@@ -356,6 +380,10 @@ def classify_catalog(
         )
         if progress and staged.carried:
             progress(staged.carried)
+        step = time.perf_counter()
+        contents = distinct_tasks(staged, model_dir=model_dir, run_id=run_id)
+        scored = [score_distinct(t, settings) for t in contents]
+        score_seconds = time.perf_counter() - step
         results = []
         for task in shard_tasks(staged, model_dir=model_dir, run_id=run_id):
             result = run_shard(task, settings)
@@ -373,6 +401,8 @@ def classify_catalog(
             out=out,
             enqueue=enqueue,
             clock_start=clock,
+            scored=scored,
+            score_seconds=score_seconds,
         )
     finally:
         release_resources()

@@ -75,6 +75,8 @@ class StagedNight(BaseModel):
     local_dir: str  # keys/ and carry/ files, the quarantine file, staged.json (main process only)
     work_url: str  # shards/ and predictions/ (every worker reads and writes here)
     shards: list[str] = Field(default_factory=list)
+    distinct_shards: list[str] = Field(default_factory=list)  # one row per distinct content to score
+    distinct: int = 0
     rows: int = 0
     to_score: int = 0
     carried: int = 0
@@ -185,6 +187,7 @@ def stage_night(
         quarantine_path=str(local / "quarantine.jsonl"),
     )
     quarantine = Quarantine(local / "quarantine.jsonl")
+    distinct = _DistinctContents(res.model, work)
     try:
         for i, shard in enumerate(
             iter_shards(
@@ -207,17 +210,68 @@ def stage_night(
                 url = storage.join(work, "shards", name)
                 storage.write_parquet(score, url)
                 staged.shards.append(url)
+                distinct.add(score)
             staged.rows += shard.height
             staged.to_score += score.height
             staged.carried += carry.height
+        distinct.flush()
     finally:
         quarantine.close()
+    staged.distinct_shards, staged.distinct = distinct.urls, distinct.rows
     staged.quarantined = quarantine.total
     staged.quarantine_reasons = dict(quarantine.counts)
     tmp = manifest.with_suffix(".tmp")
     tmp.write_text(staged.model_dump_json())
     tmp.replace(manifest)
     return staged
+
+
+#: Rows per distinct-content shard: small enough that the score step spreads over every worker.
+DISTINCT_SHARD_ROWS = 2_000
+
+
+class _DistinctContents:
+    """The night's distinct contents to score (first row of each `score_keys` value), written as small
+    shards: the flow scores them first, spread over the workers, so each content is embedded and scored
+    once a night instead of once per shard (and two workers never encode the same text at once)."""
+
+    def __init__(self, model: Any, work: str) -> None:
+        self.model, self.work = model, work
+        self.seen: set[str] = set()
+        self.pending: list[pl.DataFrame] = []
+        self.pending_rows = 0
+        self.urls: list[str] = []
+        self.rows = 0
+
+    def add(self, score: pl.DataFrame) -> None:
+        from shelfwise._classify import score_keys
+
+        keys = score_keys(score, self.model).tolist()
+        take: list[int] = []
+        for i, k in enumerate(keys):
+            if k not in self.seen:
+                self.seen.add(k)
+                take.append(i)
+        if take:
+            self.pending.append(score[take])
+            self.pending_rows += len(take)
+        if self.pending_rows >= DISTINCT_SHARD_ROWS:
+            self.flush(full_only=True)
+
+    def flush(self, *, full_only: bool = False) -> None:
+        if not self.pending:
+            return
+        frame = pl.concat(self.pending)
+        self.pending, self.pending_rows = [], 0
+        for start in range(0, frame.height, DISTINCT_SHARD_ROWS):
+            part = frame.slice(start, DISTINCT_SHARD_ROWS)
+            if full_only and part.height < DISTINCT_SHARD_ROWS:
+                self.pending, self.pending_rows = [part], part.height
+                break
+            url = storage.join(self.work, "distinct", f"part-{len(self.urls):05d}.parquet")
+            storage.write_parquet(part, url)
+            self.urls.append(url)
+            self.rows += part.height
 
 
 def remove_staged(staged: StagedNight) -> None:

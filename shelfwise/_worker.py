@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from shelfwise import _storage as storage
 from shelfwise.settings import Settings
 
-__all__ = ["ShardResult", "ShardTask", "release_resources", "run_shard", "worker_resources"]
+__all__ = ["ShardResult", "ShardTask", "release_resources", "run_shard", "score_distinct", "worker_resources"]
 
 _LOCK = threading.Lock()
 _MEMO: dict[tuple[str, str, str], Any] = {}
@@ -149,6 +149,35 @@ def run_shard(task: ShardTask, settings: Settings) -> ShardResult:
     )
     storage.write_bytes(done, result.model_dump_json().encode())
     return result
+
+
+def score_distinct(task: ShardTask, settings: Settings) -> ShardResult:
+    """Embed and score one shard of distinct contents (the night's first step, before the SKU shards):
+    fills the embedding cache and this process's score memo, so the SKU shards only look scores up.
+    Writes nothing else, so a retry or a rerun just finds the cache warm."""
+    import os
+    import socket
+
+    from classifiers import EmbeddingCache
+    from shelfwise._classify import _predict_distinct
+
+    started = time.perf_counter()
+    res = worker_resources(task.model_dir, settings)
+    rows = storage.read_parquet(task.shard_url)
+    with EmbeddingCache(settings.cache_path) as cache:
+        _, scored = _predict_distinct(rows, res, cache)
+        hits, misses, embed_seconds = cache.hits, cache.misses, cache.encode_seconds
+    return ShardResult(
+        shard_url=task.shard_url,
+        predictions_url="",
+        distinct_scored=scored,
+        embed_hits=hits,
+        embed_misses=misses,
+        embed_seconds=embed_seconds,
+        seconds=time.perf_counter() - started,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+    )
 
 
 def merge_counts(results: list[ShardResult]) -> dict[str, Any]:

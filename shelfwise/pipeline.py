@@ -25,7 +25,7 @@ from shelfwise._classify import (
     classify_frame,
     load_resources,
 )
-from shelfwise._finalize import PredictionWriter, classify_catalog, finalize_run, shard_tasks
+from shelfwise._finalize import PredictionWriter, classify_catalog, distinct_tasks, finalize_run, shard_tasks
 from shelfwise._stage import StagedNight, iter_shards, new_run_id, stage_night, utcnow
 from shelfwise._train import MODEL_TAXONOMY_DIR, TrainSummary, load_model_taxonomy, train
 from shelfwise._worker import ShardResult, ShardTask, run_shard
@@ -46,6 +46,7 @@ __all__ = [
     "TrainSummary",
     "classify_catalog",
     "classify_frame",
+    "distinct_tasks",
     "finalize_run",
     "iter_shards",
     "load_model_taxonomy",

@@ -67,6 +67,8 @@ class EmbeddingCounts(BaseModel):
     hits: int = 0
     misses: int = 0
     seconds: float = 0.0  # time inside the encoder, summed over shard tasks (cache misses only)
+    distinct_contents: int = 0  # distinct contents among tonight's rows to score (embedded/scored once)
+    score_step_seconds: float = 0.0  # wall time of the distinct-content step (embed + score, all workers)
 
     @property
     def rate(self) -> float:
