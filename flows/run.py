@@ -14,7 +14,10 @@ __all__ = ["run_night"]
 def run_night(*, catalog: str, settings: Settings, **params: Any) -> RunSummary:
     """Run one night of `nightly_reclassification` (params: taxonomy, labelled, model_dir, reviews,
     images_root, spec, mapping, out, retrain) on threads or Dask, as ``settings`` say."""
+    from shelfwise._memory import limit_arenas
+
     settings = _absolute(settings)  # workers in other processes may have another working directory
+    limit_arenas()  # many threads, one heap: keep the night's process small (shelfwise/_memory.py)
     with prefect_api(settings.state_dir):
         from flows._runner import engine_of, make_task_runner
         from flows.nightly import nightly_reclassification

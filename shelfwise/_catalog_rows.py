@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import polars as pl
 
 from shelfwise._catalog_parse import (
-    hash_values,
+    hash_columns,
     parse_attributes,
     parse_category,
     parse_image,
@@ -441,15 +441,12 @@ def canonical_batch(
 
     good = joined[keep] if len(keep) < n else joined
     refs = good.get_column("image_ref").to_list()
-    cols = [good.get_column(c).to_list() for c in ("title", "description", "brand", "attributes")]
-    reviews_text = good.get_column("review_text").to_list()
-    names = [image_name(r) for r in refs]
-    hashes = [
-        hash_values([t, d, b, a, r, rv]) for t, d, b, a, r, rv in zip(*cols, names, reviews_text, strict=True)
-    ]
+    names = pl.Series("_image_name", [image_name(r) for r in refs], dtype=pl.String)
+    fields = ("title", "description", "brand", "attributes", "_image_name", "review_text")
+    hashes = hash_columns(good.with_columns(names), fields)
     images = [resolve_image(r) for r in refs]
     return good.with_columns(
         pl.Series("image_path", images, dtype=pl.String),
-        pl.Series("content_hash", hashes, dtype=pl.String),
+        hashes,
         pl.col("review_count").fill_null(0),
     ).select([pl.col(name).cast(dtype) for name, dtype in SHARD_SCHEMA.items()])

@@ -12,6 +12,7 @@ import polars as pl
 from pydantic import BaseModel, Field
 
 from shelfwise import _storage as storage
+from shelfwise._memory import trim
 from shelfwise.settings import Settings
 
 __all__ = ["StagedNight", "iter_shards", "new_run_id", "remove_staged", "stage_night", "utcnow"]
@@ -223,6 +224,8 @@ def stage_night(
     tmp = manifest.with_suffix(".tmp")
     tmp.write_text(staged.model_dump_json())
     tmp.replace(manifest)
+    del plan, distinct
+    trim()  # staging a large catalog freed a lot of heap: hand it back before the shards run
     return staged
 
 

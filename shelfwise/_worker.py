@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from shelfwise import _storage as storage
+from shelfwise._memory import trim
 from shelfwise.settings import Settings
 
 __all__ = ["ShardResult", "ShardTask", "release_resources", "run_shard", "score_distinct", "worker_resources"]
@@ -148,6 +149,8 @@ def run_shard(task: ShardTask, settings: Settings) -> ShardResult:
         pid=os.getpid(),
     )
     storage.write_bytes(done, result.model_dump_json().encode())
+    del shard, preds
+    trim()
     return result
 
 
