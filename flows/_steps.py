@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -87,7 +88,11 @@ def report(summary: RunSummary, settings: Settings) -> RunSummary:
 
 
 def artifact_markdown(summary: RunSummary, settings: Settings) -> str:
-    """The governance report's key figures for the Prefect artifact (the run summary if that fails)."""
+    """The governance report's key figures for the Prefect artifact (the run summary if that fails):
+    the ``report.md`` the report step wrote, computed again only when it is not there."""
+    written = Path(summary.report).with_name("report.md") if summary.report else None
+    if written is not None and written.is_file():
+        return written.read_text(encoding="utf-8")
     try:
         from shelfwise.reports import report_markdown
 

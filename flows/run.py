@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from flows._server import prefect_api
@@ -18,6 +19,7 @@ def run_night(*, catalog: str, settings: Settings, **params: Any) -> RunSummary:
 
     settings = _absolute(settings)  # workers in other processes may have another working directory
     limit_arenas()  # many threads, one heap: keep the night's process small (shelfwise/_memory.py)
+    preload = _preload_model(settings, params)
     with prefect_api(settings.state_dir):
         from flows._runner import engine_of, make_task_runner
         from flows.nightly import nightly_reclassification
@@ -30,7 +32,32 @@ def run_night(*, catalog: str, settings: Settings, **params: Any) -> RunSummary:
             )
         finally:
             _drain_prefect()  # send the last logs and events before our server stops
+            if preload is not None:
+                preload.join()
         return summary
+
+
+def _preload_model(settings: Settings, params: dict[str, Any]) -> threading.Thread | None:
+    """Load the model while our Prefect server starts (threads runner: the tasks run in this process and
+    share the memo, see `shelfwise._worker.worker_resources`). Not when the night may train or migrate
+    first, nor on Dask, whose workers load their own."""
+    if settings.dask_address or settings.dask_workers or params.get("retrain") or params.get("taxonomy"):
+        return None
+    folder = settings.model_folder(params.get("model_dir"))
+    if not (folder / "manifest.json").is_file():
+        return None
+
+    def load() -> None:
+        from shelfwise._worker import worker_resources
+
+        try:
+            worker_resources(folder, settings)
+        except Exception:  # noqa: BLE001, S110 - the stage step loads it again and reports the error
+            pass
+
+    thread = threading.Thread(target=load, name="shelfwise-preload", daemon=True)
+    thread.start()
+    return thread
 
 
 def _drain_prefect() -> None:
