@@ -71,11 +71,16 @@ class EmbeddingCache:
     """
 
     def __init__(self, path: str | Path, *, precision: str = "float32") -> None:
+        self._init_counters(precision)
+        self.path = Path(path)
+        self.location = str(self.path)  # what messages and `stats` name (a URL for PgEmbeddingCache)
+        self._connect()  # create the file and schema now, so a bad path fails early
+
+    def _init_counters(self, precision: str) -> None:
         if precision not in _PRECISIONS:
             raise ConfigError(
                 f"embedding cache precision {precision!r} is not valid; use one of {', '.join(_PRECISIONS)}"
             )
-        self.path = Path(path)
         self.precision = precision
         self._dtype = np.dtype(_PRECISIONS[precision])
         self.hits = 0
@@ -85,7 +90,6 @@ class EmbeddingCache:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._model_rowids: dict[str, int] = {}
-        self._connect()  # create the file and schema now, so a bad path fails early
 
     # -- connection handling ------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -168,14 +172,17 @@ class EmbeddingCache:
         rowid, stored_dim, stored_dtype = conn.execute(
             "SELECT id, dim, dtype FROM models WHERE model_id = ?", (model_id,)
         ).fetchone()
-        if stored_dim != dim or stored_dtype != self.precision:
-            raise ConfigError(
-                f"embedding cache {self.path} stores model {model_id!r} as {stored_dim}-d {stored_dtype}, "
-                f"but it was opened with {dim}-d {self.precision}; open it with precision={stored_dtype!r} "
-                "or use another cache file"
-            )
+        self._check_model(model_id, dim, int(stored_dim), str(stored_dtype))
         self._model_rowids[model_id] = int(rowid)
         return int(rowid)
+
+    def _check_model(self, model_id: str, dim: int, stored_dim: int, stored_dtype: str) -> None:
+        if stored_dim != dim or stored_dtype != self.precision:
+            raise ConfigError(
+                f"embedding cache {self.location} stores model {model_id!r} as {stored_dim}-d "
+                f"{stored_dtype}, but it was opened with {dim}-d {self.precision}; open it with "
+                f"precision={stored_dtype!r} or use another cache"
+            )
 
     def _lookup(self, model: int, keys: Sequence[bytes], dim: int) -> dict[bytes, np.ndarray]:
         conn = self._connect()
@@ -359,19 +366,21 @@ class EmbeddingCache:
         """Seconds spent inside the embedder (misses only) since this object was opened."""
         return self._encode_seconds
 
-    def stats(self) -> CacheStats:
-        """Counters since this object was opened, and rows per model in the file."""
-        conn = self._connect()
-        models = {
+    def _model_counts(self) -> dict[str, int]:
+        return {
             model_id: int(count)
-            for model_id, count in conn.execute(
+            for model_id, count in self._connect().execute(
                 "SELECT m.model_id, COUNT(e.key) FROM models m LEFT JOIN embeddings e ON e.model = m.id"
                 " GROUP BY m.model_id ORDER BY m.model_id"
             )
         }
+
+    def stats(self) -> CacheStats:
+        """Counters since this object was opened, and rows per model in the file."""
+        models = self._model_counts()
         with self._lock:
             return CacheStats(
-                path=str(self.path),
+                path=self.location,
                 hits=self.hits,
                 misses=self.misses,
                 encoded_batches=self._encoded_batches,

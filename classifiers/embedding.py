@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from classifiers._embedding_cache import CacheStats, EmbeddingCache, ImageBatch, text_key
+from classifiers._embedding_cache_pg import PgEmbeddingCache, open_embedding_cache
 from classifiers._embedding_e5 import E5Embedder, E5Mode
 from classifiers._embedding_onnx import OnnxMiniLMEmbedder
 from classifiers._embedding_st import SentenceTransformerEmbedder
@@ -34,9 +35,11 @@ __all__ = [
     "EmbeddingCache",
     "ImageBatch",
     "OnnxMiniLMEmbedder",
+    "PgEmbeddingCache",
     "SentenceTransformerEmbedder",
     "embedder_names",
     "make_embedder",
+    "open_embedding_cache",
     "text_key",
 ]
 

@@ -81,7 +81,7 @@ def load_resources(
     model_dir: str | Path, settings: Settings, *, with_queue: bool = True, with_llm: bool = True
 ) -> Resources:
     """Load what classifying needs (``with_llm=False``: no arbiter; a shard task builds its own)."""
-    from classifiers import EmbeddingCache, make_embedder
+    from classifiers import make_embedder, open_embedding_cache
     from classifiers.model import CategoryModel
 
     model_dir = Path(model_dir)
@@ -93,7 +93,7 @@ def load_resources(
     tax = load_model_taxonomy(model_dir)
     model = CategoryModel.load(model_dir)
     embedder = make_embedder(settings.embedder)
-    cache = EmbeddingCache(settings.cache_path)
+    cache = open_embedding_cache(settings.embedding_cache)
     image_embedder = _image_embedder(settings) if getattr(model, "use_images", False) else None
     arbiter, note = _llm_arbiter(settings, tax) if with_llm else (None, llm_note(settings))
     locked: dict[str, tuple[str, str, str]] = {}

@@ -77,7 +77,7 @@ def train(
 
     ``relabel`` rewrites the catalog's labels first (a taxonomy migration maps OLD paths to NEW ones).
     """
-    from classifiers import EmbeddingCache, make_embedder
+    from classifiers import make_embedder, open_embedding_cache
     from classifiers.model import CategoryModel
     from shelfwise.catalog import Quarantine
     from taxonomy import load_taxonomy
@@ -118,7 +118,7 @@ def train(
             "(map your label column with --map category_path=<column>)"
         )
     embedder = make_embedder(settings.embedder)
-    cache = EmbeddingCache(settings.cache_path)
+    cache = open_embedding_cache(settings.embedding_cache)
     image_embedder = _image_embedder(settings)
     model = CategoryModel(
         use_images=settings.use_images,

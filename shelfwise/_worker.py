@@ -107,7 +107,7 @@ def run_shard(task: ShardTask, settings: Settings) -> ShardResult:
     import os
     import socket
 
-    from classifiers import EmbeddingCache
+    from classifiers import open_embedding_cache
     from shelfwise._classify import _as_dict, _llm_arbiter, classify_frame
 
     done = task.out_url + ".json"
@@ -121,7 +121,7 @@ def run_shard(task: ShardTask, settings: Settings) -> ShardResult:
     arbiter, note = _llm_arbiter(settings, shared.taxonomy)
     res = dataclasses.replace(shared, arbiter=arbiter, llm_note=note)
     try:
-        with EmbeddingCache(settings.cache_path) as cache:
+        with open_embedding_cache(settings.embedding_cache) as cache:
             preds, stats = classify_frame(shard, res, run_id=task.run_id, cache=cache)
             hits, misses, embed_seconds = cache.hits, cache.misses, cache.encode_seconds
         llm_stats = _as_dict(getattr(arbiter, "stats", None)) if arbiter is not None else {}
@@ -161,13 +161,13 @@ def score_distinct(task: ShardTask, settings: Settings) -> ShardResult:
     import os
     import socket
 
-    from classifiers import EmbeddingCache
+    from classifiers import open_embedding_cache
     from shelfwise._classify import _predict_distinct
 
     started = time.perf_counter()
     res = worker_resources(task.model_dir, settings)
     rows = storage.read_parquet(task.shard_url)
-    with EmbeddingCache(settings.cache_path) as cache:
+    with open_embedding_cache(settings.embedding_cache) as cache:
         _, scored = _predict_distinct(rows, res, cache)
         hits, misses, embed_seconds = cache.hits, cache.misses, cache.encode_seconds
     return ShardResult(

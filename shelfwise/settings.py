@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         description="Carry the last prediction of SKUs whose content, current category, model, taxonomy and "
         "routing settings are unchanged (only new and changed SKUs are scored).",
     )
+    embedding_cache_url: str | None = Field(
+        None,
+        description="PostgreSQL URL of the embedding cache shared by workers on several hosts, e.g. "
+        "postgresql+psycopg://user@host:5432/db (default: SQLite file <state_dir>/cache/embeddings.sqlite).",
+    )
     work_url: str | None = Field(
         None,
         description="Where a run stages its shards and prediction parts: a folder every worker sees, or an "
@@ -145,6 +150,18 @@ class Settings(BaseSettings):
             raise ValueError(f"embedder {value!r} is not known; use one of {', '.join(allowed)}")
         return value
 
+    @field_validator("embedding_cache_url")
+    @classmethod
+    def _embedding_cache_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.strip().startswith(("postgresql", "postgres:")):
+            raise ValueError(
+                f"embedding_cache_url {value!r} is not a PostgreSQL URL; use postgresql+psycopg://user@host:5432/db"
+                ", or leave it unset for the SQLite file <state_dir>/cache/embeddings.sqlite"
+            )
+        return value.strip()
+
     @model_validator(mode="after")
     def _defaults_from_state_dir(self) -> Settings:
         if self.queue_url is None:
@@ -157,6 +174,12 @@ class Settings(BaseSettings):
     @property
     def cache_path(self) -> Path:
         return self.state_dir / "cache" / "embeddings.sqlite"
+
+    @property
+    def embedding_cache(self) -> str | Path:
+        """Where the embedding cache lives: ``embedding_cache_url``, else the SQLite file `cache_path`
+        (open it with `classifiers.open_embedding_cache`)."""
+        return self.embedding_cache_url or self.cache_path
 
     @property
     def work_root(self) -> str:
