@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -93,6 +96,30 @@ def sample_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def build_once(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, Callable[[Path], None]], Path]:
+    """`build_once(name, build)`: a folder ``name`` filled by ``build(folder)`` once per test run, shared
+    by the xdist workers (the first to ask builds it under a file lock, the others wait and read it).
+
+    For expensive session data that tests only read (a trained model, a warm embedding cache)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, above each worker's own basetemp
+
+    def get(name: str, build: Callable[[Path], None]) -> Path:
+        folder = base / name
+        with (base / f"{name}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (folder / ".built").is_file():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                build(folder)
+                (folder / ".built").touch()
+        return folder
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def minilm():
     """One real all-MiniLM-L6-v2 embedder for the whole session (loaded lazily, once)."""
     from classifiers import make_embedder
@@ -145,3 +172,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 def pytest_make_collect_report(collector: pytest.Collector):  # type: ignore[no-untyped-def]
     outcome = yield
     _skip_to_failure(outcome.get_result())
+
+
+# --------------------------------------------------------------------------------------------- xdist
+# The suite runs on two xdist workers, each taking whole modules (addopts in pyproject.toml: -n 2 --dist
+# loadscope, so a module-scoped fixture such as a trained model or a started server is built once; `-n 0`
+# runs in one process, e.g. for --pdb). Files several modules read are built once for both workers
+# (`build_once`). The modules with such fixtures, and the slow tests, are sent first
+# (--no-loadscope-reorder keeps this order), so no long test starts last while the other worker idles.
+
+
+def _front(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    chains = info.name2fixturedefs.values() if info else []
+    return bool(item.get_closest_marker("slow")) or any(chain[-1].scope == "module" for chain in chains)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    first = [item for item in items if _front(item)]
+    items[:] = first + [item for item in items if not _front(item)]

@@ -34,33 +34,40 @@ def run_cli(state: Path, *args: str, timeout: float = 900) -> subprocess.Complet
 
 
 @pytest.fixture(scope="session")
-def amazon_night(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def amazon_night(real_data: Path, build_once: Callable[..., Path]) -> dict[str, Path]:
     """A model trained on 1,000 real Amazon UK products, and a catalog of 600 others (150 of them repeat
     another product's content under a new SKU id). The night's titles are embedded once here, so the
-    runs of the tests read them from the cache (``fresh_state`` copies it)."""
-    from shelfwise import pipeline
-    from shelfwise.settings import Settings
-
-    work = tmp_path_factory.mktemp("amazon-night")
-    df = pl.read_parquet(real_data / "catalogs" / "amazon_uk.parquet").sample(
-        fraction=1.0, shuffle=True, seed=11
-    )
-    df.head(1000).write_parquet(work / "labelled.parquet")
-    tonight = df.slice(1000, 450)
-    repeats = tonight.head(150).with_columns(pl.col("sku_id") + "-bis")
-    pl.concat([tonight, repeats]).write_parquet(work / "night.parquet")
+    runs of the tests read them from the cache (``fresh_state`` copies it). Built once per test run and
+    read by the tests of both xdist workers (``build_once``)."""
     taxonomy = real_data / "taxonomies" / "amazon_uk_categories.txt"
-    settings = Settings(state_dir=work / "train-state")
-    pipeline.train(
-        taxonomy_path=taxonomy, catalog=work / "labelled.parquet", model_dir=work / "model", settings=settings
-    )
-    pipeline.classify_catalog(
-        model_dir=work / "model",
-        catalog=work / "night.parquet",
-        out=work / "warm.parquet",
-        settings=settings,
-        enqueue=False,
-    )
+
+    def build(work: Path) -> None:
+        from shelfwise import pipeline
+        from shelfwise.settings import Settings
+
+        df = pl.read_parquet(real_data / "catalogs" / "amazon_uk.parquet").sample(
+            fraction=1.0, shuffle=True, seed=11
+        )
+        df.head(1000).write_parquet(work / "labelled.parquet")
+        tonight = df.slice(1000, 450)
+        repeats = tonight.head(150).with_columns(pl.col("sku_id") + "-bis")
+        pl.concat([tonight, repeats]).write_parquet(work / "night.parquet")
+        settings = Settings(state_dir=work / "train-state")
+        pipeline.train(
+            taxonomy_path=taxonomy,
+            catalog=work / "labelled.parquet",
+            model_dir=work / "model",
+            settings=settings,
+        )
+        pipeline.classify_catalog(
+            model_dir=work / "model",
+            catalog=work / "night.parquet",
+            out=work / "warm.parquet",
+            settings=settings,
+            enqueue=False,
+        )
+
+    work = build_once("amazon-night", build)
     return {
         "work": work,
         "model": work / "model",
