@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from shelfwise._scores import predict_distinct, score_keys
 from shelfwise._train import MODEL_TAXONOMY_DIR, _image_embedder, _queue_store, load_model_taxonomy
 from shelfwise.errors import ModelError
 from shelfwise.settings import Settings
@@ -197,88 +198,14 @@ def _candidates(ids: np.ndarray, scores: np.ndarray, tax: Any) -> list[list[dict
     return out
 
 
-#: Model scores per distinct content, shared by every shard task of this process (threads of one flow,
-#: or one Dask worker): identical contents in different shards are scored once per process, not once per
-#: shard. Keyed by the model object and its version, top_k, and the content key; bounded (cleared when full).
-_SCORES: dict[tuple[int, str, int], dict[str, tuple[Any, ...]]] = {}
-_SCORES_LOCK = threading.Lock()
-SCORE_MEMO_MAX = 500_000
-
-
-def score_keys(frame: pl.DataFrame, model: Any) -> np.ndarray:
-    """The key identical model scores share: ``content_hash`` (text fields, image, reviews), plus the price
-    when the model scores it."""
-    key_cols = ["content_hash"] + (
-        ["price"] if getattr(model, "use_price", False) and "price" in frame.columns else []
-    )
-    return (
-        frame.select(
-            pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in key_cols], separator="|").alias(
-                "_k"
-            )
-        )
-        .get_column("_k")
-        .to_numpy()
-    )
-
-
-def _predict_distinct(shard: pl.DataFrame, res: Resources, cache: Any) -> tuple[Any, int]:
-    """Model scores for every row, computed once per distinct content (identical products share them).
-
-    Rows with the same `score_keys` get the same scores, so each key is scored once per process: keys
-    already scored by an earlier shard task of this process come from the memo. Returns the prediction
-    and how many keys the model scored now.
-    """
-    import dataclasses
-
-    s = res.settings
-    keys = score_keys(shard, res.model)
-    memo_key = (id(res.model), str(res.model.version), int(s.top_k))
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    distinct = keys[first]
-    with _SCORES_LOCK:  # take what the memo knows now (another task may clear it while we score)
-        memo = _SCORES.setdefault(memo_key, {})
-        known = {k: memo[k] for k in distinct.tolist() if k in memo}
-    todo = [i for i, k in zip(first.tolist(), distinct.tolist(), strict=True) if k not in known]
-    if todo:
-        todo.sort()
-        pred = res.model.predict(
-            shard[todo],
-            embedder=res.embedder,
-            cache=cache,
-            image_embedder=res.image_embedder,
-            top_k=s.top_k,
-        )
-        names = [f.name for f in dataclasses.fields(pred)]
-        cols = [np.asarray(getattr(pred, n)) for n in names]
-        fresh = {str(keys[i]): tuple(c[j] for c in cols) for j, i in enumerate(todo)}
-        with _SCORES_LOCK:
-            if len(memo) + len(fresh) > SCORE_MEMO_MAX:
-                memo.clear()
-            memo.update(fresh)
-        lookup = known | fresh
-        cls: Any = type(pred)
-    else:
-        lookup = known
-        cls = None
-    rows = [lookup[str(k)] for k in distinct.tolist()]
-    if cls is None:
-        from classifiers._model_accept import Prediction
-
-        cls = Prediction
-    names = [f.name for f in dataclasses.fields(cls)]
-    per_key = {n: np.asarray([r[j] for r in rows]) for j, n in enumerate(names)}
-    spread = {n: v[inverse] for n, v in per_key.items()}
-    return cls(**spread), len(todo)
-
-
 def classify_frame(
-    shard: pl.DataFrame, res: Resources, *, run_id: str, cache: Any = None
+    shard: pl.DataFrame, res: Resources, *, run_id: str, cache: Any = None, stored: Sequence[str] = ()
 ) -> tuple[pl.DataFrame, RunStats]:
     """Classify one canonical shard: returns prediction rows (contract columns + product columns).
 
     ``cache``: the embedding cache to use (default ``res.cache``); a worker passes one per task, so the
-    hit/miss counters it reports are this shard's own.
+    hit/miss counters it reports are this shard's own. ``stored``: the night's score parts
+    (`shelfwise._scores`), where the model scores of tonight's contents already are.
 
     Rows with the same content (`score_keys`) and the same current category get the same decision unless
     a reviewer's lock or tonight's audit sample singles them out: those rows are decided once (one
@@ -307,10 +234,12 @@ def classify_frame(
     reps = normal[first]
     sub_idx = np.sort(np.concatenate([reps, np.flatnonzero(special)]))
     if len(sub_idx) == n:
-        frame, stats, gated, answered = _classify_rows(shard, res, run_id=run_id, cache=cache)
+        frame, stats, gated, answered = _classify_rows(shard, res, run_id=run_id, cache=cache, stored=stored)
         src = np.arange(n)
     else:
-        sub, stats, gated, answered = _classify_rows(shard[sub_idx], res, run_id=run_id, cache=cache)
+        sub, stats, gated, answered = _classify_rows(
+            shard[sub_idx], res, run_id=run_id, cache=cache, stored=stored
+        )
         pos = np.empty(n, dtype=np.int64)
         pos[sub_idx] = np.arange(len(sub_idx))
         src = pos.copy()
@@ -326,7 +255,7 @@ def classify_frame(
 
 
 def _classify_rows(
-    shard: pl.DataFrame, res: Resources, *, run_id: str, cache: Any = None
+    shard: pl.DataFrame, res: Resources, *, run_id: str, cache: Any = None, stored: Sequence[str] = ()
 ) -> tuple[pl.DataFrame, RunStats, np.ndarray, list[str | None]]:
     """`classify_frame` for every row on its own: also returns which rows the LLM gate picked and the
     LLM step's status for each of them (None elsewhere)."""
@@ -336,7 +265,9 @@ def _classify_rows(
     s = res.settings
     tax = res.taxonomy
     stats = RunStats(seen=shard.height)
-    pred, stats.distinct_scored = _predict_distinct(shard, res, res.cache if cache is None else cache)
+    pred, stats.distinct_scored = predict_distinct(
+        shard, res, res.cache if cache is None else cache, stored=stored
+    )
     n = shard.height
     answers = _model_answers(pred, tax, ModelAnswers)
     margin = np.asarray(pred.margin, dtype=float)

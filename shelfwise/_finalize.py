@@ -74,22 +74,26 @@ class PredictionWriter:
 
 
 def shard_tasks(staged: StagedNight, *, model_dir: str | Path, run_id: str) -> list[ShardTask]:
-    """The night's shard tasks (plain data)."""
+    """The night's shard tasks (plain data); they read their scores from the night's score parts."""
+    scores = [staged.score_url(u) for u in staged.distinct_shards]
     return [
         ShardTask(
             shard_url=u,
             out_url=staged.prediction_url(u),
             model_dir=str(Path(model_dir).resolve()),
             run_id=run_id,
+            scores=scores,
         )
         for u in staged.shards
     ]
 
 
 def distinct_tasks(staged: StagedNight, *, model_dir: str | Path, run_id: str) -> list[ShardTask]:
-    """The night's first step: one task per shard of distinct contents (see `score_distinct`)."""
+    """The night's score step: one task per shard of distinct contents (see `score_distinct`)."""
     return [
-        ShardTask(shard_url=u, out_url="", model_dir=str(Path(model_dir).resolve()), run_id=run_id)
+        ShardTask(
+            shard_url=u, out_url=staged.score_url(u), model_dir=str(Path(model_dir).resolve()), run_id=run_id
+        )
         for u in staged.distinct_shards
     ]
 

@@ -91,6 +91,9 @@ class StagedNight(BaseModel):
     def prediction_url(self, shard_url: str) -> str:
         return storage.join(self.work_url, "predictions", shard_url.rstrip("/").rsplit("/", 1)[-1])
 
+    def score_url(self, distinct_url: str) -> str:
+        return storage.join(self.work_url, "scores", distinct_url.rstrip("/").rsplit("/", 1)[-1])
+
     @property
     def key_files(self) -> list[Path]:
         return sorted((Path(self.local_dir) / "keys").glob("*.parquet"))
@@ -247,7 +250,7 @@ class _DistinctContents:
         self.rows = 0
 
     def add(self, score: pl.DataFrame) -> None:
-        from shelfwise._classify import score_keys
+        from shelfwise._scores import score_keys
 
         keys = score_keys(score, self.model).tolist()
         take: list[int] = []

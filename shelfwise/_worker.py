@@ -39,6 +39,7 @@ class ShardTask(BaseModel):
     out_url: str
     model_dir: str
     run_id: str
+    scores: list[str] = Field(default_factory=list)  # the night's score parts (shelfwise/_scores.py)
 
 
 class ShardResult(BaseModel):
@@ -122,7 +123,7 @@ def run_shard(task: ShardTask, settings: Settings) -> ShardResult:
     res = dataclasses.replace(shared, arbiter=arbiter, llm_note=note)
     try:
         with open_embedding_cache(settings.embedding_cache) as cache:
-            preds, stats = classify_frame(shard, res, run_id=task.run_id, cache=cache)
+            preds, stats = classify_frame(shard, res, run_id=task.run_id, cache=cache, stored=task.scores)
             hits, misses, embed_seconds = cache.hits, cache.misses, cache.encode_seconds
         llm_stats = _as_dict(getattr(arbiter, "stats", None)) if arbiter is not None else {}
     finally:
@@ -155,24 +156,29 @@ def run_shard(task: ShardTask, settings: Settings) -> ShardResult:
 
 
 def score_distinct(task: ShardTask, settings: Settings) -> ShardResult:
-    """Embed and score one shard of distinct contents (the night's first step, before the SKU shards):
-    fills the embedding cache and this process's score memo, so the SKU shards only look scores up.
-    Writes nothing else, so a retry or a rerun just finds the cache warm."""
+    """Embed and score one shard of distinct contents (the night's step before the SKU shards) and write
+    the scores to ``task.out_url`` (a score part, `shelfwise._scores`): the SKU shards, on any worker,
+    take their scores from there. Idempotent like `run_shard`."""
     import os
     import socket
 
     from classifiers import open_embedding_cache
-    from shelfwise._classify import _predict_distinct
+    from shelfwise._scores import predict_distinct, score_frame, score_keys
 
+    done = task.out_url + ".json"
+    if storage.exists(done) and storage.exists(task.out_url):
+        return ShardResult.model_validate_json(storage.read_bytes(done))
     started = time.perf_counter()
     res = worker_resources(task.model_dir, settings)
     rows = storage.read_parquet(task.shard_url)
     with open_embedding_cache(settings.embedding_cache) as cache:
-        _, scored = _predict_distinct(rows, res, cache)
+        pred, scored = predict_distinct(rows, res, cache)
         hits, misses, embed_seconds = cache.hits, cache.misses, cache.encode_seconds
-    return ShardResult(
+    keys = [str(k) for k in score_keys(rows, res.model).tolist()]
+    storage.write_parquet(score_frame(keys, pred), task.out_url)
+    result = ShardResult(
         shard_url=task.shard_url,
-        predictions_url="",
+        predictions_url=task.out_url,
         distinct_scored=scored,
         embed_hits=hits,
         embed_misses=misses,
@@ -181,6 +187,8 @@ def score_distinct(task: ShardTask, settings: Settings) -> ShardResult:
         host=socket.gethostname(),
         pid=os.getpid(),
     )
+    storage.write_bytes(done, result.model_dump_json().encode())
+    return result
 
 
 def merge_counts(results: list[ShardResult]) -> dict[str, Any]:
