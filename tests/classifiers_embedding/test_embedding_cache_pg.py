@@ -5,12 +5,14 @@ fresh schema ``emb_<random>``, dropped at the end."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import secrets
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -188,3 +190,62 @@ def test_setting_selects_the_backend_and_refuses_other_urls(tmp_path, monkeypatc
     lite.close()
     with pytest.raises(ConfigError, match="cannot be reached.*SHELFWISE_EMBEDDING_CACHE_URL"):
         open_embedding_cache("postgresql://postgres@127.0.0.1:1/test")  # nothing listens on port 1
+
+
+@pytest.fixture
+def pg_database(pg_url: str) -> Iterator[str]:
+    """URL of a database of this test's own (the cache's default schema inside it), dropped afterwards."""
+    name = f"emb_{secrets.token_hex(6)}"
+    admin = sa.create_engine(pg_url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.engine.make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.slow
+def test_train_and_classify_with_the_setting_predict_as_with_the_sqlite_file(
+    tmp_path, real_data, pg_database, amazon
+) -> None:
+    """`shelfwise train` and `classify` with SHELFWISE_EMBEDDING_CACHE_URL keep their vectors in
+    PostgreSQL (no SQLite file appears) and give the same predictions as a classify on the SQLite file."""
+    shelfwise = str(Path(sys.executable).with_name("shelfwise"))
+    labelled = amazon.filter(pl.col("category_path").is_not_null()).sample(fraction=1.0, shuffle=True, seed=3)
+    labelled.head(700).write_parquet(tmp_path / "labelled.parquet")
+    labelled.slice(700, 150).drop("category_path").write_parquet(tmp_path / "tonight.parquet")
+    pg_env = {**os.environ, "SHELFWISE_EMBEDDING_CACHE_URL": pg_database}
+
+    def cli(state: str, env: dict[str, str], *args: str) -> None:
+        proc = subprocess.run(
+            [shelfwise, *args, "--state-dir", str(tmp_path / state)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=env,
+            check=False,
+        )
+        assert proc.returncode == 0, f"shelfwise {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+
+    taxonomy = str(real_data / "taxonomies" / "amazon_uk_categories.txt")
+    model = str(tmp_path / "model")
+    cli("pg", pg_env, "train", "--taxonomy", taxonomy, "--catalog", str(tmp_path / "labelled.parquet"),
+        "--model-dir", model)  # fmt: skip
+    predictions = {}
+    for state, env in (("pg", pg_env), ("lite", dict(os.environ))):
+        out = tmp_path / f"{state}.parquet"
+        cli(state, env, "classify", "--model-dir", model, "--catalog", str(tmp_path / "tonight.parquet"),
+            "--out", str(out), "--no-enqueue")  # fmt: skip
+        predictions[state] = pl.read_parquet(out).sort("sku_id")
+    assert not (tmp_path / "pg" / "cache" / "embeddings.sqlite").exists()
+    assert (tmp_path / "lite" / "cache" / "embeddings.sqlite").exists()
+    pg, lite = predictions["pg"], predictions["lite"]
+    assert pg.height == 150
+    assert pg["category_path"].to_list() == lite["category_path"].to_list()
+    assert pg["route"].to_list() == lite["route"].to_list()
+    np.testing.assert_allclose(pg["confidence"].to_numpy(), lite["confidence"].to_numpy(), atol=1e-6)
+    with PgEmbeddingCache(pg_database) as cache:
+        assert sum(cache.stats().models.values()) >= 850  # training's and tonight's titles
