@@ -28,7 +28,7 @@ from shelfwise._classify import (
 from shelfwise._finalize import PredictionWriter, classify_catalog, distinct_tasks, finalize_run, shard_tasks
 from shelfwise._stage import StagedNight, iter_shards, new_run_id, stage_night, utcnow
 from shelfwise._train import MODEL_TAXONOMY_DIR, TrainSummary, load_model_taxonomy, train
-from shelfwise._worker import ShardResult, ShardTask, run_shard
+from shelfwise._worker import ShardResult, ShardTask, run_shard, score_distinct
 from shelfwise.summary import RunSummary
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "load_resources",
     "new_run_id",
     "run_shard",
+    "score_distinct",
     "shard_tasks",
     "stage_night",
     "train",

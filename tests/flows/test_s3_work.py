@@ -75,7 +75,15 @@ def test_a_night_staged_on_s3_equals_the_local_night(
     staged = pipeline.stage_night(amazon_night["night"], settings=settings, model_dir=amazon_night["model"])
     assert staged.shards and all(u.startswith(f"s3://{BUCKET}/nights/") for u in staged.shards)
     assert len(fs.ls(f"{BUCKET}/nights/{staged.night_key}/shards")) == 3
-    tasks = pipeline.shard_tasks(staged, model_dir=amazon_night["model"], run_id="20260101T000000Z-s3test")
+    run_id = "20260101T000000Z-s3test"
+    # the night's steps as the flow runs them: score each distinct content once (parts on S3), then shards
+    scored = [
+        pipeline.score_distinct(t, settings)
+        for t in pipeline.distinct_tasks(staged, model_dir=amazon_night["model"], run_id=run_id)
+    ]
+    assert scored and all(r.predictions_url.startswith(f"s3://{BUCKET}/nights/") for r in scored)
+    assert fs.ls(f"{BUCKET}/nights/{staged.night_key}/scores")
+    tasks = pipeline.shard_tasks(staged, model_dir=amazon_night["model"], run_id=run_id)
     results = [pipeline.run_shard(t, settings) for t in tasks]
     assert len(fs.ls(f"{BUCKET}/nights/{staged.night_key}/predictions")) == 6  # parts + their counters
     again = pipeline.run_shard(tasks[0], settings)  # a retried task returns the finished result
@@ -85,7 +93,8 @@ def test_a_night_staged_on_s3_equals_the_local_night(
         model_dir=amazon_night["model"],
         staged=staged,
         results=results,
-        run_id="20260101T000000Z-s3test",
+        scored=scored,
+        run_id=run_id,
         catalog=amazon_night["night"],
         started_at="2026-01-01T00:00:00+00:00",
         out=tmp_path / "s3.parquet",
