@@ -90,6 +90,8 @@ def test_written_once_read_back_typed_with_the_old_keys(tmp_path: Path) -> None:
         "hits": 0,
         "misses": 0,
         "seconds": 0.0,
+        "distinct_contents": 0,
+        "score_step_seconds": 0.0,
     }
     back = RunSummary.load(path)
     assert back == s and back["counts"]["carried"] == 985
