@@ -157,6 +157,8 @@ def nightly_reclassification(
     )
     folder = prepared.model_dir
     staged = stage(catalog, settings, folder, reviews, images_root, spec, mapping)
+    if engine is not None and engine.runner == "dask":
+        release_resources()  # staging loaded the model here; on Dask the workers score, not this process
     # each distinct content is embedded and scored once, spread over the workers; the SKU shards then
     # only look scores up (and decide per SKU)
     step = time.perf_counter()
@@ -165,6 +167,7 @@ def nightly_reclassification(
     score_seconds = time.perf_counter() - step
     tasks = pipeline.shard_tasks(staged, model_dir=folder, run_id=run_id)
     results = classify_shard.map(tasks, unmapped(settings)).result() if tasks else []
+    release_resources()  # the model's work is done: finish and report without it in memory
     summary = finalize(
         settings,
         folder,

@@ -394,6 +394,7 @@ def classify_catalog(
             results.append(result)
             if progress:
                 progress(result.seen)
+        release_resources()  # the model's work is done: finish without it in memory
         return finalize_run(
             settings=settings,
             model_dir=model_dir,

@@ -20,13 +20,19 @@ import polars as pl
 
 from shelfwise import _storage as storage
 
-__all__ = ["SCORE_MEMO_MAX", "predict_distinct", "score_frame", "score_keys"]
+__all__ = ["SCORE_MEMO_MAX", "forget_scores", "predict_distinct", "score_frame", "score_keys"]
 
 #: Scores by content key, per model (object id, version) and top_k, for this process; bounded.
 _SCORES: dict[tuple[int, str, int], dict[str, tuple[Any, ...]]] = {}
 _SCORES_LOCK = threading.Lock()
 SCORE_MEMO_MAX = 200_000
 _KEY = "_score_key"
+
+
+def forget_scores() -> None:
+    """Drop this process's score memo (the night's scoring is over)."""
+    with _SCORES_LOCK:
+        _SCORES.clear()
 
 
 def score_keys(frame: pl.DataFrame, model: Any) -> np.ndarray:

@@ -85,10 +85,16 @@ def worker_resources(model_dir: str | Path, settings: Settings) -> Any:
 
 
 def release_resources() -> None:
-    """Close what this process's memo opened (embedding cache, LLM arbiter) and forget it."""
+    """Close what this process's memo opened (embedding cache, LLM arbiter), forget it and the score
+    memo, and hand the freed memory back (the night's finish and report then run without the model)."""
+    import gc
+
+    from shelfwise._scores import forget_scores
+
     with _LOCK:
         items = list(_MEMO.values())
         _MEMO.clear()
+    forget_scores()
     for res in items:
         for obj in (res.cache, res.arbiter):
             close = getattr(obj, "close", None)
@@ -97,23 +103,52 @@ def release_resources() -> None:
                     close()
                 except Exception:  # noqa: BLE001, S110 - closing must never hide the run's own outcome
                     pass
+    del items
+    gc.collect()
+    trim()
 
 
 atexit.register(release_resources)
 
 
+def _finished(task: ShardTask) -> ShardResult | None:
+    """The result a finished attempt of ``task`` left (its output and counters), if there is one."""
+    done = task.out_url + ".json"
+    if storage.exists(done) and storage.exists(task.out_url):
+        return ShardResult.model_validate_json(storage.read_bytes(done))
+    return None
+
+
+def _record(task: ShardTask, started: float, cache: Any, **counts: Any) -> ShardResult:
+    """The task's result with its cache counters, where and how long it ran; written next to its output
+    (after the output: a result file always names a whole output)."""
+    import os
+    import socket
+
+    result = ShardResult(
+        shard_url=task.shard_url,
+        predictions_url=task.out_url,
+        embed_hits=cache.hits,
+        embed_misses=cache.misses,
+        embed_seconds=cache.encode_seconds,
+        seconds=time.perf_counter() - started,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        **counts,
+    )
+    storage.write_bytes(task.out_url + ".json", result.model_dump_json().encode())
+    return result
+
+
 def run_shard(task: ShardTask, settings: Settings) -> ShardResult:
     """Classify one staged shard into ``task.out_url`` (skipped when a finished result is already there)."""
     import dataclasses
-    import os
-    import socket
 
     from classifiers import open_embedding_cache
     from shelfwise._classify import _as_dict, _llm_arbiter, classify_frame
 
-    done = task.out_url + ".json"
-    if storage.exists(done) and storage.exists(task.out_url):
-        return ShardResult.model_validate_json(storage.read_bytes(done))
+    if (finished := _finished(task)) is not None:
+        return finished
     started = time.perf_counter()
     shared = worker_resources(task.model_dir, settings)
     shard = storage.read_parquet(task.shard_url)
@@ -124,16 +159,16 @@ def run_shard(task: ShardTask, settings: Settings) -> ShardResult:
     try:
         with open_embedding_cache(settings.embedding_cache) as cache:
             preds, stats = classify_frame(shard, res, run_id=task.run_id, cache=cache, stored=task.scores)
-            hits, misses, embed_seconds = cache.hits, cache.misses, cache.encode_seconds
         llm_stats = _as_dict(getattr(arbiter, "stats", None)) if arbiter is not None else {}
     finally:
         close = getattr(arbiter, "close", None)
         if close is not None:
             close()
     storage.write_parquet(preds, task.out_url)
-    result = ShardResult(
-        shard_url=task.shard_url,
-        predictions_url=task.out_url,
+    result = _record(
+        task,
+        started,
+        cache,
         seen=stats.seen,
         classified=stats.classified,
         human_locked=stats.human_locked,
@@ -142,14 +177,7 @@ def run_shard(task: ShardTask, settings: Settings) -> ShardResult:
         llm=dict(stats.llm),
         llm_gated=stats.llm_gated,
         llm_stats=llm_stats,
-        embed_hits=hits,
-        embed_misses=misses,
-        embed_seconds=embed_seconds,
-        seconds=time.perf_counter() - started,
-        host=socket.gethostname(),
-        pid=os.getpid(),
     )
-    storage.write_bytes(done, result.model_dump_json().encode())
     del shard, preds
     trim()
     return result
@@ -159,36 +187,19 @@ def score_distinct(task: ShardTask, settings: Settings) -> ShardResult:
     """Embed and score one shard of distinct contents (the night's step before the SKU shards) and write
     the scores to ``task.out_url`` (a score part, `shelfwise._scores`): the SKU shards, on any worker,
     take their scores from there. Idempotent like `run_shard`."""
-    import os
-    import socket
-
     from classifiers import open_embedding_cache
     from shelfwise._scores import predict_distinct, score_frame, score_keys
 
-    done = task.out_url + ".json"
-    if storage.exists(done) and storage.exists(task.out_url):
-        return ShardResult.model_validate_json(storage.read_bytes(done))
+    if (finished := _finished(task)) is not None:
+        return finished
     started = time.perf_counter()
     res = worker_resources(task.model_dir, settings)
     rows = storage.read_parquet(task.shard_url)
     with open_embedding_cache(settings.embedding_cache) as cache:
         pred, scored = predict_distinct(rows, res, cache)
-        hits, misses, embed_seconds = cache.hits, cache.misses, cache.encode_seconds
     keys = [str(k) for k in score_keys(rows, res.model).tolist()]
     storage.write_parquet(score_frame(keys, pred), task.out_url)
-    result = ShardResult(
-        shard_url=task.shard_url,
-        predictions_url=task.out_url,
-        distinct_scored=scored,
-        embed_hits=hits,
-        embed_misses=misses,
-        embed_seconds=embed_seconds,
-        seconds=time.perf_counter() - started,
-        host=socket.gethostname(),
-        pid=os.getpid(),
-    )
-    storage.write_bytes(done, result.model_dump_json().encode())
-    return result
+    return _record(task, started, cache, distinct_scored=scored)
 
 
 def merge_counts(results: list[ShardResult]) -> dict[str, Any]:
