@@ -174,7 +174,9 @@ def main() -> None:
     ap.add_argument("--distinct", type=int, default=10_000)
     ap.add_argument("--changed", type=float, default=0.01)
     ap.add_argument("--engines", nargs="+", default=["threads", "dask"], choices=["threads", "dask"])
-    ap.add_argument("--shard-size", type=int, default=50_000)
+    ap.add_argument(
+        "--shard-size", type=int, default=None, help="shelfwise run --shard-size (default: the setting)"
+    )
     ap.add_argument(
         "--train-rows", type=int, default=4_000, help="labelled Amazon UK rows the model is trained on"
     )
@@ -243,8 +245,7 @@ def main() -> None:
                     str(model),
                     "--state-dir",
                     str(state),
-                    "--shard-size",
-                    str(args.shard_size),
+                    *(["--shard-size", str(args.shard_size)] if args.shard_size else []),
                     *flags,
                 ],
                 env,

@@ -302,16 +302,22 @@ class EmbeddingCache:
             blocks = [self.embed(part, items, batch_size=batch_size, progress=progress) for part in parts]
             combined: np.ndarray = embedder.combine(blocks)  # type: ignore[attr-defined]
             return combined
-        keys = [text_key(text) for text in items]
+        # encode in order of length: each batch then holds texts of about the same length, so little of
+        # the encoder's work goes into padding; rows come back in input order
+        order = sorted(range(len(items)), key=lambda i: len(items[i]))
+        ordered = [items[i] for i in order]
+        keys = [text_key(text) for text in ordered]
         vectors, _ = self._get_or_encode(
             embedder.model_id,
             int(embedder.dim),
             keys,
-            lambda positions: (embedder.encode([items[p] for p in positions]), None),
+            lambda positions: (embedder.encode([ordered[p] for p in positions]), None),
             batch_size=batch_size,
             progress=progress,
         )
-        return vectors
+        out = np.empty_like(vectors)
+        out[np.asarray(order, dtype=np.int64)] = vectors
+        return out
 
     def embed_images(
         self,

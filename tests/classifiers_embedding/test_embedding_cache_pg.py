@@ -132,7 +132,9 @@ def test_processes_writing_overlapping_texts_at_once_store_each_text_once(
     assert all(c["hits"] + c["misses"] == 40 for c in counters.values())
 
     a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
-    np.testing.assert_array_equal(a[:20], b[:20])  # the shared texts: identical vectors in both
+    # the shared texts: the same vectors in both (each process encoded them in batches of its own, so
+    # equal up to float rounding)
+    np.testing.assert_allclose(a[:20], b[:20], atol=1e-5)
     assert _rows(pg_url, schema) == 60  # every text once, though both processes stored the overlap
     with PgEmbeddingCache(pg_url, schema=schema) as cache:
         stored = cache.embed(minilm, titles[:60])
