@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from classifiers._embedding_cache import _SCHEMA_VERSION, EmbeddingCache
+from shelfwise._dburl import database_url
 from shelfwise.errors import ConfigError
 
 __all__ = ["PG_SCHEMA", "PgEmbeddingCache", "embedding_cache_url", "open_embedding_cache"]
@@ -36,15 +37,11 @@ _STORE_CHUNK = 1000
 
 def embedding_cache_url(url: str | sa.URL) -> sa.URL:
     """A validated PostgreSQL URL (``postgresql://`` gets the psycopg 3 driver shelfwise ships with)."""
-    try:
-        parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise ConfigError(
-            f"embedding_cache_url {str(url)!r} is not a valid database URL ({exc}); use e.g. "
-            "postgresql+psycopg://user@host:5432/dbname, or leave it unset for the SQLite file"
-        ) from exc
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
+    parsed = database_url(
+        url,
+        setting="embedding_cache_url",
+        example="postgresql+psycopg://user@host:5432/dbname, or leave it unset for the SQLite file",
+    )
     if parsed.get_backend_name() != "postgresql":
         raise ConfigError(
             f"embedding_cache_url uses backend {parsed.get_backend_name()!r}; the embedding cache supports "

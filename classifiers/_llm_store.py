@@ -32,6 +32,7 @@ from typing import Any, Self
 import polars as pl
 import sqlalchemy as sa
 
+from shelfwise._dburl import database_url as _parse_url
 from shelfwise.errors import ConfigError
 
 __all__: list[str] = []
@@ -144,15 +145,11 @@ def database_url(location: str | Path) -> sa.URL:
     text = str(location)
     if "://" not in text:
         return sa.URL.create("sqlite", database=str(Path(text).expanduser()))
-    try:
-        url = sa.engine.make_url(text)
-    except sa.exc.ArgumentError as exc:
-        raise ConfigError(
-            f"llm.cache_url {text!r} is not a valid database URL ({exc}); use e.g. "
-            "postgresql+psycopg://user@host:5432/dbname, or set llm.cache_path to a SQLite file"
-        ) from exc
-    if url.drivername in ("postgresql", "postgres"):
-        url = url.set(drivername="postgresql+psycopg")
+    url = _parse_url(
+        text,
+        setting="llm.cache_url",
+        example="postgresql+psycopg://user@host:5432/dbname, or set llm.cache_path to a SQLite file",
+    )
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise ConfigError(
             f"llm.cache_url uses backend {url.get_backend_name()!r}; the LLM store supports "

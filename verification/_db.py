@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from shelfwise._dburl import database_url
 from shelfwise.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -65,17 +66,12 @@ def make_engines(url: str) -> tuple[sa.Engine, sa.Engine]:
     select-then-update is atomic. WAL mode lets readers proceed during writes. On PostgreSQL both are
     the same engine (row locks with ``FOR UPDATE SKIP LOCKED`` do the work).
     """
-    try:
-        parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise ConfigError(
-            f"queue database URL {url!r} is not a valid SQLAlchemy URL ({exc}); use e.g. "
-            "sqlite:///.shelfwise/queue.db or postgresql+psycopg://user@host:5432/dbname"
-        ) from exc
+    parsed = database_url(
+        url,
+        setting="queue database URL",
+        example="sqlite:///.shelfwise/queue.db or postgresql+psycopg://user@host:5432/dbname",
+    )
     backend = parsed.get_backend_name()
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is the driver shelfwise ships with
-        backend = "postgresql"
     if backend == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):

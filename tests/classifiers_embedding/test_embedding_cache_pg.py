@@ -139,7 +139,7 @@ def test_processes_writing_overlapping_texts_at_once_store_each_text_once(
     with PgEmbeddingCache(pg_url, schema=schema) as cache:
         stored = cache.embed(minilm, titles[:60])
         assert cache.misses == 0
-    np.testing.assert_array_equal(stored[20:40], a[:20])
+    np.testing.assert_allclose(stored[20:40], a[:20], atol=1e-5)  # whichever process stored them
     np.testing.assert_allclose(stored, minilm.encode(titles[:60]), atol=1e-5)
 
 
