@@ -219,14 +219,11 @@ def classify_frame(
         return _empty_predictions(), stats
     n = shard.height
     skus = shard.get_column("sku_id").to_list()
-    special = audit_sample(skus, run_id[:8], rate=res.settings.audit_rate)
-    if res.locked:
-        hashes = shard.get_column("content_hash").to_list()
-        locked = res.locked
-        special = special | np.array(
-            [(lk := locked.get(sku)) is not None and lk[2] == h for sku, h in zip(skus, hashes, strict=True)],
-            dtype=bool,
-        )
+    # The audit sample is drawn per night (the run id starts with the UTC date), so re-running the same
+    # night picks the same items and the queue is not inflated.
+    audit = audit_sample(skus, run_id[:8], rate=res.settings.audit_rate)
+    locks = _human_locks(skus, shard.get_column("content_hash").to_list(), res)
+    special = audit | np.array([lock is not None for lock in locks], dtype=bool)
     current = shard.get_column("category_path").fill_null("\x00").to_numpy().astype(str)
     group = np.char.add(np.char.add(score_keys(shard, res.model).astype(str), "\x1f"), current)
     normal = np.flatnonzero(~special)
@@ -234,11 +231,19 @@ def classify_frame(
     reps = normal[first]
     sub_idx = np.sort(np.concatenate([reps, np.flatnonzero(special)]))
     if len(sub_idx) == n:
-        frame, stats, gated, answered = _classify_rows(shard, res, run_id=run_id, cache=cache, stored=stored)
+        frame, stats, gated, answered = _classify_rows(
+            shard, res, run_id=run_id, cache=cache, stored=stored, audit=audit, locks=locks
+        )
         src = np.arange(n)
     else:
         sub, stats, gated, answered = _classify_rows(
-            shard[sub_idx], res, run_id=run_id, cache=cache, stored=stored
+            shard[sub_idx],
+            res,
+            run_id=run_id,
+            cache=cache,
+            stored=stored,
+            audit=audit[sub_idx],
+            locks=[locks[i] for i in sub_idx.tolist()],
         )
         pos = np.empty(n, dtype=np.int64)
         pos[sub_idx] = np.arange(len(sub_idx))
@@ -254,13 +259,36 @@ def classify_frame(
     return frame, stats
 
 
+def _human_locks(skus: list[str], hashes: list[str], res: Resources) -> list[Any]:
+    """A reviewer's category for each row whose content has not changed since the decision (else None):
+    human decisions are kept until the product's content changes."""
+    from shelfwise._decide import Lock
+
+    locks: list[Lock | None] = [None] * len(skus)
+    if not res.locked:
+        return locks
+    for i, (sku, h) in enumerate(zip(skus, hashes, strict=True)):
+        lock = res.locked.get(sku)
+        if lock and lock[2] == h:
+            node = res.taxonomy.find_path(lock[1])
+            locks[i] = Lock(lock[0], lock[1], node.depth if node is not None else len(lock[1].split(" > ")))
+    return locks
+
+
 def _classify_rows(
-    shard: pl.DataFrame, res: Resources, *, run_id: str, cache: Any = None, stored: Sequence[str] = ()
+    shard: pl.DataFrame,
+    res: Resources,
+    *,
+    run_id: str,
+    cache: Any,
+    stored: Sequence[str],
+    audit: np.ndarray,
+    locks: list[Any],
 ) -> tuple[pl.DataFrame, RunStats, np.ndarray, list[str | None]]:
-    """`classify_frame` for every row on its own: also returns which rows the LLM gate picked and the
-    LLM step's status for each of them (None elsewhere)."""
-    from shelfwise._decide import DecideOptions, LLMAnswer, Lock, ModelAnswers, decide
-    from verification.routing import audit_sample, paths_agree
+    """`classify_frame` for every row on its own, given each row's audit draw and human lock: also
+    returns which rows the LLM gate picked and the LLM step's status for each of them (None elsewhere)."""
+    from shelfwise._decide import DecideOptions, LLMAnswer, ModelAnswers, decide
+    from verification.routing import paths_agree
 
     s = res.settings
     tax = res.taxonomy
@@ -313,18 +341,7 @@ def _classify_rows(
             for cands, cur in zip(candidates, current, strict=True)
         ]
     )
-    # Human decisions are kept until the product's content changes.
-    hashes = shard.get_column("content_hash").to_list()
-    locks: list[Lock | None] = [None] * n
-    for i, sku in enumerate(skus):
-        lock = res.locked.get(sku)
-        if lock and lock[2] == hashes[i]:
-            node = tax.find_path(lock[1])
-            locks[i] = Lock(lock[0], lock[1], node.depth if node is not None else len(lock[1].split(" > ")))
-            stats.human_locked += 1
-    # The audit sample is drawn per night (the run id starts with the UTC date), so re-running the same
-    # night picks the same items and the queue is not inflated.
-    audit = audit_sample(skus, run_id[:8], rate=s.audit_rate)
+    stats.human_locked = sum(lock is not None for lock in locks)
     options = DecideOptions(
         level=level,
         target_precision=s.target_precision,
@@ -367,7 +384,7 @@ def _classify_rows(
             "reason": reasons,
             "queue": pl.Series([str(q) if q else None for q in queues], dtype=pl.String),
             "llm_status": pl.Series(llm_status, dtype=pl.String),
-            "content_hash": hashes,
+            "content_hash": shard.get_column("content_hash"),
             "scored_run_id": [run_id] * n,
             "confident_category_id": pl.Series(d.confident_category_id, dtype=pl.String),
             "confident_category_path": pl.Series(d.confident_category_path, dtype=pl.String),
