@@ -25,7 +25,7 @@ from pathlib import Path
 import polars as pl
 from PIL import Image
 
-from shelfwise._catalog_parse import parse_attributes
+from shelfwise.catalog import parse_attributes
 
 HERE = Path(__file__).resolve().parent
 SEED = 20261127

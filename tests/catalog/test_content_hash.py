@@ -8,8 +8,8 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shelfwise._catalog_parse import hash_columns, hash_values
 from shelfwise.catalog import content_hash, read_catalog
+from shelfwise.catalog._parse import hash_columns, hash_values
 
 BASE: dict[str, str | None] = {
     "title": "Sathiyas Cotton Bath Towel",

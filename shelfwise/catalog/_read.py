@@ -19,7 +19,8 @@ from typing import Any, Self
 
 import polars as pl
 
-from shelfwise._catalog_parse import to_text
+from shelfwise.catalog._parse import to_text
+from shelfwise.catalog._spec import CatalogSpec
 from shelfwise.errors import CatalogError
 
 ROW = "__shelfwise_row__"
@@ -46,13 +47,15 @@ class SourceBatch:
     bad_lines: list[tuple[int, str, str]] = field(default_factory=list)
 
 
-def detect_format(path: Path, override: str | None) -> str:
+def detect_format(path: str | Path, override: str | None) -> str:
+    """``csv``, ``parquet`` or ``jsonl``: ``override`` (the spec's ``format``), else from the suffix."""
     if override:
         return override
-    fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+    suffix = Path(str(path).split("?", 1)[0]).suffix
+    fmt = SUFFIX_FORMATS.get(suffix.lower())
     if fmt is None:
         raise CatalogError(
-            f"catalog {path}: cannot tell the format from the suffix {path.suffix!r}; "
+            f"catalog {path}: cannot tell the format from the suffix {suffix!r}; "
             f"known suffixes: {', '.join(sorted(SUFFIX_FORMATS))}; fix: rename the file or set "
             "`format: csv|parquet|jsonl` in the catalog spec (--map format=csv)"
         )
@@ -95,8 +98,10 @@ class SourceFile:
         encoding: str = "utf8",
         quote_char: str | None = '"',
         batch_size: int = 20_000,
+        label: str | None = None,
     ) -> None:
         self.path = path
+        self.label = label or str(path)  # what messages name (a part's URL when ``path`` is its download)
         self.fmt = fmt
         self.separator = "\t" if (separator == "," and path.suffix.lower() == ".tsv") else separator
         self.encoding = encoding
@@ -135,7 +140,7 @@ class SourceFile:
                 codecs.lookup(self.encoding)
             except LookupError:
                 raise CatalogError(
-                    f"catalog {self.path}: unknown encoding {self.encoding!r}; fix: use a Python codec name "
+                    f"catalog {self.label}: unknown encoding {self.encoding!r}; fix: use a Python codec name "
                     "such as utf-8, latin-1, cp1252, euc-kr (csv.encoding in the spec)"
                 ) from None
             fd, name = tempfile.mkstemp(prefix="shelfwise-", suffix=".csv")
@@ -151,7 +156,7 @@ class SourceFile:
             except UnicodeDecodeError as exc:
                 tmp.unlink(missing_ok=True)
                 raise CatalogError(
-                    f"catalog {self.path}: cannot decode byte {exc.start} as {self.encoding}; "
+                    f"catalog {self.label}: cannot decode byte {exc.start} as {self.encoding}; "
                     "fix: set csv.encoding in the catalog spec to the file's real encoding"
                 ) from None
             self._tmp = tmp
@@ -185,11 +190,11 @@ class SourceFile:
                     names = [] if self._first_jsonl is None else self._first_jsonl.frame.columns
                 else:
                     raise CatalogError(
-                        f"catalog {self.path}: unknown format {self.fmt!r}; allowed: csv, parquet, jsonl"
+                        f"catalog {self.label}: unknown format {self.fmt!r}; allowed: csv, parquet, jsonl"
                     )
             except (pl.exceptions.PolarsError, OSError) as exc:
                 raise CatalogError(
-                    f"catalog {self.path}: cannot read it as {self.fmt}: {exc}; fix: check the file, or set "
+                    f"catalog {self.label}: cannot read it as {self.fmt}: {exc}; fix: check the file, or set "
                     "`format:` / `csv.separator:` / `csv.encoding:` in the catalog spec"
                 ) from exc
             self._columns = [c for c in names if c != ROW]
@@ -216,7 +221,7 @@ class SourceFile:
                 yield SourceBatch(frame=_stringify(chunk), raw_rows=_positions_getter(chunk))
         except pl.exceptions.PolarsError as exc:
             raise CatalogError(
-                f"catalog {self.path}: reading failed part-way: {exc}; fix: {_read_fix(str(exc))}"
+                f"catalog {self.label}: reading failed part-way: {exc}; fix: {_read_fix(str(exc))}"
             ) from exc
 
     def _iter_jsonl(self) -> Iterator[SourceBatch]:
@@ -278,3 +283,17 @@ def _jsonl_batch(
         return [records[i] for i in positions]
 
     return SourceBatch(frame=frame, raw_rows=raw_rows, bad_lines=bad)
+
+
+def open_source(path: Path, spec: CatalogSpec, *, batch_size: int, label: str | None = None) -> SourceFile:
+    """``path`` opened for streaming with the spec's format and CSV options (``label``: its display name)."""
+    name = label or str(path)
+    return SourceFile(
+        path,
+        fmt=detect_format(name, spec.format.value if spec.format else None),
+        separator=spec.csv.separator,
+        encoding=spec.csv.encoding,
+        quote_char=spec.csv.quote_char,
+        batch_size=batch_size,
+        label=name,
+    )

@@ -1,0 +1,170 @@
+"""Streaming a catalog (one file or many parts) as canonical shards (internal; see shelfwise.catalog)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from shelfwise.catalog._canonical import RowContext, SeenIds, canonical_batch
+from shelfwise.catalog._parse import hash_values
+from shelfwise.catalog._parts import CatalogPart, catalog_parts, local_copy
+from shelfwise.catalog._quarantine import Quarantine, QuarantineReason
+from shelfwise.catalog._read import open_source
+from shelfwise.catalog._reviews import load_reviews
+from shelfwise.catalog._rows import (
+    SHARD_SCHEMA,
+    ImageResolver,
+    Plan,
+    TaxonomyLike,
+    image_name,
+    log,
+    resolve_images_root,
+)
+from shelfwise.catalog._spec import CatalogSpec
+from shelfwise.errors import CatalogError, ConfigError
+
+__all__ = ["content_hash", "iter_catalog", "read_catalog"]
+
+
+def content_hash(
+    *,
+    title: str | None = None,
+    description: str | None = None,
+    brand: str | None = None,
+    attributes: str | None = None,
+    image: str | None = None,
+    review_text: str | None = None,
+) -> str:
+    """sha256 (hex) over the normalised content of one product (NFKC, whitespace collapsed, trimmed).
+
+    ``image`` is the image's *file name* (``iter_catalog`` passes the name from the source reference, not
+    the resolved path): moving the images folder or exporting the same product from another system does
+    not mark it as changed; renaming the file does. The category and the price are not content.
+    """
+    return hash_values([title, description, brand, attributes, image_name(image), review_text])
+
+
+def _reviews_frame(reviews: pl.DataFrame | str | Path | None, quarantine: Quarantine) -> pl.DataFrame | None:
+    if reviews is None:
+        return None
+    if isinstance(reviews, pl.DataFrame):
+        missing = [c for c in ("sku_id", "review_text") if c not in reviews.columns]
+        if missing:
+            raise CatalogError(
+                f"reviews frame: missing column(s) {missing}; columns found: {reviews.columns}; "
+                "fix: build it with load_reviews()"
+            )
+        return reviews
+    return load_reviews(reviews, quarantine=quarantine)
+
+
+class _Resolvers:
+    """One image resolver per images root (a folder catalog's parts may sit in several folders)."""
+
+    def __init__(self, images_root: str | Path | None, spec: CatalogSpec) -> None:
+        self.images_root, self.spec = images_root, spec
+        self.by_root: dict[Path, ImageResolver] = {}
+
+    def for_part(self, part: CatalogPart) -> ImageResolver:
+        anchor = Path(os.getcwd(), "catalog") if part.remote else Path(part.name)
+        root = resolve_images_root(self.images_root, self.spec, anchor)
+        return self.by_root.setdefault(root, ImageResolver(root))
+
+    def report(self, source: str, q: Quarantine) -> None:
+        for resolver in self.by_root.values():
+            if not resolver.missing:
+                continue
+            q.count_only(QuarantineReason.IMAGE_NOT_FOUND, resolver.missing)
+            log.warning(
+                "catalog %s: %d image file(s) not found under %s (e.g. %s); image_path left empty "
+                "(fix: --images-root <folder with the images>)",
+                source,
+                resolver.missing,
+                resolver.root,
+                resolver.example,
+            )
+
+
+class _Shards:
+    """Cuts a stream of canonical frames into shards of exactly ``size`` rows (the last one smaller)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.buffer: list[pl.DataFrame] = []
+        self.buffered = 0
+
+    def add(self, good: pl.DataFrame) -> Iterator[pl.DataFrame]:
+        if good.height:
+            self.buffer.append(good)
+            self.buffered += good.height
+        while self.buffered >= self.size:
+            merged = pl.concat(self.buffer) if len(self.buffer) > 1 else self.buffer[0]
+            yield merged.head(self.size)
+            rest = merged.slice(self.size)
+            self.buffer, self.buffered = ([rest], rest.height) if rest.height else ([], 0)
+
+    def rest(self) -> Iterator[pl.DataFrame]:
+        if self.buffered:
+            yield pl.concat(self.buffer) if len(self.buffer) > 1 else self.buffer[0]
+        self.buffer, self.buffered = [], 0
+
+
+def _part_rows(
+    part: CatalogPart, spec: CatalogSpec, ctx: RowContext, resolver: ImageResolver, batch_size: int
+) -> Iterator[pl.DataFrame]:
+    """One part's good rows, batch by batch (a remote part is downloaded first and deleted after)."""
+    with local_copy(part) as path, open_source(path, spec, batch_size=batch_size, label=part.name) as src:
+        plan = Plan(spec, src.columns, part.name, has_reviews=ctx.reviews is not None, kind="catalog")
+        for batch in src.batches():
+            yield canonical_batch(batch, plan, ctx, resolver)
+            ctx.quarantine.flush()
+
+
+def iter_catalog(
+    path: str | Path,
+    *,
+    spec: CatalogSpec | None = None,
+    taxonomy: TaxonomyLike | None = None,
+    reviews: pl.DataFrame | str | Path | None = None,
+    images_root: str | Path | None = None,
+    quarantine: Quarantine | None = None,
+    shard_size: int = 20_000,
+) -> Iterator[pl.DataFrame]:
+    """Stream a catalog as canonical shards of exactly ``shard_size`` rows (the last one smaller).
+
+    ``path``: a file, a folder of part files, a glob, or an fsspec URL (``s3://bucket/prefix/``), see
+    `catalog_parts`; parts are read one after the other, in name order, and a ``sku_id`` used in an
+    earlier part (or row) is quarantined as a duplicate naming the file and row that kept it.
+    ``taxonomy`` canonicalises category spellings (``find_path``) and, with
+    ``spec.truncate_category_to_taxonomy``, cuts product-specific trailing levels (``deepest_known``).
+    ``reviews``: a :func:`load_reviews` frame or a reviews file; its text counts as product text.
+    ``images_root``: relative image paths are resolved against it (default: ``spec.images_root``, else the
+    part file's folder); missing files leave ``image_path`` null. Bad rows go to ``quarantine``.
+    """
+    if shard_size < 1:
+        raise ConfigError(f"shard_size must be >= 1, got {shard_size}; fix: --shard-size 20000")
+    spec = spec or CatalogSpec()
+    q = quarantine if quarantine is not None else Quarantine(None)
+    parts = catalog_parts(path)
+    ctx = RowContext(quarantine=q, seen=SeenIds([p.name for p in parts]), taxonomy=taxonomy)
+    ctx.reviews = _reviews_frame(reviews, q)
+    resolvers = _Resolvers(images_root, spec)
+    shards = _Shards(shard_size)
+    for index, part in enumerate(parts):
+        ctx.seen.part = index
+        for good in _part_rows(part, spec, ctx, resolvers.for_part(part), shard_size):
+            yield from shards.add(good)
+    yield from shards.rest()
+    resolvers.report(str(path), q)
+
+
+def read_catalog(path: str | Path, **options: Any) -> pl.DataFrame:
+    """All shards of :func:`iter_catalog` in one frame (convenience for small files and tests)."""
+    shards = list(iter_catalog(path, **options))
+    if not shards:
+        return pl.DataFrame(schema=SHARD_SCHEMA)
+    return pl.concat(shards)
