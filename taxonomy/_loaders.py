@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -298,6 +298,135 @@ def _implicit_warning(raws: list[RawNode], listed: set[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------------- tables
+def _read_table(file: Path, source: str) -> Any:
+    """The file as a polars frame (Parquet, JSON Lines, else CSV/TSV read as text)."""
+    import polars as pl
+
+    suffix = file.suffix.lower()
+    try:
+        if suffix in {".parquet", ".pq"}:
+            return pl.read_parquet(file)
+        if suffix in {".jsonl", ".ndjson"}:
+            return pl.read_ndjson(file)
+        text = _read_text(file, source)  # names the line of any non-UTF-8 byte
+        return pl.read_csv(
+            text.encode("utf-8"), separator="\t" if suffix == ".tsv" else ",", infer_schema=False
+        )
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        raise TaxonomyError(
+            f"taxonomy {source}: cannot read it as a {suffix or 'CSV'} table ({exc}); fix: check the file "
+            f"or pass format= for a non-table layout"
+        ) from None
+
+
+@dataclass
+class _Table:
+    """A taxonomy table and which columns hold the path, the id and the name."""
+
+    source: str
+    fmt: TaxonomyFormat
+    lang: str | None
+    path_col: str
+    paths: list[str | None]
+    ids: list[Any] | None
+    id_col: str | None
+    names: list[str | None] | None
+    unit: str
+    offset: int
+
+    def where(self, i: int) -> str:
+        return f"{self.unit} {i + 1 + self.offset} ({self.path_col}={_short(str(self.paths[i]), 60)!r})"
+
+
+def _table(
+    frame: Any,
+    file: Path,
+    source: str,
+    fmt: TaxonomyFormat,
+    lang: str | None,
+    columns: tuple[str | None, str | None, str | None],
+) -> _Table:
+    """Check the named columns (path, id, name), guess the missing ones, and read them."""
+    path_column, id_column, name_column = columns
+    found = list(frame.columns)
+    path_col = path_column or _guess_path_column(frame, source)
+    for label, col in (("path_column", path_col), ("id_column", id_column), ("name_column", name_column)):
+        if col is not None and col not in found:
+            raise TaxonomyError(
+                f"taxonomy {source}: {label} {col!r} is not a column (columns: {found}); fix: pass one of "
+                f"the listed columns"
+            )
+    if frame.height == 0:
+        raise _empty(source, "no data rows")
+    paths = [None if v is None else str(v) for v in frame[path_col].to_list()]
+    if id_column is None and path_column is None:
+        candidate = next((c for c in _ID_COLUMNS if c in found), None)
+        # Auto-pick an id column only for taxonomy tables (one row per path), never for catalogs.
+        if candidate is not None and len({p for p in paths if p}) == sum(1 for p in paths if p):
+            id_column = candidate
+    if name_column is None and id_column is not None:
+        name_column = next((c for c in _NAME_COLUMNS if c in found), None)
+    names = (
+        None if name_column is None else [None if v is None else str(v) for v in frame[name_column].to_list()]
+    )
+    offset, unit = (1, "line") if file.suffix.lower() in {".csv", ".tsv"} else (0, "row")
+    ids = None if id_column is None else frame[id_column].to_list()
+    return _Table(source, fmt, lang, path_col, paths, ids, id_column, names, unit, offset)
+
+
+def _table_with_ids(t: _Table) -> Taxonomy:
+    """A table with an id column: one node per row, its parent found from its path."""
+    assert t.ids is not None and t.id_col is not None
+    problems: list[Problem] = []
+    entries: list[tuple[str, str, str]] = []
+    for i, (raw_id, path) in enumerate(zip(t.ids, t.paths)):
+        if raw_id is None or not str(raw_id).strip():
+            problems.append(Problem(t.where(i), f"empty {t.id_col!r}", "fill in the category id"))
+            continue
+        if path is None or not path.strip():
+            problems.append(
+                Problem(t.where(i), f"empty {t.path_col!r} for id {raw_id!r}", "write the full path")
+            )
+            continue
+        entries.append((str(raw_id).strip(), path, t.where(i)))
+    taxonomy = _from_id_paths(
+        entries, t.source, t.fmt, t.lang, problems, add_hint="a row for it with its own id"
+    )
+    if t.names is None:
+        return taxonomy
+    named = {str(i).strip(): n for i, n in zip(t.ids, t.names) if i is not None and n}
+    return Taxonomy(
+        [_rename(node, named.get(node.id)) for node in taxonomy],
+        source=t.source,
+        format=t.fmt.value,
+        lang=t.lang,
+        warnings=taxonomy.warnings,
+    )
+
+
+def _table_of_paths(t: _Table) -> Taxonomy:
+    """A table of paths only: every path's levels become nodes (ids derived from the paths)."""
+    problems: list[Problem] = []
+    raws: list[RawNode] = []
+    seen: set[str] = set()
+    listed: set[str] = set()
+    missing = 0
+    for i, path in enumerate(t.paths):
+        if path is None or not path.strip():
+            missing += 1
+            continue
+        leaf_name = None if t.names is None else t.names[i]
+        node_id = add_path_nodes(raws, seen, problems, path, where=t.where(i), name=leaf_name)
+        if node_id is not None:
+            listed.add(node_id)
+    if not raws and not problems:
+        raise _empty(t.source, f"column {t.path_col!r} has no values")
+    warnings = _implicit_warning(raws, listed)
+    if missing:
+        warnings.append(f"{missing} rows have no {t.path_col!r} and were skipped")
+    return assemble(raws, source=t.source, fmt=t.fmt.value, lang=t.lang, problems=problems, warnings=warnings)
+
+
 def _load_table(
     file: Path,
     source: str,
@@ -308,95 +437,9 @@ def _load_table(
     id_column: str | None,
     name_column: str | None,
 ) -> Taxonomy:
-    import polars as pl
-
-    suffix = file.suffix.lower()
-    try:
-        if suffix in {".parquet", ".pq"}:
-            frame = pl.read_parquet(file)
-        elif suffix in {".jsonl", ".ndjson"}:
-            frame = pl.read_ndjson(file)
-        else:
-            text = _read_text(file, source)  # names the line of any non-UTF-8 byte
-            frame = pl.read_csv(
-                text.encode("utf-8"), separator="\t" if suffix == ".tsv" else ",", infer_schema=False
-            )
-    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-        raise TaxonomyError(
-            f"taxonomy {source}: cannot read it as a {suffix or 'CSV'} table ({exc}); fix: check the file "
-            f"or pass format= for a non-table layout"
-        ) from None
-    columns = list(frame.columns)
-    path_col = path_column or _guess_path_column(frame, source)
-    for label, col in (("path_column", path_col), ("id_column", id_column), ("name_column", name_column)):
-        if col is not None and col not in columns:
-            raise TaxonomyError(
-                f"taxonomy {source}: {label} {col!r} is not a column (columns: {columns}); fix: pass one of "
-                f"the listed columns"
-            )
-    if frame.height == 0:
-        raise _empty(source, "no data rows")
-    paths = [None if v is None else str(v) for v in frame[path_col].to_list()]
-    if id_column is None and path_column is None:
-        candidate = next((c for c in _ID_COLUMNS if c in columns), None)
-        # Auto-pick an id column only for taxonomy tables (one row per path), never for catalogs.
-        if candidate is not None and len({p for p in paths if p}) == sum(1 for p in paths if p):
-            id_column = candidate
-    if name_column is None and id_column is not None:
-        name_column = next((c for c in _NAME_COLUMNS if c in columns), None)
-    names = (
-        None if name_column is None else [None if v is None else str(v) for v in frame[name_column].to_list()]
-    )
-    offset, unit = (1, "line") if suffix in {".csv", ".tsv"} else (0, "row")
-
-    def where(i: int) -> str:
-        return f"{unit} {i + 1 + offset} ({path_col}={_short(str(paths[i]), 60)!r})"
-
-    problems: list[Problem] = []
-    if id_column is not None:
-        ids = frame[id_column].to_list()
-        entries: list[tuple[str, str, str]] = []
-        for i, (raw_id, path) in enumerate(zip(ids, paths)):
-            if raw_id is None or not str(raw_id).strip():
-                problems.append(Problem(where(i), f"empty {id_column!r}", "fill in the category id"))
-                continue
-            if path is None or not path.strip():
-                problems.append(
-                    Problem(where(i), f"empty {path_col!r} for id {raw_id!r}", "write the full path")
-                )
-                continue
-            entries.append((str(raw_id).strip(), path, where(i)))
-        taxonomy = _from_id_paths(
-            entries, source, fmt, lang, problems, add_hint="a row for it with its own id"
-        )
-        if names is None:
-            return taxonomy
-        named = {str(i).strip(): n for i, n in zip(ids, names) if i is not None and n}
-        return Taxonomy(
-            [_rename(node, named.get(node.id)) for node in taxonomy],
-            source=source,
-            format=fmt.value,
-            lang=lang,
-            warnings=taxonomy.warnings,
-        )
-    raws: list[RawNode] = []
-    seen: set[str] = set()
-    listed: set[str] = set()
-    missing = 0
-    for i, path in enumerate(paths):
-        if path is None or not path.strip():
-            missing += 1
-            continue
-        leaf_name = None if names is None else names[i]
-        node_id = add_path_nodes(raws, seen, problems, path, where=where(i), name=leaf_name)
-        if node_id is not None:
-            listed.add(node_id)
-    if not raws and not problems:
-        raise _empty(source, f"column {path_col!r} has no values")
-    warnings = _implicit_warning(raws, listed)
-    if missing:
-        warnings.append(f"{missing} rows have no {path_col!r} and were skipped")
-    return assemble(raws, source=source, fmt=fmt.value, lang=lang, problems=problems, warnings=warnings)
+    frame = _read_table(file, source)
+    table = _table(frame, file, source, fmt, lang, (path_column, id_column, name_column))
+    return _table_with_ids(table) if table.ids is not None else _table_of_paths(table)
 
 
 def _rename(node: Node, name: str | None) -> Node:
@@ -427,7 +470,8 @@ def _guess_path_column(frame: pl.DataFrame, source: str) -> str:
 
 
 # ---------------------------------------------------------------------- Best Buy JSON
-def _load_bestbuy(file: Path, source: str, lang: str | None) -> Taxonomy:
+def _bestbuy_data(file: Path, source: str) -> list[Any]:
+    """The file's list of category objects (a bare list, or under ``categories`` / ``subCategories``)."""
     text = _read_text(file, source)
     try:
         data = json.loads(text)
@@ -445,125 +489,149 @@ def _load_bestbuy(file: Path, source: str, lang: str | None) -> Taxonomy:
         )
     if not data:
         raise _empty(source, "the JSON list has no categories")
-    flat = all(isinstance(item, dict) and "path" in item for item in data)
-    problems: list[Problem] = []
-    entries: dict[str, RawNode] = {}
-    implied: dict[str, RawNode] = {}
-    repeats = 0
-    stripped = 0
-    counter = 0
+    return data
 
-    def visit(obj: Any, enclosing: str | None) -> None:
-        nonlocal repeats, stripped, counter
-        counter += 1
-        where = f"entry {counter}"
+
+class _BestBuyWalk:
+    """One pass over Best Buy entries: nested (``subCategories`` hold the children) or flat (each entry
+    carries its ``path`` from the root). Collects nodes, ancestors named only in paths, and problems."""
+
+    def __init__(self, flat: bool) -> None:
+        self.flat = flat
+        self.problems: list[Problem] = []
+        self.entries: dict[str, RawNode] = {}
+        self.implied: dict[str, RawNode] = {}
+        self.repeats = 0
+        self.stripped = 0
+        self.counter = 0
+
+    def visit(self, obj: Any, enclosing: str | None) -> None:
+        self.counter += 1
+        where = f"entry {self.counter}"
         if (
             not isinstance(obj, dict)
             or not isinstance(obj.get("id"), (str, int))
             or not str(obj["id"]).strip()
         ):
-            problems.append(
+            self.problems.append(
                 Problem(where, f"entry without an 'id': {_short(json.dumps(obj)[:200])}", "give it an id")
             )
             return
         node_id = str(obj["id"]).strip()
-        where = f"entry {counter} (id {node_id!r})"
+        where = f"entry {self.counter} (id {node_id!r})"
         name = obj.get("name")
         if isinstance(name, str) and name != name.strip():
-            stripped += 1
-        parent = enclosing
+            self.stripped += 1
+        parent: str | None = enclosing
         path = obj.get("path")
-        if flat and isinstance(path, list):
-            ids = [str(p.get("id")) for p in path if isinstance(p, dict)]
-            if len(ids) != len(path) or not ids or ids[-1] != node_id:
-                problems.append(
-                    Problem(
-                        where, f"'path' does not end with the entry itself ({ids[-3:]})", "fix the path list"
-                    )
-                )
+        if self.flat and isinstance(path, list):
+            ok, parent = self._path_parent(path, node_id, where)
+            if not ok:
                 return
-            if len(set(ids)) != len(ids):
-                dup = next(i for i in ids if ids.count(i) > 1)
-                problems.append(
-                    Problem(
-                        where, f"'path' lists {dup!r} twice (a parent cycle)", "remove the repeated level"
-                    )
+        self._record(RawNode(node_id, name if isinstance(name, str) else "", parent, where))
+        if not self.flat:
+            for child in _as_list(obj.get("subCategories"), where, "subCategories", self.problems):
+                self.visit(child, node_id)
+
+    def _path_parent(self, path: list[Any], node_id: str, where: str) -> tuple[bool, str | None]:
+        """Check a flat entry's ``path``, note its ancestors; (usable, parent id)."""
+        ids = [str(p.get("id")) for p in path if isinstance(p, dict)]
+        if len(ids) != len(path) or not ids or ids[-1] != node_id:
+            problem = f"'path' does not end with the entry itself ({ids[-3:]})"
+            self.problems.append(Problem(where, problem, "fix the path list"))
+            return False, None
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            problem = f"'path' lists {dup!r} twice (a parent cycle)"
+            self.problems.append(Problem(where, problem, "remove the repeated level"))
+            return False, None
+        for pos, step in enumerate(path[:-1]):
+            step_id = ids[pos]
+            if step_id not in self.implied:
+                step_name = step.get("name")
+                self.implied[step_id] = RawNode(
+                    step_id,
+                    step_name if isinstance(step_name, str) else "",
+                    ids[pos - 1] if pos else None,
+                    f"{where} 'path'",
                 )
-                return
-            parent = ids[-2] if len(ids) > 1 else None
-            for pos, step in enumerate(path[:-1]):
-                step_id = ids[pos]
-                if step_id not in implied:
-                    step_name = step.get("name")
-                    implied[step_id] = RawNode(
-                        step_id,
-                        step_name if isinstance(step_name, str) else "",
-                        ids[pos - 1] if pos else None,
-                        f"{where} 'path'",
-                    )
-        raw = RawNode(node_id, name if isinstance(name, str) else "", parent, where)
-        previous = entries.get(node_id)
+        return True, (ids[-2] if len(ids) > 1 else None)
+
+    def _record(self, raw: RawNode) -> None:
+        previous = self.entries.get(raw.id)
         if previous is None:
-            entries[node_id] = raw
+            self.entries[raw.id] = raw
         elif previous.name.strip() == raw.name.strip():
-            repeats += 1  # the same category listed again (cross-listed under a second parent)
+            self.repeats += 1  # the same category listed again (cross-listed under a second parent)
         else:
-            problems.append(
+            self.problems.append(
                 Problem(
-                    where,
-                    f"duplicate id {node_id!r} with another name {raw.name!r} (first on {previous.where} "
+                    raw.where,
+                    f"duplicate id {raw.id!r} with another name {raw.name!r} (first on {previous.where} "
                     f"as {previous.name!r})",
                     "give each category its own id",
                 )
             )
-        if not flat:
-            for child in _as_list(obj.get("subCategories"), where, "subCategories", problems):
-                visit(child, node_id)
 
-    for item in data:
-        visit(item, None)
+    def drop_unnamed_leaves(self) -> list[RawNode]:
+        """Best Buy marks unpublished pages with ``"name": null``: unnamed entries no one descends from."""
+        in_use = {r.parent_id for r in self.entries.values()} | {r.parent_id for r in self.implied.values()}
+        unnamed = [r for r in self.entries.values() if not r.name.strip() and r.id not in in_use]
+        for raw in unnamed:
+            del self.entries[raw.id]
+        return unnamed
 
+
+def _dangling_refs(data: list[Any], known: set[str]) -> set[str]:
+    """Ids a flat file names only inside ``subCategories``, with no entry of their own."""
+    return {
+        str(ref.get("id"))
+        for item in data
+        if isinstance(item, dict)
+        for ref in _list_or_empty(item.get("subCategories"))
+        if isinstance(ref, dict) and str(ref.get("id")) not in known
+    }
+
+
+def _bestbuy_warnings(
+    walk: _BestBuyWalk, data: list[Any], unnamed: list[RawNode], added: list[RawNode]
+) -> list[str]:
     warnings: list[str] = []
-    parents_in_use = {r.parent_id for r in entries.values()} | {r.parent_id for r in implied.values()}
-    unnamed = [r for r in entries.values() if not r.name.strip() and r.id not in parents_in_use]
-    for raw in unnamed:  # Best Buy marks unpublished pages with "name": null
-        del entries[raw.id]
     if unnamed:
         warnings.append(
             f"{len(unnamed)} unnamed leaf entries were skipped: " + ", ".join(r.where for r in unnamed[:5])
         )
-    added = [r for r in implied.values() if r.id not in entries]
     if added:
         warnings.append(
             f"{len(added)} ancestor categories appear only inside 'path' lists and were added with the "
             f"name given there: " + ", ".join(repr(r.id) for r in added[:5])
         )
-    if repeats:
-        warnings.append(f"{repeats} entries repeat an id already listed; the first was kept")
-    if flat:
-        known = set(entries) | {r.id for r in added}
-        dangling = {
-            str(ref.get("id"))
-            for item in data
-            if isinstance(item, dict)
-            for ref in _list_or_empty(item.get("subCategories"))
-            if isinstance(ref, dict) and str(ref.get("id")) not in known
-        }
-        if dangling:
-            warnings.append(
-                f"{len(dangling)} ids named only in 'subCategories' have no entry of their own (no path) and "
-                f"were left out: " + ", ".join(repr(i) for i in sorted(dangling)[:3])
-            )
-    if stripped:
-        warnings.append(f"{stripped} names had leading/trailing spaces, which were removed")
-    raws = list(entries.values()) + added
+    if walk.repeats:
+        warnings.append(f"{walk.repeats} entries repeat an id already listed; the first was kept")
+    if walk.flat and (dangling := _dangling_refs(data, set(walk.entries) | {r.id for r in added})):
+        warnings.append(
+            f"{len(dangling)} ids named only in 'subCategories' have no entry of their own (no path) and "
+            f"were left out: " + ", ".join(repr(i) for i in sorted(dangling)[:3])
+        )
+    if walk.stripped:
+        warnings.append(f"{walk.stripped} names had leading/trailing spaces, which were removed")
+    return warnings
+
+
+def _load_bestbuy(file: Path, source: str, lang: str | None) -> Taxonomy:
+    data = _bestbuy_data(file, source)
+    walk = _BestBuyWalk(flat=all(isinstance(item, dict) and "path" in item for item in data))
+    for item in data:
+        walk.visit(item, None)
+    unnamed = walk.drop_unnamed_leaves()
+    added = [r for r in walk.implied.values() if r.id not in walk.entries]
     return assemble(
-        raws,
+        list(walk.entries.values()) + added,
         source=source,
         fmt=TaxonomyFormat.BESTBUY_JSON.value,
         lang=lang,
-        problems=problems,
-        warnings=warnings,
+        problems=walk.problems,
+        warnings=_bestbuy_warnings(walk, data, unnamed, added),
     )
 
 

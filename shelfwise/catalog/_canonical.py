@@ -358,7 +358,7 @@ def _warn_kept(keep: list[int], joined: pl.DataFrame, plan: Plan, parsed: _Parse
     rows = joined.get_column("row_number").to_list()
     for i in keep:
         for fld, reason, fix, value in _row_warnings(i, plan, parsed):
-            q.add(
+            q.warn(
                 file=plan.name,
                 row_number=rows[i],
                 sku_id=sku_list[i],
@@ -366,7 +366,6 @@ def _warn_kept(keep: list[int], joined: pl.DataFrame, plan: Plan, parsed: _Parse
                 reason=reason,
                 fix=fix,
                 value=value,
-                severity="warning",
             )
 
 

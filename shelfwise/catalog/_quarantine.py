@@ -66,21 +66,33 @@ class Quarantine:
         fix: str,
         raw: Any = None,
         value: Any = None,
-        severity: str = "error",
     ) -> None:
-        reason = str(reason)
-        (self.counts if severity == "error" else self.warning_counts)[reason] += 1
-        record = {
-            "file": str(file),
-            "row_number": row_number,
-            "sku_id": sku_id,
-            "field": field,
-            "reason": reason,
-            "fix": fix,
-            "raw": raw,
-            "severity": severity,
-            "value": value,
-        }
+        """A dropped row (severity ``"error"``; ``raw`` = the row verbatim)."""
+        self.counts[str(reason)] += 1
+        where = {"file": str(file), "row_number": row_number, "sku_id": sku_id, "field": field}
+        self._write(
+            {**where, "reason": str(reason), "fix": fix, "raw": raw, "severity": "error", "value": value}
+        )
+
+    def warn(
+        self,
+        *,
+        file: str | Path,
+        row_number: int | None,
+        sku_id: str | None,
+        field: str,
+        reason: QuarantineReason | str,
+        fix: str,
+        value: Any = None,
+    ) -> None:
+        """A kept row with one field nulled or kept as text (severity ``"warning"``, no ``raw``)."""
+        self.warning_counts[str(reason)] += 1
+        where = {"file": str(file), "row_number": row_number, "sku_id": sku_id, "field": field}
+        self._write(
+            {**where, "reason": str(reason), "fix": fix, "raw": None, "severity": "warning", "value": value}
+        )
+
+    def _write(self, record: dict[str, Any]) -> None:
         if self._fh is None:
             self.records.append(record)
         else:

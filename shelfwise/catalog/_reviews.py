@@ -86,14 +86,13 @@ def _warn_ratings(good: pl.DataFrame, plan: Plan, q: Quarantine) -> None:
     )
     fix = f"write the rating as a number like 4 in column {plan.source['rating']!r} (rating left empty)"
     for rec in bad_rating.iter_rows(named=True):
-        q.add(
+        q.warn(
             file=plan.name,
             row_number=rec["row"],
             sku_id=rec["sku_id"],
             field="rating",
             reason=QuarantineReason.BAD_RATING,
             value=rec["rating_raw"],
-            severity="warning",
             fix=fix,
         )
 
