@@ -2,64 +2,32 @@
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 import numpy as np
 
+from classifiers._embedding_images import file_digest
+from classifiers._embedding_types import (
+    SCHEMA_VERSION,
+    CacheStats,
+    Embedder,
+    ImageBatch,
+    ImageEncoder,
+    ProgressCallback,
+    text_key,
+)
 from shelfwise.errors import ConfigError, ModelError
 
-if TYPE_CHECKING:
-    from classifiers.embedding import Embedder
-    from classifiers.images import ImageEmbedder
+__all__ = ["EmbeddingCache"]
 
-__all__ = ["CacheStats", "EmbeddingCache", "ImageBatch", "text_key"]
-
-_SCHEMA_VERSION = 1
 _LOOKUP_CHUNK = 500  # well under SQLite's bound-variable limit
 _BUSY_TIMEOUT_MS = 60_000
 _PRECISIONS = {"float32": np.float32, "float16": np.float16}
-
-ProgressCallback = Callable[[int, int], None]
-
-
-def text_key(text: str) -> bytes:
-    """The cache key of a text: sha256 of its UTF-8 bytes (exact text, no normalisation)."""
-    return hashlib.sha256(text.encode("utf-8")).digest()
-
-
-@dataclass(frozen=True)
-class CacheStats:
-    """Counters of one `EmbeddingCache` object (cumulative since it was opened) and rows per model in the
-    file."""
-
-    path: str
-    hits: int
-    misses: int
-    encoded_batches: int
-    encode_seconds: float
-    rows: int
-    models: dict[str, int]
-
-    @property
-    def hit_rate(self) -> float:
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
-
-
-@dataclass(frozen=True)
-class ImageBatch:
-    """Result of `EmbeddingCache.embed_images`: vectors (zero rows where `ok` is False) and failure counts."""
-
-    vectors: np.ndarray
-    ok: np.ndarray
-    failures: dict[str, int]
 
 
 class EmbeddingCache:
@@ -117,7 +85,7 @@ class EmbeddingCache:
                 )
                 conn.execute(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(_SCHEMA_VERSION),),
+                    (str(SCHEMA_VERSION),),
                 )
                 row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
                 conn.execute("COMMIT")
@@ -129,10 +97,10 @@ class EmbeddingCache:
                 f"embedding cache {self.path} cannot be opened as SQLite ({exc}); "
                 "delete the file or point the cache at another path (it is rebuilt on demand)"
             ) from exc
-        if row is None or int(row[0]) != _SCHEMA_VERSION:
+        if row is None or int(row[0]) != SCHEMA_VERSION:
             raise ConfigError(
                 f"embedding cache {self.path} has schema version {row[0] if row else None}, this shelfwise "
-                f"writes version {_SCHEMA_VERSION}; delete the file (it is rebuilt on demand)"
+                f"writes version {SCHEMA_VERSION}; delete the file (it is rebuilt on demand)"
             )
         self._local.conn = conn
         return conn
@@ -321,7 +289,7 @@ class EmbeddingCache:
 
     def embed_images(
         self,
-        embedder: ImageEmbedder,
+        embedder: ImageEncoder,
         paths: Sequence[str | Path | None],
         *,
         batch_size: int = 64,
@@ -332,8 +300,6 @@ class EmbeddingCache:
         Missing, unreadable, corrupt or over-large images get a zero row, ``ok=False`` and a count in
         `failures` (reason -> count); failures are not cached, so a fixed file is retried next run.
         """
-        from classifiers._embedding_images import file_digest
-
         n = len(paths)
         failures: dict[str, int] = {}
         keyed: list[int] = []

@@ -24,8 +24,9 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from classifiers._embedding_cache import _SCHEMA_VERSION, EmbeddingCache
-from shelfwise._dburl import database_url
+from classifiers._embedding_cache import EmbeddingCache
+from classifiers._embedding_types import SCHEMA_VERSION
+from shelfwise.dburl import database_url
 from shelfwise.errors import ConfigError
 
 __all__ = ["PG_SCHEMA", "PgEmbeddingCache", "embedding_cache_url", "open_embedding_cache"]
@@ -102,7 +103,7 @@ class PgEmbeddingCache(EmbeddingCache):
                 self._md.create_all(conn)
                 conn.execute(
                     pg_insert(self._meta)
-                    .values(key="schema_version", value=str(_SCHEMA_VERSION))
+                    .values(key="schema_version", value=str(SCHEMA_VERSION))
                     .on_conflict_do_nothing(index_elements=["key"])
                 )
                 version = conn.execute(
@@ -115,10 +116,10 @@ class PgEmbeddingCache(EmbeddingCache):
                 f"embedding cache {self.location} cannot be reached ({reason}); check "
                 "embedding_cache_url (SHELFWISE_EMBEDDING_CACHE_URL), or leave it unset for the SQLite file"
             ) from exc
-        if int(version) != _SCHEMA_VERSION:
+        if int(version) != SCHEMA_VERSION:
             raise ConfigError(
                 f"embedding cache {self.location} has schema version {version}, this shelfwise writes "
-                f"version {_SCHEMA_VERSION}; drop the schema {self.schema!r} (it is rebuilt on demand)"
+                f"version {SCHEMA_VERSION}; drop the schema {self.schema!r} (it is rebuilt on demand)"
             )
 
     def _connect(self) -> Any:

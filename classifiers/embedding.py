@@ -14,15 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
-from classifiers._embedding_cache import CacheStats, EmbeddingCache, ImageBatch, text_key
+from classifiers._embedding_cache import EmbeddingCache
 from classifiers._embedding_cache_pg import PgEmbeddingCache, open_embedding_cache
 from classifiers._embedding_e5 import E5Embedder, E5Mode
 from classifiers._embedding_onnx import OnnxMiniLMEmbedder
 from classifiers._embedding_st import SentenceTransformerEmbedder
+from classifiers._embedding_types import CacheStats, Embedder, ImageBatch, text_key
 from shelfwise.errors import ConfigError
 
 __all__ = [
@@ -42,20 +43,6 @@ __all__ = [
     "open_embedding_cache",
     "text_key",
 ]
-
-
-@runtime_checkable
-class Embedder(Protocol):
-    """What the cache and the category model need from a text encoder."""
-
-    model_id: str
-    dim: int
-
-    def encode(
-        self, texts: list[str], *, batch_size: int | None = None, show_progress: bool = False
-    ) -> np.ndarray:
-        """float32 array (len(texts), dim), rows L2-normalised."""
-        ...
 
 
 class EmbedderName(StrEnum):
