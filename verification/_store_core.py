@@ -20,6 +20,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from shelfwise.errors import ConfigError
 from verification._db import current_revision, head_revision, make_engines, run_upgrade, sqlite_write_lock
 from verification._errors import InvalidDecisionError, QueueStoreError
+from verification._retry import BATCH_RETRY_SECONDS
 from verification._types import ItemFilter, ItemView
 from verification.models import Decision, DecisionKind, HumanLabel, ItemStatus, Queue, ReviewItem, ReviewUser
 
@@ -124,6 +125,7 @@ class StoreCore:
         lease_seconds: int = 600,
         skip_cooldown_seconds: int = 3600,
         bcrypt_rounds: int = 12,
+        retry_seconds: float = BATCH_RETRY_SECONDS,
     ) -> None:
         if lease_seconds <= 0:
             raise ConfigError(
@@ -134,6 +136,7 @@ class StoreCore:
         self.lease_seconds = lease_seconds
         self.skip_cooldown_seconds = skip_cooldown_seconds
         self.bcrypt_rounds = bcrypt_rounds
+        self.retry_seconds = retry_seconds  # how long a transaction is run again while the database is away
         self._engine, self._write = make_engines(url)
         self.dialect = self._engine.dialect.name
         self._write_lock = sqlite_write_lock(url)

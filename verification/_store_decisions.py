@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 
 from verification._db import utcnow
 from verification._errors import InvalidDecisionError, ItemConflictError, ItemNotFoundError
+from verification._retry import transient_retry
 from verification._store_core import DECISIONS, ITEMS, LABELS, RowLike, StoreCore, to_kind, view
 from verification._types import DecisionResult, ItemFilter, ItemView
 from verification.models import DecisionKind, DecisionSource, ItemStatus, Queue
@@ -30,11 +32,13 @@ class Verdict:
     category_path: str | None = None
     note: str = ""
     duration_ms: int | None = None
+    request_id: str | None = None  # unique in the log: the same request is applied once
 
 
 class DecisionOps(StoreCore):
     """Claims and decisions on review items."""
 
+    @transient_retry
     def claim(
         self, queue: str, reviewer: str, *, limit: int = 1, filters: ItemFilter | None = None
     ) -> list[ItemView]:
@@ -107,6 +111,7 @@ class DecisionOps(StoreCore):
                 )
         return sorted((view(r) for r in rows), key=lambda v: (-v.priority, v.id))
 
+    @transient_retry
     def renew(self, item_id: int, reviewer: str) -> ItemView:
         """Extend the lease of an item the reviewer holds (raises if someone else took it)."""
         now = utcnow()
@@ -132,6 +137,7 @@ class DecisionOps(StoreCore):
                 self._raise_unavailable(conn, item_id, reviewer)
             return self._views(conn, [item_id])[0]
 
+    @transient_retry
     def release(self, item_id: int, reviewer: str) -> bool:
         """Give a claimed item back to the pool without a decision. False if the reviewer did not hold it."""
         with self._writing() as conn:
@@ -146,6 +152,7 @@ class DecisionOps(StoreCore):
             )
             return res.rowcount == 1
 
+    @transient_retry
     def release_expired(self) -> int:
         """Return every claim whose lease has expired to the pool; the number released."""
         now = utcnow()
@@ -175,6 +182,7 @@ class DecisionOps(StoreCore):
         category_path: str | None = None,
         note: str = "",
         duration_ms: int | None = None,
+        request_id: str | None = None,
     ) -> DecisionResult:
         """Record a reviewer's decision on an item (claimed by them, or open) in the audit log.
 
@@ -185,6 +193,10 @@ class DecisionOps(StoreCore):
         - with ``consensus_suspect``, a first decision on a ``suspect`` item that disagrees with the
           suggestion is recorded but not final: a second, different reviewer decides.
 
+        - ``request_id`` (at most 64 characters; a random one when ``None``) is stored with the decision:
+          the same request sent again (the store's own retry after a lost connection, or a client's)
+          is not applied twice; it returns the decision already made, with ``replayed=True``.
+
         Raises :class:`ItemNotFoundError`, :class:`ItemConflictError` (claimed by someone else, already
         decided, own first decision) or :class:`InvalidDecisionError`.
         """
@@ -194,16 +206,67 @@ class DecisionOps(StoreCore):
                 f"decision 'choose' on item {item_id} needs both category_id and category_path "
                 f"(got {category_id!r}, {category_path!r}); pick a taxonomy node or use 'accept'"
             )
-        now = utcnow()
+        if request_id is not None and not 1 <= len(request_id) <= 64:
+            raise InvalidDecisionError(
+                f"decision on item {item_id}: request_id must be 1 to 64 characters (got {len(request_id)})"
+            )
+        verdict = Verdict(
+            reviewer,
+            kind,
+            DecisionSource.REVIEW,
+            utcnow(),
+            category_id,
+            category_path,
+            note,
+            duration_ms,
+            request_id or uuid.uuid4().hex,
+        )
+        return self._decide_once(item_id, verdict)
+
+    @transient_retry
+    def _decide_once(self, item_id: int, verdict: Verdict) -> DecisionResult:
+        """One transaction of :meth:`decide`: lock the item, replay a known request id, else apply."""
         with self._writing() as conn:
             row = conn.execute(self._lock(sa.select(ITEMS).where(ITEMS.c.id == item_id))).mappings().first()
             if row is None:
                 raise ItemNotFoundError(f"review item {item_id} does not exist; list items with list_items()")
-            self._check_decidable(row, reviewer, now, kind)
-            verdict = Verdict(
-                reviewer, kind, DecisionSource.REVIEW, now, category_id, category_path, note, duration_ms
-            )
+            done = self._replay(conn, row, verdict)
+            if done is not None:
+                return done
+            self._check_decidable(row, verdict.reviewer, verdict.at, verdict.kind)
             return self._apply(conn, row, verdict)
+
+    def _replay(self, conn: sa.Connection, row: RowLike, verdict: Verdict) -> DecisionResult | None:
+        """The decision already made by ``verdict.request_id`` (``None`` when there is none).
+
+        Read after the item row is locked, so a concurrent send of the same request sees the first one.
+        """
+        if verdict.request_id is None:
+            return None
+        d = (
+            conn.execute(sa.select(DECISIONS).where(DECISIONS.c.request_id == verdict.request_id))
+            .mappings()
+            .first()
+        )
+        if d is None:
+            return None
+        if d["item_id"] != row["id"] or d["reviewer"] != verdict.reviewer:
+            raise ItemConflictError(
+                f"request id {verdict.request_id!r} already made decision {d['id']} on another item or by "
+                "another reviewer; send a new request id with each decision"
+            )
+        return DecisionResult(
+            row["id"],
+            d["id"],
+            d["kind"],
+            bool(d["final"]),
+            row["status"],
+            row["reviews_done"],
+            row["reviews_required"],
+            d["category_id"],
+            d["category_path"],
+            replayed=True,
+        )
 
     def _check_decidable(self, row: RowLike, reviewer: str, now: _dt.datetime, kind: DecisionKind) -> None:
         item_id = row["id"]
@@ -348,6 +411,7 @@ class DecisionOps(StoreCore):
         conn.execute(stmt)
         return decision_id
 
+    @transient_retry
     def bulk_accept(self, filters: ItemFilter, reviewer: str) -> int:
         """Accept the suggestion of every available item matching ``filters``; the number accepted.
 
@@ -406,4 +470,5 @@ def decision_row(shown: RowLike, verdict: Verdict, *, review_round: int, final: 
         "taxonomy_version": shown["taxonomy_version"],
         "run_id": shown["run_id"],
         "content_hash": shown["content_hash"],
+        "request_id": verdict.request_id,
     }

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from shelfwise.errors import ConfigError
 from verification._db import utcnow
 from verification._errors import QueueStoreError
+from verification._retry import transient_retry
 from verification._store_core import ITEMS, LABELS, QUEUES, StoreCore, chunks
 from verification._types import EnqueueResult
 from verification.models import ItemStatus
@@ -91,6 +92,7 @@ def _excerpt(text: Any) -> str | None:
 class EnqueueOps(StoreCore):
     """Writes the nightly run's review items."""
 
+    @transient_retry
     def enqueue(
         self, frame: pl.DataFrame, *, run_id: str, capacity: Mapping[str, int] | None = None
     ) -> EnqueueResult:
@@ -162,6 +164,7 @@ class EnqueueOps(StoreCore):
                     conn.execute(stmt, list(chunk))
         return EnqueueResult(**counts)
 
+    @transient_retry
     def supersede(self, skus: Sequence[str], *, run_id: str) -> dict[str, int]:
         """Close the open items of SKUs that a later run no longer sends to review (it auto-accepted them).
 

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from verification import _exchange
 from verification._db import utcnow
 from verification._errors import InvalidDecisionError
+from verification._retry import transient_retry
 from verification._store_core import DECISIONS, ITEMS, LABELS, QUEUES, aware, to_kind
 from verification._store_decisions import DecisionOps, Verdict, decision_row
 from verification.models import DecisionKind, DecisionSource, ItemStatus
@@ -23,6 +24,7 @@ __all__ = ["ExchangeOps"]
 class ExchangeOps(DecisionOps):
     """Moves final decisions between the store and files."""
 
+    @transient_retry
     def export_decisions(self, path: str | Path, *, fmt: Literal["csv", "labelstudio"]) -> int:
         """Write the final decisions to ``path`` as CSV or Label Studio JSON; the number written."""
         with self._reading() as conn:

@@ -9,6 +9,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from verification._db import utcnow
+from verification._retry import transient_retry
 from verification._store_core import (
     DECISIONS,
     ITEMS,
@@ -38,11 +39,13 @@ _LABELS_SCHEMA: dict[str, pl.DataType] = {
 class ReadOps(StoreCore):
     """Read-only queries (they never migrate or write)."""
 
+    @transient_retry
     def get_item(self, item_id: int) -> ItemView | None:
         with self._reading() as conn:
             views = self._views(conn, [item_id])
         return views[0] if views else None
 
+    @transient_retry
     def list_items(
         self, filters: ItemFilter, *, offset: int = 0, limit: int = 50
     ) -> tuple[list[ItemView], int]:
@@ -62,6 +65,7 @@ class ReadOps(StoreCore):
             ).mappings()
             return [view(r) for r in rows], total
 
+    @transient_retry
     def decisions_for_item(self, item_id: int) -> list[dict[str, Any]]:
         """The audit-log rows of one item, oldest first (for the item page's history)."""
         with self._reading() as conn:
@@ -70,6 +74,7 @@ class ReadOps(StoreCore):
             ).mappings()
             return [{**r, "decided_at": aware(r["decided_at"])} for r in rows]
 
+    @transient_retry
     def queue_counts(self) -> dict[str, dict[str, int]]:
         """``{queue: {"open": n, "claimed": n, "decided": n}}``; expired claims count as open."""
         now = utcnow()
@@ -82,6 +87,7 @@ class ReadOps(StoreCore):
                 out.setdefault(queue, {s: 0 for s in STATUSES})[st] = int(n)
         return out
 
+    @transient_retry
     def labels(self) -> pl.DataFrame:
         """Final human categories for training.
 
@@ -106,6 +112,7 @@ class ReadOps(StoreCore):
         ]
         return pl.DataFrame(data, schema=_LABELS_SCHEMA, orient="row")
 
+    @transient_retry
     def locked(self) -> dict[str, tuple[str, str, str]]:
         """``sku_id -> (category_id, category_path, content_hash)`` of SKUs a human categorised.
 
@@ -119,10 +126,12 @@ class ReadOps(StoreCore):
             ).all()
         return {r[0]: (r[1] or "", r[2] or "", r[3] or "") for r in rows}
 
+    @transient_retry
     def decisions_frame(self) -> pl.DataFrame:
         """The audit log as a table, oldest first (``shown_candidates`` as a JSON string)."""
         return self._table_frame(DECISIONS)
 
+    @transient_retry
     def items_frame(self) -> pl.DataFrame:
         """Every review item (any status) as a table, oldest first (``candidates`` as a JSON string)."""
         return self._table_frame(ITEMS)

@@ -127,6 +127,7 @@ class DecisionResult:
     reviews_required: int
     category_id: str | None = None
     category_path: str | None = None
+    replayed: bool = False  # True: this request was already applied; nothing was applied again
 
     @property
     def awaiting_second_review(self) -> bool:

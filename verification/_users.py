@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from shelfwise.errors import ConfigError
 from verification._db import utcnow
 from verification._errors import QueueStoreError
+from verification._retry import transient_retry
 from verification._store_core import USERS, RowLike, StoreCore, aware
 from verification._types import User
 from verification.models import Role
@@ -64,11 +65,13 @@ class UserOps(StoreCore):
             if res.rowcount != 1:
                 raise QueueStoreError(f"user {username!r} does not exist; create it with add_user()")
 
+    @transient_retry
     def set_active(self, username: str, active: bool) -> None:
         """(De)activate a user; either way their sessions end, so re-activation never revives an old
         cookie."""
         self._bump(username, is_active=active)
 
+    @transient_retry
     def end_sessions(self, username: str) -> None:
         """End every session of ``username`` (logout): cookies issued before now stop working."""
         self._bump(username)
@@ -83,6 +86,7 @@ class UserOps(StoreCore):
             if res.rowcount != 1:
                 raise QueueStoreError(f"user {username!r} does not exist; create it with add_user()")
 
+    @transient_retry
     def authenticate(self, username: str, password: str) -> User | None:
         """The user if the password matches (bcrypt), else ``None``; inactive users never authenticate."""
         with self._reading() as conn:
@@ -97,11 +101,13 @@ class UserOps(StoreCore):
             return None
         return self._user(row)
 
+    @transient_retry
     def get_user(self, username: str) -> User | None:
         with self._reading() as conn:
             row = conn.execute(sa.select(USERS).where(USERS.c.username == username)).mappings().first()
         return None if row is None else self._user(row)
 
+    @transient_retry
     def list_users(self) -> list[User]:
         with self._reading() as conn:
             rows = conn.execute(sa.select(USERS).order_by(USERS.c.username)).mappings().all()

@@ -170,8 +170,11 @@ class Decision(Base):
     taxonomy_version: Mapped[str | None] = mapped_column(sa.String(128))
     run_id: Mapped[str | None] = mapped_column(sa.String(128))
     content_hash: Mapped[str | None] = mapped_column(sa.String(128))
+    # the request that made the decision (unique): a request sent again is reported, not applied again
+    request_id: Mapped[str | None] = mapped_column(sa.String(64))
 
     __table_args__ = (
+        sa.Index("uq_decisions_request_id", "request_id", unique=True),
         sa.Index("ix_decisions_item", "item_id"),
         sa.Index("ix_decisions_sku", "sku_id"),
         sa.Index("ix_decisions_reviewer", "reviewer", "decided_at"),

@@ -24,13 +24,24 @@ The class is assembled from one private module per job:
 - ``_store_reads``: items, counts, labels and the decision log as tables (what the reports read);
 - ``_store_exchange``: CSV / Label Studio export and import of final decisions;
 - ``_users``: review-app users with bcrypt-hashed passwords.
+
+A transaction that loses its database connection (a PostgreSQL restart) runs again a few times with
+backoff (``_retry``); then :class:`QueueUnavailableError` (a ``TransientServiceError``). Retries are
+counted per process: :func:`retry_counts`, :func:`take_retry_counts` (``docs/faults.md``).
 """
 
 from __future__ import annotations
 
 import os
 
-from verification._errors import InvalidDecisionError, ItemConflictError, ItemNotFoundError, QueueStoreError
+from verification._errors import (
+    InvalidDecisionError,
+    ItemConflictError,
+    ItemNotFoundError,
+    QueueStoreError,
+    QueueUnavailableError,
+)
+from verification._retry import retry_counts, take_retry_counts
 from verification._store_decisions import DecisionOps
 from verification._store_enqueue import EnqueueOps
 from verification._store_exchange import ExchangeOps
@@ -53,10 +64,13 @@ __all__ = [
     "Queue",
     "QueueStore",
     "QueueStoreError",
+    "QueueUnavailableError",
     "RemapResult",
     "Role",
     "User",
     "default_queue_url",
+    "retry_counts",
+    "take_retry_counts",
 ]
 
 
@@ -71,5 +85,7 @@ class QueueStore(RemapOps, EnqueueOps, ExchangeOps, DecisionOps, ReadOps, UserOp
     ``consensus_suspect``: a ``suspect`` item whose first decision disagrees with the suggestion waits
     for a second, different reviewer before it is final. ``lease_seconds``: how long a claim lasts.
     ``skip_cooldown_seconds``: how long an item a reviewer skipped is kept away from that reviewer.
-    ``bcrypt_rounds``: the cost of password hashes.
+    ``bcrypt_rounds``: the cost of password hashes. ``retry_seconds``: how long a transaction that lost
+    its database connection is run again (default 60 s for nights and commands; the review app uses
+    3 s, then answers 503) before :class:`QueueUnavailableError`.
     """

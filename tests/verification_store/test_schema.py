@@ -20,7 +20,7 @@ def test_migrations_ship_inside_the_package() -> None:
     assert MIGRATIONS_DIR == pkg / "migrations"
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert list((MIGRATIONS_DIR / "versions").glob("0001_*.py"))
-    assert head_revision() == "0002_session_epoch"
+    assert head_revision() == "0003_decision_request_id"
 
 
 def test_upgrade_creates_schema_and_second_upgrade_is_a_noop(db_url: str, make_frame) -> None:

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -21,7 +21,8 @@ from verification.models import DecisionKind, ItemStatus, Queue, Role
 
 from ._auth import ApiAdmin, ApiAdminCsrf, ApiUser, ApiUserCsrf, ensure_csrf_token
 from ._common import MAX_FILTER_CHARS, MAX_INT32, UiFilters, bad_text, public_image_path, state
-from ._decide import DecisionRequest, apply_decision, claim_next
+from ._decide import DecisionRequest, apply_decision, claim_next, describe_decision
+from ._unavailable import SAVED_DECISION
 
 __all__ = ["router"]
 
@@ -147,6 +148,16 @@ class DecisionIn(BaseModel):
     )
     note: Text = Field(default="", max_length=2000)
     duration_ms: int | None = Field(default=None, ge=0, le=MAX_INT32)
+    request_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.~:-]+$",
+        description=(
+            "Your id for this decision (or send the Idempotency-Key header): sent again after a 503 or a "
+            "lost answer, the decision already made is returned (replayed=true), never applied twice"
+        ),
+    )
 
 
 class DecisionOut(BaseModel):
@@ -161,6 +172,9 @@ class DecisionOut(BaseModel):
     reviews_required: int
     category_id: str | None = None
     category_path: str | None = None
+    replayed: bool = Field(
+        default=False, description="True when this request id was already applied (nothing applied again)"
+    )
     next_item: Item | None = Field(
         default=None, description="The next item claimed for you when claim_next was set"
     )
@@ -285,14 +299,17 @@ def decide(
     body: DecisionIn,
     who: ApiUserCsrf,
     claim_next_item: Annotated[bool, Query(alias="claim_next")] = False,
+    idempotency_key: Annotated[str | None, Header(max_length=64, pattern=r"^[A-Za-z0-9_.~:-]+$")] = None,
 ) -> DecisionOut:
     """Record a decision. With ``?claim_next=true`` the answer also carries the next item of the same
-    queue."""
+    queue. While the database is down the answer is 503 with ``Retry-After``: send the same decision
+    with the same ``request_id`` (or ``Idempotency-Key``) again; it is applied once."""
     app_state = state(request)
     item = app_state.store.get_item(item_id)
     if item is None:
         raise HTTPException(404, f"review item {item_id} does not exist")
-    decision = DecisionRequest(body.kind, body.category_id, body.note, body.duration_ms)
+    request_id = body.request_id or idempotency_key
+    decision = DecisionRequest(body.kind, body.category_id, body.note, body.duration_ms, request_id)
     try:
         result = apply_decision(app_state.store, app_state.taxonomy, item_id, who.username, decision)
     except ItemNotFoundError as exc:
@@ -302,6 +319,7 @@ def decide(
     except InvalidDecisionError as exc:
         raise HTTPException(422, str(exc)) from exc
     out = DecisionOut.model_validate(result)
+    setattr(request.state, SAVED_DECISION, describe_decision(item, result))  # a later 503 says "saved"
     if claim_next_item:
         nxt = claim_next(app_state.store, who.username, UiFilters(queue=item.queue), exclude=item_id)
         out.next_item = _item(request, nxt) if nxt is not None else None

@@ -52,6 +52,7 @@ __all__ = [
     "anonymous_csrf",
     "end_sessions",
     "ensure_csrf_token",
+    "known_principal",
     "login_url",
     "principal",
     "rotate_session",
@@ -137,6 +138,12 @@ def _session_valid(request: Request, user: User | None) -> bool:
     age = time.time() - since
     lifetime: float = request.app.state.review.session_lifetime
     return -60 <= age < lifetime  # absolute: activity never extends it
+
+
+def known_principal(request: Request) -> Principal | None:
+    """The caller if this request already looked them up, else ``None`` (never reads the database)."""
+    found: Principal | None = getattr(request.state, _STATE_KEY, None)
+    return found
 
 
 def principal(request: Request) -> Principal | None:

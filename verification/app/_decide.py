@@ -23,6 +23,7 @@ class DecisionRequest:
     category_id: str | None = None
     note: str = ""
     duration_ms: int | None = None
+    request_id: str | None = None  # the same id sent again is reported as saved, never applied twice
 
 
 def apply_decision(
@@ -55,6 +56,7 @@ def apply_decision(
         category_path=category_path,
         note=decision.note,
         duration_ms=decision.duration_ms,
+        request_id=decision.request_id,
     )
 
 
@@ -137,4 +139,6 @@ def describe_decision(item: ItemView, result: DecisionResult) -> str:
         text = f"Marked \u201c{name}\u201d as needing more data."
     if result.awaiting_second_review:
         text += f" A second reviewer must confirm ({result.reviews_done} of {result.reviews_required})."
+    if result.replayed:
+        text += " (It had been saved already; it was not recorded twice.)"
     return text

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from shelfwise.errors import ConfigError
+from verification._errors import QueueUnavailableError
+from verification._retry import APP_RETRY_SECONDS
 from verification.store import QueueStore
 
 from . import _api, _pages
@@ -29,6 +32,7 @@ from ._auth import LoginRequired, login_url
 from ._common import AppState, render
 from ._limits import DEFAULT_MAX_BODY, BodyLimit, TrustedProxies
 from ._taxonomy import load_service
+from ._unavailable import database_error_is_transient, unavailable
 
 __all__ = ["SECRET_ENV", "SECRET_FILE_NAME", "create_app", "resolve_secret_key"]
 
@@ -156,7 +160,8 @@ def create_app(
                 f"relative to"
             )
     taxonomy = load_service(taxonomy_path, list(extra_taxonomy_paths or []))
-    store = QueueStore(db_url, consensus_suspect=consensus_suspect)
+    # a person waits for each answer: a few seconds of retries, then 503 with Retry-After
+    store = QueueStore(db_url, consensus_suspect=consensus_suspect, retry_seconds=APP_RETRY_SECONDS)
     store.upgrade()
 
     # API docs (/docs, /redoc) with Swagger UI and ReDoc served from the package, not a CDN: works offline
@@ -206,6 +211,16 @@ def create_app(
     @app.exception_handler(LoginRequired)
     async def _login_required(request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse(login_url(exc.next_url), status_code=303)
+
+    @app.exception_handler(QueueUnavailableError)
+    async def _database_down(request: Request, exc: QueueUnavailableError) -> Response:
+        return unavailable(request, exc)
+
+    @app.exception_handler(sa.exc.SQLAlchemyError)
+    async def _database_error(request: Request, exc: sa.exc.SQLAlchemyError) -> Response:
+        if database_error_is_transient(request, exc):  # a connection failure outside the store's retries
+            return unavailable(request, exc)
+        raise exc
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import secrets
 import time
 from typing import Annotated, Any
 
@@ -46,6 +47,7 @@ from ._common import (
 )
 from ._decide import DecisionRequest, apply_decision, claim_next, describe_decision, move_next
 from ._limits import client_address
+from ._unavailable import POSTED_FORM, SAVED_DECISION
 
 __all__ = ["router"]
 
@@ -63,7 +65,9 @@ async def _read_form(request: Request) -> FormData:
     Handlers are plain ``def`` so bcrypt and database calls never block the event loop (static files and
     other users' requests keep being served while a password is checked).
     """
-    return await request.form()
+    form = await request.form()
+    setattr(request.state, POSTED_FORM, form)  # the 503 page offers a failed decision again
+    return form
 
 
 Form = Annotated[FormData, Depends(_read_form)]
@@ -265,13 +269,15 @@ def item_page(request: Request, item_id: int, who: PageUser) -> Response:
         "current_node": app_state.taxonomy.find_path(item.current_category_path),
         "reviews": _review_excerpts(item.review_excerpt),
         "history": app_state.store.decisions_for_item(item.id),
+        "request_id": secrets.token_urlsafe(16),  # one per page view: a decision resent is applied once
         "position": f"{open_count} waiting in {QUEUE_LABELS.get(item.queue, item.queue)}",
     }
     return render(request, "item.html", context)
 
 
 @router.post("/items/{item_id}/decide")
-def decide(request: Request, item_id: int, who: PageUserCsrf, form: Form) -> Response:
+def decide(request: Request, item_id: int, form: Form, who: PageUserCsrf) -> Response:
+    # ``form`` before ``who``: parsed first, so a 503 while the user is looked up can still offer it again
     filters, _ = parse_filters(form)
     back = f"/items/{item_id}?{filter_query(filters)}"
     raw = _form_str(form, "decision")
@@ -287,7 +293,10 @@ def decide(request: Request, item_id: int, who: PageUserCsrf, form: Form) -> Res
     if problem is not None:
         flash(request, "error", f"Not saved: the note {problem}; type plain text")
         return _see_other(back)
-    decision = DecisionRequest(kind=kind, category_id=category_id or None, note=note, duration_ms=duration)
+    request_id = _form_str(form, "request_id").strip()[:64] or None
+    decision = DecisionRequest(
+        kind=kind, category_id=category_id or None, note=note, duration_ms=duration, request_id=request_id
+    )
     store = state(request).store
     try:
         item = _item_or_404(request, item_id)
@@ -303,7 +312,9 @@ def decide(request: Request, item_id: int, who: PageUserCsrf, form: Form) -> Res
     except QueueStoreError as exc:
         flash(request, "error", f"Not saved: {exc}")
         return _see_other(back)
-    flash(request, "ok", describe_decision(item, result))
+    saved = describe_decision(item, result)
+    setattr(request.state, SAVED_DECISION, saved)  # a 503 from here on says the decision was saved
+    flash(request, "ok", saved)
     return _go_next(request, who, filters, exclude=item_id)
 
 

@@ -23,6 +23,20 @@
     });
   });
 
+  // ---- database unavailable: send a decision that was not saved once more ------------------
+  // The 503 page holds the decision (same request id, so it is never recorded twice) and says how long
+  // to wait (Retry-After); a resend that fails again waits for the reviewer's click.
+  var resend = $("#resend-form[data-resend-after]");
+  if (resend) {
+    var left = parseInt(resend.getAttribute("data-resend-after"), 10) || 3;
+    var countdown = $("#resend-countdown");
+    var tick = setInterval(function () {
+      left -= 1;
+      if (countdown) countdown.textContent = String(Math.max(left, 0));
+      if (left <= 0) { clearInterval(tick); resend.submit(); }
+    }, 1000);
+  }
+
   // ---- taxonomy search -------------------------------------------------------------------
   var box = $("#taxo-search");
   var results = $("#taxo-results");
