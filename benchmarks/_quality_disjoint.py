@@ -5,8 +5,10 @@ catalog, classify the disjoint 20%; realized auto share and exact precision. Run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import polars as pl
 from _quality_data import BENCH, DATA, _ancestor_ok, _baseline_predict, _write, fmt, load_dataset, split
 
 from classifiers.metrics import evaluate
+from classifiers.selective import best_cut_share
 
 
 def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = False) -> dict[str, Any]:
@@ -34,7 +37,7 @@ def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = 
     from scipy.stats import binomtest
 
     from classifiers.calibration import precision_lower_bound
-    from shelfwise import pipeline
+    from shelfwise import night, pipeline
     from shelfwise.settings import Settings
 
     frame, tax, fields = load_dataset(name)
@@ -64,14 +67,19 @@ def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = 
     out = state / "predictions.parquet"
     t0 = time.perf_counter()
     if not rescore:
-        pipeline.train(
-            taxonomy_path=taxes / tax_file, catalog=train_file, model_dir=state / "model", settings=settings
-        )
+        with _dump_out_of_fold(state / "oof.npz"):
+            pipeline.train(
+                taxonomy_path=taxes / tax_file,
+                catalog=train_file,
+                model_dir=state / "model",
+                settings=settings,
+            )
     t_fit = time.perf_counter() - t0
     if not rescore:
-        pipeline.classify_catalog(
+        night.classify_catalog(
             model_dir=state / "model", catalog=test_file, out=out, settings=settings, enqueue=False
         )
+        _dump_test_proba(state, test_file, settings)
     fit_report = json.loads((state / "model" / "manifest.json").read_text())["fit_report"]
     pred = pl.read_parquet(out)
 
@@ -96,6 +104,11 @@ def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = 
     conf_ok = _ancestor_ok([c or "" for c in conf_paths], list(truth), tax) & has_conf
     b_paths, b_conf = _baseline_predict(frame, fields, fit_idx, test_idx, paths)
     base = evaluate(b_paths, [paths[i] for i in test_idx], b_conf)
+    conf = pred["confidence"].to_numpy()
+    best = {
+        f"{p:.2f}": round(best_cut_share(conf, exact, p), 4) for p in (target, target + 0.01, target + 0.02)
+    }
+    at96 = best[f"{target + 0.01:.2f}"]
     return {
         "split": "seeded stratified 80/20 (train+calibration parts of `split` -> test part); rare classes "
         "(<3 rows) train only",
@@ -108,6 +121,8 @@ def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = 
         "auto_exact_precision": round(k / m, 4) if m else None,
         "auto_exact_precision_ci95": [round(ci.low, 4), round(ci.high, 4)] if ci else None,
         "auto_exact_precision_lower_bound_one_sided": round(precision_lower_bound(k, m), 4) if m else None,
+        "best_cut_share": best,
+        "auto_over_best_cut_plus_1pt": round(m / len(exact) / at96, 3) if at96 else None,
         "top1_accuracy": round(float(exact.mean()), 4),
         "confident_share": round(float(has_conf.mean()), 4),
         "confident_precision_ancestor_ok": round(float(conf_ok[has_conf].mean()), 4)
@@ -117,6 +132,42 @@ def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = 
         "baseline_top1_accuracy": round(base["leaf_accuracy"], 4),
         "baseline_oracle_coverage_at_95": round(base["coverage_at_precision"]["0.95"], 4),
     }
+
+
+@contextlib.contextmanager
+def _dump_out_of_fold(path: Path) -> Iterator[None]:
+    """While training, save the out-of-fold arrays the proof reads (to tune it offline, benchmarks only)."""
+    import classifiers.model as cm
+
+    real = cm.fit_model_thresholds
+
+    def spy(oof: Any, **kw: Any) -> Any:
+        np.savez_compressed(path, p_raw=oof.p_raw, p_cal_cf=oof.p_cal_cf, y=oof.y, label_pos=kw["label_pos"])
+        return real(oof, **kw)
+
+    cm.fit_model_thresholds = spy  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        cm.fit_model_thresholds = real  # type: ignore[assignment]
+
+
+def _dump_test_proba(state: Path, test_file: Path, settings: Any) -> None:
+    """The trained model's label probabilities of the test rows (for the suspect benchmark)."""
+    from classifiers import EmbeddingCache, make_embedder
+    from classifiers.model import CategoryModel
+
+    model = CategoryModel.load(state / "model")
+    frame = pl.read_parquet(test_file)
+    with EmbeddingCache(state / "cache" / "embeddings.sqlite") as cache:
+        proba = model.predict_label_proba(frame, embedder=make_embedder(settings.embedder), cache=cache)
+    np.savez_compressed(
+        state / "test_proba.npz",
+        proba=proba,
+        sku_id=np.asarray(frame["sku_id"].to_list(), dtype=object),
+        classes=np.asarray(model.classes_, dtype=object),
+        paths=np.asarray([model.index_.paths[p] for p in model.label_pos_], dtype=object),
+    )
 
 
 def disjoint_markdown(results: dict[str, Any]) -> str:

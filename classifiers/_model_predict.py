@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from classifiers._model_accept import Prediction, confident_nodes
+from classifiers._model_accept import Prediction
+from classifiers._model_proof import confident_nodes
 
 __all__ = ["assemble_prediction", "concat_predictions", "empty_prediction"]
 
@@ -85,7 +86,9 @@ def assemble_prediction(
     zero_shot = (top_cols[:, 0] == len(model.label_pos_)) if zs_mask else np.zeros(n, dtype=bool)
     leaf_conf = probs[rows, top_cols[:, 0]]  # exactly this node (not summed with labels below it)
     leaf_thr = model.thresholds_.for_nodes(ids[best_pos])
-    conf_pos, conf_conf, conf_thr = confident_nodes(model, node_scores, best_pos, leaf_conf, leaf_thr)
+    conf_pos, conf_conf, conf_thr = confident_nodes(
+        model.index_, float(model.thresholds_.backoff), node_scores, best_pos, (leaf_conf, leaf_thr)
+    )
     has = conf_pos >= 0
     depths = np.array(model.index_.depths, dtype=np.int64)
     if mode == "backoff":

@@ -2,7 +2,7 @@
 
 Every figure here is out of fold: each row was scored by base scorers and a stacker that never saw it,
 and calibrated by a calibrator fit on the other folds (cross-fitted). Threshold evidence comes from
-`Thresholds.groups` (chosen on those rows, see `classifiers.calibration.fit_thresholds`).
+`Thresholds.groups` (chosen on those rows, see `classifiers.selective.fit_thresholds`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.calibration import GLOBAL, Thresholds, precision_lower_bound
+from classifiers._model_proof import AcceptFit
+from classifiers.metrics import expected_calibration_error
 
 __all__ = ["out_of_fold_report"]
 
@@ -20,20 +21,17 @@ def out_of_fold_report(
     p_raw: np.ndarray,
     p_cal_cf: np.ndarray,
     y: np.ndarray,
-    thresholds: Thresholds,
+    accept: AcceptFit,
     *,
     temperature: float | None = None,
 ) -> dict[str, Any]:
-    """Out-of-fold accuracy, calibration error and, per threshold group, its evidence."""
-    from classifiers.metrics import expected_calibration_error
-
+    """Out-of-fold accuracy, calibration error, the proven leaf cut against the best cuts chosen with the
+    labels, and the back-off tier (``accept.report``, see `classifiers._model_proof`)."""
     top = p_raw.argmax(axis=1)
     ok = top == y
-    accepted = sum(int(g["accepted"]) for g in thresholds.groups.values())
-    right = sum(
-        round(float(g["oof_precision"] or 0.0) * int(g["accepted"])) for g in thresholds.groups.values()
-    )
     n = len(y)
+    thresholds = accept.thresholds
+    figures = accept.report
     return {
         "what": "out of fold (scorers and stacker never saw the row; calibrator cross-fitted)",
         "rows": n,
@@ -43,11 +41,12 @@ def out_of_fold_report(
         "temperature": temperature,
         "target_precision": thresholds.target_precision,
         "threshold_global": thresholds.to_dict()["global"],
-        "nodes_with_own_threshold": len([g for g in thresholds.groups if g != GLOBAL]),
-        "auto_share": round(accepted / n, 4) if n else 0.0,
-        "auto_precision": round(right / accepted, 4) if accepted else None,
-        "auto_precision_lower_bound": round(precision_lower_bound(right, accepted), 4) if accepted else None,
-        "backoff": dict(thresholds.backoff_fit, threshold=thresholds.to_dict()["backoff"]),
+        "nodes_with_own_threshold": 0,
+        "auto_share": figures["proven_share"],
+        "auto_precision": figures["proven_precision"],
+        "auto_precision_lower_bound": figures["proven_precision_lower_bound"],
+        **{k: v for k, v in figures.items() if k != "backoff"},
+        "backoff": dict(figures["backoff"], threshold=thresholds.to_dict()["backoff"]),
     }
 
 

@@ -5,8 +5,9 @@
     IsotonicCalibrator    monotone map of the top score to the observed accuracy
     precision_lower_bound one-sided Clopper-Pearson lower bound of a precision k/n
     select_threshold      lowest confidence whose accepted set provably reaches the target precision
-    fit_thresholds        thresholds per group of nodes, pooled up the tree where a node has too little data
-    Thresholds            per-node thresholds (own, or inherited from a pooled ancestor, up to the global one)
+    Thresholds            per-node thresholds (the proven cut, ``inf`` for excluded and zero-shot nodes)
+    fit_thresholds_per_category  the earlier per-group procedure (a reference; the model uses
+                          `classifiers.selective.fit_thresholds`)
 
 Both calibrators follow scikit-learn conventions (``fit`` returns self, learned state ends in ``_``).
 """
@@ -34,9 +35,8 @@ __all__ = [
     "TemperatureScaler",
     "ThresholdFit",
     "Thresholds",
-    "fit_backoff_threshold",
     "fit_threshold",
-    "fit_thresholds",
+    "fit_thresholds_per_category",
     "precision_lower_bound",
     "select_threshold",
 ]
@@ -274,6 +274,7 @@ class Thresholds:
     backoff: float = math.inf
     backoff_fit: dict[str, Any] = field(default_factory=dict)
     unlisted: float | None = None
+    ranking: str = "confidence"  # the score the leaf cut is on (`CategoryModel`'s leaf confidence)
 
     def for_nodes(self, ids: Sequence[str] | np.ndarray) -> np.ndarray:
         """Threshold of each node id (float array, ``inf`` = never auto)."""
@@ -316,6 +317,7 @@ class Thresholds:
             "backoff": _enc(self.backoff),
             "backoff_fit": dict(self.backoff_fit),
             "unlisted": None if self.unlisted is None else _enc(self.unlisted),
+            "ranking": self.ranking,
         }
 
     @classmethod
@@ -332,6 +334,7 @@ class Thresholds:
             backoff=_dec(data.get("backoff", "inf")),
             backoff_fit=dict(data.get("backoff_fit", {})),
             unlisted=None if unlisted is None else _dec(unlisted),
+            ranking=str(data.get("ranking", "confidence")),
         )
 
 
@@ -346,7 +349,7 @@ def _chain(node: str, parent_of: Mapping[str, str | None]) -> list[str]:
     return out
 
 
-def fit_thresholds(
+def fit_thresholds_per_category(
     confidence: np.ndarray,
     correct: np.ndarray,
     predicted_ids: Sequence[str] | np.ndarray,
@@ -357,7 +360,10 @@ def fit_thresholds(
     min_support: int = 1,
     min_node_support: int = 100,
 ) -> Thresholds:
-    """Thresholds from held-out (out-of-fold) rows: their score, whether they were right, their node.
+    """The earlier procedure, kept as a reference for tests and benchmarks: a threshold per node group.
+
+    The model now proves one cut over all rows (`classifiers.selective.fit_thresholds`): here every group
+    spends the whole ``delta`` again and the groups left behind by the easy ones prove nothing.
 
     Nodes are visited deepest first. A node whose held-out rows (its own and those of descendants not
     already taken by a deeper node) number at least ``min_node_support`` and prove a threshold on
@@ -440,44 +446,3 @@ def fit_thresholds(
         groups=groups,
         group_of=group_of,
     )
-
-
-def fit_backoff_threshold(
-    ancestor_scores: np.ndarray,
-    ancestor_correct: np.ndarray,
-    *,
-    target_precision: float = 0.95,
-    delta: float | None = DELTA,
-    grid: int = 400,
-) -> tuple[float, ThresholdFit, np.ndarray]:
-    """One bar t for back-off answers: a row's answer is its deepest ancestor whose score is >= t.
-
-    ``ancestor_scores`` / ``ancestor_correct`` are (n, d): the tree-summed scores of each row's
-    ancestors, deepest first (padded with ``-inf``), and whether the truth lies under each. The lowest t
-    of a grid over the scores whose accepted answers keep the target's lower bound is returned, with
-    its evidence and the depth index chosen per row (-1: none).
-    """
-    sc = np.asarray(ancestor_scores, dtype=np.float64)
-    cor = np.asarray(ancestor_correct, dtype=bool)
-    n = sc.shape[0]
-    if n == 0 or sc.shape[1] == 0:
-        return math.inf, ThresholdFit(math.inf, n, 0, 0, 0.0), np.full(n, -1)
-    finite = sc[np.isfinite(sc)]
-    cand = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, grid))) if finite.size else np.zeros(0)
-    best: tuple[float, ThresholdFit, np.ndarray] = (
-        math.inf,
-        ThresholdFit(math.inf, n, 0, 0, 0.0),
-        np.full(n, -1),
-    )
-    for t in cand[::-1]:  # high to low: keep the lowest bar that still proves the target
-        clears = sc >= t
-        anyc = clears.any(axis=1)
-        j = np.where(anyc, clears.argmax(axis=1), -1)
-        m = int(anyc.sum())
-        if m == 0:
-            continue
-        k = int(cor[np.flatnonzero(anyc), j[anyc]].sum())
-        lb = k / m if delta is None else float(_lower_bounds(np.array([k]), np.array([m]), float(delta))[0])
-        if lb >= target_precision - 1e-12:
-            best = (float(t), ThresholdFit(float(t), n, m, k, lb), j)
-    return best

@@ -46,19 +46,20 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import StratifiedKFold
 
 from classifiers._model_accept import (
+    Calibrator,
     Prediction,
+    apply_calibrator,
     cross_fitted_calibration,
     fit_calibrator,
-    fit_model_thresholds,
     fit_stackers,
 )
 from classifiers._model_bank import BankData, fit_bank, score_bank
 from classifiers._model_predict import assemble_prediction, concat_predictions, empty_prediction
+from classifiers._model_proof import OutOfFold, fit_model_thresholds
 from classifiers._model_report import manifest_of, out_of_fold_report
 from classifiers._model_rerank import LabelInfo, WeightedStacker, candidate_features, to_distribution
 from classifiers._model_store import MODEL_FORMAT_VERSION, read_model_state, write_model_folder
 from classifiers._model_text import TEXT_FIELDS, build_inputs, embed_chunks
-from classifiers.calibration import IsotonicCalibrator, TemperatureScaler
 from classifiers.hierarchy import NodeIndex
 from shelfwise.errors import ConfigError, ModelError
 
@@ -260,7 +261,7 @@ class CategoryModel(BaseEstimator):
                     cache.embed(embedder, [self.index_.paths[p] for p in self.zs_pos_]), np.float32
                 )
 
-        data = self._bank_data(frame, embedder, cache, image_embedder, need_emb=need_emb)
+        data, image_failures = self._bank_data(frame, embedder, cache, image_embedder, need_emb=need_emb)
         self.zero_shot_margin_ = float(self.zero_shot_margin) if self.zero_shot_margin is not None else 0.0
         if self.zs_emb_ is not None and data.emb is not None and label_emb is not None:
             gap = self._zero_shot_gap(data.emb, label_emb)[1]
@@ -271,7 +272,7 @@ class CategoryModel(BaseEstimator):
                 "margin": round(self.zero_shot_margin_, 4),
                 "training_rows_firing": float(np.mean(gap > self.zero_shot_margin_)),
             }
-        self.fit_report_["image_failures"] = dict(self._last_image_failures)
+        self.fit_report_["image_failures"] = image_failures
         bank_kw: dict[str, Any] = {
             "use_tfidf": self.use_tfidf,
             "use_embeddings": self.use_embeddings,
@@ -297,23 +298,49 @@ class CategoryModel(BaseEstimator):
             parent_group=np.array([group_ids[p] for p in parents], dtype=np.int64),
         )
         # ---- stackers on out-of-fold scores (their own out-of-fold outputs feed selection + calibration)
-        p_raw = fit_stackers(self, oof, y)
-        # ---- calibration on the stacker's out-of-fold outputs; cross-fitted copies for honest figures
-        self.calibrator_: TemperatureScaler | IsotonicCalibrator | None = fit_calibrator(self, p_raw, y)
-        p_cal_cf = cross_fitted_calibration(self, p_raw, y, folds)
-        # ---- thresholds with a precision guarantee, never chosen on scores the calibrator was fit on
-        fit_model_thresholds(self, p_raw, p_cal_cf, y)
-        self.fit_report_["heldout"] = out_of_fold_report(
-            p_raw, p_cal_cf, y, self.thresholds_, temperature=getattr(self.calibrator_, "temperature_", None)
+        stack = fit_stackers(
+            oof,
+            y,
+            scorer_names=self.scorer_names_,
+            label_info=self.label_info_,
+            stacker=self.stacker,
+            n_candidates=int(self.n_candidates),
+            random_state=int(self.random_state),
         )
-        path_of = dict(zip(self.index_.ids, self.index_.paths, strict=True))
+        self.stacker_, self.weighted_, self.reranker_ = stack.chosen, stack.weighted, stack.reranker
+        self.fit_report_["stacker"] = stack.report
+        p_raw = stack.oof
+        # ---- calibration on the stacker's out-of-fold outputs; cross-fitted copies for honest figures
+        self.calibrator_: Calibrator = fit_calibrator(self.calibration, p_raw, y)
+        p_cal_cf = cross_fitted_calibration(self.calibration, p_raw, y, folds)
+        # ---- one proven cut over all out-of-fold rows, never on scores the calibrator was fit on
+        accept = fit_model_thresholds(
+            OutOfFold(p_raw, p_cal_cf, y),
+            index=self.index_,
+            label_pos=self.label_pos_,
+            calibrator=self.calibrator_,
+            target_precision=float(self.target_precision),
+        )
+        self.thresholds_ = accept.thresholds
+        self.fit_report_["heldout"] = out_of_fold_report(
+            p_raw, p_cal_cf, y, accept, temperature=getattr(self.calibrator_, "temperature_", None)
+        )
         self.fit_report_["thresholds"] = {
-            "groups": {path_of.get(g, g): v for g, v in self.thresholds_.groups.items()},
+            "groups": self._readable_groups(),
             "backoff": self.fit_report_["heldout"]["backoff"],
         }
         self.version_ = self._compute_version(frame, labels)
         self.created_at_ = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         return self
+
+    def _readable_groups(self) -> dict[str, dict[str, Any]]:
+        """`Thresholds.groups` keyed by category path instead of id (``"*"``: the proven cut)."""
+        path_of = dict(zip(self.index_.ids, self.index_.paths, strict=True))
+        out = {}
+        for g, v in self.thresholds_.groups.items():
+            node = g.removesuffix(" (excluded)")
+            out[path_of.get(node, node) + g[len(node) :]] = v
+        return out
 
     def _folds(self, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         n_splits = int(min(self.cv, max(2, len(y) // 4)))
@@ -335,28 +362,16 @@ class CategoryModel(BaseEstimator):
         return best_u, zu[np.arange(len(emb)), best_u] - zt.max(axis=1)
 
     def _calibrate(self, p: np.ndarray) -> np.ndarray:
-        if isinstance(self.calibrator_, TemperatureScaler):
-            return self.calibrator_.transform(np.log(np.clip(p, 1e-12, 1)))
-        if isinstance(self.calibrator_, IsotonicCalibrator):
-            top = p.argmax(axis=1)
-            rows = np.arange(p.shape[0])
-            new_top = self.calibrator_.transform(p[rows, top])
-            rest = p.copy()
-            rest[rows, top] = 0.0
-            rsum = rest.sum(axis=1)
-            scale = np.where(rsum > 0, (1.0 - new_top) / np.where(rsum > 0, rsum, 1.0), 0.0)
-            out = rest * scale[:, None]
-            out[rows, top] = new_top
-            return out
-        return p
+        return apply_calibrator(self.calibrator_, p)
 
     def _bank_data(
         self, frame: pl.DataFrame, embedder: Any, cache: Any, image_embedder: Any, *, need_emb: bool
-    ) -> BankData:
+    ) -> tuple[BankData, dict[str, int]]:
+        """The base scorers' inputs of ``frame``, and the photos that failed to load (reason -> count)."""
         inputs = build_inputs(frame, tuple(self.text_fields))
         emb = embed_chunks(inputs.chunks, embedder, cache) if need_emb else None
         img = ok = None
-        self._last_image_failures: dict[str, int] = {}
+        failures: dict[str, int] = {}
         if self.use_images:
             paths = (
                 frame.get_column("image_path").to_list()
@@ -370,11 +385,12 @@ class CategoryModel(BaseEstimator):
             else:
                 batch = cache.embed_images(image_embedder, paths)
                 img, ok = batch.vectors, batch.ok
-                self._last_image_failures = dict(batch.failures)
+                failures = dict(batch.failures)
         price = None
         if self.use_price and "price" in frame.columns:
             price = frame.get_column("price").cast(pl.Float64, strict=False).fill_null(np.nan).to_numpy()
-        return BankData(lexical=inputs.lexical, brand=inputs.brand, emb=emb, img=img, img_ok=ok, price=price)
+        data = BankData(lexical=inputs.lexical, brand=inputs.brand, emb=emb, img=img, img_ok=ok, price=price)
+        return data, failures
 
     def _compute_version(self, frame: pl.DataFrame, labels: list[str]) -> str:
         h = hashlib.sha256()
@@ -427,7 +443,7 @@ class CategoryModel(BaseEstimator):
         self._check_fitted()
         self._check_embedder(embedder)
         need_emb = self.bank_.label_emb is not None or self.bank_.knn_sem is not None
-        data = self._bank_data(frame, embedder, cache, image_embedder, need_emb=need_emb)
+        data, _ = self._bank_data(frame, embedder, cache, image_embedder, need_emb=need_emb)
         scores = score_bank(self.bank_, data)
         weighted: WeightedStacker | None = getattr(self, "weighted_", None)
         if weighted is not None:

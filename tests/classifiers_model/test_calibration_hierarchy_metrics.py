@@ -13,7 +13,7 @@ from classifiers.calibration import (
     IsotonicCalibrator,
     TemperatureScaler,
     Thresholds,
-    fit_thresholds,
+    fit_thresholds_per_category,
     select_threshold,
 )
 from classifiers.hierarchy import NodeIndex, tree_consistent
@@ -61,7 +61,7 @@ def test_thresholds_per_node_where_support_allows_and_round_trip():
     ids = np.array(["easy"] * 100 + ["hard"] * 100 + ["rare"] * 100, dtype=object)
     ids[-90:] = [f"tiny{i}" for i in range(90)]  # "rare" keeps 10 rows: global threshold
     correct = np.where(ids == "easy", True, rng.uniform(size=300) < conf**4)
-    th = fit_thresholds(
+    th = fit_thresholds_per_category(
         conf, correct, ids, target_precision=0.95, min_support=10, min_node_support=50, delta=None
     )
     # "easy" proves a bar of its own; "hard" cannot reach the target alone and is pooled

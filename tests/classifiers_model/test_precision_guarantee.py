@@ -1,4 +1,5 @@
-"""The auto-accept guarantee on synthetic scores with a known precision, and threshold pooling."""
+"""The auto-accept guarantee on synthetic scores with a known precision, and the earlier per-category
+procedure (kept as a reference; the model proves one cut, see test_fixed_sequence.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from scipy.stats import binomtest
 from classifiers.calibration import (
     GLOBAL,
     Thresholds,
-    fit_backoff_threshold,
     fit_threshold,
-    fit_thresholds,
+    fit_thresholds_per_category,
     precision_lower_bound,
 )
+from classifiers.selective import fit_backoff_threshold, fit_thresholds
 
 
 def test_lower_bound_is_scipys_one_sided_clopper_pearson():
@@ -83,7 +84,7 @@ def test_tiny_nodes_inherit_a_pooled_threshold_and_big_nodes_keep_their_own():
         tree[f"C{i}>x"] = f"C{i}"
         add(f"C{i}>x", 20, 0.995)
     add("B>bad", 150, 0.7)  # enough rows to be judged: far below target
-    th = fit_thresholds(
+    th = fit_thresholds_per_category(
         np.array(scores), np.array(ok), ids, target_precision=0.95, parent_of=tree, min_node_support=100
     )
     assert th.group_of["A>big"] == "A>big" and math.isfinite(th.per_node["A>big"])
@@ -111,7 +112,9 @@ def test_a_parent_with_enough_pooled_rows_gets_its_own_threshold():
     ids = ["A>tiny1"] * 70 + ["A>tiny2"] * 70 + ["B>tiny"] * 70
     scores = rng.uniform(0.5, 1.0, 210)
     ok = np.r_[np.ones(140, dtype=bool), rng.uniform(size=70) < 0.5]
-    th = fit_thresholds(scores, ok, ids, target_precision=0.95, parent_of=_tree(), min_node_support=100)
+    th = fit_thresholds_per_category(
+        scores, ok, ids, target_precision=0.95, parent_of=_tree(), min_node_support=100
+    )
     assert th.group_of["A>tiny1"] == th.group_of["A>tiny2"] == "A"  # 140 rows under A
     assert math.isfinite(th.per_node["A>tiny1"])
     assert th.group_of["B>tiny"] == GLOBAL and math.isinf(th.global_)  # B's 70 rows are half wrong
@@ -120,7 +123,7 @@ def test_a_parent_with_enough_pooled_rows_gets_its_own_threshold():
 def test_mapping_thresholds_through_a_monotone_calibrator_keeps_the_accepted_rows():
     rng = np.random.default_rng(4)
     s, ok = _draw(2000, rng)
-    th = fit_thresholds(s, ok, ["x"] * len(s), target_precision=0.9, min_node_support=10_000)
+    th = fit_thresholds(s, ok, ["x"] * len(s), target_precision=0.9)
     cal = np.sqrt  # any increasing map
     mapped = th.mapped(cal)
     assert ((cal(s) >= mapped.global_) == (s >= th.global_)).all()
@@ -134,7 +137,8 @@ def test_backoff_bar_counts_the_truth_under_the_chosen_ancestor():
     sc = np.column_stack([np.minimum(parent, top), np.maximum(parent, top)])  # deepest first, rising upwards
     cor = np.column_stack([rng.uniform(size=n) < sc[:, 0] ** 3, rng.uniform(size=n) < sc[:, 1]])
     cor[:, 1] |= cor[:, 0]  # right at the deeper node implies right at its ancestor
-    t, fit, j = fit_backoff_threshold(sc, cor, target_precision=0.9)
-    assert math.isfinite(t) and fit.lower_bound >= 0.9
+    seq, j = fit_backoff_threshold(sc, cor, target_precision=0.9)
+    fit = seq.fit
+    assert math.isfinite(fit.threshold) and fit.lower_bound >= 0.9
     chosen_ok = cor[np.flatnonzero(j >= 0), j[j >= 0]]
     assert chosen_ok.mean() == pytest.approx(fit.correct / fit.accepted)
