@@ -50,7 +50,6 @@ else:
         os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default")
     )
 
-SHARED = Path(os.environ.get("SHELFWISE_SHARED_DATA", REPO.parent / "shared" / "data"))
 PG_URL = os.environ.get("SHELFWISE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -76,16 +75,48 @@ def real_data() -> Path:
     return REAL_DATA
 
 
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The full shared data folder (../shared/data), for the few tests the excerpt cannot serve.
+# ------------------------------------------------------------------------------------------ full data
+# A few tests need the full shared data folder (../shared/data beside the clone, or SHELFWISE_SHARED_DATA),
+# which the bundled excerpt (tests/data) cannot stand in for. They are marked `@pytest.mark.full_data` and
+# ask for the `shared_data` fixture. The rule, in this one place:
+# - folder absent (a user's clone never has it): skip, listed by -ra with FULL_DATA_ABSENT, even in CI;
+# - SHELFWISE_SHARED_DATA names a folder that does not exist, or the folder lacks a part: fail.
+# CI here always has ../shared, so these tests run there. `-m "not full_data"` leaves them out.
+SHARED_ENV = "SHELFWISE_SHARED_DATA"
+SHARED = Path(os.environ.get(SHARED_ENV) or REPO.parent / "shared" / "data")
+SHARED_PARTS = ("catalogs", "taxonomies", "images/flipkart")
+FULL_DATA_ABSENT = "full-data test: the shared data folder is not beside this clone"
 
-    Required in CI; skipped in a user's clone without it (the skip is listed in the summary, -ra).
-    """
-    if not SHARED.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"shared data folder {SHARED} is missing; CI needs it (set SHELFWISE_SHARED_DATA)")
-        pytest.skip(f"shared data folder {SHARED} not present (set SHELFWISE_SHARED_DATA)")
+
+def _full_data_problem() -> tuple[str, str] | None:
+    """None when the full shared folder is usable, else ("skip" | "fail", message)."""
+    if not SHARED.exists():
+        if os.environ.get(SHARED_ENV):
+            return "fail", f"{SHARED_ENV}={SHARED} does not exist; point it at the shared data folder"
+        return "skip", (f"{FULL_DATA_ABSENT} ({SHARED} is absent; {SHARED_ENV}=/path/to/shared/data runs it)")
+    missing = [part for part in SHARED_PARTS if not (SHARED / part).is_dir()]
+    if missing:
+        return "fail", (
+            f"shared data folder {SHARED} exists but lacks {', '.join(m + '/' for m in missing)}; "
+            f"restore it, or point {SHARED_ENV} at a complete copy"
+        )
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("full_data") is None:
+        return
+    problem = _full_data_problem()
+    if problem is not None:
+        (pytest.skip if problem[0] == "skip" else pytest.fail)(problem[1])
+
+
+@pytest.fixture()
+def shared_data(request: pytest.FixtureRequest) -> Path:
+    """The full shared data folder (../shared/data), for tests marked ``@pytest.mark.full_data``."""
+    if request.node.get_closest_marker("full_data") is None:
+        pytest.fail("a test that reads the full shared data folder must be marked @pytest.mark.full_data")
     return SHARED
 
 
@@ -147,25 +178,48 @@ def pg_url() -> str:
 # ------------------------------------------------------------------------------------------------ CI
 # In CI (CI=true, set by .ci/run) a test of ours that skips for a missing service, browser, extra or
 # file fails instead: a green run must mean everything ran. Skips decided by a library on its own
-# (scikit-learn's optional pandas / array-API checks) stay skips.
+# (scikit-learn's optional pandas / array-API checks) stay skips, and so do the full-data tests where
+# ../shared is absent (a user's clone running .ci/run; see "full data" above).
 CI_ALLOWED_SKIPS = ("pandas is not installed", "SCIPY_ARRAY_API is not set")
 
 
-def _skip_to_failure(report: pytest.TestReport | pytest.CollectReport) -> None:
+def _skip_to_failure(report: pytest.TestReport | pytest.CollectReport, *, full_data: bool = False) -> None:
     if not os.environ.get("CI") or not report.skipped or hasattr(report, "wasxfail"):
         return
     longrepr = report.longrepr
     reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
     if any(allowed in reason for allowed in CI_ALLOWED_SKIPS):
         return
+    if full_data and FULL_DATA_ABSENT in reason:  # a clone without ../shared: the one skip CI keeps
+        return
     report.outcome = "failed"
     report.longrepr = f"skipped in CI (CI=true): {reason}; CI must provide what this test needs"
+
+
+# A fixture that runs a server process names its log for the test's report:
+# request.node.user_properties.append(("service_log", "NAME=PATH")). A failing test then shows the log's
+# tail under the failure, so a server that misbehaved or died tells why.
+SERVICE_LOG_TAIL = 4000
+
+
+def _attach_service_logs(item: pytest.Item, report: pytest.TestReport) -> None:
+    if not report.failed:
+        return
+    for key, value in item.user_properties:
+        if key != "service_log" or "=" not in str(value):
+            continue
+        name, _, path = str(value).partition("=")
+        log = Path(path)
+        text = log.read_text(errors="replace")[-SERVICE_LOG_TAIL:] if log.is_file() else "(no log written)"
+        report.sections.append((f"{name} log, last {SERVICE_LOG_TAIL} characters ({log})", text))
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     outcome = yield
-    _skip_to_failure(outcome.get_result())
+    report = outcome.get_result()
+    _skip_to_failure(report, full_data=item.get_closest_marker("full_data") is not None)
+    _attach_service_logs(item, report)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -67,6 +67,7 @@ def test_make_sample_rebuilds_the_bundled_files(sample: Path, real_data: Path, t
     )
 
 
+@pytest.mark.full_data
 def test_test_excerpt_rebuilds_from_the_shared_folder(
     real_data: Path, shared_data: Path, tmp_path: Path
 ) -> None:

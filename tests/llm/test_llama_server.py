@@ -16,14 +16,24 @@ import pytest
 
 from classifiers._llm_local import LlamaServer, llama_server_available
 from classifiers.llm import LLMArbiter, LLMSettings
+from shelfwise.errors import TransientServiceError
 
 pytestmark = pytest.mark.slow
 
 DECIDED = {"accepted", "none_of_these_walked"}
 
 
+LOG_TAIL = 4000  # characters of the server's output attached to a failure
+
+
+def _tail(log: Path) -> str:
+    text = log.read_text(errors="replace") if log.is_file() else "(no log)"
+    return text[-LOG_TAIL:]
+
+
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """One llama.cpp server for the module, ready (it answers GET /v1/models) before the first test."""
     why = llama_server_available()
     if why:
         if os.environ.get("SHELFWISE_REQUIRE_LLAMA") == "1":
@@ -33,11 +43,30 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
     server = LlamaServer(log=log, n_threads=1)
     try:
         server.start(timeout_s=180)
-    except Exception:
-        print(Path(log).read_text(errors="replace")[-3000:])
-        raise
+    except (TransientServiceError, OSError) as exc:
+        pytest.fail(f"llama.cpp server did not start: {exc}\n--- server log tail ({log}) ---\n{_tail(log)}")
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def llama_alive(llama: LlamaServer, request: pytest.FixtureRequest) -> Iterator[None]:
+    """The server is alive before each test; its output's tail goes with any failure of the test
+    (tests/conftest.py: service_log), and a server that died during the test fails it with its exit code."""
+    assert llama.proc is not None and llama.log_path is not None
+    log = llama.log_path
+    if llama.proc.poll() is not None:
+        pytest.fail(
+            f"llama.cpp server (pid {llama.proc.pid}) exited with code {llama.proc.returncode} before this "
+            f"test\n--- server log tail ({log}) ---\n{_tail(log)}"
+        )
+    request.node.user_properties.append(("service_log", f"llama.cpp server={log}"))
+    yield
+    if llama.proc.poll() is not None:
+        pytest.fail(
+            f"llama.cpp server (pid {llama.proc.pid}) exited with code {llama.proc.returncode} during this "
+            "test (its log's tail is attached below)"
+        )
 
 
 def _settings(llama: LlamaServer, **kw: Any) -> LLMSettings:

@@ -19,6 +19,7 @@ import polars as pl
 import pytest
 
 from shelfwise.settings import Settings
+from verification.store import ItemFilter, QueueStore
 
 REVIEWERS = ("alice", "bob", "chandra")
 
@@ -89,64 +90,77 @@ def _catalogs(shared: Path, work: Path) -> dict[str, Path]:
     }
 
 
+# The first suspect items whose first reviewer disputes the model (keeps the product where it was), so a
+# second reviewer must settle them: the double-review figures always have this many pairs to count.
+DISPUTED_SUSPECTS = 4
+
+
 def _review(
     settings: Settings, truth: dict[str, str], tax: Any, rng: random.Random
 ) -> tuple[set[str], set[int]]:
-    """Reviewers answer most open items with the true category; every 7th answer overrules the model."""
-    from verification.store import QueueStore
+    """Reviewers answer most open items with the true category; every 7th answer overrules the model.
 
+    On the suspect queue (consensus on), the first DISPUTED_SUSPECTS items get a first answer that keeps
+    the product's current category, against the model, and every suspect item whose first answer
+    disagrees with the model goes to a second reviewer at once: these are the returned double checks.
+    """
     store = QueueStore(settings.queue_url or "", consensus_suspect=True)
     overruled: set[str] = set()
     double: set[int] = set()
     leaves = [n for n in tax if n.is_leaf]
-    answered = 0
+    answered = disputed = 0
     for queue, share_done in (("audit", 1.0), ("suspect", 1.0), ("low_confidence", 0.6), ("llm_failed", 1.0)):
         n_open = store.queue_counts().get(queue, {}).get("open", 0)
+        if queue == "suspect":
+            assert n_open >= DISPUTED_SUSPECTS, (
+                f"night 1 sent {n_open} suspect items; the data has 45 misfiled"
+            )
         for k in range(int(n_open * share_done)):
             who = REVIEWERS[k % len(REVIEWERS)]
             got = store.claim(queue, who)
             if not got:
                 break
             item = got[0]
-            true_path = truth[item.sku_id]
+            true_node = tax.find_path(truth[item.sku_id])
             answered += 1
-            if answered % 7 == 0:  # a reviewer overrules the model with some other leaf
+            node = true_node
+            if queue == "suspect" and disputed < DISPUTED_SUSPECTS:
+                disputed += 1
+                node = _keep_current(item, tax, leaves, rng)
+            elif answered % 7 == 0:  # a reviewer overrules the model with some other leaf
                 node = rng.choice(
-                    [n for n in leaves if n.path not in (true_path, item.suggested_category_path)]
+                    [n for n in leaves if n.id not in (true_node.id, item.suggested_category_id)]
                 )
                 overruled.add(item.sku_id)
-            else:
-                node = tax.find_path(true_path)
-            duration = rng.randint(3_000, 45_000)
-            if node.id == item.suggested_category_id:
-                res = store.decide(item.id, who, "accept", duration_ms=duration)
-            else:
-                res = store.decide(
-                    item.id, who, "choose", category_id=node.id, category_path=node.path, duration_ms=duration
-                )
+            res = _answer(store, item, who, node, rng.randint(3_000, 45_000))
             if not res.final:  # consensus: a second, different reviewer decides the suspect
                 second = next(r for r in REVIEWERS if r != who)
-                again = store.claim(queue, second, filters=None)
-                target = next((g for g in again if g.id == item.id), None)
-                if target is None:
-                    continue
+                # this very item: a claim filtered by SKU, not whichever item is next in priority
+                again = store.claim(queue, second, filters=ItemFilter(sku_id=item.sku_id))
+                assert [g.id for g in again] == [item.id], f"second reviewer could not claim item {item.id}"
                 double.add(item.id)
-                if len(double) % 3 == 0:  # now and then the second reviewer keeps the model's suggestion
-                    store.decide(item.id, second, "accept", duration_ms=rng.randint(3_000, 20_000))
-                else:
-                    store.decide(
-                        item.id,
-                        second,
-                        "choose",
-                        category_id=node.id,
-                        category_path=node.path,
-                        duration_ms=rng.randint(3_000, 20_000),
-                    )
-                for g in again:
-                    if g.id != item.id:
-                        store.release(g.id, second)
+                keep_model = len(double) % 3 == 0  # now and then the second reviewer keeps the suggestion
+                _answer(store, item, second, None if keep_model else true_node, rng.randint(3_000, 20_000))
     store.close()
     return overruled, double
+
+
+def _keep_current(item: Any, tax: Any, leaves: list[Any], rng: random.Random) -> Any:
+    """The reviewer's node for 'this product is where it belongs': its current category (a leaf other
+    than the model's suggestion when the current path is not in the taxonomy)."""
+    node = tax.find_path(item.current_category_path) if item.current_category_path else None
+    if node is None or node.id == item.suggested_category_id:
+        node = rng.choice([n for n in leaves if n.id != item.suggested_category_id])
+    return node
+
+
+def _answer(store: Any, item: Any, who: str, node: Any, duration: int) -> Any:
+    """``who`` answers ``node`` (None or the suggestion: accept the model's suggestion)."""
+    if node is None or node.id == item.suggested_category_id:
+        return store.decide(item.id, who, "accept", duration_ms=duration)
+    return store.decide(
+        item.id, who, "choose", category_id=node.id, category_path=node.path, duration_ms=duration
+    )
 
 
 @pytest.fixture(scope="session")
@@ -172,6 +186,7 @@ def nights(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Nights:
         out=work / "night1.parquet",
         settings=settings,
         images_root=real_data,
+        run_id="20250101T020000Z-night1",  # fixed: the audit sample is drawn by hash of run and SKU
     )
     runs.append(first.as_dict())  # the summary.json form (a RunSummary as a plain dict)
     reports.append(write_report(first["run_id"], settings=settings))
@@ -182,6 +197,7 @@ def nights(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Nights:
         out=work / "night2.parquet",
         settings=settings,
         images_root=real_data,
+        run_id="20250102T020000Z-night2",
     )
     runs.append(second.as_dict())
     reports.append(write_report(second["run_id"], settings=settings))

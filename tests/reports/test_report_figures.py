@@ -140,7 +140,7 @@ def test_catalog_health_figures_match_the_predictions(nights: Any) -> None:
 def test_empty_taxonomy_nodes_match_a_set_difference(nights: Any, shared_data: Path) -> None:
     paths = (shared_data / "taxonomies" / "flipkart_categories.txt").read_text().splitlines()
     pred = pl.read_parquet(nights.runs[1]["predictions_path"])
-    used = set()
+    used: set[str] = set()
     for p in pred["category_path"].to_list() + pred["current_category_path"].drop_nulls().to_list():
         parts = p.split(" > ")
         used.update(" > ".join(parts[:i]) for i in range(1, len(parts) + 1))
@@ -159,7 +159,9 @@ def test_reviewer_agreement_and_backlog(nights: Any) -> None:
         if d["kind"] in ("accept", "choose"):
             by_item.setdefault(d["item_id"], {}).setdefault(d["reviewer"], _chosen(d))
     doubles = [list(v.values())[:2] for v in by_item.values() if len(v) >= 2]
-    assert len(doubles) == len(nights.double_checked) >= 3
+    # the fixture has the first reviewer dispute 4 suspect items on purpose (DISPUTED_SUSPECTS), and
+    # hands every disputed suspect to a second reviewer: at least 4 pairs, whatever the model answered
+    assert len(doubles) == len(nights.double_checked) >= 4
     kappa = cohen_kappa_score([a for a, _ in doubles], [b for _, b in doubles])
     row = read_history(nights.settings).row(1, named=True)
     assert row["double_checked"] == len(doubles)

@@ -210,6 +210,7 @@ def test_to_frame(shopify_en: Taxonomy) -> None:
     )
 
 
+@pytest.mark.full_data
 def test_full_shared_files_keep_their_published_shape(shared_data: Path) -> None:
     """Full-data test: the Best Buy tree and mapping table that the excerpt cuts (skips without them)."""
     tax_dir = shared_data / "taxonomies"
