@@ -6,6 +6,11 @@ parts next to the staged shards (``<work_url>/scores/``); a shard task then take
 this process's memo or from those parts, and only asks the model for a content no part holds (a shard
 run on its own). So every engine uses the very same numbers for a content, wherever its shard runs:
 threads and Dask give the same predictions row for row.
+
+Work kept across a kill: `score_part` scores a part's contents `SCORE_BATCH_ROWS` at a time and writes
+each batch's scores as soon as they are computed (``<part>.batches/00000.parquet`` ...), next to the
+embeddings the cache already stored batch by batch. A rerun of the task after a SIGKILL reads the
+batches that are there and scores only the rest; the whole part is written once, then its batches go.
 """
 
 from __future__ import annotations
@@ -18,15 +23,26 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from classifiers import Prediction
 from shelfwise import _storage as storage
 
-__all__ = ["SCORE_MEMO_MAX", "forget_scores", "predict_distinct", "score_frame", "score_keys"]
+__all__ = [
+    "SCORE_BATCH_ROWS",
+    "SCORE_MEMO_MAX",
+    "forget_scores",
+    "predict_distinct",
+    "score_frame",
+    "score_keys",
+    "score_part",
+]
 
 #: Scores by content key, per model (object id, version) and top_k, for this process; bounded.
 _SCORES: dict[tuple[int, str, int], dict[str, tuple[Any, ...]]] = {}
 _SCORES_LOCK = threading.Lock()
 SCORE_MEMO_MAX = 200_000
 _KEY = "_score_key"
+#: Distinct contents scored, then written, at a time inside a score task: what a kill can lose.
+SCORE_BATCH_ROWS = 500
 
 
 def forget_scores() -> None:
@@ -52,12 +68,6 @@ def score_keys(frame: pl.DataFrame, model: Any) -> np.ndarray:
     )
 
 
-def _prediction_class() -> Any:
-    from classifiers._model_accept import Prediction
-
-    return Prediction
-
-
 def score_frame(keys: Sequence[str], pred: Any) -> pl.DataFrame:
     """A `Prediction` as a Parquet-ready frame, one row per key (2-D fields as list columns)."""
     data: dict[str, Any] = {_KEY: list(keys)}
@@ -67,7 +77,7 @@ def score_frame(keys: Sequence[str], pred: Any) -> pl.DataFrame:
 
 
 def _rows_of(frame: pl.DataFrame) -> dict[str, tuple[Any, ...]]:
-    names = [f.name for f in dataclasses.fields(_prediction_class())]
+    names = [f.name for f in dataclasses.fields(Prediction)]
     cols = [frame.get_column(n).to_list() for n in names]
     keys = frame.get_column(_KEY).to_list()
     return {
@@ -126,7 +136,38 @@ def predict_distinct(
             memo.update(fresh)
     lookup = known | fresh
     table = [lookup[k] for k in distinct]
-    cls = _prediction_class()
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = [f.name for f in dataclasses.fields(Prediction)]
     spread = {n: np.asarray([r[j] for r in table])[inverse.reshape(-1)] for j, n in enumerate(names)}
-    return cls(**spread), len(todo)
+    return Prediction(**spread), len(todo)
+
+
+def _batch_url(out_url: str, index: int) -> str:
+    return storage.join(out_url + ".batches", f"{index:05d}.parquet")
+
+
+def score_part(rows: pl.DataFrame, res: Any, cache: Any, out_url: str) -> int:
+    """Score ``rows`` (distinct contents) into the score part ``out_url``, `SCORE_BATCH_ROWS` at a time.
+
+    Each batch's scores are written as soon as they are computed; a batch already written (by an attempt
+    that was killed) is read back instead of scored again. The part is written whole at the end and the
+    batch files are removed. Returns how many contents the model scored in this call."""
+    if storage.exists(out_url):  # written whole (atomically) by an attempt killed before it returned
+        return 0
+    keys = [str(k) for k in score_keys(rows, res.model).tolist()]
+    frames: list[pl.DataFrame] = []
+    scored = 0
+    for index, start in enumerate(range(0, rows.height, SCORE_BATCH_ROWS)):
+        url = _batch_url(out_url, index)
+        if storage.exists(url):
+            frames.append(storage.read_parquet(url))
+            continue
+        batch = rows.slice(start, SCORE_BATCH_ROWS)
+        pred, n = predict_distinct(batch, res, cache)
+        frame = score_frame(keys[start : start + batch.height], pred)
+        storage.write_parquet(frame, url)
+        frames.append(frame)
+        scored += n
+    whole = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame({_KEY: keys})
+    storage.write_parquet(whole, out_url)
+    storage.remove_tree(out_url + ".batches")
+    return scored
