@@ -8,10 +8,14 @@ Writes are atomic where the store allows it (local: temp file + rename; S3: a PU
 from __future__ import annotations
 
 import io
+import logging
 import os
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -22,9 +26,50 @@ __all__ = [
     "read_bytes",
     "read_parquet",
     "remove_tree",
+    "take_retries",
     "write_bytes",
     "write_parquet",
 ]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+#: pauses before retry 1..6 of a remote read or write: rides out ~30 s of an unreachable object store
+_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+_RETRIES = [0]
+_RETRIES_LOCK = threading.Lock()
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """Errors of an unreachable or overloaded object store, by class (never by message text)."""
+    classes: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    try:
+        import botocore.exceptions as boto  # type: ignore[import-untyped]
+    except ImportError:  # no S3 support installed: only the builtin network errors
+        return tuple(classes)
+    return (*classes, boto.ConnectionError, boto.HTTPClientError)
+
+
+def take_retries() -> int:
+    """Remote reads and writes retried in this process since the last call (the night's summary)."""
+    with _RETRIES_LOCK:
+        taken, _RETRIES[0] = _RETRIES[0], 0
+        return taken
+
+
+def _retrying(what: str, url: str, call: Callable[[], T]) -> T:
+    """``call()``, again after a pause while the object store is unreachable (a PUT is all-or-nothing)."""
+    transient = _transient_errors()
+    for pause in (*_BACKOFF, None):
+        try:
+            return call()
+        except transient as exc:
+            if pause is None:
+                raise
+            with _RETRIES_LOCK:
+                _RETRIES[0] += 1
+            log.warning("%s %s failed (%s); retrying in %.1f s", what, url, type(exc).__name__, pause)
+            time.sleep(pause)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def is_remote(url: str) -> bool:
@@ -48,7 +93,7 @@ def exists(url: str) -> bool:
     if not is_remote(url):
         return Path(url).exists()
     fs, path = _fs(url)
-    return bool(fs.exists(path))
+    return _retrying("exists", url, lambda: bool(fs.exists(path)))
 
 
 def write_bytes(url: str, data: bytes) -> None:
@@ -60,14 +105,14 @@ def write_bytes(url: str, data: bytes) -> None:
         os.replace(tmp, p)
         return
     fs, path = _fs(url)
-    fs.pipe_file(path, data)
+    _retrying("write", url, lambda: fs.pipe_file(path, data))
 
 
 def read_bytes(url: str) -> bytes:
     if not is_remote(url):
         return Path(url).read_bytes()
     fs, path = _fs(url)
-    return bytes(fs.cat_file(path))
+    return _retrying("read", url, lambda: bytes(fs.cat_file(path)))
 
 
 def write_parquet(frame: pl.DataFrame, url: str) -> None:
@@ -108,5 +153,5 @@ def remove_tree(url: str) -> None:
         shutil.rmtree(url, ignore_errors=True)
         return
     fs, path = _fs(url)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+    if _retrying("exists", url, lambda: bool(fs.exists(path))):
+        _retrying("remove", url, lambda: fs.rm(path, recursive=True))

@@ -119,6 +119,9 @@ class RunSummary(BaseModel):
     engine: Engine = Field(default_factory=Engine)
     shards: int = 0
     seconds: float = 0.0
+    # transient errors ridden out by retrying, per kind: queue_db (queue database transactions run
+    # again), storage (object-store reads and writes); counted in the process that finished the night
+    retries: dict[str, int] = Field(default_factory=dict)
     # a taxonomy migration's block (shelfwise._migrate.after_run); left out of the JSON on ordinary nights
     taxonomy_change: dict[str, Any] | None = None
 
@@ -197,6 +200,10 @@ class RunSummary(BaseModel):
                 f"{self.embedding.seconds:.1f} s / {self.embedding.rate:.0f}",
             ),
             ("engine", f"{self.engine.describe()}, {self.shards} shards"),
+            (
+                "retried after transient errors: queue database / object store",
+                f"{self.retries.get('queue_db', 0)} / {self.retries.get('storage', 0)}",
+            ),
             ("wall time", f"{self.seconds:.1f} s"),
         ]
         return rows

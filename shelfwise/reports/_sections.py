@@ -25,6 +25,7 @@ from shelfwise.reports._prose_change import drift_section, reviewers_section, tr
 from shelfwise.reports._prose_run import quality_section, volumes_section
 from shelfwise.reports._sources import RunInputs
 from shelfwise.reports._taxonomy_change import taxonomy_change
+from verification.audit_bar import AuditBars
 
 __all__ = ["SECTIONS", "ReportContext", "SectionBuilder", "build_sections", "trends"]
 
@@ -54,7 +55,15 @@ def volumes(
     v = volume_figures(inp)
     figs.update(v.headline_figures())
     tables.update(v.tables(inp.run_id))
-    return volumes_section(v, notes=inp.missing.get("volumes", []))
+    sec = volumes_section(v, notes=inp.missing.get("volumes", []))
+    retried = inp.summary.retries  # transient errors the night rode out (docs/faults.md)
+    sec.facts.append(
+        (
+            "retried after transient errors: queue database / object store",
+            f"{retried.get('queue_db', 0)} / {retried.get('storage', 0)}",
+        )
+    )
+    return sec
 
 
 def quality(
@@ -70,8 +79,6 @@ def quality(
     if bar.get(
         "floors"
     ):  # the audit proved a scope below target: its bar was raised (verification/audit_bar.py)
-        from verification.audit_bar import AuditBars
-
         sec.headline += " " + AuditBars.from_dict(bar).headline()
         figs["audit_bar"] = bar["floors"]
     return sec
