@@ -32,7 +32,7 @@ from typing import Any, Self
 import polars as pl
 import sqlalchemy as sa
 
-from shelfwise._dburl import database_url as _parse_url
+from shelfwise.dburl import database_url as _parse_url
 from shelfwise.errors import ConfigError
 
 __all__: list[str] = []

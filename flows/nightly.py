@@ -1,11 +1,12 @@
 """The nightly catalog reclassification flow: a table of contents, one task per stage (and per shard).
 
-prepare-model      train if there is no model yet (or --retrain)            -> model folder
-stage-catalog      catalog -> shards to score + carried SKUs (incremental)  -> StagedNight
-score-distinct     one task per 2,000 distinct contents: embed + score once -> ShardResult
-classify-shard     one task per shard, on threads or Dask, retried          -> ShardResult
-write-and-enqueue  predictions file, review queues, state, summary.json     -> RunSummary
-governance-report  the run's report                                         -> RunSummary
+begin-night     migrate to a new taxonomy, or train if there is no model yet (or --retrain) -> Night
+stage-catalog   catalog -> shards to score + carried SKUs (incremental)                     -> StagedNight
+score-distinct  one task per 2,000 distinct contents: embed + score once                    -> ShardResult
+classify-shard  one task per shard, on threads or Dask, retried                             -> ShardResult
+finish-night    final routes, predictions, queues, summary.json, report, state              -> RunSummary
+
+Every task is a thin wrapper around `shelfwise.night`, the one owner of a night.
 """
 
 from __future__ import annotations
@@ -16,110 +17,44 @@ from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import _steps as steps
-from shelfwise import pipeline
-from shelfwise._stage import StagedNight
-from shelfwise._worker import ShardResult, ShardTask, release_resources, run_shard, score_distinct
+from shelfwise import night as nights
+from shelfwise.night import CatalogSource, Night, NightRequest, ShardResult, ShardTask, StagedNight
 from shelfwise.settings import Settings, load_settings
 from shelfwise.summary import Engine, RunSummary
 
 __all__ = ["nightly_reclassification"]
 
 
-@task(cache_policy=NO_CACHE, name="prepare-model")
-def prepare(
-    settings: Settings,
-    model_dir: str | None,
-    taxonomy: str | None,
-    labelled: str | None,
-    retrain: bool,
-    reviews: str | None,
-    images_root: str | None,
-    spec: str | None,
-    mapping: list[str] | None,
-    taxonomy_mapping: str | None,
-) -> steps.PreparedModel:
-    return steps.prepare_model(
-        settings,
-        model_dir=model_dir,
-        taxonomy=taxonomy,
-        labelled=labelled,
-        retrain=retrain,
-        reviews=reviews,
-        images_root=images_root,
-        spec=spec,
-        mapping=mapping,
-        taxonomy_mapping=taxonomy_mapping,
-    )
+@task(cache_policy=NO_CACHE, name="begin-night")
+def begin(request: NightRequest, settings: Settings, engine: Engine | None) -> Night:
+    return nights.begin_night(request, settings, engine=engine)
 
 
 @task(cache_policy=NO_CACHE, name="stage-catalog")
-def stage(
-    catalog: str,
-    settings: Settings,
-    model_dir: str,
-    reviews: str | None,
-    images_root: str | None,
-    spec: str | None,
-    mapping: list[str] | None,
-) -> StagedNight:
-    return pipeline.stage_night(
-        catalog,
-        settings=settings,
-        model_dir=model_dir,
-        reviews=reviews,
-        images_root=images_root,
-        spec=spec,
-        mapping=mapping,
-    )
-
-
-@task(cache_policy=NO_CACHE, name="classify-shard", retries=2, retry_delay_seconds=5)
-def classify_shard(shard: ShardTask, settings: Settings) -> ShardResult:
-    return run_shard(shard, settings)
+def stage(night: Night, settings: Settings) -> StagedNight:
+    return nights.stage(night, settings)
 
 
 @task(cache_policy=NO_CACHE, name="score-distinct", retries=2, retry_delay_seconds=5)
 def score_contents(shard: ShardTask, settings: Settings) -> ShardResult:
-    return score_distinct(shard, settings)
+    return nights.score_contents(shard, settings)
 
 
-@task(cache_policy=NO_CACHE, name="write-and-enqueue")
-def finalize(
+@task(cache_policy=NO_CACHE, name="classify-shard", retries=2, retry_delay_seconds=5)
+def classify_shard(shard: ShardTask, settings: Settings) -> ShardResult:
+    return nights.classify_shard(shard, settings)
+
+
+@task(cache_policy=NO_CACHE, name="finish-night")
+def finish(
+    night: Night,
     settings: Settings,
-    model_dir: str,
     staged: StagedNight,
     results: list[ShardResult],
-    run_id: str,
-    catalog: str,
-    started_at: str,
-    out: str | None,
-    engine: Engine,
-    clock: float,
-    migration: dict[str, object] | None,
     scored: list[ShardResult],
     score_seconds: float,
 ) -> RunSummary:
-    return pipeline.finalize_run(
-        settings=settings,
-        model_dir=model_dir,
-        staged=staged,
-        results=results,
-        run_id=run_id,
-        catalog=catalog,
-        started_at=started_at,
-        out=out,
-        engine=engine,
-        clock_start=clock,
-        migration=migration,
-        scored=scored,
-        score_seconds=score_seconds,
-    )
-
-
-@task(cache_policy=NO_CACHE, name="governance-report")
-def report(summary: RunSummary, settings: Settings) -> RunSummary:
-    return steps.report(summary, settings)
+    return nights.finish_night(night, settings, staged, results, scored=scored, score_seconds=score_seconds)
 
 
 @flow(name="nightly-reclassification", log_prints=True)
@@ -137,58 +72,39 @@ def nightly_reclassification(
     taxonomy_mapping: str | None = None,
     settings: Settings | None = None,
     engine: Engine | None = None,
+    request: NightRequest | None = None,
 ) -> RunSummary:
     """Train if needed, classify the new and changed SKUs shard by shard, carry the rest, route, write
-    predictions, enqueue, report. Run it through `shelfwise.nightly.run_night` (it picks the task runner)."""
-    clock = time.perf_counter()
+    predictions, enqueue, report. ``request`` (from `flows.run.run_night`) replaces the catalog
+    parameters, which serve a deployment's schedule."""
     settings = settings or load_settings()
-    run_id, started_at = pipeline.new_run_id(), pipeline.utcnow()
-    prepared = prepare(
-        settings,
-        model_dir,
-        taxonomy,
-        labelled,
-        retrain,
-        reviews,
-        images_root,
-        spec,
-        mapping,
-        taxonomy_mapping,
+    request = request or NightRequest(
+        source=CatalogSource(
+            catalog=catalog, reviews=reviews, images_root=images_root, spec=spec, mapping=mapping
+        ),
+        taxonomy=taxonomy,
+        labelled=labelled,
+        model_dir=model_dir,
+        out=out,
+        retrain=retrain,
+        taxonomy_mapping=taxonomy_mapping,
     )
-    folder = prepared.model_dir
-    staged = stage(catalog, settings, folder, reviews, images_root, spec, mapping)
-    if engine is not None and engine.runner == "dask":
-        release_resources()  # staging loaded the model here; on Dask the workers score, not this process
+    night = begin(request, settings, engine)
+    staged = stage(night, settings)
     # each distinct content is embedded and scored once, spread over the workers; the SKU shards then
     # only look scores up (and decide per SKU)
     step = time.perf_counter()
-    contents = pipeline.distinct_tasks(staged, model_dir=folder, run_id=run_id)
+    contents = nights.score_tasks(night, staged)
     scored = score_contents.map(contents, unmapped(settings)).result() if contents else []
     score_seconds = time.perf_counter() - step
-    tasks = pipeline.shard_tasks(staged, model_dir=folder, run_id=run_id)
+    tasks = nights.shard_tasks_of(night, staged)
     results = classify_shard.map(tasks, unmapped(settings)).result() if tasks else []
-    release_resources()  # the model's work is done: finish and report without it in memory
-    summary = finalize(
-        settings,
-        folder,
-        staged,
-        results,
-        run_id,
-        catalog,
-        started_at,
-        out,
-        engine or Engine(runner="threads", workers=settings.workers),
-        clock,
-        prepared.migration,
-        scored,
-        score_seconds,
-    )
-    summary = report(summary, settings)
+    nights.release_resources()  # the model's work is done: finish and report without it in memory
+    summary = finish(night, settings, staged, results, scored, score_seconds)
     create_markdown_artifact(
         key="nightly-summary",
-        markdown=steps.artifact_markdown(summary, settings),
-        description=f"shelfwise run {run_id}",
+        markdown=nights.artifact_markdown(summary, settings),
+        description=f"shelfwise run {night.run_id}",
     )
-    print(summary.markdown())
-    release_resources()
+    print(f"night {night.run_id} finished: summary and report in {settings.runs_dir / night.run_id}")
     return summary

@@ -3,32 +3,30 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
+from flows._runner import engine_of, make_task_runner
 from flows._server import prefect_api
+from shelfwise import night as nights
+from shelfwise.night import NightRequest
 from shelfwise.settings import Settings
 from shelfwise.summary import RunSummary
 
 __all__ = ["run_night"]
 
 
-def run_night(*, catalog: str, settings: Settings, **params: Any) -> RunSummary:
-    """Run one night of `nightly_reclassification` (params: taxonomy, labelled, model_dir, reviews,
-    images_root, spec, mapping, out, retrain) on threads or Dask, as ``settings`` say."""
-    from shelfwise._memory import limit_arenas
-
+def run_night(request: NightRequest, settings: Settings) -> RunSummary:
+    """Run one night of `nightly_reclassification` on threads or Dask, as ``settings`` say."""
     settings = _absolute(settings)  # workers in other processes may have another working directory
-    limit_arenas()  # many threads, one heap: keep the night's process small (shelfwise/_memory.py)
-    preload = _preload_model(settings, params)
+    nights.limit_arenas()  # many threads, one heap: keep the night's process small (shelfwise/_memory.py)
+    preload = _preload_model(settings, request)
     with prefect_api(settings.state_dir):
-        from flows._runner import engine_of, make_task_runner
-        from flows.nightly import nightly_reclassification
+        from flows.nightly import nightly_reclassification  # Prefect reads its API URL on first import
 
         runner = make_task_runner(settings)
         flow = nightly_reclassification.with_options(task_runner=runner)
         try:
             summary: RunSummary = flow(
-                catalog=catalog, settings=settings, engine=engine_of(settings), **params
+                catalog=request.source.catalog, settings=settings, engine=engine_of(settings), request=request
             )
         finally:
             _drain_prefect()  # send the last logs and events before our server stops
@@ -37,22 +35,20 @@ def run_night(*, catalog: str, settings: Settings, **params: Any) -> RunSummary:
         return summary
 
 
-def _preload_model(settings: Settings, params: dict[str, Any]) -> threading.Thread | None:
+def _preload_model(settings: Settings, request: NightRequest) -> threading.Thread | None:
     """Load the model while our Prefect server starts (threads runner: the tasks run in this process and
-    share the memo, see `shelfwise._worker.worker_resources`). Not when the night may train or migrate
-    first, nor on Dask, whose workers load their own."""
-    if settings.dask_address or settings.dask_workers or params.get("retrain") or params.get("taxonomy"):
+    share the memo, see `shelfwise.pipeline.worker_resources`). Not when the night may train or migrate
+    first, nor on Dask, whose workers load their own (this process then never loads it)."""
+    if settings.dask_address or settings.dask_workers or request.retrain or request.taxonomy:
         return None
-    folder = settings.model_folder(params.get("model_dir"))
+    folder = settings.model_folder(request.model_dir)
     if not (folder / "manifest.json").is_file():
         return None
 
     def load() -> None:
-        from shelfwise._worker import worker_resources
-
         try:
-            worker_resources(folder, settings)
-        except Exception:  # noqa: BLE001, S110 - the stage step loads it again and reports the error
+            nights.preload_model(settings, folder)
+        except Exception:  # noqa: BLE001, S110 - the first task loads it again and reports the error
             pass
 
     thread = threading.Thread(target=load, name="shelfwise-preload", daemon=True)
@@ -61,6 +57,7 @@ def _preload_model(settings: Settings, params: dict[str, Any]) -> threading.Thre
 
 
 def _drain_prefect() -> None:
+    # Prefect is imported only once our server is up (it reads its API URL on first import)
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogHandler
 

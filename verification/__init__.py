@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         ItemNotFoundError,
         QueueStoreError,
     )
+    from verification._exchange import labelstudio_config
     from verification._types import DecisionResult, EnqueueResult, ItemFilter, ItemView, User
     from verification.models import DecisionKind, ItemStatus, Queue, Role
     from verification.store import QueueStore, RemapResult, default_queue_url
@@ -38,6 +39,7 @@ __all__ = [
     "Role",
     "User",
     "default_queue_url",
+    "labelstudio_config",
 ]
 
 _HOME = {
@@ -57,6 +59,7 @@ _HOME = {
     "QueueStore": "verification.store",
     "RemapResult": "verification.store",
     "default_queue_url": "verification.store",
+    "labelstudio_config": "verification._exchange",
 }
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from shelfwise._dburl import database_url
+from shelfwise.dburl import database_url
 from shelfwise.errors import ConfigError
 
 if TYPE_CHECKING:

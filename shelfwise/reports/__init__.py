@@ -21,6 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
+from shelfwise.errors import ConfigError
 from shelfwise.reports._build import build_report as _build_report
 from shelfwise.reports._build import markdown as _markdown
 from shelfwise.reports._build import write as _write
@@ -28,6 +29,7 @@ from shelfwise.reports._history import read_history as _read_history
 from shelfwise.reports._metrics import cohen_kappa, jensen_shannon, psi, wilson_interval
 from shelfwise.reports._model import GovernanceReport
 from shelfwise.settings import Settings
+from shelfwise.state import HISTORY
 
 __all__ = [
     "GovernanceReport",
@@ -51,8 +53,6 @@ def write_report(
     not exist; any other missing source (queue DB, previous run, taxonomy) is reported inside the report.
     """
     if trend_runs < 2:
-        from shelfwise.errors import ConfigError
-
         raise ConfigError(f"write_report: trend_runs={trend_runs}; use 2 or more runs for the trend charts")
     return _write(run_id, settings, out_dir, trend_runs=trend_runs)
 
@@ -70,4 +70,4 @@ def build_report(run_id: str, settings: Settings) -> GovernanceReport:
 
 def read_history(settings: Settings) -> pl.DataFrame:
     """``<state_dir>/history.parquet`` as a frame (empty with the full schema when no report was written)."""
-    return _read_history(settings.state_dir / "history.parquet")
+    return _read_history(settings.state_dir / HISTORY)

@@ -17,6 +17,7 @@ from shelfwise.reports._model import Card, GovernanceReport, age, ci, money, num
 from shelfwise.reports._render import render_html, render_markdown
 from shelfwise.reports._sources import load_inputs
 from shelfwise.settings import Settings
+from shelfwise.state import HISTORY
 from shelfwise.summary import RunSummary
 
 
@@ -172,7 +173,7 @@ def write(run_id: str, settings: Settings, out_dir: str | Path | None, *, trend_
     report = build_report(run_id, settings)
     out = Path(out_dir) if out_dir is not None else settings.runs_dir / report.run_id / "report"
     out.mkdir(parents=True, exist_ok=True)
-    history_path = settings.state_dir / "history.parquet"
+    history_path = settings.state_dir / HISTORY
     row = history_row(report.figures, report.summary)
     history = upsert_history(history_path, row)
     _add_trends(report, history, settings, trend_runs=trend_runs, render_charts=True)
@@ -191,7 +192,7 @@ def markdown(run_id: str, settings: Settings, *, trend_runs: int = 30) -> str:
     """The markdown of ``report.md`` without writing anything (history is read, not updated)."""
     report = build_report(run_id, settings, render_charts=False)
     row = history_row(report.figures, report.summary)
-    history = read_history(settings.state_dir / "history.parquet")
+    history = read_history(settings.state_dir / HISTORY)
     history = pl.concat(
         [history.filter(pl.col("run_id") != report.run_id), row], how="diagonal_relaxed"
     ).sort(["finished_at", "run_id"], nulls_last=True)

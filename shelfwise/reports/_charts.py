@@ -148,11 +148,11 @@ def barh(
     xlabel: str = "",
     kind: str = "int",
     colors: Sequence[str] | str | None = None,
-    ref: float | None = None,
-    ref_label: str = "",
+    ref: tuple[float, str] | None = None,
     wide: bool | None = None,
 ) -> bytes:
-    """Horizontal bars, largest first as given, each annotated with its value (wide when labels are long)."""
+    """Horizontal bars, largest first as given, each annotated with its value (wide when labels are long);
+    ``ref``: a reference value and its label, drawn as a dashed line."""
     n = max(1, len(labels))
     if wide is None:
         wide = max((len(x) for x in labels), default=0) > 26
@@ -161,14 +161,14 @@ def barh(
     color = colors if colors is not None else PALETTE["main"]
     ax.barh(ys[: len(values)], values, color=color, height=0.62)
     ax.set_yticks(ys[: len(labels)], labels=list(labels))
-    top = max([float(v) for v in values] + [ref or 0.0, 1e-9])
+    top = max([float(v) for v in values] + [ref[0] if ref else 0.0, 1e-9])
     for y, v in zip(ys, values, strict=False):
         ax.text(
             float(v) + top * 0.01, y, _fmt(float(v), kind), va="center", fontsize=8.5, color=PALETTE["text"]
         )
     if ref is not None:
-        ax.axvline(ref, color=PALETTE["accent"], linestyle="--", linewidth=1.2)
-        ax.text(ref, n - 0.35, f" {ref_label}", color=PALETTE["accent"], fontsize=8.5, va="bottom")
+        ax.axvline(ref[0], color=PALETTE["accent"], linestyle="--", linewidth=1.2)
+        ax.text(ref[0], n - 0.35, f" {ref[1]}", color=PALETTE["accent"], fontsize=8.5, va="bottom")
     ax.set_xlim(0, top * 1.15)
     if kind == "pct":
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.0%}"))

@@ -70,8 +70,8 @@ class CatalogFigures:
         return out
 
 
-def catalog_figures(inp: RunInputs) -> CatalogFigures:
-    pred = inp.predictions
+def _disagreements(pred: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(rows with a current category, current -> predicted pairs on different branches with counts)``."""
     with_cur = pred.filter(
         pl.col("current_category_path").is_not_null() & (pl.col("current_category_path") != "")
     )
@@ -90,7 +90,36 @@ def catalog_figures(inp: RunInputs) -> CatalogFigures:
             dtype=pl.Boolean,
         )
     )
-    disagree = pc.filter(~pl.col("agree"))
+    return with_cur, pc.filter(~pl.col("agree"))
+
+
+def _corrections(ans: pl.DataFrame) -> pl.DataFrame | None:
+    """Categories with the most corrections (a reviewer moved the product off its current category)."""
+    corr = ans.filter(pl.col("current_category_path").is_not_null() & pl.col("chosen_path").is_not_null())
+    corr = corr.filter(
+        pl.Series(
+            [
+                not same_branch(ch, cur)
+                for ch, cur in zip(corr["chosen_path"], corr["current_category_path"], strict=True)
+            ],
+            dtype=pl.Boolean,
+        )
+    )
+    if corr.is_empty():
+        return None
+    return (
+        corr.group_by("current_category_path")
+        .agg(
+            pl.len().alias("corrections"),
+            pl.col("chosen_path").mode().sort().first().alias("most often moved to"),
+        )
+        .sort(["corrections", "current_category_path"], descending=[True, False])
+    )
+
+
+def catalog_figures(inp: RunInputs) -> CatalogFigures:
+    pred = inp.predictions
+    with_cur, disagree = _disagreements(pred)
     uncategorized = pred.height - with_cur.height
     unc_auto = (
         int(
@@ -109,27 +138,6 @@ def catalog_figures(inp: RunInputs) -> CatalogFigures:
         for ch, cur in zip(sus["chosen_path"], sus["current_category_path"], strict=True)
     )
     c_lo, c_hi = wilson_interval(confirmed, sus.height)
-    # categories with the most corrections (reviewer moved the product off its current category)
-    corr = ans.filter(pl.col("current_category_path").is_not_null() & pl.col("chosen_path").is_not_null())
-    corr = corr.filter(
-        pl.Series(
-            [
-                not same_branch(ch, cur)
-                for ch, cur in zip(corr["chosen_path"], corr["current_category_path"], strict=True)
-            ],
-            dtype=pl.Boolean,
-        )
-    )
-    corrections = None
-    if not corr.is_empty():
-        corrections = (
-            corr.group_by("current_category_path")
-            .agg(
-                pl.len().alias("corrections"),
-                pl.col("chosen_path").mode().sort().first().alias("most often moved to"),
-            )
-            .sort(["corrections", "current_category_path"], descending=[True, False])
-        )
     hot = disagree.sort(["n", "current_category_path"], descending=[True, False]).select(
         pl.lit("current_vs_predicted").alias("kind"),
         pl.col("current_category_path").alias("from_path"),
@@ -160,7 +168,7 @@ def catalog_figures(inp: RunInputs) -> CatalogFigures:
         awaiting_review=int(pred.filter(pl.col("route") != "auto").height) if not pred.is_empty() else 0,
         top_only=int((pred["predicted_depth"] == 1).sum()) if not pred.is_empty() else 0,
         reviewer_answers=ans.height,
-        corrections=corrections,
+        corrections=_corrections(ans),
         hot_spots=hot,
         reviewer_confusion=rev_pairs,
     )

@@ -17,6 +17,14 @@ __all__ = ["catalog_section", "taxonomy_section"]
 # --------------------------------------------------------------------------------------------------
 def catalog_section(c: CatalogFigures, *, quarantined: int) -> Section:
     sec = Section("catalog", "Catalog health", "")
+    _catalog_text(sec, c, quarantined)
+    _corrections(sec, c)
+    _hot_spots(sec, c)
+    return sec
+
+
+def _catalog_text(sec: Section, c: CatalogFigures, quarantined: int) -> None:
+    """The headline (disagreement, confirmed suspects) and the key facts."""
     n_cur, n_dis, sus = c.with_current, c.disagree, c.suspect_answers
     head = (
         f"{pct(share(n_dis, n_cur), 1)} of the {num(n_cur)} products that have a category disagree with "
@@ -50,6 +58,10 @@ def catalog_section(c: CatalogFigures, *, quarantined: int) -> Section:
         ),
         ("classified only to the top level", num(c.top_only)),
     ]
+
+
+def _corrections(sec: Section, c: CatalogFigures) -> None:
+    """The current categories reviewers corrected most (chart and table)."""
     if c.corrections is not None:
         top = c.corrections
         shown = top.head(10)
@@ -74,6 +86,10 @@ def catalog_section(c: CatalogFigures, *, quarantined: int) -> Section:
         )
     else:
         sec.notes.append("no reviewer corrections yet (no answer moved a product off its current category)")
+
+
+def _hot_spots(sec: Section, c: CatalogFigures) -> None:
+    """Where the catalog and shelfwise disagree most, and where reviewers overrule the suggestion."""
     hot, rev_pairs = c.hot_spots, c.reviewer_confusion
     if not hot.is_empty():
         sec.charts.append(
@@ -103,7 +119,6 @@ def catalog_section(c: CatalogFigures, *, quarantined: int) -> Section:
         )
     elif c.reviewer_answers:
         sec.text.append("Reviewers kept every suggestion they answered: no suggestion-vs-reviewer confusion.")
-    return sec
 
 
 # --------------------------------------------------------------------------------------------------
@@ -122,8 +137,7 @@ def taxonomy_section(t: TaxonomyFigures, *, notes: list[str]) -> Section:
                     [n for _, n in top],
                     title="Busiest categories (predicted) vs the median category",
                     xlabel="products",
-                    ref=median,
-                    ref_label=f"median {median:g}",
+                    ref=(median, f"median {median:g}"),
                 ),
                 "bar chart of the categories with the most predicted products, with the median marked",
             )
@@ -136,7 +150,6 @@ def taxonomy_section(t: TaxonomyFigures, *, notes: list[str]) -> Section:
         return sec
     empty, nodes = t.empty, t.node_count
     deprecated = t.deprecated or {}
-    only_pred, never_pred = t.only_predicted or [], t.never_predicted or []
     sec.headline = (
         f"{num(empty.height)} of {num(nodes)} taxonomy nodes ({pct(share(empty.height, nodes))}) hold no "
         f"product, current or predicted; {plural(t.deprecated_items, 'product')} still sit on "
@@ -144,6 +157,14 @@ def taxonomy_section(t: TaxonomyFigures, *, notes: list[str]) -> Section:
     )
     if top and median:
         sec.headline += f" The busiest category holds {top[0][1] / median:.0f}× the median."
+    _taxonomy_facts(sec, t)
+    _taxonomy_tables(sec, t)
+    return sec
+
+
+def _taxonomy_facts(sec: Section, t: TaxonomyFigures) -> None:
+    empty, nodes, deprecated = t.empty, t.node_count, t.deprecated or {}
+    only_pred, never_pred = t.only_predicted or [], t.never_predicted or []
     sec.facts = [
         ("taxonomy nodes", num(nodes)),
         ("empty nodes", f"{num(empty.height)} ({num(t.empty_leaves)} leaves)"),
@@ -152,6 +173,12 @@ def taxonomy_section(t: TaxonomyFigures, *, notes: list[str]) -> Section:
         ("products on deprecated paths", f"{num(t.deprecated_items)} on {num(len(deprecated))} paths"),
         ("human labels on paths missing from the taxonomy", num(len(t.labels_missing or []))),
     ]
+
+
+def _taxonomy_tables(sec: Section, t: TaxonomyFigures) -> None:
+    """Empty nodes by branch, products on deprecated paths, nodes used on one side only."""
+    empty, deprecated = t.empty, t.deprecated or {}
+    only_pred, never_pred = t.only_predicted or [], t.never_predicted or []
     if not empty.is_empty():
         branch = t.by_branch()
         shown = branch.filter(pl.col("empty") > 0).head(12)
@@ -193,4 +220,3 @@ def taxonomy_section(t: TaxonomyFigures, *, notes: list[str]) -> Section:
         sec.tables.append(Table("Nodes used on one side only", ex))
     if not t.has_labels:
         sec.notes.append("no human labels yet, so label paths could not be checked against the taxonomy")
-    return sec

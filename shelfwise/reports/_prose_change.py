@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
@@ -32,26 +33,41 @@ def drift_section(
 ) -> Section:
     sec = Section("drift", "Change and drift", "")
     sec.notes += notes
-    cur_top = d.current_top
     if not d.compared:
-        sec.headline = (
-            "This is the first run to compare against: churn and distribution shift appear from the "
-            "next run on."
-            if previous_run_id is None
-            else f"The previous run {previous_run_id} has no readable predictions, so churn is unknown."
-        )
-        if cur_top:
-            labels, vals = _top_shares(cur_top, Counter())
-            sec.charts.append(
-                Chart(
-                    "Category mix",
-                    charts.barh(
-                        labels, vals["tonight"], title="Tonight's mix by top-level category", kind="pct"
-                    ),
-                    "bar chart of the share of products per top-level category",
-                )
+        return _first_comparison(sec, d, previous_run_id)
+    _drift_text(sec, d, previous_run_id, summary, previous_summary)
+    _drift_tables(sec, d)
+    return sec
+
+
+def _first_comparison(sec: Section, d: DriftFigures, previous_run_id: str | None) -> Section:
+    """The drift section of a run with nothing to compare against: tonight's mix alone."""
+    cur_top = d.current_top
+    sec.headline = (
+        "This is the first run to compare against: churn and distribution shift appear from the next run on."
+        if previous_run_id is None
+        else f"The previous run {previous_run_id} has no readable predictions, so churn is unknown."
+    )
+    if cur_top:
+        labels, vals = _top_shares(cur_top, Counter())
+        sec.charts.append(
+            Chart(
+                "Category mix",
+                charts.barh(labels, vals["tonight"], title="Tonight's mix by top-level category", kind="pct"),
+                "bar chart of the share of products per top-level category",
             )
-        return sec
+        )
+    return sec
+
+
+def _drift_text(
+    sec: Section,
+    d: DriftFigures,
+    previous_run_id: str | None,
+    summary: RunSummary,
+    previous_summary: RunSummary | None,
+) -> None:
+    """Headline, what changed besides the catalog (model, taxonomy) and the key facts."""
     n_moved, n_both, n_new = d.moved, d.in_both, 0 if d.new_skus is None else d.new_skus.height
     size = (
         "stayed stable" if d.psi_top < 0.1 else "shifted moderately" if d.psi_top < 0.25 else "shifted a lot"
@@ -84,6 +100,10 @@ def drift_section(
         ("JS divergence (top level)", f"{d.js_top:.4f}"),
         ("PSI (top level)", f"{d.psi_top:.4f}"),
     ]
+
+
+def _drift_tables(sec: Section, d: DriftFigures) -> None:
+    """The moves chart and table, the top-level mix chart and the new-product mix."""
     flows = d.flows
     if flows is not None and not flows.is_empty():
         sec.charts.append(
@@ -102,7 +122,7 @@ def drift_section(
                 ),
             )
         )
-    labels, vals = _top_shares(cur_top, d.previous_top)
+    labels, vals = _top_shares(d.current_top, d.previous_top)
     if labels:
         sec.charts.append(
             Chart(
@@ -123,7 +143,6 @@ def drift_section(
                 display_frame(mix.head(12), pct_cols=("share of new", "share of all")),
             )
         )
-    return sec
 
 
 def _top_shares(
@@ -279,57 +298,7 @@ def trends(
     )
     pr = [v for v in col("precision") if v is not None and not (isinstance(v, float) and math.isnan(v))]
     sec.headline += f" and estimated precision from {pct(pr[0])} to {pct(pr[-1])}." if len(pr) >= 2 else "."
-    sec.charts.append(
-        Chart(
-            "Auto-accept rate",
-            charts.trend(x, {"auto-accepted": col("auto_rate")}, title="Auto-accepted share"),
-            "line chart of auto-accept rate per run",
-        )
-    )
-    sec.charts.append(
-        Chart(
-            "Precision",
-            charts.trend(
-                x,
-                {"estimated precision": col("precision")},
-                band=(col("precision_lo"), col("precision_hi")),
-                target=target,
-                target_label=f"target {pct(target)}",
-                title="Precision of auto-accepted (audit)",
-            ),
-            "line chart of estimated precision with its confidence band and the target",
-        )
-    )
-    sec.charts.append(
-        Chart(
-            "Volumes",
-            charts.trend(
-                x,
-                {"classified": col("classified"), "quarantined": col("quarantined")},
-                kind="int",
-                title="Products per run",
-            ),
-            "line chart of classified and quarantined products per run",
-        )
-    )
-    sec.charts.append(
-        Chart(
-            "Churn and suspects",
-            charts.trend(
-                x,
-                {"moved category": col("churn_rate"), "disagree with catalog": col("suspect_rate")},
-                title="Churn and suspected misfiles",
-            ),
-            "line chart of churn and suspect rates per run",
-        )
-    )
-    sec.charts.append(
-        Chart(
-            "Backlog",
-            charts.trend(x, {"open review items": col("open_backlog")}, kind="int", title="Review backlog"),
-            "line chart of open review items",
-        )
-    )
+    sec.charts += _trend_charts(x, col, target)
     if any(v for v in col("llm_calls") + col("llm_cost_usd") if v is not None):
         sec.charts.append(
             Chart(
@@ -343,6 +312,63 @@ def trends(
     else:
         sec.text.append("The LLM step made no calls in these runs, so there is no LLM cost to chart.")
     return sec
+
+
+def _trend_charts(x: list[str], col: Callable[[str], list[Any]], target: float) -> list[Chart]:
+    """Auto-accept rate, precision, volumes, churn and suspects, backlog: one line chart each."""
+    out: list[Chart] = []
+    out.append(
+        Chart(
+            "Auto-accept rate",
+            charts.trend(x, {"auto-accepted": col("auto_rate")}, title="Auto-accepted share"),
+            "line chart of auto-accept rate per run",
+        )
+    )
+    out.append(
+        Chart(
+            "Precision",
+            charts.trend(
+                x,
+                {"estimated precision": col("precision")},
+                band=(col("precision_lo"), col("precision_hi")),
+                target=target,
+                target_label=f"target {pct(target)}",
+                title="Precision of auto-accepted (audit)",
+            ),
+            "line chart of estimated precision with its confidence band and the target",
+        )
+    )
+    out.append(
+        Chart(
+            "Volumes",
+            charts.trend(
+                x,
+                {"classified": col("classified"), "quarantined": col("quarantined")},
+                kind="int",
+                title="Products per run",
+            ),
+            "line chart of classified and quarantined products per run",
+        )
+    )
+    out.append(
+        Chart(
+            "Churn and suspects",
+            charts.trend(
+                x,
+                {"moved category": col("churn_rate"), "disagree with catalog": col("suspect_rate")},
+                title="Churn and suspected misfiles",
+            ),
+            "line chart of churn and suspect rates per run",
+        )
+    )
+    out.append(
+        Chart(
+            "Backlog",
+            charts.trend(x, {"open review items": col("open_backlog")}, kind="int", title="Review backlog"),
+            "line chart of open review items",
+        )
+    )
+    return out
 
 
 def _run_labels(run_ids: list[str]) -> list[str]:

@@ -188,6 +188,14 @@ def _llm(sec: Section, v: VolumeFigures) -> None:
 def quality_section(q: QualityFigures, *, notes: list[str]) -> Section:
     sec = Section("quality", "Quality", "")
     sec.notes += notes
+    _quality_text(sec, q)
+    _what_if(sec, q)
+    _agreement(sec, q)
+    return sec
+
+
+def _quality_text(sec: Section, q: QualityFigures) -> None:
+    """The headline (precision against the target, coverage) and the key facts."""
     n_audit, lo, hi, target = q.audit_answers, q.precision_lo, q.precision_hi, q.target
     if n_audit:
         verdict = (
@@ -228,7 +236,10 @@ def quality_section(q: QualityFigures, *, notes: list[str]) -> Section:
             else "no reviewer answers yet",
         ),
     ]
-    _what_if(sec, q)
+
+
+def _agreement(sec: Section, q: QualityFigures) -> None:
+    """Agreement with the reviewers by queue, the reliability diagram and coverage by branch."""
     if q.agreement is not None:
         sec.tables.append(
             Table(
@@ -257,7 +268,7 @@ def quality_section(q: QualityFigures, *, notes: list[str]) -> Section:
             f"mostly "
             "uncertain items, so low confidences are over-represented here."
         )
-    elif n_ans:
+    elif q.answers:
         sec.notes.append(
             f"only {plural(q.calibrated_answers, 'answer')} with a shown confidence: the reliability "
             "diagram needs at least 5"
@@ -272,13 +283,11 @@ def quality_section(q: QualityFigures, *, notes: list[str]) -> Section:
                     shown["coverage"].to_list(),
                     title="Share auto-accepted, by predicted top-level category",
                     kind="pct",
-                    ref=q.auto_rate,
-                    ref_label=f"all: {pct(q.auto_rate)}",
+                    ref=(q.auto_rate, f"all: {pct(q.auto_rate)}"),
                 ),
                 "bar chart of the share of auto-accepted products per top-level category",
             )
         )
-    return sec
 
 
 def _what_if(sec: Section, q: QualityFigures) -> None:

@@ -12,7 +12,8 @@ import jinja2
 import polars as pl
 from markupsafe import Markup
 
-from shelfwise.reports._model import GovernanceReport, money, num, pct
+from shelfwise.reports._charts import DISPLAY_SCALE
+from shelfwise.reports._model import GovernanceReport, Table, money, num, pct
 
 CSS = """
 :root { --ink:#1f2937; --muted:#6b7280; --line:#e5e7eb; --bg:#f8fafc; --main:#0f766e; --good:#15803d;
@@ -176,16 +177,12 @@ def html_table(t: Any) -> Markup:
 
 def _width(png: bytes) -> int:
     """Display width of a chart: its pixel width (from the PNG header) over the drawing scale."""
-    from shelfwise.reports._charts import DISPLAY_SCALE
-
     return (
         round(int.from_bytes(png[16:20], "big") / DISPLAY_SCALE) if png[:8] == b"\x89PNG\r\n\x1a\n" else 460
     )
 
 
 def render_html(r: GovernanceReport, *, tables: list[str], history: str) -> str:
-    from shelfwise.reports._model import Table
-
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     s = r.summary
     about_rows = [

@@ -18,9 +18,13 @@ from typing import Any
 import polars as pl
 from pydantic import ValidationError
 
+from classifiers.llm import read_llm_log as read_log  # a plain reader: no arbiter, no writes
 from shelfwise.errors import ConfigError
+from shelfwise.model_folder import load_model_taxonomy
 from shelfwise.settings import Settings
+from shelfwise.state import CATALOG_STATE
 from shelfwise.summary import RunSummary
+from verification.store import QueueStore
 
 log = logging.getLogger("shelfwise.reports")
 
@@ -288,8 +292,6 @@ def read_queue(settings: Settings, notes: list[str]) -> tuple[pl.DataFrame, pl.D
         notes.append(f"no review queue database yet ({missing_db}): nothing has been queued or reviewed")
         return decisions, items, labels, False
     try:
-        from verification.store import QueueStore
-
         store = QueueStore(url)
     except Exception as exc:  # noqa: BLE001 - a broken source must not stop the report
         notes.append(f"review queue at {_safe_url(url)} could not be opened ({type(exc).__name__}: {exc})")
@@ -330,8 +332,6 @@ def read_taxonomy(summary: RunSummary, notes: list[str]) -> Any:
         notes.append("the run summary names no model directory, so the taxonomy is unknown")
         return None
     try:
-        from shelfwise.pipeline import load_model_taxonomy
-
         return load_model_taxonomy(Path(model_dir))
     except Exception as exc:  # noqa: BLE001 - a broken source must not stop the report
         notes.append(f"the taxonomy of model {model_dir} could not be loaded ({exc})")
@@ -363,7 +363,7 @@ def load_inputs(run_id: str, settings: Settings) -> RunInputs:
     else:
         drift.append("this is the first run: no previous run to compare with")
     notes["drift"] = drift
-    state_path = settings.state_dir / "catalog_state.parquet"
+    state_path = settings.state_dir / CATALOG_STATE
     catalog_state = (
         pl.read_parquet(state_path)
         if state_path.is_file()
@@ -402,8 +402,6 @@ def read_llm_log(settings: Settings, summary: RunSummary, notes: list[str]) -> p
     if not summary.llm.enabled:
         return pl.DataFrame()
     try:
-        from classifiers.llm import read_llm_log as read_log  # a plain reader: no arbiter, no writes
-
         log_frame = read_log(path, run_id=summary.run_id, final_only=True)
         if not log_frame.is_empty():
             return log_frame

@@ -42,7 +42,7 @@ def amazon_night(real_data: Path, build_once: Callable[..., Path]) -> dict[str, 
     taxonomy = real_data / "taxonomies" / "amazon_uk_categories.txt"
 
     def build(work: Path) -> None:
-        from shelfwise import pipeline
+        from shelfwise import night, pipeline
         from shelfwise.settings import Settings
 
         df = pl.read_parquet(real_data / "catalogs" / "amazon_uk.parquet").sample(
@@ -59,7 +59,7 @@ def amazon_night(real_data: Path, build_once: Callable[..., Path]) -> dict[str, 
             model_dir=work / "model",
             settings=settings,
         )
-        pipeline.classify_catalog(
+        night.classify_catalog(
             model_dir=work / "model",
             catalog=work / "night.parquet",
             out=work / "warm.parquet",

@@ -46,6 +46,8 @@ def test_nightly_run_on_the_bundled_sample_twice(tmp_path: Path, sample_data: Pa
     assert c["suspect"] >= 1, "the sample's misfiled products should be flagged"
     assert (state / "models" / "default").is_dir(), "the run trains a model when none exists"
     assert "trained model" in first.stdout + first.stderr
+    shown = first.stdout + first.stderr
+    assert shown.count("carried (unchanged, kept last prediction)") == 1, "the night's summary is shown once"
     report = summary.get("report")
     assert report and Path(report).exists()
 

@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from shelfwise import night as nights
 from shelfwise import pipeline
 from shelfwise.settings import Settings
 
@@ -63,7 +64,7 @@ def test_a_night_staged_on_s3_equals_the_local_night(
     import s3fs
 
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server})
-    local = pipeline.classify_catalog(
+    local = nights.classify_catalog(
         model_dir=amazon_night["model"],
         catalog=amazon_night["night"],
         out=tmp_path / "local.parquet",
@@ -88,18 +89,16 @@ def test_a_night_staged_on_s3_equals_the_local_night(
     assert len(fs.ls(f"{BUCKET}/nights/{staged.night_key}/predictions")) == 6  # parts + their counters
     again = pipeline.run_shard(tasks[0], settings)  # a retried task returns the finished result
     assert again == results[0]
-    summary = pipeline.finalize_run(
-        settings=settings,
-        model_dir=amazon_night["model"],
-        staged=staged,
-        results=results,
-        scored=scored,
-        run_id=run_id,
-        catalog=amazon_night["night"],
-        started_at="2026-01-01T00:00:00+00:00",
-        out=tmp_path / "s3.parquet",
+    request = nights.NightRequest(
+        source=nights.CatalogSource(catalog=str(amazon_night["night"])),
+        model_dir=str(amazon_night["model"]),
+        out=str(tmp_path / "s3.parquet"),
         enqueue=False,
+        report=False,
+        may_train=False,
     )
+    night = nights.begin_night(request, settings, run_id=run_id)
+    summary = nights.finish_night(night, settings, staged, results, scored=scored)
     assert not fs.exists(f"{BUCKET}/nights/{staged.night_key}"), "the night's S3 prefix is removed at the end"
     cols = ["sku_id", "category_id", "confidence", "route", "candidates"]
     a = pl.read_parquet(tmp_path / "local.parquet").sort("sku_id").select(cols)

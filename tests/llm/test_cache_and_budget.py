@@ -117,14 +117,14 @@ def test_read_llm_log_only_reads(tmp_path):
 
 
 def test_cache_path_setting_is_where_the_pipeline_keeps_it(amazon_tax, tmp_path):
-    from shelfwise._classify import _llm_arbiter
+    from shelfwise.pipeline import llm_arbiter
 
     tax = amazon_tax
     elsewhere = tmp_path / "elsewhere" / "answers.sqlite"
     settings = Settings(
         state_dir=tmp_path / "state", llm={"base_url": "http://127.0.0.1:9/v1", "cache_path": elsewhere}
     )
-    arbiter, _note = _llm_arbiter(settings, tax)
+    arbiter, _note = llm_arbiter(settings, tax)
     try:
         assert arbiter.store.location == str(elsewhere) and elsewhere.is_file()
         assert not (tmp_path / "state" / "llm").exists()
@@ -239,8 +239,8 @@ def test_two_processes_share_one_budget_and_cache_on_postgresql(
 
 def test_an_incremental_night_asks_the_llm_again_for_what_it_could_not_settle(tmp_path):
     """An unchanged SKU keeps last night's prediction, except when the LLM left it unsettled."""
-    from shelfwise._classify import PREDICTION_COLUMNS
-    from shelfwise._incremental import commit_state, plan_carry
+    from shelfwise.pipeline import commit_state, plan_carry
+    from shelfwise.predictions import PREDICTION_COLUMNS
 
     statuses = [
         "accepted",

@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shelfwise._export import add_export_columns, check_export_flags
 from shelfwise.errors import ConfigError
+from shelfwise.pipeline import add_export_columns, check_export_flags
 from taxonomy import TaxonomyIndex, load_taxonomy
 
 TAX = "taxonomies"

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shelfwise import pipeline
+from shelfwise import night, pipeline
 from shelfwise.settings import Settings
 from shelfwise.summary import RunSummary
 
@@ -47,7 +47,7 @@ def flipkart(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
 def _night(
     fk: dict[str, Path], settings: Settings, catalog: Path, out: Path, model: Path | None = None
 ) -> tuple[RunSummary, pl.DataFrame]:
-    summary = pipeline.classify_catalog(
+    summary = night.classify_catalog(
         model_dir=model or fk["model"], catalog=catalog, out=out, settings=settings
     )
     return summary, pl.read_parquet(out).sort("sku_id")

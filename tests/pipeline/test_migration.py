@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
 
-from shelfwise._migrate import Migration, migrate_store, with_aliases, write_aliases
+from shelfwise.model_folder import with_aliases, write_aliases
+from shelfwise.pipeline import Migration, enqueue_orphans, finish_migration, load_pending, route_orphans
+from shelfwise.pipeline._migrate import PENDING_DIR, _keep_inputs, _save_pending, migrate_store
+from shelfwise.settings import load_settings
 from taxonomy import Taxonomy, diff_taxonomies, load_mapping, load_taxonomy
 from verification import ItemFilter, QueueStore
 
@@ -108,7 +112,7 @@ def test_reviewer_labels_follow_their_node_and_stale_items_are_closed(tmp_path: 
 
 def test_old_paths_in_tonights_catalog_resolve_to_their_new_node(tmp_path: Path) -> None:
     m = _migration(tmp_path)
-    assert write_aliases(tmp_path, m) == 4  # Lamps, Vases, Clocks, Kites
+    assert write_aliases(tmp_path, m.new.version, m.aliases()) == 4  # Lamps, Vases, Clocks, Kites
     tax = with_aliases(tmp_path, m.new)
     assert tax.version == m.new.version
     assert tax.find_path("Home > Lamps").path == "Home > Lighting"
@@ -128,12 +132,6 @@ def test_old_paths_in_tonights_catalog_resolve_to_their_new_node(tmp_path: Path)
 def test_the_nights_end_rebuilds_the_migration_from_the_model_folder_and_routes_orphans(
     tmp_path: Path,
 ) -> None:
-    import json
-
-    from shelfwise._migrate import PENDING_DIR, _keep_inputs, _save_pending, after_run, load_pending
-    from shelfwise.settings import load_settings
-    from verification import ItemFilter
-
     m = _migration(tmp_path)
     folder = tmp_path / "model" / "taxonomy"
     folder.mkdir(parents=True)
@@ -173,24 +171,19 @@ def test_the_nights_end_rebuilds_the_migration_from_the_model_folder_and_routes_
             "title": ["t"] * 4,
         }
     )
-    pred_path = tmp_path / "pred.parquet"
-    pred.write_parquet(pred_path)
     settings = load_settings(state_dir=tmp_path / "state")
-    summary = {
-        "run_id": "night-2",
-        "model_dir": str(tmp_path / "model"),
-        "predictions_path": str(pred_path),
-        "catalog": str(tmp_path / "missing.csv"),
-    }
 
-    block = after_run(summary, settings)
+    final, orphans = route_orphans(pred, rebuilt)
+    enqueue_orphans(orphans, settings, run_id="night-2")
+    block = finish_migration(rebuilt, run_dir=tmp_path / "runs" / "night-2", model_dir=tmp_path / "model")
 
-    assert block is not None and block["skus"] == {"same": 2, "remapped": 1, "lost": 1, "routed_to_review": 2}
-    out = {r["sku_id"]: r for r in pl.read_parquet(pred_path).iter_rows(named=True)}
+    assert block["skus"] == {"same": 2, "remapped": 1, "lost": 1, "routed_to_review": 2}
+    out = {r["sku_id"]: r for r in final.iter_rows(named=True)}
     assert {s for s, r in out.items() if r["reason"] == "taxonomy_changed"} == {"vanished", "lost-label"}
     assert out["vanished"]["route"] == "review" and out["kept"]["route"] == "auto"
+    assert Path(block["diff_path"]).is_file()
     store = QueueStore(settings.queue_url or "")
     items, n = store.list_items(ItemFilter(reason="taxonomy_changed"))
     store.close()
     assert n == 2 and {i.sku_id for i in items} == {"vanished", "lost-label"}
-    assert not (folder / PENDING_DIR).exists() and after_run(summary, settings) is None  # consumed
+    assert not (folder / PENDING_DIR).exists() and load_pending(tmp_path / "model") is None  # consumed

@@ -286,3 +286,32 @@ def test_run_exports_each_prediction_to_the_old_tree_through_the_mapping(night: 
             row["export_category_path"] == expected and old.by_path(expected).id == row["export_category_id"]
         )
     assert set(pred["export_mapping_status"]) == {"mapped", "ancestor"}
+
+
+@pytest.mark.slow
+def test_the_next_night_carries_the_migration_nights_final_routes(night: dict) -> None:  # type: ignore[type-arg]
+    """The carry state is committed from the migration night's final rows: an unchanged orphan carried
+    to the next night keeps its route to review (reason taxonomy_changed), not its pre-migration route."""
+    first = pl.read_parquet(night["out"])
+    orphans = first.filter(pl.col("reason") == "taxonomy_changed").select("sku_id", "route", "queue")
+    assert orphans.height and (orphans["route"] == "review").all()
+    out = night["work"] / "pred-next-night.parquet"
+    _cli(
+        "run",
+        "--catalog",
+        str(night["work"] / "tonight.parquet"),
+        "--model-dir",
+        str(night["model"]),
+        "--state-dir",
+        str(night["state"]),
+        "--out",
+        str(out),
+    )
+    nxt = pl.read_parquet(out)
+    summary = json.loads((night["state"] / "runs" / nxt["run_id"][0] / "summary.json").read_text())
+    assert summary["incremental"]["mode"] == "incremental" and "taxonomy_change" not in summary
+    again = nxt.join(orphans.select("sku_id"), on="sku_id")
+    assert again.height == orphans.height
+    assert (again["scored_run_id"] == first["run_id"][0]).all(), "the orphans were carried, not re-scored"
+    assert (again["route"] == "review").all() and (again["reason"] == "taxonomy_changed").all()
+    assert (again["queue"] == "low_confidence").all()

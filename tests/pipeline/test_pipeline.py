@@ -253,3 +253,85 @@ def test_missing_model_and_missing_column_give_clear_errors(tmp_path: Path, shar
     )
     assert proc.returncode == 2
     assert "shelfwise train" in proc.stderr and "nope" in proc.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_review_commands_find_the_nights_items_in_the_state_dir_of_shelfwise_toml(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """A shop sets state_dir in shelfwise.toml (no flag, no environment variable): the night fills the
+    queue there, and `shelfwise review stats` and the review app open that very queue."""
+    import base64
+    import os
+    import time
+    import urllib.request
+
+    shop, state = tmp_path / "shop", tmp_path / "shop-state"
+    shop.mkdir()
+    (shop / "shelfwise.toml").write_text(f'state_dir = "{state.as_posix()}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHELFWISE_")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [SHELFWISE, *args], cwd=shop, env=env, capture_output=True, text=True, timeout=900, check=False
+        )
+        assert proc.returncode == 0, f"shelfwise {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    out = tmp_path / "pred.parquet"
+    cli(
+        "classify",
+        "--model-dir",
+        str(trained["model"]),
+        "--catalog",
+        str(trained["tonight"]),
+        "--out",
+        str(out),
+    )
+    assert (state / "queue.db").is_file() and not (shop / ".shelfwise").exists()
+    queued = dict(
+        pl.read_parquet(out).filter(pl.col("queue").is_not_null()).group_by("queue").len().iter_rows()
+    )
+    assert queued, "the night sent items to review"
+
+    stats = cli("review", "stats").stdout
+    for queue, n in queued.items():
+        row = next(line for line in stats.splitlines() if f" {queue} " in line)
+        assert row.split("│")[2].strip() == str(n), stats  # the open column
+
+    cli("review", "add-user", "ann", "--password", "pw-ann-12345")
+    port = _free_port()
+    app = subprocess.Popen(
+        [SHELFWISE, "review", "serve", "--taxonomy", str(trained["taxonomy"]), "--port", str(port)],
+        cwd=shop,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        auth = "Basic " + base64.b64encode(b"ann:pw-ann-12345").decode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/queues", headers={"Authorization": auth}
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as resp:
+                    counts = json.loads(resp.read())
+                break
+            except OSError:
+                assert app.poll() is None and time.monotonic() < deadline, "the review app did not start"
+                time.sleep(0.5)
+    finally:
+        app.terminate()
+        app.wait(timeout=20)
+    assert {q: counts[q]["open"] for q in queued} == queued

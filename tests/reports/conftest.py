@@ -166,7 +166,8 @@ def _answer(store: Any, item: Any, who: str, node: Any, duration: int) -> Any:
 @pytest.fixture(scope="session")
 def nights(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Nights:
     """Built once for the whole session (training and two nights take a while on 2 cores)."""
-    from shelfwise import pipeline
+    from shelfwise import night, pipeline
+    from shelfwise.model_folder import load_model_taxonomy
     from shelfwise.reports import write_report
 
     work = tmp_path_factory.mktemp("reports")
@@ -176,27 +177,25 @@ def nights(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Nights:
     pipeline.train(
         taxonomy_path=files["taxonomy"], catalog=files["labelled"], model_dir=model_dir, settings=settings
     )
-    tax = pipeline.load_model_taxonomy(model_dir)
+    tax = load_model_taxonomy(model_dir)
     truth = json.loads((work / "truth.json").read_text())
     runs = []
     reports = []
-    first = pipeline.classify_catalog(
+    first = night.classify_catalog(
+        night.CatalogSource(catalog=str(files["night1"]), images_root=str(real_data)),
         model_dir=model_dir,
-        catalog=files["night1"],
         out=work / "night1.parquet",
         settings=settings,
-        images_root=real_data,
         run_id="20250101T020000Z-night1",  # fixed: the audit sample is drawn by hash of run and SKU
     )
     runs.append(first.as_dict())  # the summary.json form (a RunSummary as a plain dict)
     reports.append(write_report(first["run_id"], settings=settings))
     overruled, double = _review(settings, truth, tax, random.Random(5))
-    second = pipeline.classify_catalog(
+    second = night.classify_catalog(
+        night.CatalogSource(catalog=str(files["night2"]), images_root=str(real_data)),
         model_dir=model_dir,
-        catalog=files["night2"],
         out=work / "night2.parquet",
         settings=settings,
-        images_root=real_data,
         run_id="20250102T020000Z-night2",
     )
     runs.append(second.as_dict())

@@ -35,19 +35,18 @@ def _fake_openai(repo_root: Path) -> ModuleType:
 def test_llm_calls_tokens_and_cost_are_reported(
     nights: Any, repo_root: Path, shared_data: Path, tmp_path: Path
 ) -> None:
-    from shelfwise import pipeline
+    from shelfwise import night
 
     server = _fake_openai(repo_root).FakeOpenAI()
     try:
         settings = Settings(
             state_dir=tmp_path / "state", llm={"base_url": server.base_url, "api_key": "test"}
         )
-        summary = pipeline.classify_catalog(
+        summary = night.classify_catalog(
+            night.CatalogSource(catalog=str(nights.work / "night1.csv"), images_root=str(shared_data)),
             model_dir=nights.work / "model",
-            catalog=nights.work / "night1.csv",
             out=tmp_path / "pred.parquet",
             settings=settings,
-            images_root=shared_data,
         )
         html_path = write_report(summary["run_id"], settings=settings)
     finally:

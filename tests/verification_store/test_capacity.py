@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from shelfwise._finalize import _enqueue
+from shelfwise.pipeline import enqueue_rescored
 from shelfwise.settings import QueueCapacity, Settings
 from verification.routing import priority
 from verification.store import QueueStore
@@ -22,7 +22,7 @@ def test_run_counts_match_the_queue_when_capacity_drops_items(tmp_path: Path, ma
     frame = make_frame(40).drop("priority")  # ten items per queue; the run ranks them itself
     sent = Counter(frame["queue"].to_list())
 
-    result, queued = _enqueue(settings, frame.lazy(), "run-1")
+    result, queued = enqueue_rescored(settings, frame.lazy(), "run-1")
 
     with QueueStore(url) as store:
         held = {q: c["open"] for q, c in store.queue_counts().items()}

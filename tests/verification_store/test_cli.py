@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from verification.cli import review_app
+from shelfwise.cli._review import review_app
 from verification.store import QueueStore
 
 runner = CliRunner()

@@ -233,7 +233,7 @@ def test_labelstudio_config_holds_every_node_of_the_taxonomy(amazon) -> None:
 def test_labelstudio_config_command_needs_a_taxonomy(tmp_path: Path, amazon) -> None:
     from typer.testing import CliRunner
 
-    from verification.cli import review_app
+    from shelfwise.cli._review import review_app
 
     _, tax = amazon
     runner = CliRunner()

@@ -23,8 +23,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from shelfwise.cli._review import review_app
 from verification._exchange import restore
-from verification.cli import review_app
 from verification.store import QueueStore
 
 REPO = Path(__file__).resolve().parents[2]

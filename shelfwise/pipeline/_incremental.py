@@ -22,12 +22,14 @@ from typing import Any
 
 import polars as pl
 
+from classifiers.llm import ASK_AGAIN_STATUSES
+from shelfwise.predictions import PREDICTION_COLUMNS
 from shelfwise.settings import Settings
+from shelfwise.state import PREDICTIONS_META as META_FILE
+from shelfwise.state import PREDICTIONS_STATE as STATE_FILE
 
-__all__ = ["CarryPlan", "commit_state", "plan_carry", "routing_fingerprint"]
+__all__ = ["CarryPlan", "carried_rows", "commit_state", "plan_carry", "routing_fingerprint"]
 
-STATE_FILE = "predictions_state.parquet"
-META_FILE = "predictions_state.json"
 _KEY = "_carry_key"
 
 #: Settings that change a prediction or its route without changing the model.
@@ -109,8 +111,6 @@ def plan_carry(
         return CarryPlan(
             "full", "routing settings changed (thresholds, top_k, audit rate or LLM step)", None, prev
         )
-    from shelfwise._classify import PREDICTION_COLUMNS
-
     missing = [c for c in PREDICTION_COLUMNS if c not in pl.scan_parquet(state).collect_schema().names()]
     if missing:
         return CarryPlan(
@@ -121,8 +121,6 @@ def plan_carry(
     )
     frame = keys.select("sku_id", _KEY, "content_hash", "source").collect()
     # an item the LLM could not settle (broken answer, endpoint down, budget) is asked again tonight
-    from classifiers.llm import ASK_AGAIN_STATUSES
-
     again = pl.scan_parquet(state).filter(pl.col("llm_status").is_in(sorted(ASK_AGAIN_STATUSES)))
     frame = frame.join(again.select("sku_id").collect(), on="sku_id", how="anti")
     if locked:

@@ -15,8 +15,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from shelfwise._cli_common import StateOpt, as_str, build_settings, console, fail
+from classifiers.metrics import evaluate_files
+from shelfwise.cli._common import StateOpt, as_str, build_settings, console, fail
 from shelfwise.errors import ShelfwiseError
+from shelfwise.reports import write_report
+from shelfwise.settings import Settings
+from taxonomy import load_taxonomy
 
 __all__ = ["evaluate", "report", "serve"]
 
@@ -36,14 +40,8 @@ def evaluate(
     ] = None,
 ) -> None:
     """Score predictions against known categories: accuracy, F1, hierarchy, calibration, coverage."""
-    from classifiers.metrics import evaluate_files
-
     try:
-        tax = None
-        if taxonomy is not None:
-            from taxonomy import load_taxonomy
-
-            tax = load_taxonomy(taxonomy)
+        tax = load_taxonomy(taxonomy) if taxonomy is not None else None
         result = evaluate_files(predictions, truth, out_dir=out, taxonomy=tax)
     except ShelfwiseError as exc:
         fail(exc)
@@ -64,8 +62,6 @@ def report(
     """Write the data-governance report (HTML, Parquet tables, history) for a run."""
     try:
         settings = build_settings(state_dir=state_dir)
-        from shelfwise.reports import write_report
-
         path = write_report(run_id, settings=settings, out_dir=out)
     except ShelfwiseError as exc:
         fail(exc)
@@ -74,7 +70,12 @@ def report(
 
 # ---- serve the nightly deployment -----------------------------------------------------------------
 def serve(
-    catalog: Annotated[Path, typer.Option("--catalog", help="Catalog file the nightly run reads.")],
+    catalog: Annotated[
+        str,
+        typer.Option(
+            "--catalog", help="Catalog the nightly run reads (a file, folder, glob or s3:// prefix)."
+        ),
+    ],
     cron: Annotated[str, typer.Option("--cron", help="Cron schedule (UTC).")] = "0 2 * * *",
     taxonomy: Annotated[Path | None, typer.Option("--taxonomy")] = None,
     labelled: Annotated[Path | None, typer.Option("--labelled")] = None,
@@ -82,6 +83,7 @@ def serve(
 ) -> None:
     """Serve the nightly deployment from this process (Prefect `serve` with a cron schedule)."""
     settings = build_settings(state_dir=state_dir)
+    # Prefect reads its settings (PREFECT_HOME in the state folder) when first imported: import it now
     from flows.deployment import serve_nightly
 
     serve_nightly(
@@ -93,7 +95,7 @@ def serve(
     )
 
 
-def _overrides(settings: Any) -> dict[str, Any]:
+def _overrides(settings: Settings) -> dict[str, Any]:
     """Settings as plain JSON-able values, so the flow run records them as parameters."""
     data: dict[str, Any] = json.loads(settings.model_dump_json())
     llm = data.get("llm", {})

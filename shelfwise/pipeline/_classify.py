@@ -5,165 +5,19 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from classifiers.llm import gate
+from shelfwise._decide import LLM_ANSWERED, DecideOptions, Decisions, LLMAnswer, Lock, ModelAnswers, decide
 from shelfwise._scores import predict_distinct, score_keys
-from shelfwise._train import MODEL_TAXONOMY_DIR, _image_embedder, _queue_store, load_model_taxonomy
-from shelfwise.errors import ModelError
-from shelfwise.settings import Settings
+from shelfwise.pipeline._resources import Resources
+from shelfwise.predictions import CANDIDATE_TYPE, PRODUCT_COLUMNS, empty_predictions
+from verification.routing import audit_sample, paths_agree
 
-__all__ = [
-    "CANDIDATE_TYPE",
-    "PREDICTION_COLUMNS",
-    "PRODUCT_COLUMNS",
-    "Resources",
-    "RunStats",
-    "classify_frame",
-    "load_resources",
-]
-
-#: The predictions contract (extend, never rename or drop).
-PREDICTION_COLUMNS: tuple[str, ...] = (
-    "sku_id",
-    "category_id",
-    "category_path",
-    "confidence",
-    "route",
-    "candidates",
-    "current_category_path",
-    "taxonomy_version",
-    "model_version",
-    "run_id",
-    # extensions
-    "predicted_depth",
-    "margin",
-    "source",
-    "reason",
-    "queue",
-    "llm_status",
-    "content_hash",
-    "title",
-    "scored_run_id",  # the run that scored this row (earlier than run_id when the row was carried)
-    "confident_category_id",  # the back-off answer: deepest node on the path clearing its bar (or null)
-    "confident_category_path",
-    "confident_confidence",
-)
-
-CANDIDATE_TYPE = pl.List(
-    pl.Struct({"category_id": pl.String, "category_path": pl.String, "score": pl.Float64})
-)
-
-#: Product columns carried from the catalog into the queue (not into predictions.parquet).
-PRODUCT_COLUMNS = ("title", "description", "brand", "attributes", "image_path", "review_text", "price")
-
-
-@dataclass
-class Resources:
-    """Everything expensive a run needs, built once (lazily, never at import)."""
-
-    settings: Settings
-    model_dir: Path
-    model: Any
-    taxonomy: Any
-    embedder: Any
-    cache: Any
-    image_embedder: Any = None
-    arbiter: Any = None
-    locked: dict[str, tuple[str, str, str]] = field(default_factory=dict)
-    llm_note: str = ""
-    audit_bars: Any = None  # verification.audit_bar.AuditBars: bars the audit raised for this model
-
-
-def load_resources(
-    model_dir: str | Path, settings: Settings, *, with_queue: bool = True, with_llm: bool = True
-) -> Resources:
-    """Load what classifying needs (``with_llm=False``: no arbiter; a shard task builds its own)."""
-    from classifiers import make_embedder, open_embedding_cache
-    from classifiers.model import CategoryModel
-
-    model_dir = Path(model_dir)
-    if not (model_dir / MODEL_TAXONOMY_DIR).exists():
-        raise ModelError(
-            f"no trained model in {model_dir}; run: shelfwise train --taxonomy T --catalog LABELLED "
-            f"--model-dir {model_dir}"
-        )
-    tax = load_model_taxonomy(model_dir)
-    model = CategoryModel.load(model_dir)
-    embedder = make_embedder(settings.embedder)
-    cache = open_embedding_cache(settings.embedding_cache)
-    image_embedder = _image_embedder(settings) if getattr(model, "use_images", False) else None
-    arbiter, note = _llm_arbiter(settings, tax) if with_llm else (None, llm_note(settings))
-    locked: dict[str, tuple[str, str, str]] = {}
-    decisions = None
-    if with_queue:
-        store = _queue_store(settings, create=False)
-        if store is not None:
-            try:
-                locked = store.locked()
-                decisions = store.decisions_frame()
-            finally:
-                store.close()
-    bars = _audit_bars(settings, model.version, decisions)
-    return Resources(
-        settings, model_dir, model, tax, embedder, cache, image_embedder, arbiter, locked, note, bars
-    )
-
-
-def _audit_bars(settings: Settings, model_version: str, decisions: pl.DataFrame | None) -> Any:
-    """The audit-raised bars for this run: last run's state, raised where the audit answers so far
-    prove the model's auto-accepts below target (idempotent: the same answers give the same bars)."""
-    from verification.audit_bar import STATE_FILE, audit_answers, load_bars, next_bars, save_bars
-
-    path = settings.state_dir / STATE_FILE
-    bars = load_bars(path, model_version)
-    if decisions is None:
-        return bars
-    answers = audit_answers(decisions, model_version=model_version)
-    bars = next_bars(bars, answers, target=settings.target_precision, model_version=model_version)
-    if bars.floors or path.exists():
-        save_bars(path, bars)
-    return bars
-
-
-def llm_note(settings: Settings) -> str:
-    """One line on whether the LLM step is on, for the run summary."""
-    llm = settings.llm
-    if not llm.base_url:
-        return (
-            "LLM step off: no endpoint configured (set OPENAI_BASE_URL or --llm-base-url); gated items "
-            "go to review"
-        )
-    return f"LLM step on: {llm.model} at {llm.base_url}"
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    if obj is None:
-        return {}
-    if isinstance(obj, dict):
-        return obj
-    if hasattr(obj, "model_dump"):
-        return dict(obj.model_dump())
-    if hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(obj)
-    return dict(vars(obj))
-
-
-def _llm_arbiter(settings: Settings, tax: Any) -> tuple[Any, str]:
-    from classifiers.llm import LLMArbiter
-
-    llm = settings.llm
-    if not llm.base_url:
-        return None, llm_note(settings)
-    arbiter = LLMArbiter(
-        llm, tax, store_path=llm.store_location(settings.state_dir)
-    )  # cache_url or cache_path
-    return arbiter, llm_note(settings)
+__all__ = ["RunStats", "classify_frame"]
 
 
 @dataclass
@@ -212,11 +66,9 @@ def classify_frame(
     representative per group, LLM asked once) and the decision is copied to the group's other SKUs; locked
     and audit-sampled rows are decided on their own.
     """
-    from verification.routing import audit_sample
-
     stats = RunStats(seen=shard.height)
     if shard.is_empty():
-        return _empty_predictions(), stats
+        return empty_predictions(), stats
     n = shard.height
     skus = shard.get_column("sku_id").to_list()
     # The audit sample is drawn per night (the run id starts with the UTC date), so re-running the same
@@ -262,8 +114,6 @@ def classify_frame(
 def _human_locks(skus: list[str], hashes: list[str], res: Resources) -> list[Any]:
     """A reviewer's category for each row whose content has not changed since the decision (else None):
     human decisions are kept until the product's content changes."""
-    from shelfwise._decide import Lock
-
     locks: list[Lock | None] = [None] * len(skus)
     if not res.locked:
         return locks
@@ -287,20 +137,13 @@ def _classify_rows(
 ) -> tuple[pl.DataFrame, RunStats, np.ndarray, list[str | None]]:
     """`classify_frame` for every row on its own, given each row's audit draw and human lock: also
     returns which rows the LLM gate picked and the LLM step's status for each of them (None elsewhere)."""
-    from shelfwise._decide import DecideOptions, LLMAnswer, ModelAnswers, decide
-    from verification.routing import paths_agree
-
-    s = res.settings
-    tax = res.taxonomy
-    stats = RunStats(seen=shard.height)
+    s, tax = res.settings, res.taxonomy
+    stats = RunStats(seen=shard.height, classified=shard.height)
     pred, stats.distinct_scored = predict_distinct(
         shard, res, res.cache if cache is None else cache, stored=stored
     )
-    n = shard.height
-    answers = _model_answers(pred, tax, ModelAnswers)
-    margin = np.asarray(pred.margin, dtype=float)
+    answers = _model_answers(pred, tax)
     current = shard.get_column("category_path").to_list()
-    current_known = [c is None or tax.find_path(c) is not None for c in current]
     candidates = _candidates(pred.category_ids, pred.scores, tax)
     level = str(getattr(s, "auto_accept_level", "leaf"))
     contract_conf = np.where(
@@ -308,82 +151,106 @@ def _classify_rows(
         answers.confident_confidence,
         answers.leaf_confidence,
     )
-
     # LLM arbitration of the uncertain items (the step's answers are judged in `decide`).
-    from classifiers.llm import gate
+    gated = np.asarray(gate(contract_conf, np.asarray(pred.margin, dtype=float), settings=s.llm), dtype=bool)
+    llm = _ask_llm(shard[np.flatnonzero(gated)], res, candidates, gated, contract_conf, run_id, stats)
+    stats.human_locked = sum(lock is not None for lock in locks)
+    bars = res.audit_bars
+    d = decide(
+        answers,
+        current_paths=current,
+        current_known=[c is None or tax.find_path(c) is not None for c in current],
+        current_support=_current_support(candidates, current),
+        llm=llm,
+        locks=locks,
+        audit=audit,
+        options=DecideOptions(
+            level=level,
+            target_precision=s.target_precision,
+            auto_threshold=s.auto_threshold,
+            suspect_threshold=s.suspect_threshold,
+            max_current_support=s.max_current_support,
+        ),
+        floor_for=bars.floor_for if bars is not None else None,
+    )
+    stats.routes.update(d.route)
+    out = _prediction_rows(shard, d, candidates, np.asarray(pred.margin, dtype=float), res, run_id)
+    answered = [None if a is None else str(a.status) for a in llm]
+    return out, stats, gated, answered
 
-    gated = gate(contract_conf, margin, settings=s.llm)
-    stats.llm_gated = int(gated.sum())
-    llm: list[Any] = [None] * n
-    skus = shard.get_column("sku_id").to_list()
-    if gated.any():
-        if res.arbiter is None:
-            for j in np.flatnonzero(gated):
-                llm[j] = LLMAnswer("skipped_no_endpoint")
-            stats.llm["skipped_no_endpoint"] += int(gated.sum())
-        else:
-            idx = np.flatnonzero(gated)
-            items = shard[idx].with_columns(
-                pl.Series("candidates", [candidates[i] for i in idx], dtype=CANDIDATE_TYPE),
-                pl.Series("confidence", contract_conf[idx]),
-            )
-            decided = res.arbiter.decide(items, run_id=run_id)
-            by_sku = {r["sku_id"]: r for r in decided.iter_rows(named=True)}
-            labels = {str(c) for c in getattr(res.model, "classes_", [])}
-            for j in idx:
-                r = by_sku.get(skus[j])
-                llm[j] = _llm_answer(r, tax, labels)
-                stats.llm[llm[j].status] += 1
 
-    support = np.array(
+def _ask_llm(
+    items: pl.DataFrame,
+    res: Resources,
+    candidates: list[list[dict[str, Any]]],
+    gated: np.ndarray,
+    confidence: np.ndarray,
+    run_id: str,
+    stats: RunStats,
+) -> list[LLMAnswer | None]:
+    """The LLM step's answer for each gated row (``items``: the gated rows, in order); None elsewhere."""
+    llm: list[LLMAnswer | None] = [None] * len(gated)
+    idx = np.flatnonzero(gated)
+    stats.llm_gated = len(idx)
+    if not len(idx):
+        return llm
+    if res.arbiter is None:
+        for j in idx:
+            llm[j] = LLMAnswer("skipped_no_endpoint")
+        stats.llm["skipped_no_endpoint"] += len(idx)
+        return llm
+    asked = items.with_columns(
+        pl.Series("candidates", [candidates[i] for i in idx], dtype=CANDIDATE_TYPE),
+        pl.Series("confidence", confidence[idx]),
+    )
+    decided = res.arbiter.decide(asked, run_id=run_id)
+    by_sku = {r["sku_id"]: r for r in decided.iter_rows(named=True)}
+    labels = {str(c) for c in getattr(res.model, "classes_", [])}
+    for j, sku in zip(idx, items.get_column("sku_id").to_list(), strict=True):
+        answer = _llm_answer(by_sku.get(sku), res.taxonomy, labels)
+        llm[j] = answer
+        stats.llm[answer.status] += 1
+    return llm
+
+
+def _current_support(candidates: list[list[dict[str, Any]]], current: list[str | None]) -> np.ndarray:
+    """Each row's best candidate score on its current category's branch (0 without a current category)."""
+    return np.array(
         [
             max((c["score"] for c in cands if cur and paths_agree(c["category_path"], cur)), default=0.0)
             for cands, cur in zip(candidates, current, strict=True)
         ]
     )
-    stats.human_locked = sum(lock is not None for lock in locks)
-    options = DecideOptions(
-        level=level,
-        target_precision=s.target_precision,
-        auto_threshold=s.auto_threshold,
-        suspect_threshold=s.suspect_threshold,
-        max_current_support=s.max_current_support,
-    )
-    bars = res.audit_bars
-    d = decide(
-        answers,
-        current_paths=current,
-        current_known=current_known,
-        current_support=support,
-        llm=llm,
-        locks=locks,
-        audit=audit,
-        options=options,
-        floor_for=bars.floor_for if bars is not None else None,
-    )
-    cat_ids, cat_paths, confidence, depth = d.category_id, d.category_path, d.confidence, d.predicted_depth
-    source, routes, queues, reasons, llm_status = d.source, d.route, d.queue, d.reason, d.llm_status
-    stats.classified = n
-    stats.routes.update(routes)
 
+
+def _prediction_rows(
+    shard: pl.DataFrame,
+    d: Decisions,
+    candidates: list[list[dict[str, Any]]],
+    margin: np.ndarray,
+    res: Resources,
+    run_id: str,
+) -> pl.DataFrame:
+    """The shard's prediction rows: the contract columns from the decisions, then the product columns."""
+    n = shard.height
     out = pl.DataFrame(
         {
-            "sku_id": skus,
-            "category_id": cat_ids,
-            "category_path": cat_paths,
-            "confidence": np.clip(confidence, 0.0, 1.0),
-            "route": routes,
+            "sku_id": shard.get_column("sku_id"),
+            "category_id": d.category_id,
+            "category_path": d.category_path,
+            "confidence": np.clip(d.confidence, 0.0, 1.0),
+            "route": d.route,
             "candidates": pl.Series(candidates, dtype=CANDIDATE_TYPE),
-            "current_category_path": pl.Series(current, dtype=pl.String),
-            "taxonomy_version": [tax.version] * n,
+            "current_category_path": shard.get_column("category_path").cast(pl.String),
+            "taxonomy_version": [res.taxonomy.version] * n,
             "model_version": [res.model.version] * n,
             "run_id": [run_id] * n,
-            "predicted_depth": depth.astype(np.int32),
+            "predicted_depth": d.predicted_depth.astype(np.int32),
             "margin": margin,
-            "source": source,
-            "reason": reasons,
-            "queue": pl.Series([str(q) if q else None for q in queues], dtype=pl.String),
-            "llm_status": pl.Series(llm_status, dtype=pl.String),
+            "source": d.source,
+            "reason": d.reason,
+            "queue": pl.Series([str(q) if q else None for q in d.queue], dtype=pl.String),
+            "llm_status": pl.Series(d.llm_status, dtype=pl.String),
             "content_hash": shard.get_column("content_hash"),
             "scored_run_id": [run_id] * n,
             "confident_category_id": pl.Series(d.confident_category_id, dtype=pl.String),
@@ -392,15 +259,14 @@ def _classify_rows(
         }
     )
     products = shard.select([c for c in PRODUCT_COLUMNS if c in shard.columns])
-    answered = [None if a is None else str(a.status) for a in llm]
-    return pl.concat([out, products], how="horizontal"), stats, np.asarray(gated, dtype=bool), answered
+    return pl.concat([out, products], how="horizontal")
 
 
-def _model_answers(pred: Any, tax: Any, cls: Any) -> Any:
+def _model_answers(pred: Any, tax: Any) -> ModelAnswers:
     """`shelfwise._decide.ModelAnswers` from a `classifiers.model.Prediction` (paths from the taxonomy)."""
     leaf_ids = [str(x) for x in pred.leaf_ids]
     conf_ids = [None if x is None else str(x) for x in pred.confident_ids]
-    return cls(
+    return ModelAnswers(
         leaf_ids=leaf_ids,
         leaf_paths=[tax.get(c).path for c in leaf_ids],
         leaf_depth=np.array([tax.get(c).depth for c in leaf_ids], dtype=np.int64),
@@ -414,10 +280,8 @@ def _model_answers(pred: Any, tax: Any, cls: Any) -> Any:
     )
 
 
-def _llm_answer(r: dict[str, Any] | None, tax: Any, labels: set[str]) -> Any:
+def _llm_answer(r: dict[str, Any] | None, tax: Any, labels: set[str]) -> LLMAnswer:
     """`shelfwise._decide.LLMAnswer` from one row of `LLMArbiter.decide` (None: no row came back)."""
-    from shelfwise._decide import LLM_ANSWERED, LLMAnswer
-
     if r is None:
         return LLMAnswer("failed_transient")
     status = str(r["llm_status"])
@@ -437,7 +301,3 @@ def _llm_answer(r: dict[str, Any] | None, tax: Any, labels: set[str]) -> Any:
         calibrated=calibrated,
         at_label_level=leafish,
     )
-
-
-def _empty_predictions() -> pl.DataFrame:
-    return pl.DataFrame(schema={c: pl.String for c in PREDICTION_COLUMNS})

@@ -16,16 +16,25 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from pydantic import BaseModel
 
-__all__ = ["EXPORT_COLUMNS", "add_export_columns", "check_export_flags", "export_after_run", "export_frame"]
+from shelfwise.errors import ConfigError
+from taxonomy import ExportStatus, Taxonomy, export_targets, load_mapping, load_taxonomy
+
+__all__ = [
+    "EXPORT_COLUMNS",
+    "ExportRequest",
+    "add_export_columns",
+    "check_export_flags",
+    "export_frame",
+    "export_request",
+]
 
 EXPORT_COLUMNS = ("export_category_id", "export_category_path", "export_mapping_status")
 
 
 def export_frame(predictions: pl.DataFrame, source: Any, target: Any, mapping: Any) -> pl.DataFrame:
     """``predictions`` with the three export columns (computed once per distinct ``category_id``)."""
-    from taxonomy import ExportStatus, export_targets
-
     lookup = export_targets(source, mapping)
     ids = [c for c in predictions.get_column("category_id").unique().to_list() if c is not None]
     tid: dict[str, str | None] = {}
@@ -49,8 +58,6 @@ def add_export_columns(
     predictions_path: str | Path, *, source: Any, export_taxonomy: str | Path, export_mapping: str | Path
 ) -> dict[str, int]:
     """Add the export columns to the predictions Parquet file; returns the row count per status."""
-    from taxonomy import load_mapping, load_taxonomy
-
     target = load_taxonomy(export_taxonomy)
     mapping = load_mapping(export_mapping, source, target)
     path = Path(predictions_path)
@@ -64,8 +71,6 @@ def add_export_columns(
 def check_export_flags(export_taxonomy: str | Path | None, export_mapping: str | Path | None) -> bool:
     """Whether an export was asked for; raises :class:`ConfigError` when only one flag is given or a file
     is missing (checked before the night's work, not after)."""
-    from shelfwise.errors import ConfigError
-
     if export_taxonomy is None and export_mapping is None:
         return False
     if export_taxonomy is None or export_mapping is None:
@@ -81,23 +86,22 @@ def check_export_flags(export_taxonomy: str | Path | None, export_mapping: str |
     return True
 
 
-def export_after_run(
-    summary: Any, export_taxonomy: str | Path | None, export_mapping: str | Path | None
-) -> dict[str, int] | None:
-    """Add the export columns to a finished run's predictions (source = the model's taxonomy)."""
+class ExportRequest(BaseModel):
+    """Tonight's predictions also in another taxonomy: that taxonomy and the mapping file to it."""
+
+    taxonomy: str
+    mapping: str
+
+    def apply(self, predictions: pl.DataFrame, source: Taxonomy) -> pl.DataFrame:
+        """``predictions`` with the export columns (source = the model's taxonomy)."""
+        target = load_taxonomy(self.taxonomy)
+        return export_frame(predictions, source, target, load_mapping(self.mapping, source, target))
+
+
+def export_request(
+    export_taxonomy: str | Path | None, export_mapping: str | Path | None
+) -> ExportRequest | None:
+    """The export the flags ask for (``None``: none); a `ConfigError` for one flag alone or a missing file."""
     if not check_export_flags(export_taxonomy, export_mapping):
         return None
-    from shelfwise._train import load_model_taxonomy
-
-    assert export_taxonomy is not None and export_mapping is not None
-
-    def get(key: str) -> Any:
-        return summary[key] if isinstance(summary, dict) else getattr(summary, key)
-
-    source = load_model_taxonomy(Path(str(get("model_dir"))))
-    return add_export_columns(
-        str(get("predictions_path")),
-        source=source,
-        export_taxonomy=export_taxonomy,
-        export_mapping=export_mapping,
-    )
+    return ExportRequest(taxonomy=str(export_taxonomy), mapping=str(export_mapping))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,9 +15,22 @@ from pydantic import BaseModel, Field
 
 from shelfwise import _storage as storage
 from shelfwise._memory import trim
+from shelfwise._scores import score_keys
+from shelfwise.catalog import CatalogSpec, Quarantine, iter_catalog, load_reviews, parse_mapping
+from shelfwise.pipeline._incremental import CarryPlan, plan_carry, routing_fingerprint
+from shelfwise.pipeline._resources import ModelCard, model_card
 from shelfwise.settings import Settings
+from shelfwise.state import PREDICTIONS_META
 
-__all__ = ["StagedNight", "iter_shards", "new_run_id", "remove_staged", "stage_night", "utcnow"]
+__all__ = [
+    "CatalogSource",
+    "StagedNight",
+    "iter_shards",
+    "new_run_id",
+    "remove_staged",
+    "stage_night",
+    "utcnow",
+]
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
@@ -28,42 +43,41 @@ def utcnow() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-_utcnow = utcnow
+class CatalogSource(BaseModel):
+    """A catalog file and how to read it: reviews table, image folder, catalog spec, column mapping
+    (plain data: it travels to any worker and into a flow run's parameters)."""
 
+    catalog: str
+    reviews: str | None = None
+    images_root: str | None = None
+    spec: str | None = None
+    mapping: list[str] | None = None
 
-# --------------------------------------------------------------------------------------------------
-# Catalog access
-# --------------------------------------------------------------------------------------------------
-def _catalog_spec(spec_path: str | Path | None, mapping: Sequence[str] | None) -> Any:
-    from shelfwise.catalog import CatalogSpec, parse_mapping
+    @classmethod
+    def of(cls, catalog: CatalogSource | str | Path) -> CatalogSource:
+        """``catalog`` as a source (a bare path: read with no reviews, images, spec or mapping)."""
+        return catalog if isinstance(catalog, CatalogSource) else cls(catalog=str(catalog))
 
-    spec = CatalogSpec.from_file(spec_path) if spec_path else None
-    if mapping:
-        spec = parse_mapping(list(mapping), base=spec)
-    return spec
+    def key(self) -> list[Any]:
+        """What besides the file itself changes the shards it gives (part of the night's key)."""
+        return [self.reviews, self.images_root, self.spec, list(self.mapping or [])]
 
 
 def iter_shards(
-    catalog: str | Path,
-    *,
-    settings: Settings,
-    taxonomy: Any,
-    quarantine: Any,
-    reviews: str | Path | None = None,
-    images_root: str | Path | None = None,
-    spec: str | Path | None = None,
-    mapping: Sequence[str] | None = None,
+    catalog: CatalogSource | str | Path, *, settings: Settings, taxonomy: Any, quarantine: Quarantine
 ) -> Iterator[pl.DataFrame]:
     """Stream the catalog as canonical shards; bad rows go to ``quarantine``."""
-    from shelfwise.catalog import iter_catalog, load_reviews
-
-    review_frame = load_reviews(reviews, quarantine=quarantine) if reviews else None
+    source = CatalogSource.of(catalog)
+    spec = CatalogSpec.from_file(source.spec) if source.spec else None
+    if source.mapping:
+        spec = parse_mapping(list(source.mapping), base=spec)
+    review_frame = load_reviews(source.reviews, quarantine=quarantine) if source.reviews else None
     yield from iter_catalog(
-        catalog,
-        spec=_catalog_spec(spec, mapping),
+        source.catalog,
+        spec=spec,
         taxonomy=taxonomy,
         reviews=review_frame,
-        images_root=images_root,
+        images_root=source.images_root,
         quarantine=quarantine,
         shard_size=settings.shard_size,
     )
@@ -113,14 +127,9 @@ def night_key(
 ) -> str:
     """What makes two runs "the same night": same catalog file (path, size, mtime), model, taxonomy,
     settings and carry state. A rerun after a kill finds the staged shards and finished shard results."""
-    import hashlib
-    import json
-
-    from shelfwise._incremental import META_FILE, routing_fingerprint
-
     p = Path(catalog)
     st = p.stat() if p.exists() else None
-    meta = settings.state_dir / META_FILE
+    meta = settings.state_dir / PREDICTIONS_META
     parts = [
         str(p.resolve()),
         st.st_size if st else 0,
@@ -137,32 +146,22 @@ def night_key(
 
 
 def stage_night(
-    catalog: str | Path,
-    *,
-    settings: Settings,
-    model_dir: str | Path,
-    reviews: str | Path | None = None,
-    images_root: str | Path | None = None,
-    spec: str | Path | None = None,
-    mapping: Sequence[str] | None = None,
+    catalog: CatalogSource | str | Path, *, settings: Settings, model_dir: str | Path
 ) -> StagedNight:
     """Stream the catalog into canonical shards; write the rows to score as shard files at ``work_url``.
 
-    Rows that keep last night's prediction (see `shelfwise._incremental`) are only listed (carry/), and
-    every row's ``sku_id, content_hash`` goes to keys/ for the change counts. Staging the same night
-    again (a rerun after a kill) returns what the first attempt staged.
+    Rows that keep last night's prediction (see `shelfwise.pipeline._incremental`) are only listed
+    (carry/), and every row's ``sku_id, content_hash`` goes to keys/ for the change counts. Staging the
+    same night again (a rerun after a kill) returns what the first attempt staged.
     """
-    from shelfwise._incremental import plan_carry
-    from shelfwise._worker import worker_resources
-    from shelfwise.catalog import Quarantine
-
-    res = worker_resources(model_dir, settings)  # the same memo the thread runner's tasks use
+    source = CatalogSource.of(catalog)
+    res = model_card(model_dir, settings)  # staging needs no model: scoring loads it, where it runs
     key = night_key(
-        catalog,
+        source.catalog,
         settings,
-        model_version=res.model.version,
+        model_version=res.version,
         taxonomy_version=res.taxonomy.version,
-        extra=[reviews, images_root, spec, list(mapping or [])],
+        extra=source.key(),
     )
     local = settings.state_dir / "work" / key
     manifest = local / "staged.json"
@@ -176,9 +175,9 @@ def stage_night(
     (local / "carry").mkdir(parents=True, exist_ok=True)
     plan = plan_carry(
         settings,
-        model_version=res.model.version,
+        model_version=res.version,
         taxonomy_version=res.taxonomy.version,
-        uses_price=bool(getattr(res.model, "use_price", False)),
+        uses_price=res.use_price,
         locked=res.locked,
     )
     staged = StagedNight(
@@ -190,21 +189,25 @@ def stage_night(
         previous_run_id=plan.previous_run_id,
         quarantine_path=str(local / "quarantine.jsonl"),
     )
+    _stage_shards(staged, source, settings=settings, res=res, plan=plan)
+    tmp = manifest.with_suffix(".tmp")
+    tmp.write_text(staged.model_dump_json())
+    tmp.replace(manifest)
+    del plan
+    trim()  # staging a large catalog freed a lot of heap: hand it back before the shards run
+    return staged
+
+
+def _stage_shards(
+    staged: StagedNight, source: CatalogSource, *, settings: Settings, res: ModelCard, plan: CarryPlan
+) -> None:
+    """Write each shard's keys, carried SKUs, rows to score and distinct contents; count them."""
+    local, work = Path(staged.local_dir), staged.work_url
     quarantine = Quarantine(local / "quarantine.jsonl")
-    distinct = _DistinctContents(res.model, work)
+    distinct = _DistinctContents(res, work)
     try:
-        for i, shard in enumerate(
-            iter_shards(
-                catalog,
-                settings=settings,
-                taxonomy=res.taxonomy,
-                quarantine=quarantine,
-                reviews=reviews,
-                images_root=images_root,
-                spec=spec,
-                mapping=mapping,
-            )
-        ):
+        shards = iter_shards(source, settings=settings, taxonomy=res.taxonomy, quarantine=quarantine)
+        for i, shard in enumerate(shards):
             name = f"shard-{i:05d}.parquet"
             shard.select("sku_id", "content_hash").write_parquet(local / "keys" / name)
             score, carry = plan.split(shard)
@@ -224,12 +227,6 @@ def stage_night(
     staged.distinct_shards, staged.distinct = distinct.urls, distinct.rows
     staged.quarantined = quarantine.total
     staged.quarantine_reasons = dict(quarantine.counts)
-    tmp = manifest.with_suffix(".tmp")
-    tmp.write_text(staged.model_dump_json())
-    tmp.replace(manifest)
-    del plan, distinct
-    trim()  # staging a large catalog freed a lot of heap: hand it back before the shards run
-    return staged
 
 
 #: Rows per distinct-content shard: small enough that the score step spreads over every worker.
@@ -250,8 +247,6 @@ class _DistinctContents:
         self.rows = 0
 
     def add(self, score: pl.DataFrame) -> None:
-        from shelfwise._scores import score_keys
-
         keys = score_keys(score, self.model).tolist()
         take: list[int] = []
         for i, k in enumerate(keys):

@@ -18,28 +18,30 @@ version (the fingerprints differ) runs :func:`migrate_if_needed` before anything
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 
-from shelfwise.errors import ConfigError, ShelfwiseError
-
-if TYPE_CHECKING:
-    from shelfwise.settings import Settings
+from shelfwise.errors import ConfigError
+from shelfwise.model_folder import MODEL_TAXONOMY_DIR, load_model_taxonomy, write_aliases
+from shelfwise.pipeline._stage import CatalogSource
+from shelfwise.pipeline._train import train
+from shelfwise.settings import Settings
+from shelfwise.state import open_queue, read_queue
+from taxonomy import Taxonomy, TaxonomyDiff, diff_taxonomies, load_mapping, load_taxonomy
 
 __all__ = [
     "TAXONOMY_CHANGED",
     "Migration",
-    "after_run",
+    "enqueue_orphans",
+    "finish_migration",
     "load_pending",
     "migrate_if_needed",
     "migrate_store",
-    "with_aliases",
-    "write_aliases",
+    "route_orphans",
 ]
 
 TAXONOMY_CHANGED = "taxonomy_changed"
@@ -48,7 +50,7 @@ TAXONOMY_CHANGED = "taxonomy_changed"
 class Migration:
     """One OLD -> NEW migration: path translation (cached), counters, and what the store migration did."""
 
-    def __init__(self, diff: Any) -> None:
+    def __init__(self, diff: TaxonomyDiff) -> None:
         self.diff = diff
         self.old = diff.old
         self.new = diff.new
@@ -58,9 +60,8 @@ class Migration:
         self.catalog: Counter[str] = Counter()
         self.lost_reasons: Counter[str] = Counter()
         self._cache: dict[str, tuple[str | None, str]] = {}
-        self.catalog_params: dict[str, Any] = {}  # reviews, images_root, spec, mapping of tonight's catalog
         self.dropped: frozenset[str] = frozenset()  # OLD ids the mapping file gives an empty target
-        self._old_paths = frozenset(n.path for n in diff.old)
+        self.old_paths = frozenset(n.path for n in diff.old)
         self.moved_paths = frozenset(
             diff.new.get(t).path
             for n in diff.old
@@ -110,6 +111,15 @@ class Migration:
             out.append(new_path)
         return frame.with_columns(pl.Series("category_path", out, dtype=pl.String))
 
+    def aliases(self) -> list[tuple[str, str]]:
+        """``(NEW node id, OLD path)`` for each node whose path changed (renamed, moved, merged)."""
+        pairs = []
+        for node in self.old:
+            target = self.diff.target(node.id)
+            if target is not None and self.new.get(target).path != node.path:
+                pairs.append((target, node.path))
+        return pairs
+
     def summary(self) -> dict[str, Any]:
         d = self.diff
         return {
@@ -129,19 +139,18 @@ class Migration:
 # Before the run: detect, migrate the store, retrain
 # --------------------------------------------------------------------------------------------------
 def migrate_if_needed(
-    *,
+    settings: Settings,
     model_dir: str | Path,
+    *,
     taxonomy: str | Path | None,
     taxonomy_mapping: str | Path | None,
     labelled: str | Path | None,
-    settings: Settings,
+    source: CatalogSource,
     run_label: str = "taxonomy-migration",
-    **train_kwargs: Any,
 ) -> Migration | None:
-    """Migrate and retrain when ``taxonomy`` differs from the model's own copy; ``None`` when it does not."""
-    from shelfwise._train import MODEL_TAXONOMY_DIR, _queue_store, load_model_taxonomy, train
-    from taxonomy import diff_taxonomies, load_mapping, load_taxonomy
+    """Migrate and retrain when ``taxonomy`` differs from the model's own copy; ``None`` when it does not.
 
+    ``labelled`` is read the way tonight's catalog ``source`` is (reviews, images, spec, mapping)."""
     model_dir = Path(model_dir)
     if taxonomy is None or not (model_dir / MODEL_TAXONOMY_DIR).exists():
         if taxonomy_mapping is not None and taxonomy is None:
@@ -162,8 +171,7 @@ def migrate_if_needed(
     migration = Migration(diff_taxonomies(old, new, mapping=mapping))
     pending = _keep_inputs(model_dir / MODEL_TAXONOMY_DIR, old, taxonomy_mapping)  # before NEW replaces OLD
     migration.dropped = mapping.dropped if mapping is not None else frozenset()
-    migration.catalog_params = {k: train_kwargs.get(k) for k in ("reviews", "images_root", "spec", "mapping")}
-    store = _queue_store(settings, create=False)
+    store = read_queue(settings)
     if store is not None:
         try:
             migration.store, lost = migrate_store(store, migration, run_label=run_label)
@@ -172,13 +180,12 @@ def migrate_if_needed(
         migration.orphan_skus = frozenset(lost)
     train(
         taxonomy_path=taxonomy,
-        catalog=labelled,
+        catalog=source.model_copy(update={"catalog": str(labelled)}),
         model_dir=model_dir,
         settings=settings,
         relabel=migration.relabel,
-        **train_kwargs,
     )
-    write_aliases(model_dir / MODEL_TAXONOMY_DIR, migration)
+    write_aliases(model_dir / MODEL_TAXONOMY_DIR, migration.new.version, migration.aliases())
     _save_pending(pending, migration)
     return migration
 
@@ -227,7 +234,7 @@ def _follow(migration: Migration, node_id: str | None, path: str | None) -> tupl
 PENDING_DIR = "migration-pending"
 
 
-def _keep_inputs(folder: Path, old: Any, taxonomy_mapping: str | Path | None) -> Path:
+def _keep_inputs(folder: Path, old: Taxonomy, taxonomy_mapping: str | Path | None) -> Path:
     """Copy OLD (and the mapping file) aside, so the night's end can rebuild the migration from files."""
     pending = folder / PENDING_DIR
     if pending.exists():
@@ -248,7 +255,6 @@ def _save_pending(pending: Path, migration: Migration) -> None:
         "store": migration.store,
         "training": dict(migration.training),
         "lost_reasons": dict(migration.lost_reasons),
-        "catalog_params": migration.catalog_params,
     }
     (pending / "state.json").write_text(json.dumps(state, default=str))
 
@@ -256,9 +262,6 @@ def _save_pending(pending: Path, migration: Migration) -> None:
 def load_pending(model_dir: str | Path) -> Migration | None:
     """The migration that ran before tonight's flow, rebuilt from the model folder (plain files, so the
     night's end can run in another process); ``None`` when none is pending."""
-    from shelfwise._train import MODEL_TAXONOMY_DIR, load_model_taxonomy
-    from taxonomy import diff_taxonomies, load_mapping, load_taxonomy
-
     pending = Path(model_dir) / MODEL_TAXONOMY_DIR / PENDING_DIR
     if not (pending / "state.json").exists():
         return None
@@ -273,119 +276,17 @@ def load_pending(model_dir: str | Path) -> Migration | None:
     migration.store = state["store"]
     migration.training.update(state["training"])
     migration.lost_reasons.update(state["lost_reasons"])
-    migration.catalog_params = state["catalog_params"]
     return migration
 
 
 # --------------------------------------------------------------------------------------------------
-# During the run: the model's taxonomy also answers to the OLD paths (catalog categories translate)
+# The night's end: orphans to review before anything is written, then the taxonomy_change block
 # --------------------------------------------------------------------------------------------------
-ALIASES_FILE = "aliases.json"
-
-
-def write_aliases(folder: Path, migration: Migration) -> int:
-    """Record, for the model's taxonomy, the OLD paths each NEW node answers to (renamed, moved, merged)."""
-    pairs = []
-    for node in migration.old:
-        target = migration.diff.target(node.id)
-        if target is not None and migration.new.get(target).path != node.path:
-            pairs.append([target, node.path])
-    path = folder / ALIASES_FILE
-    tmp = path.with_suffix(".tmp")
-    data = {"taxonomy_version": migration.new.version, "aliases": pairs}
-    tmp.write_text(json.dumps(data, ensure_ascii=False))
-    os.replace(tmp, path)
-    return len(pairs)
-
-
-def with_aliases(folder: Path, tax: Any) -> Any:
-    """``tax`` that also finds the OLD paths of its nodes (``find_path``), if ``folder`` has an aliases file
-    written for this very taxonomy version; ``tax`` unchanged otherwise."""
-    from taxonomy import Node, Taxonomy
-
-    path = folder / ALIASES_FILE
-    if not path.exists():
-        return tax
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if data.get("taxonomy_version") != tax.version:
-        return tax
-    layers: list[list[Node]] = []
-    seen: Counter[str] = Counter()
-    for node_id, old_path in data.get("aliases", []):
-        if node_id not in tax:
-            continue
-        k = seen[node_id]
-        seen[node_id] += 1
-        if k == len(layers):
-            layers.append([])
-        layers[k].append(Node(node_id, old_path.rpartition(" > ")[2], None, old_path, 1, True))
-    for k, nodes in enumerate(layers):
-        tax = tax.with_names(Taxonomy(nodes, source=f"{path} (aliases {k + 1})"), lang=f"x-old{k + 1}")
-    return tax
-
-
-# --------------------------------------------------------------------------------------------------
-# After the run: orphans to review, the taxonomy_change block, the report again
-# --------------------------------------------------------------------------------------------------
-def _get(summary: Any, key: str) -> Any:
-    return summary[key] if isinstance(summary, dict) else getattr(summary, key)
-
-
-def _with_products(
-    rows: pl.DataFrame, summary: Any, settings: Settings, migration: Migration
-) -> pl.DataFrame:
-    """The orphans' product columns (description, brand, image, reviews) read again from tonight's catalog,
-    so their review items show the product; only the title when the catalog cannot be read this way."""
-    import tempfile
-
-    from shelfwise.catalog import Quarantine
-    from shelfwise.pipeline import PRODUCT_COLUMNS, iter_shards
-
-    wanted = set(rows.get_column("sku_id").to_list())
-    found: list[pl.DataFrame] = []
-    try:
-        params = migration.catalog_params
-        with tempfile.TemporaryDirectory() as tmp:
-            quarantine = Quarantine(Path(tmp) / "q.jsonl")
-            for shard in iter_shards(
-                str(_get(summary, "catalog")),
-                settings=settings,
-                taxonomy=migration.new,
-                quarantine=quarantine,
-                **params,
-            ):
-                hit = shard.filter(pl.col("sku_id").is_in(list(wanted)))
-                if hit.height:
-                    found.append(
-                        hit.select(
-                            "sku_id",
-                            *[c for c in PRODUCT_COLUMNS if c in hit.columns and c not in rows.columns],
-                        )
-                    )
-            quarantine.close()
-    except (ShelfwiseError, OSError, pl.exceptions.PolarsError):  # the item still has title and suggestion
-        return rows
-    if not found:
-        return rows
-    return rows.join(pl.concat(found, how="diagonal_relaxed"), on="sku_id", how="left")
-
-
-def after_run(summary: Any, settings: Settings, migration: Migration | None = None) -> dict[str, Any] | None:
-    """Route SKUs whose category vanished to review (``taxonomy_changed``), count what moved, and add the
-    ``taxonomy_change`` block to the run's summary.json (and its report). ``migration`` defaults to the one
-    pending in the run's model folder (:func:`load_pending`), which this consumes. ``None`` without one."""
-    from shelfwise._train import MODEL_TAXONOMY_DIR
-
-    model_dir = Path(str(_get(summary, "model_dir")))
-    migration = migration or load_pending(model_dir)
-    if migration is None:
-        return None
-    from shelfwise._train import _queue_store
-
-    run_id = str(_get(summary, "run_id"))
-    run_dir = settings.runs_dir / run_id
-    pred_path = Path(str(_get(summary, "predictions_path")))
-    preds = pl.read_parquet(pred_path)
+def route_orphans(preds: pl.DataFrame, migration: Migration) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Tonight's final prediction rows under the migration: current categories translated to NEW, and
+    SKUs whose category vanished (or whose reviewer label was lost) routed to review with reason
+    ``taxonomy_changed`` (a reviewer's own decision stays). Returns ``(rows, the orphan rows)``; counts
+    what happened to the catalog's categories in ``migration.catalog``."""
     current = preds.get_column("current_category_path").to_list()
     skus = preds.get_column("sku_id").to_list()
     sources = preds.get_column("source").to_list() if "source" in preds.columns else [None] * preds.height
@@ -394,7 +295,7 @@ def after_run(summary: Any, settings: Settings, migration: Migration | None = No
     orphan_rows: list[int] = []
     for i, path in enumerate(current):
         new_path, status = migration.translate(path)
-        if status == "same" and path not in migration._old_paths and path in migration.moved_paths:
+        if status == "same" and path not in migration.old_paths and path in migration.moved_paths:
             status = "remapped"  # the model's aliases already read the OLD category as its NEW node
         if path is not None:
             counts[status] += 1
@@ -411,35 +312,26 @@ def after_run(summary: Any, settings: Settings, migration: Migration | None = No
         pl.Series("reason", reasons, dtype=pl.String),
         pl.Series("current_category_path", current, dtype=pl.String),
     )
-    tmp = pred_path.with_name(f".{pred_path.name}.migrate.tmp")
-    preds.write_parquet(tmp)
-    os.replace(tmp, pred_path)
-    if orphan_rows:
-        rows = _with_products(preds[orphan_rows], summary, settings, migration)
-        store = _queue_store(settings)
-        try:
-            store.enqueue(rows.with_columns(pl.lit(1.0).alias("priority")), run_id=run_id)
-        finally:
-            store.close()
+    return preds, preds[orphan_rows]
+
+
+def enqueue_orphans(orphans: pl.DataFrame, settings: Settings, *, run_id: str) -> None:
+    """Put the orphans into the review queue (first in line: priority 1)."""
+    if orphans.is_empty():
+        return
+    with open_queue(settings) as store:
+        store.enqueue(orphans.with_columns(pl.lit(1.0).alias("priority")), run_id=run_id)
+
+
+def finish_migration(migration: Migration, *, run_dir: Path, model_dir: Path) -> dict[str, Any]:
+    """The summary's ``taxonomy_change`` block (with the diff written next to it, ``taxonomy_diff.json``);
+    the pending migration in the model folder is consumed: the next night is an ordinary one."""
     block = migration.summary()
     run_dir.mkdir(parents=True, exist_ok=True)
     diff_path = run_dir / "taxonomy_diff.json"
     diff_path.write_text(migration.diff.to_json(), encoding="utf-8")
     block["diff_path"] = str(diff_path)
     pending = model_dir / MODEL_TAXONOMY_DIR / PENDING_DIR
-    if pending.exists():  # consumed: the next night is an ordinary one
+    if pending.exists():
         shutil.rmtree(pending)
-    path = run_dir / "summary.json"
-    if path.exists():
-        data = json.loads(path.read_text())
-        data["taxonomy_change"] = block
-        tmp_s = path.with_suffix(".json.tmp")
-        tmp_s.write_text(json.dumps(data, indent=2, default=str))
-        os.replace(tmp_s, path)
-        try:
-            from shelfwise.reports import write_report
-
-            write_report(run_id, settings=settings)
-        except (ShelfwiseError, OSError, pl.exceptions.PolarsError) as exc:  # keep the night's work
-            block["report_error"] = str(exc)
     return block

@@ -10,7 +10,9 @@
     shelfwise review upgrade
     shelfwise review release-expired
 
-Every command takes ``--db-url`` (default ``$SHELFWISE_QUEUE_URL`` or ``sqlite:///.shelfwise/queue.db``).
+Every command resolves the queue through `Settings` like every other command: ``--db-url`` if given,
+else the ``queue_url`` setting (SHELFWISE_QUEUE_URL, shelfwise.toml), else ``queue.db`` in the state folder
+(``--state-dir``, SHELFWISE_STATE_DIR, ``state_dir`` in shelfwise.toml; default ``.shelfwise``).
 """
 
 from __future__ import annotations
@@ -22,9 +24,20 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
+import polars as pl
+import sqlalchemy as sa
 import typer
+import uvicorn
+from rich.console import Console
+from rich.table import Table
 
+from shelfwise.cli._common import StateOpt, build_settings
 from shelfwise.errors import ShelfwiseError
+from shelfwise.settings import Settings
+from taxonomy import load_taxonomy
+from verification import labelstudio_config
+from verification.app import create_app
+from verification.store import QueueStore
 
 __all__ = ["review_app"]
 
@@ -36,18 +49,20 @@ review_app = typer.Typer(
 )
 
 
-def _default_url() -> str:
-    return os.environ.get("SHELFWISE_QUEUE_URL") or "sqlite:///.shelfwise/queue.db"
-
-
 DbUrlOpt = Annotated[
     str | None,
     typer.Option(
         "--db-url",
-        help="Queue database URL (default: $SHELFWISE_QUEUE_URL or sqlite:///.shelfwise/queue.db).",
+        help="Queue database URL (default: the queue_url setting: $SHELFWISE_QUEUE_URL, shelfwise.toml, or "
+        "queue.db in the state folder).",
         show_default=False,
     ),
 ]
+
+
+def _settings(db_url: str | None, state_dir: Path | None) -> Settings:
+    """The command's settings: ``--db-url`` and ``--state-dir`` over env, shelfwise.toml and defaults."""
+    return build_settings(state_dir=state_dir, queue_url=db_url)
 
 
 class FileFormat(StrEnum):
@@ -82,11 +97,12 @@ def _errors() -> Iterator[None]:
 
 
 @contextmanager
-def _store(db_url: str | None, *, upgrade: bool = True) -> Iterator[Any]:
-    """An (upgraded) store on ``db_url``, closed when the command ends."""
-    from verification.store import QueueStore
-
-    with QueueStore(db_url or _default_url()) as store:
+def _store(db_url: str | None, state_dir: Path | None, *, upgrade: bool = True) -> Iterator[QueueStore]:
+    """An (upgraded) store on the settings' queue, closed when the command ends."""
+    url = _settings(db_url, state_dir).queue_url or ""
+    if url.startswith("sqlite:///"):  # the state folder may not exist yet
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    with QueueStore(url) as store:
         if upgrade:
             store.upgrade()
         yield store
@@ -119,6 +135,7 @@ def serve(
         Path | None, typer.Option("--image-root", help="Folder product image paths are relative to.")
     ] = None,
     db_url: DbUrlOpt = None,
+    state_dir: StateOpt = None,
     consensus: Annotated[
         bool,
         typer.Option(
@@ -141,12 +158,9 @@ def serve(
 ) -> None:
     """Run the review web app (FastAPI + uvicorn)."""
     with _errors():
-        import uvicorn
-
-        from verification.app import create_app
-
+        url = _settings(db_url, state_dir).queue_url or ""
         app = create_app(
-            db_url=db_url or _default_url(),
+            db_url=url,
             taxonomy_path=str(taxonomy),
             extra_taxonomy_paths=[str(p) for p in extra_taxonomy or []],
             secret_key=secret_key,
@@ -155,9 +169,7 @@ def serve(
             consensus_suspect=consensus,
             trusted_proxies=list(trusted_proxy or []),
         )
-        import sqlalchemy as sa
-
-        shown = sa.engine.make_url(db_url or _default_url()).render_as_string(hide_password=True)
+        shown = sa.engine.make_url(url).render_as_string(hide_password=True)
         typer.echo(f"review app on http://{host}:{port}/ (queue {shown})")
         # The app reads X-Forwarded-For itself, from --trusted-proxy peers only; uvicorn must not rewrite
         # the client address from it (its default trusts any local peer).
@@ -179,12 +191,13 @@ def add_user(
         bool, typer.Option("--reset", help="Change the password/role of an existing user.")
     ] = False,
     db_url: DbUrlOpt = None,
+    state_dir: StateOpt = None,
 ) -> None:
     """Create a review-app user (bcrypt-hashed password)."""
     with _errors():
         if password is None:
             password = typer.prompt(f"password for {username}", hide_input=True, confirmation_prompt=True)
-        with _store(db_url) as store:
+        with _store(db_url, state_dir) as store:
             _add_or_reset(store, username, password, role=role, reset=reset)
 
 
@@ -207,6 +220,7 @@ def export(
         typer.Option("--taxonomy", help="Taxonomy whose categories the labeling config offers."),
     ] = None,
     db_url: DbUrlOpt = None,
+    state_dir: StateOpt = None,
 ) -> None:
     """Export the final review decisions as CSV or Label Studio JSON, or the matching labeling config.
 
@@ -220,16 +234,13 @@ def export(
                     "--format labelstudio-config needs --taxonomy, the taxonomy reviewers chose from",
                     param_hint="--taxonomy",
                 )
-            from taxonomy import load_taxonomy
-            from verification._exchange import labelstudio_config
-
             tax = load_taxonomy(taxonomy)
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(labelstudio_config(tax), encoding="utf-8")
             typer.echo(f"Label Studio labeling config for {len(list(tax))} categories written to {out}")
             return
-        with _store(db_url) as store:
-            n = store.export_decisions(out, fmt=fmt.value)
+        with _store(db_url, state_dir) as store:
+            n = store.export_decisions(out, fmt="labelstudio" if fmt == FileFormat.LABELSTUDIO else "csv")
         typer.echo(f"{n} decisions written to {out}")
 
 
@@ -245,6 +256,7 @@ def import_(
         Path | None, typer.Option("--taxonomy", help="Resolves category paths without ids to taxonomy nodes.")
     ] = None,
     db_url: DbUrlOpt = None,
+    state_dir: StateOpt = None,
 ) -> None:
     """Import decisions (e.g. labelled in Label Studio) as final human decisions."""
     with _errors():
@@ -254,24 +266,17 @@ def import_(
                 "export (--format csv or --format labelstudio)",
                 param_hint="--format",
             )
-        tax = None
-        if taxonomy is not None:
-            from taxonomy import load_taxonomy
-
-            tax = load_taxonomy(taxonomy)
+        tax = load_taxonomy(taxonomy) if taxonomy is not None else None
         who = reviewer or os.environ.get("USER") or "import"
-        with _store(db_url) as store:
+        with _store(db_url, state_dir) as store:
             n = store.import_decisions(path, fmt=fmt.value, reviewer=who, taxonomy=tax)
         typer.echo(f"{n} decisions imported from {path} (as {who})")
 
 
 @review_app.command("stats")
-def stats(db_url: DbUrlOpt = None) -> None:
+def stats(db_url: DbUrlOpt = None, state_dir: StateOpt = None) -> None:
     """Queue sizes by status, human labels, and decisions per reviewer."""
-    from rich.console import Console
-    from rich.table import Table
-
-    with _errors(), _store(db_url) as store:
+    with _errors(), _store(db_url, state_dir) as store:
         console = Console()
         counts = store.queue_counts()
         table = Table(title="review queues")
@@ -291,8 +296,6 @@ def stats(db_url: DbUrlOpt = None) -> None:
         if decisions.is_empty():
             console.print("no decisions yet")
             return
-        import polars as pl
-
         per = (
             decisions.group_by("reviewer")
             .agg(
@@ -315,16 +318,16 @@ def stats(db_url: DbUrlOpt = None) -> None:
 
 
 @review_app.command("upgrade")
-def upgrade(db_url: DbUrlOpt = None) -> None:
+def upgrade(db_url: DbUrlOpt = None, state_dir: StateOpt = None) -> None:
     """Create or migrate the queue database schema (Alembic upgrade head)."""
-    with _errors(), _store(db_url, upgrade=False) as store:
+    with _errors(), _store(db_url, state_dir, upgrade=False) as store:
         before = store.schema_revision()
         store.upgrade()
         typer.echo(f"queue schema at {store.schema_revision()} (was {before or 'empty'})")
 
 
 @review_app.command("release-expired")
-def release_expired(db_url: DbUrlOpt = None) -> None:
+def release_expired(db_url: DbUrlOpt = None, state_dir: StateOpt = None) -> None:
     """Return claims whose lease expired to their queues."""
-    with _errors(), _store(db_url) as store:
+    with _errors(), _store(db_url, state_dir) as store:
         typer.echo(f"{store.release_expired()} expired claims released")

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shelfwise.errors import ShelfwiseError
+from taxonomy import diff_taxonomies, load_mapping, load_taxonomy
 
 __all__ = ["taxonomy_app"]
 
@@ -42,8 +43,6 @@ def diff(
 ) -> None:
     """Nodes added, removed, renamed (same id, new name), moved (same id, new parent) and, for removed
     nodes, the target the mapping gives (renamed/moved/merged/split)."""
-    from taxonomy import diff_taxonomies, load_mapping, load_taxonomy
-
     try:
         old_tax, new_tax = load_taxonomy(old), load_taxonomy(new)
         m = load_mapping(mapping, old_tax, new_tax) if mapping is not None else None

@@ -1,4 +1,4 @@
-"""What the ``shelfwise`` commands share (used by :mod:`shelfwise.cli` and :mod:`shelfwise._cli_tools`).
+"""What the ``shelfwise`` commands share (used by :mod:`shelfwise.cli` and its sub-modules).
 
 Option types (``CatalogOpt``, ``StateOpt``, ...), settings from flags (`build_settings`), the progress bar
 and row count (`progress`, `count_rows`), the error exit (`fail`, exit code 2) and the printed summaries
@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+import polars as pl
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -23,25 +25,47 @@ from rich.progress import (
 from rich.table import Table
 
 from shelfwise.errors import ShelfwiseError
+from shelfwise.night import CatalogSource
+from shelfwise.prefect_env import configure_prefect
+from shelfwise.settings import Settings, load_settings
 
 __all__ = [
     "SAMPLE",
     "AutoOpt",
     "CatalogOpt",
+    "DaskAddressOpt",
+    "DaskWorkersOpt",
     "EmbedderOpt",
+    "EnqueueOpt",
     "ExportMapOpt",
     "ExportTaxOpt",
+    "HumanLabelsOpt",
     "ImagesOpt",
+    "IncrementalOpt",
     "LLMModelOpt",
     "LLMUrlOpt",
+    "LabelledOpt",
     "MapOpt",
+    "RetrainOpt",
     "ReviewsOpt",
+    "RunCatalogOpt",
+    "RunModelDirOpt",
+    "RunOutOpt",
+    "RunTaxonomyOpt",
+    "SampleOpt",
     "ShardOpt",
     "SpecOpt",
     "StateOpt",
     "TargetOpt",
+    "TaxonomyFormatOpt",
+    "TaxonomyMappingOpt",
+    "UseImagesOpt",
+    "UsePriceOpt",
+    "WorkUrlOpt",
+    "WorkersOpt",
     "as_str",
     "build_settings",
+    "catalog_source",
     "console",
     "count_rows",
     "fail",
@@ -57,7 +81,12 @@ SAMPLE = REPO_DATA / "sample"
 
 # ---- shared option types --------------------------------------------------------------------------
 CatalogOpt = Annotated[
-    Path, typer.Option("--catalog", help="Catalog file (CSV, Parquet or JSONL) with one row per SKU.")
+    str,  # not Path: Path("s3://b/p") would lose a slash
+    typer.Option(
+        "--catalog",
+        help="Catalog (CSV, Parquet or JSONL, one row per SKU): a file, a folder or glob of part files, "
+        "or an s3:// prefix.",
+    ),
 ]
 ReviewsOpt = Annotated[
     Path | None,
@@ -124,44 +153,133 @@ TargetOpt = Annotated[
     ),
 ]
 
+# ---- train ----
+TaxonomyFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--taxonomy-format",
+        help=(
+            "google-txt | google-csv | shopify-txt | bestbuy-json | paths-txt | table (default: auto-detect)."
+        ),
+    ),
+]
+UseImagesOpt = Annotated[
+    bool | None, typer.Option("--use-images/--no-images", help="Learn from product photos too.")
+]
+UsePriceOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--use-price/--no-price",
+        help="Learn from the catalog's price column too (log-price per category).",
+    ),
+]
+HumanLabelsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--human-labels/--no-human-labels", help="Use reviewers' decisions from the queue as labels."
+    ),
+]
+# ---- classify ----
+EnqueueOpt = Annotated[
+    bool,
+    typer.Option("--enqueue/--no-enqueue", help="Write review/suspect items to the verification queue."),
+]
+# ---- run ----
+RunCatalogOpt = Annotated[
+    Path | None, typer.Option("--catalog", help="Tonight's catalog (new and changed products).")
+]
+RunTaxonomyOpt = Annotated[
+    Path | None, typer.Option("--taxonomy", help="Taxonomy file (needed when a model must be trained).")
+]
+LabelledOpt = Annotated[
+    Path | None,
+    typer.Option("--labelled", help="Labelled catalog to train on when no model exists (or with --retrain)."),
+]
+RunModelDirOpt = Annotated[
+    Path | None, typer.Option("--model-dir", help="Model folder (default <state-dir>/models/default).")
+]
+RunOutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", help="Predictions Parquet (default <state-dir>/runs/<run_id>/predictions.parquet)."
+    ),
+]
+RetrainOpt = Annotated[
+    bool, typer.Option("--retrain", help="Train again even if a model exists (uses new human labels).")
+]
+SampleOpt = Annotated[
+    bool, typer.Option("--sample", help="Run on the bundled real sample in data/sample (the demo).")
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", help="Shards classified in parallel on threads (default 2).")
+]
+DaskAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dask-address",
+        help="Run the shard tasks on this Dask scheduler (tcp://HOST:PORT); needs the `dask` extra.",
+    ),
+]
+DaskWorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--dask-workers", help="Start a local Dask cluster of N single-thread processes for the shard tasks."
+    ),
+]
+IncrementalOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--incremental/--full",
+        help="Carry unchanged SKUs' last predictions (default) or re-score everything.",
+    ),
+]
+WorkUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--work-url",
+        help="Staged shards and prediction parts: a folder all workers see, or s3://bucket/prefix.",
+    ),
+]
+TaxonomyMappingOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--taxonomy-mapping",
+        help="CSV OLD -> NEW for the night "
+        "--taxonomy differs from the model's: renamed, merged, split nodes (docs/taxonomy-evolution.md).",
+    ),
+]
+
+
+def catalog_source(
+    catalog: str | Path,
+    reviews: Path | None,
+    images_root: Path | None,
+    spec: Path | None,
+    mapping: list[str] | None,
+) -> CatalogSource:
+    """The catalog flags as one `CatalogSource`."""
+    return CatalogSource(
+        catalog=str(catalog),
+        reviews=as_str(reviews),
+        images_root=as_str(images_root),
+        spec=as_str(spec),
+        mapping=mapping,
+    )
+
 
 def build_settings(
     *,
     state_dir: Path | None = None,
-    embedder: str | None = None,
-    shard_size: int | None = None,
-    auto_threshold: float | None = None,
-    target_precision: float | None = None,
     llm_base_url: str | None = None,
     llm_model: str | None = None,
-    use_images: bool | None = None,
-    workers: int | None = None,
-    use_price: bool | None = None,
-    dask_address: str | None = None,
-    dask_workers: int | None = None,
-    incremental: bool | None = None,
-    work_url: str | None = None,
-) -> Any:
-    """`Settings` from shelfwise.toml, SHELFWISE_* env vars and the flags given (``None`` = not given);
-    also points Prefect at the state folder."""
-    from pydantic import ValidationError
-
-    from shelfwise.settings import Settings, load_settings
-
-    overrides: dict[str, Any] = {
-        "state_dir": state_dir,
-        "embedder": embedder,
-        "shard_size": shard_size,
-        "auto_threshold": auto_threshold,
-        "target_precision": target_precision,
-        "use_images": use_images,
-        "workers": workers,
-        "use_price": use_price,
-        "dask_address": dask_address,
-        "dask_workers": dask_workers,
-        "incremental": incremental,
-        "work_url": work_url,
-    }
+    queue_url: str | None = None,
+    **overrides: Any,
+) -> Settings:
+    """`Settings` from shelfwise.toml, SHELFWISE_* env vars and the flags given (``None`` = not given):
+    ``overrides`` are settings by name (``shard_size=``, ``workers=``, ...), the LLM flags set
+    ``llm.base_url`` / ``llm.model``, ``queue_url`` is a review command's ``--db-url``. Also points
+    Prefect at the state folder."""
+    overrides.update(state_dir=state_dir, queue_url=queue_url)
     try:
         settings = load_settings(**overrides)
         if llm_base_url is not None or llm_model is not None:
@@ -175,8 +293,6 @@ def build_settings(
         raise ShelfwiseError(
             f"invalid settings (shelfwise.toml, SHELFWISE_* env vars or flags):\n{exc}"
         ) from exc
-    from shelfwise.prefect_env import configure_prefect
-
     configure_prefect(settings.state_dir)
     return settings
 
@@ -195,11 +311,12 @@ def progress(description: str) -> Progress:
     )
 
 
-def count_rows(path: Path) -> int | None:
+def count_rows(location: str | Path) -> int | None:
     """Rows of a Parquet or JSONL catalog (the progress bar's total); ``None`` when not cheap to know."""
+    path = Path(location)
+    if not path.is_file():  # a folder, glob or s3:// prefix of parts: no total shown
+        return None
     try:
-        import polars as pl
-
         suffix = path.suffix.lower()
         if suffix == ".parquet":
             return int(pl.scan_parquet(path).select(pl.len()).collect().item())
@@ -240,7 +357,10 @@ def print_train_summary(summary: Any) -> None:
         "auto_share": "out-of-fold auto share",
         "auto_precision": "out-of-fold auto precision (exact)",
         "auto_precision_lower_bound": "  its 95% lower bound",
-        "nodes_with_own_threshold": "categories with their own threshold",
+        "best_cut_share_at_target": "  best-cut share at the target (chosen with the labels)",
+        "best_cut_share_at_target_plus_1pt": "  best-cut share at the target + 1 point (with the labels)",
+        "proven_over_best_cut_plus_1pt": "  proven share / best-cut share at target + 1 point",
+        "excluded_categories": "categories excluded (provably below target)",
     }
     for key, label in shown.items():
         value = heldout.get(key)
@@ -266,6 +386,21 @@ def print_train_summary(summary: Any) -> None:
         if len(groups) > 15:
             th.caption = f"{len(groups) - 15} more in the model folder's manifest.json (thresholds.groups)"
         console.print(th)
+    if heldout.get("ranking"):
+        compared = ", ".join(
+            f"{k} {v.get('proven_share', 0):.3f}" for k, v in (heldout.get("rankings_compared") or {}).items()
+        )
+        table.add_row("leaf ranking (proven share)", f"{heldout['ranking']} ({compared})")
+    backoff = heldout.get("backoff") or {}
+    if "share_of_all_rows" in backoff:
+        table.add_row("back-off tier: share of all rows", f"{backoff['share_of_all_rows']:.3f}")
+        table.add_row(
+            "  information gain, leaf only / with back-off",
+            (
+                f"{backoff.get('information_gain_leaf_only', 0):.3f} / "
+                f"{backoff.get('information_gain_with_backoff', 0):.3f}"
+            ),
+        )
     if isinstance(report.get("stacker"), dict) and report["stacker"].get("chosen"):
         table.add_row("stacker", str(report["stacker"]["chosen"]))
     console.print(table)

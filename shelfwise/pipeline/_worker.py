@@ -12,24 +12,24 @@ that finds them (a Prefect retry, or a rerun after the main process was killed) 
 
 from __future__ import annotations
 
-import atexit
-import json
-import threading
+import dataclasses
+import os
+import socket
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from classifiers import open_embedding_cache
 from shelfwise import _storage as storage
 from shelfwise._memory import trim
+from shelfwise._scores import score_part
+from shelfwise.pipeline._classify import classify_frame
+from shelfwise.pipeline._resources import llm_arbiter, worker_resources
 from shelfwise.settings import Settings
 
-__all__ = ["ShardResult", "ShardTask", "release_resources", "run_shard", "score_distinct", "worker_resources"]
-
-_LOCK = threading.Lock()
-_MEMO: dict[tuple[str, str, str], Any] = {}
+__all__ = ["ShardResult", "ShardTask", "merge_counts", "run_shard", "score_distinct"]
 
 
 class ShardTask(BaseModel):
@@ -63,54 +63,6 @@ class ShardResult(BaseModel):
     pid: int = 0
 
 
-def _model_version(model_dir: Path) -> str:
-    manifest = model_dir / "manifest.json"
-    if manifest.exists():
-        return str(json.loads(manifest.read_text()).get("version", ""))
-    return str(model_dir.stat().st_mtime_ns) if model_dir.exists() else ""
-
-
-def worker_resources(model_dir: str | Path, settings: Settings) -> Any:
-    """This process's `Resources` for ``model_dir`` (loaded on first use, then reused by every task)."""
-    from shelfwise._classify import load_resources
-
-    path = Path(model_dir).resolve()
-    key = (str(path), _model_version(path), settings.model_dump_json(exclude={"llm": {"api_key"}}))
-    with _LOCK:
-        res = _MEMO.get(key)
-        if res is None:
-            res = load_resources(path, settings, with_llm=False)
-            _MEMO[key] = res
-        return res
-
-
-def release_resources() -> None:
-    """Close what this process's memo opened (embedding cache, LLM arbiter), forget it and the score
-    memo, and hand the freed memory back (the night's finish and report then run without the model)."""
-    import gc
-
-    from shelfwise._scores import forget_scores
-
-    with _LOCK:
-        items = list(_MEMO.values())
-        _MEMO.clear()
-    forget_scores()
-    for res in items:
-        for obj in (res.cache, res.arbiter):
-            close = getattr(obj, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:  # noqa: BLE001, S110 - closing must never hide the run's own outcome
-                    pass
-    del items
-    gc.collect()
-    trim()
-
-
-atexit.register(release_resources)
-
-
 def _finished(task: ShardTask) -> ShardResult | None:
     """The result a finished attempt of ``task`` left (its output and counters), if there is one."""
     done = task.out_url + ".json"
@@ -122,9 +74,6 @@ def _finished(task: ShardTask) -> ShardResult | None:
 def _record(task: ShardTask, started: float, cache: Any, **counts: Any) -> ShardResult:
     """The task's result with its cache counters, where and how long it ran; written next to its output
     (after the output: a result file always names a whole output)."""
-    import os
-    import socket
-
     result = ShardResult(
         shard_url=task.shard_url,
         predictions_url=task.out_url,
@@ -142,11 +91,6 @@ def _record(task: ShardTask, started: float, cache: Any, **counts: Any) -> Shard
 
 def run_shard(task: ShardTask, settings: Settings) -> ShardResult:
     """Classify one staged shard into ``task.out_url`` (skipped when a finished result is already there)."""
-    import dataclasses
-
-    from classifiers import open_embedding_cache
-    from shelfwise._classify import _as_dict, _llm_arbiter, classify_frame
-
     if (finished := _finished(task)) is not None:
         return finished
     started = time.perf_counter()
@@ -154,12 +98,12 @@ def run_shard(task: ShardTask, settings: Settings) -> ShardResult:
     shard = storage.read_parquet(task.shard_url)
     # One cache connection and one LLM arbiter per task: their counters are this shard's own (budgets
     # and answers live in the arbiter's shared store, not in the object).
-    arbiter, note = _llm_arbiter(settings, shared.taxonomy)
+    arbiter, note = llm_arbiter(settings, shared.taxonomy)
     res = dataclasses.replace(shared, arbiter=arbiter, llm_note=note)
     try:
         with open_embedding_cache(settings.embedding_cache) as cache:
             preds, stats = classify_frame(shard, res, run_id=task.run_id, cache=cache, stored=task.scores)
-        llm_stats = _as_dict(getattr(arbiter, "stats", None)) if arbiter is not None else {}
+        llm_stats = dataclasses.asdict(arbiter.stats) if arbiter is not None else {}
     finally:
         close = getattr(arbiter, "close", None)
         if close is not None:
@@ -187,18 +131,13 @@ def score_distinct(task: ShardTask, settings: Settings) -> ShardResult:
     """Embed and score one shard of distinct contents (the night's step before the SKU shards) and write
     the scores to ``task.out_url`` (a score part, `shelfwise._scores`): the SKU shards, on any worker,
     take their scores from there. Idempotent like `run_shard`."""
-    from classifiers import open_embedding_cache
-    from shelfwise._scores import predict_distinct, score_frame, score_keys
-
     if (finished := _finished(task)) is not None:
         return finished
     started = time.perf_counter()
     res = worker_resources(task.model_dir, settings)
     rows = storage.read_parquet(task.shard_url)
     with open_embedding_cache(settings.embedding_cache) as cache:
-        pred, scored = predict_distinct(rows, res, cache)
-    keys = [str(k) for k in score_keys(rows, res.model).tolist()]
-    storage.write_parquet(score_frame(keys, pred), task.out_url)
+        scored = score_part(rows, res, cache, task.out_url)  # written batch by batch: a kill keeps them
     return _record(task, started, cache, distinct_scored=scored)
 
 

@@ -1,0 +1,369 @@
+"""Finishing a night, step by step (the night's owner, `shelfwise.night`, runs them in order): tonight's
+rows (carried + re-scored, streamed), the predictions file, review items enqueued within the nightly
+capacities, the typed `RunSummary`, and the catalog and carry state, committed last.
+
+Memory stays bounded at catalog scale: predictions are streamed from the parts (polars streaming sink),
+only queue candidates' key columns are collected to rank them, and state files are joined lazily.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from shelfwise import _storage as storage
+from shelfwise.model_folder import model_versions
+from shelfwise.pipeline._incremental import carried_rows, commit_state
+from shelfwise.pipeline._resources import llm_note
+from shelfwise.pipeline._stage import StagedNight, remove_staged, utcnow
+from shelfwise.pipeline._worker import ShardResult, ShardTask, merge_counts
+from shelfwise.predictions import PREDICTION_COLUMNS, empty_predictions
+from shelfwise.settings import Settings
+from shelfwise.state import CATALOG_STATE, open_queue
+from shelfwise.summary import QUEUES, EmbeddingCounts, Engine, Incremental, LLMSummary, RunCounts, RunSummary
+from verification.audit_bar import STATE_FILE as AUDIT_BAR_FILE
+from verification.audit_bar import load_bars
+from verification.routing import priority, select_for_queues
+from verification.store import take_retry_counts
+
+__all__ = [
+    "NightOutcome",
+    "PredictionWriter",
+    "commit_night",
+    "distinct_tasks",
+    "enqueue_rescored",
+    "run_summary",
+    "shard_tasks",
+    "tonight_rows",
+    "write_predictions",
+]
+
+
+class PredictionWriter:
+    """Streams prediction shards into a temp Parquet file and renames it into place on ``close``.
+
+    Readers never see a half-written file: until ``close`` the destination keeps its previous content.
+    """
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.out.with_name(f".{self.out.name}.{uuid.uuid4().hex[:8]}.tmp")
+        self._writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def write(self, predictions: pl.DataFrame) -> None:
+        table = predictions.select(list(PREDICTION_COLUMNS)).to_arrow()
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._tmp, table.schema, compression="zstd")
+        self._writer.write_table(table.cast(self._writer.schema))
+        self.rows += predictions.height
+
+    def close(self) -> Path:
+        if self._writer is None:
+            # no rows: still write a valid empty file with the contract schema
+            empty = empty_predictions().with_columns(pl.col("candidates").cast(pl.String))
+            empty.write_parquet(self._tmp)
+        else:
+            self._writer.close()
+        os.replace(self._tmp, self.out)
+        return self.out
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def shard_tasks(staged: StagedNight, *, model_dir: str | Path, run_id: str) -> list[ShardTask]:
+    """The night's shard tasks (plain data); they read their scores from the night's score parts."""
+    scores = [staged.score_url(u) for u in staged.distinct_shards]
+    return [
+        ShardTask(
+            shard_url=u,
+            out_url=staged.prediction_url(u),
+            model_dir=str(Path(model_dir).resolve()),
+            run_id=run_id,
+            scores=scores,
+        )
+        for u in staged.shards
+    ]
+
+
+def distinct_tasks(staged: StagedNight, *, model_dir: str | Path, run_id: str) -> list[ShardTask]:
+    """The night's score step: one task per shard of distinct contents (see `score_distinct`)."""
+    return [
+        ShardTask(
+            shard_url=u, out_url=staged.score_url(u), model_dir=str(Path(model_dir).resolve()), run_id=run_id
+        )
+        for u in staged.distinct_shards
+    ]
+
+
+def tonight_rows(
+    staged: StagedNight, results: Sequence[ShardResult], settings: Settings, *, run_id: str, tmp: Path
+) -> tuple[pl.LazyFrame | None, pl.LazyFrame | None]:
+    """``(tonight's re-scored parts with their product columns, every prediction row of the night)``:
+    carried rows then re-scored ones, stamped with ``run_id`` (lazy: streamed when written). Parts on
+    shared storage are copied under ``tmp`` first."""
+    urls = [r.predictions_url for r in results]
+    parts = pl.scan_parquet([str(storage.local_copy(u, tmp)) for u in urls]) if urls else None
+    carried = carried_rows(settings, staged.carry_files)
+    # parts finished by a killed attempt of this night count as scored tonight
+    scored = parts.with_columns(pl.lit(run_id).alias("scored_run_id")) if parts is not None else None
+    frames = [f.select(list(PREDICTION_COLUMNS)) for f in (carried, scored) if f is not None]
+    if not frames:
+        return parts, None
+    rows = pl.concat(frames, how="vertical_relaxed").with_columns(pl.lit(run_id).alias("run_id"))
+    return parts, rows
+
+
+def write_predictions(out: Path, rows: pl.LazyFrame | pl.DataFrame | None) -> int:
+    """Write the night's final rows to ``out`` once (atomically: a temp file renamed into place); returns
+    the row count. No rows: a valid empty file with the contract's columns."""
+    if rows is None:
+        PredictionWriter(out).close()
+        return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    if isinstance(rows, pl.DataFrame):
+        rows.write_parquet(tmp, compression="zstd")
+    else:
+        rows.sink_parquet(tmp, compression="zstd")
+    os.replace(tmp, out)
+    return int(pl.scan_parquet(out).select(pl.len()).collect().item())
+
+
+def enqueue_rescored(
+    settings: Settings, parts: pl.LazyFrame | None, run_id: str
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """Put tonight's re-scored review items into the queues (highest priority first, within capacity)
+    and close the open items of SKUs tonight auto-accepted. Carried rows were enqueued when scored."""
+    result: dict[str, Any] = {}
+    queued = dict.fromkeys(QUEUES, 0)
+    if parts is None:
+        return result, queued
+    cand = parts.filter(pl.col("queue").is_not_null())
+    head = cand.select(
+        "sku_id", "queue", "confidence", *(["price"] if "price" in cand.collect_schema().names() else [])
+    ).collect()
+    auto = parts.filter(pl.col("queue").is_null()).select("sku_id").collect().get_column("sku_id")
+    if not head.height and not auto.len():
+        return result, queued
+    with open_queue(settings) as store:
+        if head.height:
+            result = _enqueue_within_capacity(store, settings, cand, head, run_id)
+            for kind in ("inserted", "updated", "unchanged"):
+                for q, n in (result.get(kind) or {}).items():
+                    queued[q] = queued.get(q, 0) + int(n)
+        if auto.len():
+            result["superseded"] = store.supersede(auto.to_list(), run_id=run_id)
+    return result, queued
+
+
+def _enqueue_within_capacity(
+    store: Any, settings: Settings, cand: pl.LazyFrame, head: pl.DataFrame, run_id: str
+) -> dict[str, Any]:
+    """Rank the candidates (`verification.routing.priority`), keep each queue's nightly capacity, enqueue."""
+    price = head.get_column("price").to_numpy() if "price" in head.columns else None
+    qs = head.get_column("queue").to_list()
+    pr = priority(qs, head.get_column("confidence").to_numpy(), price=price)
+    keep = select_for_queues(qs, pr, capacity=settings.queue_capacity.model_dump())
+    chosen = head.with_columns(pl.Series("priority", pr)).filter(pl.Series(keep)).select("sku_id", "priority")
+    dropped = head.filter(~pl.Series(keep)).group_by("queue").len()
+    to_queue = cand.join(chosen.lazy(), on="sku_id", how="inner").collect()
+    res = _as_dict(store.enqueue(to_queue, run_id=run_id))  # capacity applied once, above
+    res["dropped_over_capacity"] = {q: 0 for q in QUEUES} | dict(dropped.iter_rows())
+    return res
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if obj is None:
+        return {}
+    if isinstance(obj, dict):
+        return obj
+    if hasattr(obj, "model_dump"):
+        return dict(obj.model_dump())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    return dict(vars(obj))
+
+
+def _change_counts(state_path: Path, keys: list[Path]) -> dict[str, int]:
+    if not keys:
+        return {"new": 0, "changed": 0, "unchanged": 0}
+    current = pl.scan_parquet([str(k) for k in keys])
+    if not state_path.exists():
+        return {"new": int(current.select(pl.len()).collect().item()), "changed": 0, "unchanged": 0}
+    prev = pl.scan_parquet(state_path).select("sku_id", pl.col("content_hash").alias("_prev"))
+    j = (
+        current.join(prev, on="sku_id", how="left")
+        .select(
+            pl.len().alias("n"),
+            pl.col("_prev").is_null().sum().alias("new"),
+            (pl.col("_prev") == pl.col("content_hash")).sum().alias("unchanged"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
+    return {
+        "new": int(j["new"]),
+        "changed": int(j["n"] - j["new"] - j["unchanged"]),
+        "unchanged": int(j["unchanged"]),
+    }
+
+
+def _update_state(state_path: Path, keys: list[Path], run_id: str) -> None:
+    """catalog_state.parquet: every SKU ever seen with its last content hash and the last run that saw it."""
+    if not keys:
+        return
+    current = pl.scan_parquet([str(k) for k in keys]).with_columns(pl.lit(run_id).alias("last_seen_run"))
+    if state_path.exists():
+        prev = pl.scan_parquet(state_path).join(current.select("sku_id"), on="sku_id", how="anti")
+        current = pl.concat([current, prev], how="vertical_relaxed")
+    tmp = state_path.with_suffix(".tmp")
+    current.sink_parquet(tmp)
+    os.replace(tmp, state_path)
+
+
+def _previous_run(runs_dir: Path, run_id: str) -> str | None:
+    if not runs_dir.exists():
+        return None
+    done = sorted(p.parent.name for p in runs_dir.glob("*/summary.json") if p.parent.name != run_id)
+    return done[-1] if done else None
+
+
+@dataclasses.dataclass
+class NightOutcome:
+    """What a night did, gathered for its summary: where it ran, what the tasks counted, what was written."""
+
+    run_id: str
+    started_at: str
+    catalog: str
+    model_dir: Path
+    staged: StagedNight
+    results: Sequence[ShardResult]
+    scored: Sequence[ShardResult]
+    predictions: Path
+    rows: int
+    enqueue: dict[str, Any]
+    queued: dict[str, int]
+    engine: Engine
+    seconds: float = 0.0
+    score_seconds: float = 0.0
+    report: str | None = None
+
+
+def run_summary(o: NightOutcome, settings: Settings) -> RunSummary:
+    """The night's `RunSummary` from its outcome (read before the state is committed: the change counts
+    compare tonight's keys with the catalog state of the night before)."""
+    run_dir = settings.runs_dir / o.run_id
+    model_version, taxonomy_version = model_versions(o.model_dir)
+    totals = merge_counts([*o.scored, *o.results])
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    changes = _change_counts(settings.state_dir / CATALOG_STATE, o.staged.key_files)
+    quarantine_path = run_dir / "quarantine.jsonl"
+    if Path(o.staged.quarantine_path).exists():
+        shutil.copyfile(o.staged.quarantine_path, quarantine_path)
+    return RunSummary(
+        run_id=o.run_id,
+        started_at=o.started_at,
+        finished_at=utcnow(),
+        catalog=o.catalog,
+        taxonomy_version=taxonomy_version,
+        model_version=model_version,
+        model_dir=str(o.model_dir),
+        counts=_run_counts(o, totals, changes),
+        enqueue=o.enqueue,
+        llm=_llm_summary(settings, totals),
+        embedding=EmbeddingCounts(
+            hits=totals["embed_hits"],
+            misses=totals["embed_misses"],
+            seconds=round(totals["embed_seconds"], 3),
+            distinct_contents=o.staged.distinct,
+            score_step_seconds=round(o.score_seconds, 3),
+        ),
+        thresholds=_thresholds(settings, model_version),
+        predictions_path=str(o.predictions),
+        quarantine_path=str(quarantine_path),
+        previous_run_id=_previous_run(settings.runs_dir, o.run_id),
+        report=o.report,
+        incremental=Incremental(
+            mode="incremental" if o.staged.mode == "incremental" else "full",
+            reason=o.staged.reason,
+            carried=o.staged.carried,
+            rescored=totals["classified"],
+            new=changes["new"],
+        ),
+        engine=o.engine.model_copy(update={"processes": sorted({r.pid for r in [*o.scored, *o.results]})}),
+        shards=len(o.results),
+        seconds=o.seconds,
+        # transient errors this process rode out since the last night (docs/faults.md)
+        retries={"queue_db": take_retry_counts().get("queue_db", 0), "storage": storage.take_retries()},
+    )
+
+
+def _run_counts(o: NightOutcome, totals: dict[str, Any], changes: dict[str, int]) -> RunCounts:
+    preds = pl.scan_parquet(o.predictions)
+    routes = dict(preds.group_by("route").len().collect().iter_rows())
+    human = int(preds.filter(pl.col("source") == "human").select(pl.len()).collect().item())
+    return RunCounts(
+        seen=o.rows + o.staged.quarantined,
+        **changes,
+        classified=o.rows,
+        quarantined=o.staged.quarantined,
+        quarantine_reasons=o.staged.quarantine_reasons,
+        auto=routes.get("auto", 0),
+        review=routes.get("review", 0),
+        suspect=routes.get("suspect", 0),
+        human_locked=human,
+        queued=o.queued,
+        carried=o.staged.carried,
+        rescored=totals["classified"],
+        distinct_scored=totals["distinct_scored"],
+    )
+
+
+def _llm_summary(settings: Settings, totals: dict[str, Any]) -> LLMSummary:
+    return LLMSummary(
+        enabled=bool(settings.llm.base_url),
+        note=llm_note(settings),
+        gated=totals["llm_gated"],
+        statuses=dict(totals["llm"]),
+        **{k: v for k, v in totals["llm_stats"].items() if k not in ("enabled", "note", "gated", "statuses")},
+    )
+
+
+def _thresholds(settings: Settings, model_version: str) -> dict[str, Any]:
+    """The thresholds in force, with the bars the audit raised for this model (verification/audit_bar.py)."""
+    return {
+        "target_precision": settings.target_precision,
+        "auto_threshold": settings.auto_threshold
+        if settings.auto_threshold is not None
+        else "per-node (model)",
+        "audit_rate": settings.audit_rate,
+        "auto_accept_level": settings.auto_accept_level,
+        "audit_bar": load_bars(settings.state_dir / AUDIT_BAR_FILE, model_version).to_dict(),
+    }
+
+
+def commit_night(
+    settings: Settings, staged: StagedNight, predictions: Path, *, run_id: str, model_dir: Path
+) -> None:
+    """Make tonight the state the next night starts from, from the final predictions file: the catalog
+    state (content hashes), then the carry state; then drop the staged shards. A night killed before
+    this keeps last night's state, so a rerun redoes tonight."""
+    model_version, taxonomy_version = model_versions(model_dir)
+    _update_state(settings.state_dir / CATALOG_STATE, staged.key_files, run_id)
+    commit_state(
+        settings, predictions, run_id=run_id, model_version=model_version, taxonomy_version=taxonomy_version
+    )
+    remove_staged(staged)
