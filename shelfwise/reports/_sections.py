@@ -55,7 +55,15 @@ def volumes(
     v = volume_figures(inp)
     figs.update(v.headline_figures())
     tables.update(v.tables(inp.run_id))
-    return volumes_section(v, notes=inp.missing.get("volumes", []))
+    sec = volumes_section(v, notes=inp.missing.get("volumes", []))
+    retried = inp.summary.retries  # transient errors the night rode out (docs/faults.md)
+    sec.facts.append(
+        (
+            "retried after transient errors: queue database / object store",
+            f"{retried.get('queue_db', 0)} / {retried.get('storage', 0)}",
+        )
+    )
+    return sec
 
 
 def quality(
