@@ -76,7 +76,7 @@ __all__ = [
 
 console = Console(stderr=True)
 
-REPO_DATA = Path(__file__).resolve().parents[1] / "data"
+REPO_DATA = Path(__file__).resolve().parents[2] / "data"
 SAMPLE = REPO_DATA / "sample"
 
 # ---- shared option types --------------------------------------------------------------------------
