@@ -107,7 +107,7 @@ def _remote_parts(source: str) -> list[CatalogPart]:
             infos = [fs.info(path)]
         else:
             infos = []
-    except OSError as exc:
+    except Exception as exc:  # any store's failure (botocore, gcsfs, ...) becomes one clear error
         raise CatalogError(
             f"catalog {source}: cannot list it ({exc}); fix: check the URL and the store's credentials "
             "(for S3: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for an S3-compatible store)"
@@ -155,7 +155,7 @@ def local_copy(part: CatalogPart) -> Iterator[Path]:
         fs, path = fsspec.core.url_to_fs(part.name)
         try:
             fs.get_file(path, str(tmp))
-        except OSError as exc:
+        except Exception as exc:  # any store's failure becomes one clear error
             raise CatalogError(
                 f"catalog part {part.name}: cannot download it ({exc}); fix: check the store and retry"
             ) from exc

@@ -178,3 +178,28 @@ def test_an_s3_prefix_reads_like_the_local_folder(parts_folder: Path, s3_endpoin
     import tempfile
 
     assert not list(Path(tempfile.gettempdir()).glob("shelfwise-part-*"))
+
+
+def test_an_unreachable_store_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("s3fs")
+    import socket
+
+    import s3fs
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_MAX_ATTEMPTS": "1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    with pytest.raises(
+        CatalogError, match=r"catalog s3://nowhere/tonight/: cannot list it .*fix: check the URL"
+    ):
+        read_catalog("s3://nowhere/tonight/")
+    s3fs.S3FileSystem.clear_instance_cache()
