@@ -248,9 +248,16 @@ class Store:
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.pg else sql
 
+    def _heal(self) -> None:
+        """Reconnect when the PostgreSQL connection died (server restart): the pool pre-ping of one
+        connection; the statement that found it dead failed, the next one runs on a new connection."""
+        if self.pg and (self._conn.closed or self._conn.broken):
+            self._conn = _pg_connect(self.url)
+
     @contextmanager
     def _read(self) -> Iterator[Any]:
         with self._lock:
+            self._heal()
             cur = self._conn.cursor()
             try:
                 yield cur
@@ -261,6 +268,7 @@ class Store:
     def _write(self) -> Iterator[Any]:
         """One transaction; on SQLite it takes the write lock first (BEGIN IMMEDIATE)."""
         with self._lock:
+            self._heal()
             if self.pg:
                 with self._conn.transaction(), self._conn.cursor() as cur:
                     yield cur

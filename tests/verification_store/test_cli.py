@@ -21,7 +21,7 @@ def _run(*args: str, env: dict[str, str] | None = None, input: str | None = None
 def test_add_user_export_import_stats(db_url: str, make_frame, tmp_path: Path) -> None:
     res = _run("upgrade", "--db-url", db_url)
     assert res.exit_code == 0, res.output
-    assert "0002_session_epoch" in res.output  # the head migration
+    assert "0003_decision_request_id" in res.output  # the head migration
 
     res = _run("add-user", "alice", "--role", "admin", "--db-url", db_url, input="s3cret-pass\ns3cret-pass\n")
     assert res.exit_code == 0, res.output
