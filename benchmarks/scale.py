@@ -1,16 +1,26 @@
-"""Nights at catalog scale: `shelfwise run` on 1M SKUs (real Amazon UK titles, resampled, 10k distinct).
+"""Nights at catalog scale: four `shelfwise run` nights that measure the per-row and per-content costs apart.
 
-    .venv/bin/python benchmarks/scale.py [--rows 1000000] [--distinct 10000] [--changed 0.01]
-        [--engines threads dask] [--shared ../shared/data] [--workdir DIR] [--json OUT.json]
+    .venv/bin/python benchmarks/scale.py [--rows 1000000] [--distinct 10000] [--changed 0.01] [--scale 5]
+        [--engines threads dask] [--parts 1] [--shared ../shared/data] [--workdir DIR] [--json OUT.json]
 
-For each engine (threads: `--workers 2`; dask: `--dask-workers 2`, a local cluster of two processes):
-  1. full night     a fresh state folder, an empty embedding cache: every SKU scored (each distinct
-                    content once), 10k embeddings computed
-  2. changed night  the same catalog with `--changed` of the SKUs retitled (see build_catalogs):
-                    only those are embedded and scored, the rest keep last night's prediction
-Each night runs `shelfwise run` as a user would (a fresh process, its own Prefect server). The peak
-resident memory of every process of the run (main, Prefect server, Dask workers) is sampled from /proc.
-The model is trained once on --train-rows labelled Amazon UK rows.
+The catalog: ``--rows`` SKUs drawn with replacement from ``--distinct`` contents (real Amazon UK titles,
+plus pack-size variants of them beyond the 5,594 distinct real ones), each with a price. For each engine
+(threads: `--workers 2`; dask: `--dask-workers 2`, a local cluster of two processes), four nights:
+
+  1. cold        a fresh state folder, an empty embedding cache: every SKU scored (each content once)
+  2. price       ``--changed`` of the SKUs get a new price only (outside the content hash): an unchanged
+                 night, every SKU carried; its in-flow time per SKU is the per-row overhead
+  3. titles      another ``--changed`` of the SKUs get a new title: new contents to embed and score; its
+                 extra time over night 2, per new content, is the new-content rate
+  4. cold x N    night 1 at ``--scale`` times the rows (same contents), fresh state, empty cache: peak
+                 memory and time per SKU against night 1
+
+Each night is `shelfwise run` as a user runs it: a fresh process with its own Prefect server. Start-up
+(imports, the run's Prefect server, the report after the summary) is the process's wall time minus the
+summary's ``seconds`` (the flow body: model load, staging, scoring, deciding, writing); per-row figures
+use the latter. Peak RSS is each process's high-water mark (``VmHWM``), for every process of the run.
+The raw encoder rate is MiniLM alone on 2,000 distinct titles, one process on both cores, one call.
+``--parts N`` writes each night's catalog as N Parquet part files in a folder (a multi-file catalog).
 The machine may be shared: figures are rough.
 """
 
@@ -25,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).with_name("shelfwise")
 
 
+# ------------------------------------------------------------------------------------------ processes
 def _tree(pid: int) -> set[int]:
     """``pid`` and every process below it (none once ``pid`` is gone)."""
     try:
@@ -52,7 +64,7 @@ def _label(pid: int) -> str:
     if "prefect" in text and "server" in text:
         return "prefect server"
     if "shelfwise" in text and " run" in text:
-        return "shelfwise run (main)"
+        return "main"
     if "multiprocessing" in text or "spawn_main" in text or "forkserver" in text:
         return "dask worker"
     return text[:60]
@@ -72,6 +84,7 @@ def _watch(proc: subprocess.Popen[bytes], peaks: dict[int, tuple[str, int]], sto
 
 
 def run_night(args: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
+    """One `shelfwise run`: wall and CPU seconds, and the peak RSS of each kind of process (MiB)."""
     peaks: dict[int, tuple[str, int]] = {}
     stop = threading.Event()
     t0 = time.perf_counter()
@@ -98,44 +111,74 @@ def run_night(args: list[str], env: dict[str, str], log: Path) -> dict[str, Any]
     }
 
 
-def build_catalogs(
-    shared: Path, work: Path, rows: int, distinct: int, changed: float
-) -> tuple[Path, Path, int]:
-    """Night 1: ``rows`` SKUs drawing from ``distinct`` contents; night 2: ``changed`` of them retitled.
+# ------------------------------------------------------------------------------------------ catalogs
+@dataclass(frozen=True)
+class Sizes:
+    rows: int
+    distinct: int
+    changed: float
+    scale: int
+    parts: int
 
-    The shared Amazon UK file holds 5,594 distinct real titles; beyond that, contents are made distinct
-    by a pack-size suffix on a real title ("<title> (pack of 2)"). A changed SKU gets its title plus
-    " (revised)", so the changed night brings that many new contents (a few thousand distinct).
-    """
+
+def _contents(shared: Path, distinct: int) -> pl.DataFrame:
+    """``distinct`` contents: real distinct titles, then pack-size variants of them."""
     amazon = pl.read_parquet(shared / "catalogs" / "amazon_uk.parquet").unique("title", keep="first")
     amazon = amazon.select("title", "brand", "category_path").sample(fraction=1.0, shuffle=True, seed=1)
     variants = [amazon] + [amazon.with_columns(pl.col("title") + f" (pack of {k})") for k in range(2, 10)]
-    base = pl.concat(variants).head(distinct)
-    cat = (
-        base.sample(rows, with_replacement=True, seed=2)
+    return pl.concat(variants).head(distinct)
+
+
+def _draw(contents: pl.DataFrame, rows: int) -> pl.DataFrame:
+    return (
+        contents.sample(rows, with_replacement=True, seed=2)
         .with_columns(
-            pl.format("sku-{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(8)).alias("sku_id")
+            pl.format("sku-{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(9)).alias("sku_id"),
+            (pl.int_range(pl.len()).hash(seed=3) % 100_000 / 100 + 1).alias("price"),
         )
-        .select("sku_id", "title", "brand", "category_path")
+        .select("sku_id", "title", "brand", "category_path", "price")
     )
-    night1 = work / "night1.parquet"
-    cat.write_parquet(night1)
-    n_changed = int(rows * changed)
-    idx = pl.Series("i", range(rows)).sample(n_changed, seed=4)
-    night2 = work / "night2.parquet"
-    out = (
-        cat.with_row_index("i")
-        .with_columns(
-            pl.when(pl.col("i").is_in(idx.to_list()))
-            .then(pl.col("title") + " (revised)")
-            .otherwise(pl.col("title"))
-            .alias("title")
-        )
+
+
+def _changed(frame: pl.DataFrame, share: float, seed: int, column: str, expr: pl.Expr) -> pl.DataFrame:
+    """``frame`` with ``column`` replaced by ``expr`` on a random ``share`` of its rows."""
+    picked = pl.Series("i", range(frame.height)).sample(int(frame.height * share), seed=seed)
+    hit = pl.col("i").is_in(picked.implode())
+    return (
+        frame.with_row_index("i")
+        .with_columns(pl.when(hit).then(expr).otherwise(pl.col(column)).alias(column))
         .drop("i")
     )
-    out.write_parquet(night2)
-    new_contents = out.join(cat, on=["sku_id", "title"], how="anti")["title"].n_unique()
-    return night1, night2, int(new_contents)
+
+
+def _write(frame: pl.DataFrame, path: Path, parts: int) -> Path:
+    """One Parquet file, or a folder of ``parts`` part files (a multi-file catalog)."""
+    if parts <= 1:
+        frame.write_parquet(path.with_suffix(".parquet"))
+        return path.with_suffix(".parquet")
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    step = -(-frame.height // parts)
+    for i in range(parts):
+        frame.slice(i * step, step).write_parquet(path / f"part-{i:05d}.parquet")
+    return path
+
+
+def build_catalogs(shared: Path, work: Path, sizes: Sizes) -> dict[str, Any]:
+    """The four nights' catalogs, and how many new contents the titles night brings."""
+    contents = _contents(shared, sizes.distinct)
+    cold = _draw(contents, sizes.rows)
+    price = _changed(cold, sizes.changed, 4, "price", pl.col("price") * 1.1)
+    titles = _changed(price, sizes.changed, 5, "title", pl.col("title") + " (revised)")
+    new_contents = titles.join(price, on=["sku_id", "title"], how="anti")["title"].n_unique()
+    big = _draw(contents, sizes.rows * sizes.scale)
+    return {
+        "cold": _write(cold, work / "night-cold", sizes.parts),
+        "price": _write(price, work / "night-price", sizes.parts),
+        "titles": _write(titles, work / "night-titles", sizes.parts),
+        "cold-x": _write(big, work / "night-cold-x", sizes.parts),
+        "new_contents": int(new_contents),
+    }
 
 
 _RAW_RATE = """
@@ -168,23 +211,156 @@ def raw_encoder_rate(catalog: Path, n: int, env: dict[str, str]) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+# ------------------------------------------------------------------------------------------ nights
+def _train(args: argparse.Namespace, work: Path, env: dict[str, str]) -> Path:
+    model = work / "model"
+    if (model / "manifest.json").exists():
+        return model
+    amazon = pl.read_parquet(args.shared / "catalogs" / "amazon_uk.parquet")
+    labelled = amazon.filter(pl.col("category_path").is_not_null())
+    labelled.sample(min(labelled.height, args.train_rows), seed=0).write_parquet(work / "labelled.parquet")
+    t0 = time.perf_counter()
+    taxonomy = args.shared / "taxonomies" / "amazon_uk_categories.txt"
+    done = subprocess.run(
+        [str(BIN), "train", "--taxonomy", str(taxonomy), "--catalog", str(work / "labelled.parquet")]
+        + ["--model-dir", str(model), "--state-dir", str(work / "train-state")],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"shelfwise train failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    print(f"trained in {time.perf_counter() - t0:.0f} s", flush=True)
+    return model
+
+
+def _night(
+    engine: str, night: str, catalog: Path, state: Path, model: Path, ctx: dict[str, Any]
+) -> dict[str, Any]:
+    flags = ["--workers", "2"] if engine == "threads" else ["--dask-workers", "2"]
+    shard = ["--shard-size", str(ctx["shard_size"])] if ctx["shard_size"] else []
+    args = ["--catalog", str(catalog), "--model-dir", str(model), "--state-dir", str(state), *shard, *flags]
+    r = run_night(args, ctx["env"], ctx["work"] / f"{engine}-{night}.log")
+    summary = json.loads(max((state / "runs").glob("*/summary.json")).read_text())
+    c, e = summary["counts"], summary["embedding"]
+    rows = c.get("seen", 0)
+    r.update(
+        engine=engine,
+        night=night,
+        rows=rows,
+        flow_seconds=summary.get("seconds", 0.0),
+        rescored=c.get("rescored", 0),
+        carried=c.get("carried", 0),
+        distinct_scored=c.get("distinct_scored", 0),
+        embedded=e["misses"],
+        score_step_s=e.get("score_step_seconds", 0.0),
+        mode=summary.get("incremental", {}).get("mode"),
+    )
+    r["startup_s"] = r["seconds"] - r["flow_seconds"]
+    r["us_per_sku"] = 1e6 * r["flow_seconds"] / rows if rows else 0.0
+    print(
+        f"{engine:7} {night:7} {r['seconds']:7.1f} s (flow {r['flow_seconds']:.1f} s, start-up "
+        f"{r['startup_s']:.1f} s, {r['cpu_seconds']:,.0f} CPU s) {rows:,} SKUs, "
+        f"{r['us_per_sku']:.1f} us/SKU; "
+        f"scored {r['rescored']:,} ({r['distinct_scored']:,} distinct, {r['embedded']:,} embedded), "
+        f"carried {r['carried']:,}; peak RSS MiB {r['peak_rss_mib']}",
+        flush=True,
+    )
+    return r
+
+
+def run_engine(
+    engine: str, catalogs: dict[str, Any], model: Path, ctx: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The four nights on one engine: three on one state folder, the big cold night on a fresh one."""
+    work = ctx["work"]
+    out: list[dict[str, Any]] = []
+    for night, state_name in (("cold", "a"), ("price", "a"), ("titles", "a"), ("cold-x", "b")):
+        state = work / f"state-{engine}-{state_name}"
+        if night in ("cold", "cold-x"):
+            shutil.rmtree(state, ignore_errors=True)
+        out.append(_night(engine, night, catalogs[night], state, model, ctx))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ figures
+def figures(nights: list[dict[str, Any]], raw_rate: float, scale: int) -> dict[str, Any]:
+    """The issue's figures for one engine's four nights."""
+    by = {r["night"]: r for r in nights}
+    cold, price, titles, big = by["cold"], by["price"], by["titles"], by["cold-x"]
+    extra = titles["flow_seconds"] - price["flow_seconds"]
+    new = titles["distinct_scored"]
+    rate = new / extra if extra > 0 else 0.0
+    return {
+        "engine": cold["engine"],
+        "unchanged_us_per_sku": price["us_per_sku"],
+        "price_vs_cold": price["seconds"] / cold["seconds"],
+        "new_contents": new,
+        "new_content_extra_s": extra,
+        "new_content_rate": rate,
+        "new_content_vs_raw": rate / raw_rate if raw_rate else 0.0,
+        "score_step_rate": titles["embedded"] / titles["score_step_s"] if titles["score_step_s"] else 0.0,
+        "peak_1x_mib": cold["peak_rss_mib"],
+        "peak_nx_mib": big["peak_rss_mib"],
+        "peak_growth": big["max_process_mib"] / cold["max_process_mib"] - 1,
+        "per_sku_nx_vs_1x": (big["flow_seconds"] / big["rows"]) / (cold["flow_seconds"] / cold["rows"]),
+        "scale": scale,
+    }
+
+
+def print_tables(results: list[dict[str, Any]], figs: list[dict[str, Any]], raw_rate: float) -> None:
+    print()
+    print(
+        "| engine | night | SKUs | wall (s) | start-up (s) | flow (s) | µs/SKU (flow) | CPU s "
+        "| scored (distinct) "
+        "| embedded | carried | peak RSS per process (MiB) |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in results:
+        rss = ", ".join(f"{k} {v:,}" for k, v in sorted(r["peak_rss_mib"].items()))
+        print(
+            f"| {r['engine']} | {r['night']} | {r['rows']:,} | {r['seconds']:,.0f} | {r['startup_s']:,.0f} "
+            f"| {r['flow_seconds']:,.0f} | {r['us_per_sku']:,.1f} | {r['cpu_seconds']:,.0f} "
+            f"| {r['rescored']:,} ({r['distinct_scored']:,}) | {r['embedded']:,} | {r['carried']:,} | {rss} |"
+        )
+    print()
+    print(
+        "| engine | unchanged night (µs/SKU) | price night / cold night (wall) | new contents | extra s "
+        "| new-content rate (/s, % of raw) | max process 1x → Nx (MiB) | time per SKU Nx / 1x |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|---:|")
+    for f in figs:
+        print(
+            f"| {f['engine']} | {f['unchanged_us_per_sku']:,.1f} | {f['price_vs_cold']:.2f} "
+            f"| {f['new_contents']:,} | {f['new_content_extra_s']:,.1f} "
+            f"| {f['new_content_rate']:,.0f} ({f['new_content_vs_raw']:.0%}) "
+            f"| {max(f['peak_1x_mib'].values()):,} → {max(f['peak_nx_mib'].values()):,} "
+            f"({f['peak_growth']:+.0%}, x{f['scale']}) | {f['per_sku_nx_vs_1x']:.2f} |"
+        )
+    print(f"\nraw encoder rate in this run: {raw_rate:,.0f} texts/s")
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--distinct", type=int, default=10_000)
     ap.add_argument("--changed", type=float, default=0.01)
-    ap.add_argument("--engines", nargs="+", default=["threads", "dask"], choices=["threads", "dask"])
+    ap.add_argument("--scale", type=int, default=5, help="night 4 has this many times the rows")
+    ap.add_argument("--parts", type=int, default=1, help="write each catalog as this many part files")
+    ap.add_argument("--engines", nargs="+", default=["threads"], choices=["threads", "dask"])
     ap.add_argument(
-        "--shard-size", type=int, default=None, help="shelfwise run --shard-size (default: the setting)"
+        "--shard-size", type=int, default=None, help="shelfwise run --shard-size (default: setting)"
     )
-    ap.add_argument(
-        "--train-rows", type=int, default=4_000, help="labelled Amazon UK rows the model is trained on"
-    )
+    ap.add_argument("--train-rows", type=int, default=4_000, help="labelled Amazon UK rows to train on")
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args()
+    return ap
 
+
+def main() -> None:
+    args = _parser().parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="shelfwise-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     env = {
@@ -196,106 +372,31 @@ def main() -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
     env.pop("PREFECT_API_URL", None)
-    model = work / "model"
-    if not (model / "manifest.json").exists():
-        amazon = pl.read_parquet(args.shared / "catalogs" / "amazon_uk.parquet")
-        labelled = amazon.filter(pl.col("category_path").is_not_null())
-        labelled.sample(min(labelled.height, args.train_rows), seed=0).write_parquet(
-            work / "labelled.parquet"
-        )
-        t0 = time.perf_counter()
-        subprocess.run(
-            [
-                str(BIN),
-                "train",
-                "--taxonomy",
-                str(args.shared / "taxonomies" / "amazon_uk_categories.txt"),
-                "--catalog",
-                str(work / "labelled.parquet"),
-                "--model-dir",
-                str(model),
-                "--state-dir",
-                str(work / "train-state"),
-            ],
-            check=True,
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
-        print(f"trained in {time.perf_counter() - t0:.0f} s", flush=True)
-    night1, night2, new_titles = build_catalogs(args.shared, work, args.rows, args.distinct, args.changed)
+    model = _train(args, work, env)
+    sizes = Sizes(args.rows, args.distinct, args.changed, args.scale, args.parts)
+    catalogs = build_catalogs(args.shared, work, sizes)
     print(
-        f"catalog: {args.rows:,} SKUs, {args.distinct:,} distinct titles; changed night: "
-        f"{int(args.rows * args.changed):,} SKUs retitled ({new_titles:,} new distinct titles)",
+        f"catalog: {sizes.rows:,} SKUs ({sizes.rows * sizes.scale:,} in night 4), "
+        f"{sizes.distinct:,} distinct "
+        f"contents, {sizes.parts} part file(s); price night: {int(sizes.rows * sizes.changed):,} new prices; "
+        f"titles night: {int(sizes.rows * sizes.changed):,} SKUs retitled ({catalogs['new_contents']:,} new "
+        "contents)",
         flush=True,
     )
-
-    raw_rate = raw_encoder_rate(night1, 2_000, env)
+    first = catalogs["cold"] if sizes.parts <= 1 else catalogs["cold"] / "part-00000.parquet"
+    raw_rate = raw_encoder_rate(first, 2_000, env)
     print(f"raw encoder rate: {raw_rate:,.0f} texts/s (MiniLM, 2,000 distinct titles, torch on 2 cores)")
+    ctx = {"env": env, "work": work, "shard_size": args.shard_size}
     results: list[dict[str, Any]] = []
+    figs: list[dict[str, Any]] = []
     for engine in args.engines:
-        state = work / f"state-{engine}"
-        shutil.rmtree(state, ignore_errors=True)
-        flags = ["--workers", "2"] if engine == "threads" else ["--dask-workers", "2"]
-        for night, catalog in (("full", night1), ("changed", night2)):
-            r = run_night(
-                [
-                    "--catalog",
-                    str(catalog),
-                    "--model-dir",
-                    str(model),
-                    "--state-dir",
-                    str(state),
-                    *(["--shard-size", str(args.shard_size)] if args.shard_size else []),
-                    *flags,
-                ],
-                env,
-                work / f"{engine}-{night}.log",
-            )
-            summary = json.loads(max((state / "runs").glob("*/summary.json")).read_text())
-            c = summary["counts"]
-            r.update(
-                engine=engine,
-                night=night,
-                rows=args.rows,
-                skus_per_s=args.rows / r["seconds"],
-                rescored=c.get("rescored"),
-                carried=c.get("carried"),
-                distinct_scored=c.get("distinct_scored"),
-                embedded=summary["embedding"]["misses"],
-                score_step_s=summary["embedding"].get("score_step_seconds", 0.0),
-                mode=summary.get("incremental", {}).get("mode"),
-            )
-            # cold embedding inside the night: texts embedded per second of the distinct-content step
-            # (embedding + model scoring of those contents, all workers), against the raw encoder
-            r["embed_rate"] = r["embedded"] / r["score_step_s"] if r["score_step_s"] else 0.0
-            r["embed_vs_raw"] = r["embed_rate"] / raw_rate if raw_rate else 0.0
-            results.append(r)
-            print(
-                f"{engine:7} {night:7} {r['seconds']:7.1f} s ({r['cpu_seconds']:,.0f} CPU s) "
-                f"{r['skus_per_s']:9,.0f} SKUs/s  "
-                f"scored {r['rescored']:,} ({r['distinct_scored']:,} distinct, {r['embedded']:,} embedded), "
-                f"carried {r['carried']:,}; peak RSS MiB {r['peak_rss_mib']}; score step "
-                f"{r['score_step_s']:.0f} s = {r['embed_rate']:,.0f} texts/s "
-                f"({r['embed_vs_raw']:.0%} of raw)",
-                flush=True,
-            )
-    print()
-    print(
-        "| engine | night | wall time (s) | CPU s | SKUs/s | scored (distinct) | embedded | carried "
-        "| embedding in the night (texts/s, % of raw) | peak RSS per process (MiB) |"
-    )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
-    for r in results:
-        rss = ", ".join(f"{k} {v:,}" for k, v in sorted(r["peak_rss_mib"].items()))
-        print(
-            f"| {r['engine']} | {r['night']} | {r['seconds']:,.0f} | {r['cpu_seconds']:,.0f} "
-            f"| {r['skus_per_s']:,.0f} | "
-            f"{r['rescored']:,} ({r['distinct_scored']:,}) | {r['embedded']:,} | {r['carried']:,} | "
-            f"{r['embed_rate']:,.0f} ({r['embed_vs_raw']:.0%}) | {rss} |"
-        )
-    print(f"\nraw encoder rate on this machine: {raw_rate:,.0f} texts/s")
+        nights = run_engine(engine, catalogs, model, ctx)
+        results += nights
+        figs.append(figures(nights, raw_rate, sizes.scale))
+    print_tables(results, figs, raw_rate)
     if args.json:
-        args.json.write_text(json.dumps({"raw_encoder_rate": raw_rate, "nights": results}, indent=2))
+        payload = {"raw_encoder_rate": raw_rate, "sizes": sizes.__dict__, "nights": results, "figures": figs}
+        args.json.write_text(json.dumps(payload, indent=2, default=str))
 
 
 if __name__ == "__main__":
