@@ -220,3 +220,29 @@ def test_concatenated_embedder_is_built_by_name(e5) -> None:
     assert Settings(embedder="minilm+e5-multilingual").embedder == "minilm+e5-multilingual"
     with pytest.raises(ConfigError, match="not known"):
         make_embedder("minilm+nope")
+
+
+def test_an_interrupted_embed_keeps_its_finished_batches(tmp_path, minilm, counting, titles) -> None:
+    """Each encoded batch is committed when it is encoded, not when `embed` returns: a failure (or a
+    kill) in the third batch leaves the first two in the file for the next run."""
+
+    class DiesOnThirdBatch:
+        model_id, dim = minilm.model_id, minilm.dim
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def encode(self, texts, **kwargs):
+            self.calls += 1
+            if self.calls == 3:
+                raise RuntimeError("killed mid-embedding")
+            return minilm.encode(texts, **kwargs)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        EmbeddingCache(tmp_path / "embeddings.sqlite").embed(DiesOnThirdBatch(), titles, batch_size=40)
+    rerun = counting(minilm)
+    reopened = EmbeddingCache(tmp_path / "embeddings.sqlite")
+    vectors = reopened.embed(rerun, titles, batch_size=40)
+    assert reopened.stats().rows == 120 and (reopened.hits, reopened.misses) == (80, 40)
+    assert len(rerun.encoded) == 40, "only the batch in flight is encoded again"
+    np.testing.assert_allclose(vectors, minilm.encode(titles), atol=1e-5)
