@@ -99,8 +99,12 @@ def train(
         ),
     ],
     catalog: Annotated[
-        Path,
-        typer.Option("--catalog", help="Labelled catalog: rows with a category_path (the training labels)."),
+        str,  # not Path: Path("s3://b/p") would lose a slash
+        typer.Option(
+            "--catalog",
+            help="Labelled catalog: rows with a category_path (the training labels); a file, a folder or "
+            "glob of part files, or an s3:// prefix.",
+        ),
     ],
     model_dir: Annotated[Path, typer.Option("--model-dir", help="Folder the trained model is written to.")],
     reviews: ReviewsOpt = None,
@@ -218,7 +222,7 @@ def run(
     """Run the nightly reclassification flow (Prefect, offline temporary server): train if needed, classify,
     route, write predictions, fill the review queues and write the governance report."""
     if sample:
-        catalog = catalog or SAMPLE / "catalog.csv"
+        catalog = catalog or str(SAMPLE / "catalog.csv")
         taxonomy = taxonomy or SAMPLE / "taxonomy.txt"
         labelled = labelled or SAMPLE / "labelled.parquet"
         images_root = images_root or SAMPLE

@@ -186,7 +186,12 @@ EnqueueOpt = Annotated[
 ]
 # ---- run ----
 RunCatalogOpt = Annotated[
-    Path | None, typer.Option("--catalog", help="Tonight's catalog (new and changed products).")
+    str | None,  # not Path: Path("s3://b/p") would lose a slash
+    typer.Option(
+        "--catalog",
+        help="Tonight's catalog (new and changed products): a file, a folder or glob of part files, "
+        "or an s3:// prefix.",
+    ),
 ]
 RunTaxonomyOpt = Annotated[
     Path | None, typer.Option("--taxonomy", help="Taxonomy file (needed when a model must be trained).")
