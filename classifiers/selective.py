@@ -62,7 +62,7 @@ class CutSequence:
     """The accepted-row counts to test, most confident first, fixed before any label is read.
 
     The first cut holds enough rows to pass at all: as many as a proof needs when the observed precision
-    is ``start_margin`` above the target (about 1,000 rows for 0.95 at delta 0.04: the very top of a
+    is ``start_margin`` above the target (1,148 rows for 0.95 at delta 0.05: the very top of a
     ranking is noisy, and a sequence that starts there stops at once), but at least ``min_start_rows``
     and at most ``max_start_share`` of the rows (small catalogs). Each further cut accepts
     ``step_share`` more of the rows, down to all of them.
@@ -73,21 +73,22 @@ class CutSequence:
     max_start_share: float = 0.5
     step_share: float = 0.01
 
-    def start_rows(self, n: int, *, target_precision: float, delta: float) -> int:
-        """The first cut's row count for ``n`` rows (depends on n, the target and delta only)."""
-        need = rows_to_prove(min(1.0, target_precision + self.start_margin), target_precision, delta)
+    def start_rows(self, n: int, *, target_precision: float) -> int:
+        """The first cut's row count for ``n`` rows (n and the target only; read at the whole budget
+        `DELTA`, so splitting delta between rankings or tiers does not move the start)."""
+        need = rows_to_prove(min(1.0, target_precision + self.start_margin), target_precision, DELTA)
         cap = max(1, math.ceil(self.max_start_share * n))
         return int(min(n, max(self.min_start_rows, min(need, cap))))
 
-    def sizes(self, n: int, *, target_precision: float = 0.95, delta: float = DELTA) -> np.ndarray:
+    def sizes(self, n: int, *, target_precision: float = 0.95) -> np.ndarray:
         """Accepted-row counts of the cuts, in test order (increasing), for ``n`` rows.
 
         >>> CutSequence().sizes(617)[:2].tolist(), CutSequence().sizes(20_000)[:2].tolist()
-        ([309, 316], [1035, 1235])
+        ([309, 316], [1148, 1348])
         """
         if n <= 0:
             return np.zeros(0, dtype=np.int64)
-        start = self.start_rows(n, target_precision=target_precision, delta=delta)
+        start = self.start_rows(n, target_precision=target_precision)
         step = max(1, math.ceil(self.step_share * n))
         return np.unique(np.r_[np.arange(start, n, step), n]).astype(np.int64)
 
@@ -177,7 +178,7 @@ def fixed_sequence_test(
     order = np.argsort(-s, kind="stable")
     s_sorted = s[order]
     hits = np.cumsum(ok[order])
-    cuts = s_sorted[seq.sizes(n, target_precision=target_precision, delta=delta) - 1]
+    cuts = s_sorted[seq.sizes(n, target_precision=target_precision) - 1]
     accepted = np.unique(np.searchsorted(-s_sorted, -cuts, side="right"))  # ties join their cut
     correct_at = hits[accepted - 1]
     passed = _p_values(correct_at, accepted, target_precision) <= delta

@@ -8,9 +8,11 @@ Order, for every item of a shard:
 2. **LLM**: an item the gate sent to the LLM takes the LLM's answer when it gave one; that answer can be
    auto-accepted only when its confidence is calibrated (an exact-match probability) and clears the
    target, and in leaf mode only when it is at label level (never a parent);
-3. **routing** (`verification.routing.route`): auto / review / suspect against the bar, raised by the
-   audit's per-scope floors (`verification.audit_bar`); an item whose proven back-off answer lies on
-   another branch than its current category is suspect too;
+3. **routing** (`verification.routing.route`): auto / review against the bar, raised by the audit's
+   per-scope floors (`verification.audit_bar`); suspect by its own rule (a prediction more likely
+   right than wrong on another branch, the current category's branch at most 1%), not the auto bar;
+   an item whose proven back-off answer lies on another branch than its current category is suspect
+   too;
 4. **human lock**: a reviewer's category stays until the product's content changes;
 5. **audit sampling**: a random share of the auto-accepted model answers goes to the audit queue.
 
@@ -27,6 +29,7 @@ from enum import StrEnum
 import numpy as np
 
 from shelfwise.errors import ConfigError
+from verification.routing import MAX_CURRENT_SUPPORT, SUSPECT_MIN_CONFIDENCE
 
 __all__ = ["AcceptLevel", "DecideOptions", "Decisions", "LLMAnswer", "Lock", "ModelAnswers", "decide"]
 
@@ -85,7 +88,7 @@ class DecideOptions:
     target_precision: float = 0.95
     auto_threshold: float | None = None
     suspect_threshold: float | None = None
-    max_current_support: float = 0.05
+    max_current_support: float = MAX_CURRENT_SUPPORT
 
 
 @dataclass
@@ -161,10 +164,12 @@ def decide(
     # 3. routing, against the bar raised by the audit where it proved a scope below target
     if floor_for is not None:
         thr = np.maximum(thr, floor_for(cat_paths))
+    # the suspect rule is its own (verification.routing), not the auto-accept bar; an LLM answer that
+    # cannot be auto-accepted (uncalibrated) cannot call the current category suspect either
     sus_t = (
         np.full(n, float(options.suspect_threshold))
         if options.suspect_threshold is not None
-        else np.maximum(thr, 0.5)
+        else np.where(np.isfinite(thr) | (np.asarray(source) == "model"), SUSPECT_MIN_CONFIDENCE, np.inf)
     )
     routing = route(
         confidence,

@@ -2,6 +2,10 @@
 
 1. :func:`route` gives every item a ``route`` (``auto`` | ``review`` | ``suspect``), a ``queue`` and a
    ``reason`` from its confidence, the threshold of its predicted node and its current category.
+   The suspect rule is its own, not tied to the auto-accept cut: the prediction is more likely right
+   than wrong (calibrated confidence >= `SUSPECT_MIN_CONFIDENCE`), it lies on another branch than the
+   current category, and the model gives the current category's branch at most
+   `MAX_CURRENT_SUPPORT` (measured on planted misfilings against cleanlab: docs/quality.md).
 2. :func:`select_for_queues` scores the items headed for human queues by expected impact and keeps,
    per queue, the highest-priority ones up to the nightly capacity.
 
@@ -18,6 +22,8 @@ from enum import StrEnum
 import numpy as np
 
 __all__ = [
+    "MAX_CURRENT_SUPPORT",
+    "SUSPECT_MIN_CONFIDENCE",
     "QueueName",
     "Route",
     "Routing",
@@ -29,6 +35,11 @@ __all__ = [
 ]
 
 SEP = " > "
+
+#: A suspect's prediction must be more likely right than wrong (calibrated probability).
+SUSPECT_MIN_CONFIDENCE = 0.5
+#: ... and the current category's branch may keep at most this probability (best candidate on it).
+MAX_CURRENT_SUPPORT = 0.01
 
 
 class Route(StrEnum):
@@ -74,24 +85,24 @@ def route(
     suspect_thresholds: np.ndarray | None = None,
     current_known: Sequence[bool] | None = None,
     current_support: np.ndarray | None = None,
-    max_current_support: float = 0.05,
+    max_current_support: float = MAX_CURRENT_SUPPORT,
 ) -> Routing:
     """Route each item.
 
-    - ``suspect``: a current category exists, the prediction is confident (``>= suspect_thresholds``) and
-      the two are on different branches (or the current category is not in the taxonomy at all), and the
-      model gives the current category almost no support (``current_support <= max_current_support``: the
-      best score among candidates on the current category's branch).
+    - ``suspect``: a current category exists, the prediction is confident (``>= suspect_thresholds``,
+      by default `SUSPECT_MIN_CONFIDENCE`, whatever the auto-accept bar) and the two are on different
+      branches (or the current category is not in the taxonomy at all), and the model gives the current
+      category almost no support (``current_support <= max_current_support``: the best score among
+      candidates on the current category's branch).
     - ``auto``: confident (``>= thresholds``) and on the same branch as the current category (if any).
     - ``review``: everything else, queue ``low_confidence`` (a prediction that disagrees with the current
       category but is below the suspect threshold is never auto-accepted over it).
     """
     confidence = np.asarray(confidence, dtype=float)
     thresholds = np.broadcast_to(np.asarray(thresholds, dtype=float), confidence.shape)
-    sus_t = (
-        thresholds
-        if suspect_thresholds is None
-        else np.broadcast_to(np.asarray(suspect_thresholds, dtype=float), confidence.shape)
+    sus_t = np.broadcast_to(
+        np.asarray(SUSPECT_MIN_CONFIDENCE if suspect_thresholds is None else suspect_thresholds, dtype=float),
+        confidence.shape,
     )
     routes: list[str] = []
     queues: list[str | None] = []

@@ -148,13 +148,13 @@ def test_the_sequence_stops_at_the_first_failure_even_when_a_lower_cut_would_pas
 def test_the_start_of_the_sequence_is_a_row_count_rule_fixed_in_advance():
     seq = CutSequence()
     # enough rows that a ranking one point above the target (0.96) passes ...
-    assert rows_to_prove(0.96, 0.95, 0.04) == seq.start_rows(20_000, target_precision=0.95, delta=0.04)
+    assert rows_to_prove(0.96, 0.95, 0.05) == seq.start_rows(20_000, target_precision=0.95) == 1148
     assert rows_to_prove(1.0, 0.95, 0.05) == 59  # 59 right out of 59: the bare minimum
     # ... but on a small catalog at most half its rows, and never fewer than 300
-    assert seq.start_rows(617, target_precision=0.95, delta=0.04) == 309
-    assert seq.start_rows(500, target_precision=0.95, delta=0.04) == 300
+    assert seq.start_rows(617, target_precision=0.95) == 309
+    assert seq.start_rows(500, target_precision=0.95) == 300
     assert seq.sizes(150).tolist() == [150]  # fewer rows than that: one test on all of them
-    sizes = seq.sizes(4206, target_precision=0.95, delta=0.04)
+    sizes = seq.sizes(4206, target_precision=0.95)
     assert np.all(np.diff(sizes) > 0) and sizes[-1] == 4206 and sizes[1] - sizes[0] == 43
 
 

@@ -108,3 +108,47 @@ def test_a_proven_backoff_answer_on_another_branch_flags_the_current_category():
     assert d.route[1] == "suspect" and d.queue[1] == "suspect"
     assert d.reason[1] == "current_category_disagrees"
     assert d.route[2] == "review"  # no proven answer: a disagreement is only reviewed
+
+
+def test_suspects_follow_their_own_rule_not_the_auto_accept_bar():
+    # every item is filed under "Garden > Hoses"; the model predicts elsewhere. No auto bar can be met
+    # (inf: the catalog proved none), yet a prediction more likely right than wrong, with the current
+    # category's branch at most 1%, calls the current category suspect.
+    answers = ModelAnswers(
+        leaf_ids=["a", "b", "c", "d"],
+        leaf_paths=["Toys > Dolls", "Toys > Cars", "Home > Mugs", "Toys > Kites"],
+        leaf_depth=np.array([1, 1, 1, 1]),
+        leaf_confidence=np.array([0.62, 0.62, 0.45, 0.62]),
+        leaf_threshold=np.full(4, np.inf),
+        confident_ids=[None] * 4,
+        confident_paths=[None] * 4,
+        confident_depth=np.full(4, -1),
+        confident_confidence=np.full(4, np.nan),
+        confident_threshold=np.full(4, np.inf),
+    )
+    d = decide(
+        answers,
+        current_paths=["Garden > Hoses"] * 4,
+        current_known=[True] * 4,
+        current_support=np.array([0.0, 0.03, 0.0, 0.01]),
+        llm=[None] * 4,
+        locks=[None] * 4,
+        audit=np.zeros(4, dtype=bool),
+        options=DecideOptions(),
+    )
+    # 0: suspect; 1: the current branch keeps 3%: review; 2: the prediction is a coin flip: review;
+    # 3: exactly at the 1% support limit: suspect
+    assert d.route == ["suspect", "review", "review", "suspect"]
+    assert d.queue[0] == "suspect" and d.reason[0] == "current_category_disagrees"
+    # an explicit suspect_threshold still overrides the rule's confidence
+    d2 = decide(
+        answers,
+        current_paths=["Garden > Hoses"] * 4,
+        current_known=[True] * 4,
+        current_support=np.zeros(4),
+        llm=[None] * 4,
+        locks=[None] * 4,
+        audit=np.zeros(4, dtype=bool),
+        options=DecideOptions(suspect_threshold=0.7),
+    )
+    assert d2.route == ["review"] * 4
