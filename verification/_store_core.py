@@ -20,7 +20,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from shelfwise.errors import ConfigError
 from verification._db import current_revision, head_revision, make_engines, run_upgrade, sqlite_write_lock
 from verification._errors import InvalidDecisionError, QueueStoreError
-from verification._retry import BATCH_RETRY_SECONDS
+from verification._retry import BATCH_RETRY_SECONDS, transient_retry
 from verification._types import ItemFilter, ItemView
 from verification.models import Decision, DecisionKind, HumanLabel, ItemStatus, Queue, ReviewItem, ReviewUser
 
@@ -165,6 +165,7 @@ class StoreCore:
         self.close()
 
     # ------------------------------------------------------------------ schema
+    @transient_retry
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (``alembic upgrade head``); a no-op when current.
 
@@ -174,6 +175,7 @@ class StoreCore:
             run_upgrade(self._write)
         self._schema_ready = True
 
+    @transient_retry
     def schema_revision(self) -> str | None:
         """The database's Alembic revision (``None`` before :meth:`upgrade`)."""
         return current_revision(self._engine)

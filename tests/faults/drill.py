@@ -62,7 +62,12 @@ class Tally:
 
 
 def queue_frame(
-    data: Path, *, run_id: str, night: int = 0, changed: float = 0.05, catalogs: tuple[str, ...] = ("flipkart",)
+    data: Path,
+    *,
+    run_id: str,
+    night: int = 0,
+    changed: float = 0.05,
+    catalogs: tuple[str, ...] = ("flipkart",),
 ) -> pl.DataFrame:
     """Every real product of ``catalogs`` as a review item (suggestion: its own category path) as of
     ``night``: on each night 1..``night`` a ``changed`` share of the products gets new content (a new
@@ -97,7 +102,7 @@ def queue_frame(
                 "review_text": None,
             }
         )
-    frame = pl.DataFrame(rows, schema_overrides={"candidates": _CANDIDATES})
+    frame = pl.DataFrame(rows, schema_overrides={"candidates": _CANDIDATES}, infer_schema_length=None)
     return frame.unique(subset="sku_id", keep="first", maintain_order=True)
 
 
