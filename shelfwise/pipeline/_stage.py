@@ -16,7 +16,15 @@ from pydantic import BaseModel, Field
 from shelfwise import _storage as storage
 from shelfwise._memory import trim
 from shelfwise._scores import score_keys
-from shelfwise.catalog import CatalogSpec, Quarantine, iter_catalog, load_reviews, parse_mapping
+from shelfwise.catalog import (
+    CatalogSpec,
+    Quarantine,
+    catalog_fingerprint,
+    is_remote,
+    iter_catalog,
+    load_reviews,
+    parse_mapping,
+)
 from shelfwise.pipeline._incremental import CarryPlan, plan_carry, routing_fingerprint
 from shelfwise.pipeline._resources import ModelCard, model_card
 from shelfwise.settings import Settings
@@ -125,15 +133,13 @@ def night_key(
     taxonomy_version: str,
     extra: Sequence[Any] = (),
 ) -> str:
-    """What makes two runs "the same night": same catalog file (path, size, mtime), model, taxonomy,
-    settings and carry state. A rerun after a kill finds the staged shards and finished shard results."""
-    p = Path(catalog)
-    st = p.stat() if p.exists() else None
+    """What makes two runs "the same night": same catalog (where it is, and its part files' names, sizes
+    and versions: `catalog_fingerprint`), model, taxonomy, settings and carry state. A rerun after a kill
+    finds the staged shards and finished shard results."""
     meta = settings.state_dir / PREDICTIONS_META
     parts = [
-        str(p.resolve()),
-        st.st_size if st else 0,
-        st.st_mtime_ns if st else 0,
+        str(catalog) if is_remote(catalog) else str(Path(catalog).resolve()),
+        catalog_fingerprint(catalog),
         model_version,
         taxonomy_version,
         routing_fingerprint(settings),
