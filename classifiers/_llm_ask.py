@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import openai
 
@@ -28,7 +28,7 @@ from classifiers._llm_prompt import (
     raw_from_completion,
     request_body,
 )
-from classifiers._llm_settings import LLMSettings, LLMStatus
+from classifiers._llm_settings import Call, LLMSettings, LLMStatus
 from classifiers._llm_store import Store
 from classifiers._llm_transport import (
     Breaker,
@@ -39,9 +39,6 @@ from classifiers._llm_transport import (
     UnsupportedOutputModeError,
 )
 from shelfwise.errors import TransientServiceError
-
-if TYPE_CHECKING:
-    from classifiers.llm import Call
 
 __all__: list[str] = []
 

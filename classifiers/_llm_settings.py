@@ -4,6 +4,7 @@ classifiers/llm.py)."""
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -277,3 +278,23 @@ class LLMStats:
                 a.extend(n for n in b if n not in a)
         self.cost_usd = round(self.cost_usd, 8)
         return self
+
+
+@dataclass
+class Call:
+    """One `decide` call: its run id and its own counters (internal)."""
+
+    run_id: str
+    stats: LLMStats
+    latencies: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: float) -> None:
+        with self.lock:
+            for name, value in counts.items():
+                setattr(self.stats, name, getattr(self.stats, name) + value)
+
+    def note(self, text: str) -> None:
+        with self.lock:
+            if text not in self.stats.notes:
+                self.stats.notes.append(text)

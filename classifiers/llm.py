@@ -29,7 +29,6 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, Self
@@ -41,7 +40,15 @@ from classifiers._llm_ask import Asker
 from classifiers._llm_calibrate import apply_calibration, fit_calibration, truth_map
 from classifiers._llm_jobs import Job, JobMachine, KnownIds, Refusal, Step
 from classifiers._llm_prompt import OutputMode, Question
-from classifiers._llm_settings import ASK_AGAIN_STATUSES, LLMSettings, LLMStats, LLMStatus, ModelPrice, gate
+from classifiers._llm_settings import (
+    ASK_AGAIN_STATUSES,
+    Call,
+    LLMSettings,
+    LLMStats,
+    LLMStatus,
+    ModelPrice,
+    gate,
+)
 from classifiers._llm_store import Store, read_llm_log
 from shelfwise.errors import ConfigError
 
@@ -89,26 +96,6 @@ _OUT_SCHEMA: dict[str, Any] = {
     "llm_model": pl.String,
     "llm_cached": pl.Boolean,
 }
-
-
-@dataclass
-class Call:
-    """One `decide` call: its run id and its own counters (internal)."""
-
-    run_id: str
-    stats: LLMStats
-    latencies: list[float] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, **counts: float) -> None:
-        with self.lock:
-            for name, value in counts.items():
-                setattr(self.stats, name, getattr(self.stats, name) + value)
-
-    def note(self, text: str) -> None:
-        with self.lock:
-            if text not in self.stats.notes:
-                self.stats.notes.append(text)
 
 
 class LLMArbiter:

@@ -62,32 +62,16 @@ def nightly_reclassification(
     catalog: str,
     taxonomy: str | None = None,
     labelled: str | None = None,
-    model_dir: str | None = None,
-    reviews: str | None = None,
-    images_root: str | None = None,
-    spec: str | None = None,
-    mapping: list[str] | None = None,
-    out: str | None = None,
-    retrain: bool = False,
-    taxonomy_mapping: str | None = None,
     settings: Settings | None = None,
     engine: Engine | None = None,
     request: NightRequest | None = None,
 ) -> RunSummary:
     """Train if needed, classify the new and changed SKUs shard by shard, carry the rest, route, write
-    predictions, enqueue, report. ``request`` (from `flows.run.run_night`) replaces the catalog
-    parameters, which serve a deployment's schedule."""
+    predictions, enqueue, report. ``request`` (from `flows.run.run_night`: every `shelfwise run` flag)
+    replaces ``catalog``, ``taxonomy`` and ``labelled``, the parameters a deployment's schedule gives."""
     settings = settings or load_settings()
     request = request or NightRequest(
-        source=CatalogSource(
-            catalog=catalog, reviews=reviews, images_root=images_root, spec=spec, mapping=mapping
-        ),
-        taxonomy=taxonomy,
-        labelled=labelled,
-        model_dir=model_dir,
-        out=out,
-        retrain=retrain,
-        taxonomy_mapping=taxonomy_mapping,
+        source=CatalogSource(catalog=catalog), taxonomy=taxonomy, labelled=labelled
     )
     night = begin(request, settings, engine)
     staged = stage(night, settings)

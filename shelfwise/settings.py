@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from classifiers.embedding import embedder_names
 from classifiers.llm import LLMSettings
 
 __all__ = ["QueueCapacity", "Settings", "load_settings"]
@@ -99,12 +100,12 @@ class Settings(BaseSettings):
         ge=0.0,
         le=1.0,
         description=(
-            "Confidence a prediction needs to flag the current category as suspect (default: "
-            "max(auto threshold, 0.5))."
+            "Confidence a prediction needs to flag the current category as suspect (default: 0.5, "
+            "whatever the auto-accept bar; see verification/routing.py)."
         ),
     )
     max_current_support: float = Field(
-        0.05,
+        0.01,
         ge=0.0,
         le=1.0,
         description=(
@@ -143,8 +144,6 @@ class Settings(BaseSettings):
     @field_validator("embedder")
     @classmethod
     def _known_embedder(cls, value: str) -> str:
-        from classifiers.embedding import embedder_names
-
         allowed = tuple(embedder_names())
         if value not in allowed:
             raise ValueError(f"embedder {value!r} is not known; use one of {', '.join(allowed)}")
