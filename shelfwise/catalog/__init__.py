@@ -34,7 +34,8 @@ A file that is unusable as a whole (missing required column, unreadable) raises 
 Many files: ``iter_catalog`` takes one file, a folder of part files, a glob (``exports/night-*.csv``) or
 an fsspec prefix (``s3://bucket/tonight/``), formats mixed as the suffixes say (:func:`catalog_parts`).
 Parts are read one after the other in name order (a remote part is downloaded to a temporary file that
-is deleted once read); a ``sku_id`` already used in an earlier part is quarantined as a duplicate whose
+is deleted once read), a thread reading up to ``READ_AHEAD`` batches ahead of the one being checked and
+canonicalised; a ``sku_id`` already used in an earlier part is quarantined as a duplicate whose
 fix names the file and row that kept it.
 
 Streaming: rows are read in batches of ``shard_size`` by polars' streaming engine (CSV, Parquet) or line

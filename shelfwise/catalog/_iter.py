@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -13,7 +15,7 @@ from shelfwise.catalog._canonical import RowContext, SeenIds, canonical_batch
 from shelfwise.catalog._parse import hash_values
 from shelfwise.catalog._parts import CatalogPart, catalog_parts, local_copy
 from shelfwise.catalog._quarantine import Quarantine, QuarantineReason
-from shelfwise.catalog._read import open_source
+from shelfwise.catalog._read import SourceBatch, open_source
 from shelfwise.catalog._reviews import load_reviews
 from shelfwise.catalog._rows import (
     SHARD_SCHEMA,
@@ -27,7 +29,9 @@ from shelfwise.catalog._rows import (
 from shelfwise.catalog._spec import CatalogSpec
 from shelfwise.errors import CatalogError, ConfigError
 
-__all__ = ["content_hash", "iter_catalog", "read_catalog"]
+__all__ = ["READ_AHEAD", "content_hash", "iter_catalog", "read_catalog"]
+
+T = TypeVar("T")
 
 
 def content_hash(
@@ -113,15 +117,62 @@ class _Shards:
         self.buffer, self.buffered = [], 0
 
 
-def _part_rows(
-    part: CatalogPart, spec: CatalogSpec, ctx: RowContext, resolver: ImageResolver, batch_size: int
-) -> Iterator[pl.DataFrame]:
-    """One part's good rows, batch by batch (a remote part is downloaded first and deleted after)."""
-    with local_copy(part) as path, open_source(path, spec, batch_size=batch_size, label=part.name) as src:
-        plan = Plan(spec, src.columns, part.name, has_reviews=ctx.reviews is not None, kind="catalog")
-        for batch in src.batches():
-            yield canonical_batch(batch, plan, ctx, resolver)
-            ctx.quarantine.flush()
+#: Source batches read ahead of the one being canonicalised (memory: this many batches more).
+READ_AHEAD = 2
+
+
+def _source_batches(
+    parts: list[CatalogPart], spec: CatalogSpec, *, has_reviews: bool, batch_size: int
+) -> Iterator[tuple[int, CatalogPart, Plan, SourceBatch]]:
+    """Every part's source batches, part after part (a remote part is downloaded, read, then deleted)."""
+    for index, part in enumerate(parts):
+        with local_copy(part) as path, open_source(path, spec, batch_size=batch_size, label=part.name) as src:
+            plan = Plan(spec, src.columns, part.name, has_reviews=has_reviews, kind="catalog")
+            for batch in src.batches():
+                yield index, part, plan, batch
+
+
+def _read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
+    """``items``, produced on a thread up to ``depth`` ahead of the caller: reading and parsing the next
+    batch (polars works outside the GIL; a remote part downloads) overlaps with the caller's work on this
+    one. An error of the producer is raised here; stopping early stops the thread and closes ``items``."""
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="shelfwise-catalog-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()  # a part left half-read: its file and temporary download are released here
 
 
 def iter_catalog(
@@ -154,10 +205,12 @@ def iter_catalog(
     ctx.reviews = _reviews_frame(reviews, q)
     resolvers = _Resolvers(images_root, spec)
     shards = _Shards(shard_size)
-    for index, part in enumerate(parts):
+    sources = _source_batches(parts, spec, has_reviews=ctx.reviews is not None, batch_size=shard_size)
+    for index, part, plan, batch in _read_ahead(sources, READ_AHEAD):
         ctx.seen.part = index
-        for good in _part_rows(part, spec, ctx, resolvers.for_part(part), shard_size):
-            yield from shards.add(good)
+        good = canonical_batch(batch, plan, ctx, resolvers.for_part(part))
+        q.flush()
+        yield from shards.add(good)
     yield from shards.rest()
     resolvers.report(str(path), q)
 

@@ -174,10 +174,16 @@ def test_an_s3_prefix_reads_like_the_local_folder(parts_folder: Path, s3_endpoin
     before = catalog_fingerprint(prefix)
     fs.pipe_file(f"{BUCKET}/tonight/part-00000.csv", b"sku_id,title\nonly-1,Brass lamp\n")
     assert catalog_fingerprint(prefix) != before
-    # no downloaded part is left behind in the temp folder
+    # no downloaded part is left behind in the temp folder, even by a reader that stops half-way
     import tempfile
+    import threading
 
     assert not list(Path(tempfile.gettempdir()).glob("shelfwise-part-*"))
+    shards = iter_catalog(prefix, shard_size=10)
+    assert next(shards).height == 10
+    shards.close()
+    assert not list(Path(tempfile.gettempdir()).glob("shelfwise-part-*"))
+    assert not [t for t in threading.enumerate() if t.name == "shelfwise-catalog-read-ahead"]
 
 
 def test_an_unreachable_store_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
