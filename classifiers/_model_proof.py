@@ -191,7 +191,7 @@ def _fit_backoff(
         **fit.to_dict(),
         "share_of_all_rows": round(accepted / n, 4) if n else 0.0,
         "information_gain_of_its_answers": round(float(gain[rest[got]].mean()), 4) if len(got) else None,
-        "information_gain_leaf_only": round(float(gain[leaf_ok].mean() * leaf_ok.mean()), 4) if n else 0.0,
+        "information_gain_leaf_only": round(float(gain[leaf_ok].sum() / n), 4) if n else 0.0,
         "information_gain_with_backoff": round(float(gain.mean()), 4) if n else 0.0,
     }
     return {"threshold": fit.fit.threshold}, report

@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 #: Share of the error budget ``delta`` the back-off tier spends; the leaf tier keeps the rest.
-BACKOFF_DELTA_SHARE = 0.2
+BACKOFF_DELTA_SHARE = 0.4
 
 
 @dataclass(frozen=True)
