@@ -12,7 +12,8 @@ shelfwise serve     the nightly deployment (cron schedule) served by this proces
 :mod:`shelfwise.cli._tools`; what they share (option types, settings from flags, progress, summaries) in
 :mod:`shelfwise.cli._common`; ``review`` and ``taxonomy`` are mounted from :mod:`shelfwise.cli._review`
 and :mod:`shelfwise.cli._taxonomy`. Every command resolves its settings through `Settings` (defaults,
-shelfwise.toml, SHELFWISE_* environment, flags).
+shelfwise.toml, SHELFWISE_* environment, flags). A command imports the night (and with it the model's
+libraries) when it runs, not when the app loads: ``shelfwise --help`` stays instant.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from typing import Annotated
 
 import typer
 
-from flows.run import run_night
 from shelfwise.cli._common import (
     SAMPLE,
     AutoOpt,
@@ -71,9 +71,6 @@ from shelfwise.cli._review import review_app
 from shelfwise.cli._taxonomy import taxonomy_app
 from shelfwise.cli._tools import evaluate, report, serve
 from shelfwise.errors import ShelfwiseError
-from shelfwise.night import NightRequest, classify_catalog
-from shelfwise.pipeline import export_request
-from shelfwise.pipeline import train as train_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -120,6 +117,8 @@ def train(
     state_dir: StateOpt = None,
 ) -> None:
     """Train the category model on a labelled catalog (plus reviewers' decisions)."""
+    from shelfwise.pipeline import train as train_model  # see the module docstring: loaded on use
+
     try:
         settings = build_settings(
             state_dir=state_dir,
@@ -166,6 +165,9 @@ def classify(
     export_mapping: ExportMapOpt = None,
 ) -> None:
     """Classify a catalog with a trained model: predictions Parquet, routes, queue items, summary."""
+    from shelfwise.night import classify_catalog  # see the module docstring: loaded on use
+    from shelfwise.pipeline import export_request
+
     try:
         export = export_request(export_taxonomy, export_mapping)
         settings = build_settings(
@@ -221,6 +223,10 @@ def run(
 ) -> None:
     """Run the nightly reclassification flow (Prefect, offline temporary server): train if needed, classify,
     route, write predictions, fill the review queues and write the governance report."""
+    from flows.run import run_night  # see the module docstring: loaded on use
+    from shelfwise.night import NightRequest
+    from shelfwise.pipeline import export_request
+
     if sample:
         catalog = catalog or str(SAMPLE / "catalog.csv")
         taxonomy = taxonomy or SAMPLE / "taxonomy.txt"

@@ -8,7 +8,7 @@ of a training (`print_train_summary`) and of a run (`print_summary`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import polars as pl
 import typer
@@ -25,9 +25,11 @@ from rich.progress import (
 from rich.table import Table
 
 from shelfwise.errors import ShelfwiseError
-from shelfwise.night import CatalogSource
 from shelfwise.prefect_env import configure_prefect
-from shelfwise.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # loaded when a command runs (`shelfwise --help` must not load the model's libraries)
+    from shelfwise.night import CatalogSource
+    from shelfwise.settings import Settings
 
 __all__ = [
     "SAMPLE",
@@ -263,6 +265,8 @@ def catalog_source(
     mapping: list[str] | None,
 ) -> CatalogSource:
     """The catalog flags as one `CatalogSource`."""
+    from shelfwise.night import CatalogSource  # loaded on use, see TYPE_CHECKING above
+
     return CatalogSource(
         catalog=str(catalog),
         reviews=as_str(reviews),
@@ -284,6 +288,8 @@ def build_settings(
     ``overrides`` are settings by name (``shard_size=``, ``workers=``, ...), the LLM flags set
     ``llm.base_url`` / ``llm.model``, ``queue_url`` is a review command's ``--db-url``. Also points
     Prefect at the state folder."""
+    from shelfwise.settings import Settings, load_settings  # loaded on use, see TYPE_CHECKING above
+
     overrides.update(state_dir=state_dir, queue_url=queue_url)
     try:
         settings = load_settings(**overrides)

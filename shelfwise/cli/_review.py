@@ -22,22 +22,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import polars as pl
-import sqlalchemy as sa
 import typer
-import uvicorn
 from rich.console import Console
 from rich.table import Table
 
 from shelfwise.cli._common import StateOpt, build_settings
 from shelfwise.errors import ShelfwiseError
-from shelfwise.settings import Settings
 from taxonomy import load_taxonomy
-from verification import labelstudio_config
-from verification.app import create_app
-from verification.store import QueueStore
+
+if TYPE_CHECKING:  # the store and the web app load when a command runs: `shelfwise --help` stays instant
+    from shelfwise.settings import Settings
+    from verification.store import QueueStore
 
 __all__ = ["review_app"]
 
@@ -99,6 +97,8 @@ def _errors() -> Iterator[None]:
 @contextmanager
 def _store(db_url: str | None, state_dir: Path | None, *, upgrade: bool = True) -> Iterator[QueueStore]:
     """An (upgraded) store on the settings' queue, closed when the command ends."""
+    from verification.store import QueueStore  # loaded on use (see TYPE_CHECKING above)
+
     url = _settings(db_url, state_dir).queue_url or ""
     if url.startswith("sqlite:///"):  # the state folder may not exist yet
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -157,6 +157,11 @@ def serve(
     ] = None,
 ) -> None:
     """Run the review web app (FastAPI + uvicorn)."""
+    import sqlalchemy as sa  # loaded on use (see TYPE_CHECKING above)
+    import uvicorn
+
+    from verification.app import create_app
+
     with _errors():
         url = _settings(db_url, state_dir).queue_url or ""
         app = create_app(
@@ -234,6 +239,8 @@ def export(
                     "--format labelstudio-config needs --taxonomy, the taxonomy reviewers chose from",
                     param_hint="--taxonomy",
                 )
+            from verification import labelstudio_config  # loaded on use (see TYPE_CHECKING above)
+
             tax = load_taxonomy(taxonomy)
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(labelstudio_config(tax), encoding="utf-8")

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from classifiers.metrics import evaluate_files
 from shelfwise.cli._common import StateOpt, as_str, build_settings, console, fail
 from shelfwise.errors import ShelfwiseError
-from shelfwise.reports import write_report
-from shelfwise.settings import Settings
-from taxonomy import load_taxonomy
+
+if TYPE_CHECKING:  # each command loads what it uses when it runs: `shelfwise --help` stays instant
+    from shelfwise.settings import Settings
 
 __all__ = ["evaluate", "report", "serve"]
 
@@ -40,6 +39,9 @@ def evaluate(
     ] = None,
 ) -> None:
     """Score predictions against known categories: accuracy, F1, hierarchy, calibration, coverage."""
+    from classifiers.metrics import evaluate_files  # loaded on use (see TYPE_CHECKING above)
+    from taxonomy import load_taxonomy
+
     try:
         tax = load_taxonomy(taxonomy) if taxonomy is not None else None
         result = evaluate_files(predictions, truth, out_dir=out, taxonomy=tax)
@@ -60,6 +62,8 @@ def report(
     state_dir: StateOpt = None,
 ) -> None:
     """Write the data-governance report (HTML, Parquet tables, history) for a run."""
+    from shelfwise.reports import write_report  # loaded on use (see TYPE_CHECKING above)
+
     try:
         settings = build_settings(state_dir=state_dir)
         path = write_report(run_id, settings=settings, out_dir=out)
