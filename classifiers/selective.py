@@ -36,7 +36,6 @@ from classifiers.calibration import (
     ThresholdFit,
     Thresholds,
     fit_threshold,
-    precision_lower_bound,
 )
 
 __all__ = [
@@ -146,6 +145,13 @@ def _p_values(correct: np.ndarray, accepted: np.ndarray, target: float) -> np.nd
     return np.asarray(binom.cdf(errors, np.asarray(accepted), 1.0 - target), dtype=np.float64)
 
 
+def _lower_bound(k: int, m: int, delta: float) -> float:
+    """One-sided (1 - delta) Clopper-Pearson lower bound of k / m: the delta quantile of
+    Beta(k, m - k + 1), as `classifiers.calibration.precision_lower_bound` (which goes through
+    ``binomtest``, slower inside a loop); 0 when nothing is right."""
+    return float(beta.ppf(delta, k, m - k + 1)) if k > 0 and m > 0 else 0.0
+
+
 def _check(scores: Any, correct: Any, target_precision: float) -> tuple[np.ndarray, np.ndarray]:
     if not 0.0 < target_precision <= 1.0:
         raise ValueError(f"target_precision must be in (0, 1], got {target_precision}")
@@ -193,7 +199,7 @@ def fixed_sequence_test(
     if stop == 0:
         return SequenceFit(none, delta, tested, 0, first_failure, seq)
     m, k = int(accepted[stop - 1]), int(correct_at[stop - 1])
-    fit = ThresholdFit(float(s_sorted[m - 1]), n, m, k, precision_lower_bound(k, m, delta=delta))
+    fit = ThresholdFit(float(s_sorted[m - 1]), n, m, k, _lower_bound(k, m, delta))
     return SequenceFit(fit, delta, tested, stop, first_failure, seq)
 
 
@@ -332,7 +338,7 @@ def fit_backoff_threshold(
             failure = {"accepted": m, "correct": k, "p_value": round(p, 6), "cut": float(t)}
             break
         passed += 1
-        best = (ThresholdFit(float(t), n, m, k, precision_lower_bound(k, m, delta=delta)), j)
+        best = (ThresholdFit(float(t), n, m, k, _lower_bound(k, m, delta)), j)
     return SequenceFit(best[0], delta, tested, passed, failure, seq), best[1]
 
 
