@@ -119,6 +119,8 @@ class EnqueueOps(StoreCore):
             return EnqueueResult(**counts)
 
         with self._writing() as conn:
+            # 0. hold the SKUs' open items first, so a decision committing meanwhile is seen below
+            self._lock_open_items(conn, [r["sku_id"] for r in rows])
             # 1. decided SKUs whose content is unchanged keep their human category
             decided = self._decided_hashes(conn, [r["sku_id"] for r in rows])
             kept: list[dict[str, Any]] = []
@@ -296,6 +298,24 @@ class EnqueueOps(StoreCore):
             if prev is None or row["priority"] > prev["priority"]:
                 out[sku] = row
         return list(out.values())
+
+    def _lock_open_items(self, conn: sa.Connection, skus: Sequence[str]) -> None:
+        """PostgreSQL: lock the open items of ``skus`` (in SKU order) before the human labels are read.
+
+        Without it a decision committing between the label read and the upsert leaves its item decided,
+        the upsert finds no open item to update and inserts a second item for a SKU a person has just
+        decided. With it the decision either commits first (its label is read below) or waits for
+        this enqueue. SQLite needs nothing: the BEGIN IMMEDIATE transaction holds the database.
+        """
+        if self.dialect != "postgresql":
+            return
+        for chunk in chunks(sorted(set(skus))):
+            conn.execute(
+                sa.select(ITEMS.c.id)
+                .where(ITEMS.c.sku_id.in_(list(chunk)), ITEMS.c.status != ItemStatus.DECIDED.value)
+                .order_by(ITEMS.c.sku_id)
+                .with_for_update()
+            ).all()
 
     def _decided_hashes(self, conn: sa.Connection, skus: Sequence[str]) -> dict[str, str | None]:
         found: dict[str, str | None] = {}
