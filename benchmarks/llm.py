@@ -318,7 +318,7 @@ def main() -> None:
         settings = LLMSettings(base_url=base_url, **({"model": args.model} if args.model else {}))
         note = f"endpoint {settings.base_url}, model {settings.model}"
     elif args.smollm2:
-        from classifiers._llm_local import LlamaServer, llama_server_available
+        from classifiers.llm import LlamaServer, llama_server_available
 
         why = llama_server_available()
         if why:

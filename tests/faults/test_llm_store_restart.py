@@ -7,7 +7,7 @@ import psycopg
 import pytest
 from pg_cluster import PgCluster
 
-from classifiers._llm_store import Store
+from classifiers.llm._store import Store
 
 pytestmark = pytest.mark.postgres
 

@@ -269,7 +269,7 @@ def test_batch_that_never_finishes_times_out(fake, amazon_tax, amazon_items, sto
 # --------------------------------------------------------------------------------------------------
 def test_requests_per_minute_limit_waits(fake, amazon_tax, amazon_items, store):
     # 2 requests per minute: the third waits for the window to move; a fake clock keeps the test fast
-    from classifiers._llm_transport import RateLimiter
+    from classifiers.llm._transport import RateLimiter
 
     clock = {"t": 1000.0}
     arb = LLMArbiter(settings(fake, requests_per_minute=2, max_concurrency=1), amazon_tax, store_path=store)

@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from classifiers._llm_local import LlamaServer, llama_server_available
-from classifiers.llm import LLMArbiter, LLMSettings
+from classifiers.llm import LlamaServer, LLMArbiter, LLMSettings, llama_server_available
 from shelfwise.errors import TransientServiceError
 
 pytestmark = pytest.mark.slow

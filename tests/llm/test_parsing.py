@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 from fake_openai import FakeOpenAI
 
-from classifiers._llm_prompt import (
+from classifiers.llm import LLMArbiter, LLMSettings
+from classifiers.llm._prompt import (
     Option,
     RawAnswer,
     answer_token_probability,
     candidate_question,
     parse_answer,
 )
-from classifiers._llm_transport import parse_retry_after
-from classifiers.llm import LLMArbiter, LLMSettings
+from classifiers.llm._transport import parse_retry_after
 
 
 def test_parse_retry_after_seconds_and_http_date():

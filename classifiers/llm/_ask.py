@@ -16,9 +16,9 @@ from typing import Any
 
 import openai
 
-from classifiers._llm_batch import run_batch
-from classifiers._llm_jobs import KnownIds, Refusal, Step
-from classifiers._llm_prompt import (
+from classifiers.llm._batch import run_batch
+from classifiers.llm._jobs import KnownIds, Refusal, Step
+from classifiers.llm._prompt import (
     AUTO_ORDER,
     OutputMode,
     Question,
@@ -28,9 +28,9 @@ from classifiers._llm_prompt import (
     raw_from_completion,
     request_body,
 )
-from classifiers._llm_settings import Call, LLMSettings, LLMStatus
-from classifiers._llm_store import Store
-from classifiers._llm_transport import (
+from classifiers.llm._settings import Call, LLMSettings, LLMStatus
+from classifiers.llm._store import Store
+from classifiers.llm._transport import (
     Breaker,
     Caller,
     CircuitOpenError,

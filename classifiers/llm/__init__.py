@@ -2,13 +2,13 @@
 
 Flow per gated item (see `gate`): ask the model to pick one of the classifier's top-k candidate paths or
 "none of these"; on "none", walk the taxonomy from the roots, one question per level among the current
-node's children plus "stop here" (the one job state machine in classifiers/_llm_jobs.py, for live calls
+node's children plus "stop here" (the one job state machine in classifiers/llm/_jobs.py, for live calls
 and the Batch API alike). Answers are JSON (json_schema, llama.cpp-style json_object+schema, a forced tool
 call, or plain text), validated against the question's options and the taxonomy: anything else is never
 accepted and goes to review with its reason. Answers that parsed and validated are cached by
 sha256(endpoint + model + full prompt + mode), so re-runs cost nothing; a broken answer is logged, never
 cached, so it is asked again next time. Every question is logged; budgets are kept in a ledger per run
-id in the same database, so all workers of a run share them (classifiers/_llm_store.py).
+id in the same database, so all workers of a run share them (classifiers/llm/_store.py).
 
     settings = LLMSettings(base_url="http://127.0.0.1:8080/v1", model="gpt-4o-mini")
     with LLMArbiter(settings, taxonomy, store_path=".shelfwise/llm/llm.sqlite") as arbiter:
@@ -36,11 +36,12 @@ from typing import Any, NoReturn, Self
 import numpy as np
 import polars as pl
 
-from classifiers._llm_ask import Asker
-from classifiers._llm_calibrate import apply_calibration, fit_calibration, truth_map
-from classifiers._llm_jobs import Job, JobMachine, KnownIds, Refusal, Step
-from classifiers._llm_prompt import OutputMode, Question
-from classifiers._llm_settings import (
+from classifiers.llm._ask import Asker
+from classifiers.llm._calibrate import apply_calibration, fit_calibration, truth_map
+from classifiers.llm._jobs import Job, JobMachine, KnownIds, Refusal, Step
+from classifiers.llm._local import LlamaServer, llama_server_available
+from classifiers.llm._prompt import OutputMode, Question
+from classifiers.llm._settings import (
     ASK_AGAIN_STATUSES,
     Call,
     LLMSettings,
@@ -49,7 +50,7 @@ from classifiers._llm_settings import (
     ModelPrice,
     gate,
 )
-from classifiers._llm_store import Store, read_llm_log
+from classifiers.llm._store import Store, read_llm_log
 from shelfwise.errors import ConfigError
 
 __all__ = [
@@ -59,11 +60,13 @@ __all__ = [
     "LLMSettings",
     "LLMStats",
     "LLMStatus",
+    "LlamaServer",
     "ModelPrice",
     "OutputMode",
     "arbiter_for",
     "close_arbiters",
     "gate",
+    "llama_server_available",
     "read_llm_log",
 ]
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from classifiers._llm_prompt import OutputMode
+from classifiers.llm._prompt import OutputMode
 from shelfwise.errors import ConfigError
 
 __all__: list[str] = []

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from classifiers._llm_prompt import (
+from classifiers.llm._prompt import (
     Option,
     Parsed,
     Question,
@@ -29,7 +29,7 @@ from classifiers._llm_prompt import (
     product_block,
     walk_question,
 )
-from classifiers._llm_settings import LLMSettings, LLMStatus
+from classifiers.llm._settings import LLMSettings, LLMStatus
 
 __all__: list[str] = []
 
