@@ -16,7 +16,7 @@ Order, for every item of a shard:
 4. **human lock**: a reviewer's category stays until the product's content changes;
 5. **audit sampling**: a random share of the auto-accepted model answers goes to the audit queue.
 
-``classify_frame`` (shelfwise/pipeline.py) gathers the inputs (model, LLM calls, locks) and calls
+``classify_frame`` (shelfwise/pipeline/_classify.py) gathers the inputs (model, LLM calls, locks) and calls
 `decide`; nothing here does I/O.
 """
 

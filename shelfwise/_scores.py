@@ -1,7 +1,7 @@
 """Model scores per distinct content: computed once a night, shared by every shard task.
 
 Rows whose `score_keys` are equal get the same model scores. The night's score step
-(`shelfwise._worker.score_distinct`) scores each distinct content once and writes the scores as Parquet
+(`shelfwise.pipeline.score_distinct`) scores each distinct content once and writes the scores as Parquet
 parts next to the staged shards (``<work_url>/scores/``); a shard task then takes its rows' scores from
 this process's memo or from those parts, and only asks the model for a content no part holds (a shard
 run on its own). So every engine uses the very same numbers for a content, wherever its shard runs:

@@ -1,4 +1,4 @@
-"""The typed run summary: written once by ``finalize_run`` as ``runs/<run_id>/summary.json``, read by the
+"""The typed run summary: written once by ``finish_night`` as ``runs/<run_id>/summary.json``, read by the
 CLI, the Prefect artifact and the reports, and rendered in one place (:meth:`RunSummary.rows`).
 
 The JSON keeps the keys older readers use (``counts``, ``llm``, ``embedding``, ``enqueue``, ...); new
@@ -122,7 +122,7 @@ class RunSummary(BaseModel):
     # transient errors ridden out by retrying, per kind: queue_db (queue database transactions run
     # again), storage (object-store reads and writes); counted in the process that finished the night
     retries: dict[str, int] = Field(default_factory=dict)
-    # a taxonomy migration's block (shelfwise._migrate.after_run); left out of the JSON on ordinary nights
+    # a taxonomy migration's block (pipeline.finish_migration); absent from the JSON on ordinary nights
     taxonomy_change: dict[str, Any] | None = None
 
     # -- files -------------------------------------------------------------------------------------
