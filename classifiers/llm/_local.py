@@ -50,6 +50,9 @@ def smollm2_gguf() -> Path:
     )
 
 
+_SERVER_ENV_OVERRIDES = ("HOST", "PORT", "CONFIG_FILE")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -98,9 +101,16 @@ class LlamaServer:
             "true",
         ]
         self._log = open(self.log_path, "wb") if self.log_path else None  # noqa: SIM115
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.n_threads)}
+        # llama_cpp.server lets HOST, PORT and CONFIG_FILE from the environment override --host/--port
+        # (its __main__): drop them, so the server listens where base_url says
+        env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV_OVERRIDES}
+        env["OMP_NUM_THREADS"] = str(self.n_threads)
         self.proc = subprocess.Popen(
-            cmd, stdout=self._log or subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -7,7 +7,11 @@ Needs the optional extra `llm-server`; skipped without it unless SHELFWISE_REQUI
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ import pytest
 from classifiers.llm import LlamaServer, LLMArbiter, LLMSettings, llama_server_available
 from shelfwise.errors import TransientServiceError
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 DECIDED = {"accepted", "none_of_these_walked"}
 
@@ -30,9 +34,47 @@ def _tail(log: Path) -> str:
     return text[-LOG_TAIL:]
 
 
+def _death(server: LlamaServer, when: str) -> str:
+    """Why the server is gone, in words: exit code or signal, and the tail of its own output."""
+    assert server.proc is not None
+    code = server.proc.returncode
+    how = f"exited with code {code}"
+    if code is not None and code < 0:
+        how = f"was killed by {signal.Signals(-code).name}"
+        if -code == signal.SIGILL:
+            how += (
+                " (an instruction this CPU lacks: a llama-cpp-python wheel built for another machine's "
+                "CPU, e.g. one reused from pip's cache; rebuild it here)"
+            )
+    tail = _tail(_log(server))
+    return f"llama.cpp server (pid {server.proc.pid}) {how} {when}\n--- server log tail ---\n{tail}"
+
+
+def _log(server: LlamaServer) -> Path:
+    assert server.log_path is not None
+    return server.log_path
+
+
+def _warm_up(server: LlamaServer) -> None:
+    """Ready means it computes, not only that it listens: one real token, through the model."""
+    body = json.dumps({"prompt": "Hello", "max_tokens": 1, "temperature": 0}).encode()
+    request = urllib.request.Request(
+        f"{server.base_url}/completions", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=300) as resp:
+            assert resp.status == 200
+    except OSError as exc:
+        time.sleep(1)  # let a dying server finish dying, so its exit code is known
+        if server.proc is not None and server.proc.poll() is not None:
+            pytest.fail(_death(server, "on its first inference"))
+        pytest.fail(f"llama.cpp server did not complete one token: {exc}\n{_tail(_log(server))}")
+
+
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
-    """One llama.cpp server for the module, ready (it answers GET /v1/models) before the first test."""
+    """One llama.cpp server for the module, ready before the first test: it answers GET /v1/models
+    (LlamaServer.start) and has computed one token."""
     why = llama_server_available()
     if why:
         if os.environ.get("SHELFWISE_REQUIRE_LLAMA") == "1":
@@ -41,36 +83,39 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
     log = tmp_path_factory.mktemp("llama") / "server.log"
     server = LlamaServer(log=log, n_threads=1)
     try:
-        server.start(timeout_s=180)
+        server.start(timeout_s=300)
     except (TransientServiceError, OSError) as exc:
         pytest.fail(f"llama.cpp server did not start: {exc}\n--- server log tail ({log}) ---\n{_tail(log)}")
-    yield server
-    server.stop()
+    try:
+        _warm_up(server)
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(autouse=True)
 def llama_alive(llama: LlamaServer, request: pytest.FixtureRequest) -> Iterator[None]:
     """The server is alive before each test; its output's tail goes with any failure of the test
-    (tests/conftest.py: service_log), and a server that died during the test fails it with its exit code."""
-    assert llama.proc is not None and llama.log_path is not None
-    log = llama.log_path
+    (tests/conftest.py: service_log), and a server that died during the test fails it with the reason."""
+    assert llama.proc is not None
     if llama.proc.poll() is not None:
-        pytest.fail(
-            f"llama.cpp server (pid {llama.proc.pid}) exited with code {llama.proc.returncode} before this "
-            f"test\n--- server log tail ({log}) ---\n{_tail(log)}"
-        )
-    request.node.user_properties.append(("service_log", f"llama.cpp server={log}"))
+        pytest.fail(_death(llama, "before this test"))
+    request.node.user_properties.append(("service_log", f"llama.cpp server={_log(llama)}"))
     yield
     if llama.proc.poll() is not None:
-        pytest.fail(
-            f"llama.cpp server (pid {llama.proc.pid}) exited with code {llama.proc.returncode} during this "
-            "test (its log's tail is attached below)"
-        )
+        pytest.fail(_death(llama, "during this test"))
+
+
+# One question takes ~15-30 s with logits_all on an idle core, but measured 210 s on 2 cores shared with
+# the other xdist worker and a loaded machine: a shorter client timeout turns load into a retry (and a
+# failed `retries == 0`), so the request timeout is generous and the tests' own timeout above it.
+REQUEST_TIMEOUT_S = 600
 
 
 def _settings(llama: LlamaServer, **kw: Any) -> LLMSettings:
     # bounded work: SmolLM2 sometimes answers "none of these"; one walk level is enough to test the protocol
-    base = {"base_url": llama.base_url, "model": "smollm2", "timeout_s": 180, "max_concurrency": 1}
+    base = {"base_url": llama.base_url, "model": "smollm2", "timeout_s": REQUEST_TIMEOUT_S}
+    base["max_concurrency"] = 1
     return LLMSettings(**{**base, "max_tokens": 60, "walk_max_depth": 1, **kw})
 
 
