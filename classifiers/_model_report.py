@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from classifiers._model_proof import AcceptFit
+from classifiers.calibration import precision_lower_bound
 from classifiers.metrics import expected_calibration_error
 
 __all__ = ["out_of_fold_report"]
@@ -32,6 +33,7 @@ def out_of_fold_report(
     n = len(y)
     thresholds = accept.thresholds
     figures = accept.report
+    k, m = int(ok[accept.leaf_accepted].sum()), int(accept.leaf_accepted.sum())
     return {
         "what": "out of fold (scorers and stacker never saw the row; calibrator cross-fitted)",
         "rows": n,
@@ -44,7 +46,8 @@ def out_of_fold_report(
         "nodes_with_own_threshold": 0,
         "auto_share": figures["proven_share"],
         "auto_precision": figures["proven_precision"],
-        "auto_precision_lower_bound": figures["proven_precision_lower_bound"],
+        # the one-sided 95% bound `train` prints (the proof itself ran at the leaf's smaller delta)
+        "auto_precision_lower_bound": round(precision_lower_bound(k, m), 4) if m else None,
         **{k: v for k, v in figures.items() if k != "backoff"},
         "backoff": dict(figures["backoff"], threshold=thresholds.to_dict()["backoff"]),
     }
