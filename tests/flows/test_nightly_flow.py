@@ -47,7 +47,7 @@ def test_nightly_run_on_the_bundled_sample_twice(tmp_path: Path, sample_data: Pa
     assert (state / "models" / "default").is_dir(), "the run trains a model when none exists"
     assert "trained model" in first.stdout + first.stderr
     shown = first.stdout + first.stderr
-    assert shown.count("carried (unchanged, kept last prediction)") == 1, "the night's summary is shown once"
+    assert shown.count("kept human decisions") == 1, "the night's summary is shown once (the CLI's table)"
     report = summary.get("report")
     assert report and Path(report).exists()
 
