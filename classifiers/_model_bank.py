@@ -23,7 +23,7 @@ from classifiers.estimators import (
     usable_prices,
 )
 
-__all__ = ["SCORER_NAMES", "Bank", "BankData", "fit_bank", "score_bank"]
+__all__ = ["SCORER_NAMES", "Bank", "BankData", "BankOptions", "fit_bank", "score_bank"]
 
 SCORER_NAMES = ("lex", "sem", "knn_sem", "knn_lex", "maxsim", "brand", "price", "img", "zs")
 _FLOOR = -30.0
@@ -76,19 +76,29 @@ def _full(scores: np.ndarray, classes: np.ndarray, k: int, fill: float) -> np.nd
     return out
 
 
+@dataclass(frozen=True)
+class BankOptions:
+    """Which base scorers `fit_bank` trains, and their settings."""
+
+    use_tfidf: bool
+    use_embeddings: bool
+    k_neighbors: int
+    random_state: int
+    sem_C: float = 10.0
+    lex_C: float = 0.5
+
+
 def fit_bank(
     data: BankData,
     y: np.ndarray,
     n_classes: int,
+    options: BankOptions,
     *,
-    use_tfidf: bool,
-    use_embeddings: bool,
-    k_neighbors: int,
     label_emb: np.ndarray | None,
-    random_state: int,
-    sem_C: float = 10.0,
-    lex_C: float = 0.5,
 ) -> Bank:
+    use_tfidf, use_embeddings = options.use_tfidf, options.use_embeddings
+    k_neighbors, random_state = options.k_neighbors, options.random_state
+    sem_C, lex_C = options.sem_C, options.lex_C
     bank = Bank(n_classes=n_classes, label_emb=label_emb)
     single = len(np.unique(y)) < 2
     if use_tfidf:

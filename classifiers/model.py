@@ -53,7 +53,7 @@ from classifiers._model_accept import (
     fit_calibrator,
     fit_stackers,
 )
-from classifiers._model_bank import BankData, fit_bank, score_bank
+from classifiers._model_bank import BankData, BankOptions, fit_bank, score_bank
 from classifiers._model_predict import assemble_prediction, concat_predictions, empty_prediction
 from classifiers._model_proof import OutOfFold, fit_model_thresholds
 from classifiers._model_report import manifest_of, out_of_fold_report
@@ -273,21 +273,20 @@ class CategoryModel(BaseEstimator):
                 "training_rows_firing": float(np.mean(gap > self.zero_shot_margin_)),
             }
         self.fit_report_["image_failures"] = image_failures
-        bank_kw: dict[str, Any] = {
-            "use_tfidf": self.use_tfidf,
-            "use_embeddings": self.use_embeddings,
-            "k_neighbors": int(self.k_neighbors),
-            "label_emb": label_emb,
-            "random_state": int(self.random_state),
-        }
+        bank_opts = BankOptions(
+            use_tfidf=self.use_tfidf,
+            use_embeddings=self.use_embeddings,
+            k_neighbors=int(self.k_neighbors),
+            random_state=int(self.random_state),
+        )
         # ---- out-of-fold base scores
         folds = self._folds(y)
         oof: dict[str, np.ndarray] = {}
         for tr, va in folds:
-            bank = fit_bank(data.take(tr), y[tr], k, **bank_kw)
+            bank = fit_bank(data.take(tr), y[tr], k, bank_opts, label_emb=label_emb)
             for name, m in score_bank(bank, data.take(va)).items():
                 oof.setdefault(name, np.zeros((n, k)))[va] = m
-        self.bank_ = fit_bank(data, y, k, **bank_kw)
+        self.bank_ = fit_bank(data, y, k, bank_opts, label_emb=label_emb)
         self.scorer_names_ = sorted(oof)
         depths = np.array([self.index_.depths[p] for p in self.label_pos_])
         parents = [self.index_.parents[p] for p in self.label_pos_]
