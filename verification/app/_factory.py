@@ -151,29 +151,13 @@ def create_app(
     ``trusted_proxies``: addresses or networks of reverse proxies whose ``X-Forwarded-For`` is believed
     (none by default: the TCP peer is the client). ``max_body_bytes``: request bodies above it get 413.
     """
-    root: Path | None = None
-    if image_root is not None:
-        root = Path(image_root).expanduser().resolve()
-        if not root.is_dir():
-            raise ConfigError(
-                f"review app: image_root {image_root} is not a folder; pass the folder the image paths are "
-                f"relative to"
-            )
+    root = _image_root(image_root)
     taxonomy = load_service(taxonomy_path, list(extra_taxonomy_paths or []))
     # a person waits for each answer: a few seconds of retries, then 503 with Retry-After
     store = QueueStore(db_url, consensus_suspect=consensus_suspect, retry_seconds=APP_RETRY_SECONDS)
     store.upgrade()
 
-    # API docs (/docs, /redoc) with Swagger UI and ReDoc served from the package, not a CDN: works offline
-    app: FastAPI = FastAPIOffline(
-        title="shelfwise review",
-        version="1",
-        description=(
-            "Review queues of the nightly catalog classification. Authenticate with the session cookie from "
-            "`POST /login` (then send `X-CSRF-Token`, from `GET /api/me`, on every POST) or with HTTP basic "
-            "auth (no CSRF token needed)."
-        ),
-    )
+    app = _new_app()
     app.state.review = AppState(
         store=store,
         taxonomy=taxonomy,
@@ -190,6 +174,44 @@ def create_app(
         same_site="lax",
         https_only=secure_cookies,
     )
+    _add_security_headers(app)
+    _add_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(_api.router)
+    app.include_router(_pages.router)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: before sessions and parsing
+    return app
+
+
+def _image_root(image_root: str | None) -> Path | None:
+    """The resolved photo folder, or ``None`` when photos are not served."""
+    if image_root is None:
+        return None
+    root = Path(image_root).expanduser().resolve()
+    if not root.is_dir():
+        raise ConfigError(
+            f"review app: image_root {image_root} is not a folder; pass the folder the image paths are "
+            f"relative to"
+        )
+    return root
+
+
+def _new_app() -> FastAPI:
+    """The bare FastAPI app, its API docs (/docs, /redoc) served from the package, not a CDN."""
+    app: FastAPI = FastAPIOffline(
+        title="shelfwise review",
+        version="1",
+        description=(
+            "Review queues of the nightly catalog classification. Authenticate with the session cookie from "
+            "`POST /login` (then send `X-CSRF-Token`, from `GET /api/me`, on every POST) or with HTTP basic "
+            "auth (no CSRF token needed)."
+        ),
+    )
+    return app
+
+
+def _add_security_headers(app: FastAPI) -> None:
+    """nosniff, same-origin referrer and no framing on every answer; CSP and no-store on HTML pages."""
 
     @app.middleware("http")
     async def security_headers(
@@ -207,6 +229,10 @@ def create_app(
             response.headers.setdefault("Content-Security-Policy", _CSP)
             response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Sign-in redirects, 503 while the database is down, and error pages (JSON under ``/api/``)."""
 
     @app.exception_handler(LoginRequired)
     async def _login_required(request: Request, exc: LoginRequired) -> Response:
@@ -243,9 +269,3 @@ def create_app(
             "detail": exc.detail,
         }
         return render(request, "error.html", context, status_code=exc.status_code)
-
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    app.include_router(_api.router)
-    app.include_router(_pages.router)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: before sessions and parsing
-    return app
