@@ -295,40 +295,9 @@ class DecisionOps(StoreCore):
         self, conn: sa.Connection, row: RowLike, verdict: Verdict, *, force_final: bool = False
     ) -> DecisionResult:
         """Apply ``verdict`` to the item ``row``: log it, then reopen, wait for a second opinion, or close."""
-        reviewer, kind, now = verdict.reviewer, verdict.kind, verdict.at
-        category_id, category_path = verdict.category_id, verdict.category_path
-        item_id = row["id"]
-        suggested_id, suggested_path = row["suggested_category_id"], row["suggested_category_path"]
-        if kind == DecisionKind.ACCEPT:
-            if not suggested_id and not suggested_path:
-                raise InvalidDecisionError(
-                    f"review item {item_id} (sku {row['sku_id']}) has no suggested category to accept; "
-                    "use 'choose' with a taxonomy node, 'not_product' or 'needs_data'"
-                )
-            category_id, category_path = suggested_id, suggested_path
-        elif kind != DecisionKind.CHOOSE:
-            category_id = category_path = None
-        agrees = kind == DecisionKind.ACCEPT or (
-            kind == DecisionKind.CHOOSE and suggested_id is not None and category_id == suggested_id
-        )
-        review_round = row["reviews_done"] + 1
-        verdict = replace(verdict, category_id=category_id, category_path=category_path)
-        base = decision_row(row, verdict, review_round=review_round, final=False)
-        release = {"claimed_by": None, "claimed_at": None, "lease_expires_at": None, "updated_at": now}
-        if kind == DecisionKind.SKIP:
-            decision_id = self._log(conn, {**base, "review_round": row["reviews_done"]})
-            conn.execute(
-                sa.update(ITEMS).where(ITEMS.c.id == item_id).values(status=ItemStatus.OPEN.value, **release)
-            )
-            return DecisionResult(
-                item_id,
-                decision_id,
-                kind.value,
-                False,
-                ItemStatus.OPEN.value,
-                row["reviews_done"],
-                row["reviews_required"],
-            )
+        verdict, agrees = _resolved(row, verdict)
+        if verdict.kind == DecisionKind.SKIP:
+            return self._apply_skip(conn, row, verdict)
         needs_second = (
             not force_final
             and self.consensus_suspect
@@ -337,29 +306,62 @@ class DecisionOps(StoreCore):
             and not agrees
         )
         if needs_second:
-            decision_id = self._log(conn, base)
-            conn.execute(
-                sa.update(ITEMS)
-                .where(ITEMS.c.id == item_id)
-                .values(
-                    status=ItemStatus.OPEN.value,
-                    reviews_done=1,
-                    reviews_required=2,
-                    first_reviewer=reviewer,
-                    **release,
-                )
+            return self._apply_first_of_two(conn, row, verdict)
+        return self._apply_final(conn, row, verdict)
+
+    def _apply_skip(self, conn: sa.Connection, row: RowLike, verdict: Verdict) -> DecisionResult:
+        """Log a skip (it does not count as a review round) and reopen the item."""
+        item_id = row["id"]
+        base = decision_row(row, verdict, review_round=row["reviews_done"] + 1, final=False)
+        decision_id = self._log(conn, {**base, "review_round": row["reviews_done"]})
+        conn.execute(
+            sa.update(ITEMS)
+            .where(ITEMS.c.id == item_id)
+            .values(status=ItemStatus.OPEN.value, **_released(verdict.at))
+        )
+        return DecisionResult(
+            item_id,
+            decision_id,
+            verdict.kind.value,
+            False,
+            ItemStatus.OPEN.value,
+            row["reviews_done"],
+            row["reviews_required"],
+        )
+
+    def _apply_first_of_two(self, conn: sa.Connection, row: RowLike, verdict: Verdict) -> DecisionResult:
+        """Log the first of two opinions and reopen the item for a different reviewer."""
+        item_id = row["id"]
+        base = decision_row(row, verdict, review_round=row["reviews_done"] + 1, final=False)
+        decision_id = self._log(conn, base)
+        conn.execute(
+            sa.update(ITEMS)
+            .where(ITEMS.c.id == item_id)
+            .values(
+                status=ItemStatus.OPEN.value,
+                reviews_done=1,
+                reviews_required=2,
+                first_reviewer=verdict.reviewer,
+                **_released(verdict.at),
             )
-            return DecisionResult(
-                item_id,
-                decision_id,
-                kind.value,
-                False,
-                ItemStatus.OPEN.value,
-                1,
-                2,
-                category_id,
-                category_path,
-            )
+        )
+        return DecisionResult(
+            item_id,
+            decision_id,
+            verdict.kind.value,
+            False,
+            ItemStatus.OPEN.value,
+            1,
+            2,
+            verdict.category_id,
+            verdict.category_path,
+        )
+
+    def _apply_final(self, conn: sa.Connection, row: RowLike, verdict: Verdict) -> DecisionResult:
+        """Log the final decision, make it the SKU's label and close the item."""
+        item_id = row["id"]
+        review_round = row["reviews_done"] + 1
+        base = decision_row(row, verdict, review_round=review_round, final=False)
         decision_id = self._record_final(conn, {**base, "final": True})
         conn.execute(
             sa.update(ITEMS)
@@ -367,24 +369,24 @@ class DecisionOps(StoreCore):
             .values(
                 status=ItemStatus.DECIDED.value,
                 reviews_done=review_round,
-                decided_at=now,
-                decided_by=reviewer,
-                final_kind=kind.value,
-                final_category_id=category_id,
-                final_category_path=category_path,
-                **release,
+                decided_at=verdict.at,
+                decided_by=verdict.reviewer,
+                final_kind=verdict.kind.value,
+                final_category_id=verdict.category_id,
+                final_category_path=verdict.category_path,
+                **_released(verdict.at),
             )
         )
         return DecisionResult(
             item_id,
             decision_id,
-            kind.value,
+            verdict.kind.value,
             True,
             ItemStatus.DECIDED.value,
             review_round,
             max(row["reviews_required"], review_round),
-            category_id,
-            category_path,
+            verdict.category_id,
+            verdict.category_path,
         )
 
     def _log(self, conn: sa.Connection, values: Mapping[str, Any]) -> int:
@@ -441,6 +443,32 @@ class DecisionOps(StoreCore):
                 self._apply(conn, row, bulk)
                 done += 1
         return done
+
+
+def _resolved(row: RowLike, verdict: Verdict) -> tuple[Verdict, bool]:
+    """``verdict`` with the category it stands for (the suggestion for an accept, none unless chosen),
+    and whether it agrees with the item's suggestion."""
+    kind = verdict.kind
+    category_id, category_path = verdict.category_id, verdict.category_path
+    suggested_id, suggested_path = row["suggested_category_id"], row["suggested_category_path"]
+    if kind == DecisionKind.ACCEPT:
+        if not suggested_id and not suggested_path:
+            raise InvalidDecisionError(
+                f"review item {row['id']} (sku {row['sku_id']}) has no suggested category to accept; "
+                "use 'choose' with a taxonomy node, 'not_product' or 'needs_data'"
+            )
+        category_id, category_path = suggested_id, suggested_path
+    elif kind != DecisionKind.CHOOSE:
+        category_id = category_path = None
+    agrees = kind == DecisionKind.ACCEPT or (
+        kind == DecisionKind.CHOOSE and suggested_id is not None and category_id == suggested_id
+    )
+    return replace(verdict, category_id=category_id, category_path=category_path), agrees
+
+
+def _released(now: _dt.datetime) -> dict[str, Any]:
+    """The item columns that end a lease."""
+    return {"claimed_by": None, "claimed_at": None, "lease_expires_at": None, "updated_at": now}
 
 
 def decision_row(shown: RowLike, verdict: Verdict, *, review_round: int, final: bool) -> dict[str, Any]:
