@@ -331,6 +331,16 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
 
 
 def _read_labelstudio(path: Path) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for index, task in enumerate(_ls_tasks(path)):
+        record = _ls_record(path, index, task)
+        if record is not None:
+            out.append(record)
+    return out
+
+
+def _ls_tasks(path: Path) -> list[Any]:
+    """The tasks of a Label Studio JSON export (one task object counts as a list of one)."""
     try:
         tasks = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -344,75 +354,82 @@ def _read_labelstudio(path: Path) -> list[dict[str, Any]]:
         raise QueueStoreError(
             f"{path}: expected a JSON list of Label Studio tasks, got {type(tasks).__name__}"
         )
-    out: list[dict[str, Any]] = []
-    for index, task in enumerate(tasks):
-        where = (
-            f"task #{index + 1} (id {task.get('id')!r})" if isinstance(task, dict) else f"task #{index + 1}"
+    return tasks
+
+
+def _ls_record(path: Path, index: int, task: Any) -> dict[str, Any] | None:
+    """The decision record of task number ``index``; ``None`` for a task nobody annotated."""
+    where = f"task #{index + 1} (id {task.get('id')!r})" if isinstance(task, dict) else f"task #{index + 1}"
+    if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+        raise QueueStoreError(f"{path} {where}: a task needs a 'data' object with sku_id")
+    data = {key: restore(value) for key, value in task["data"].items()}
+    sku = data.get("sku_id")
+    if sku in (None, ""):
+        raise QueueStoreError(f"{path} {where}: data.sku_id is missing; every task must name its SKU")
+    annotations = [
+        a
+        for a in task.get("annotations") or task.get("completions") or []
+        if isinstance(a, dict) and not a.get("was_cancelled")
+    ]
+    if not annotations:
+        return None  # an unannotated task carries no decision
+    ann = max(annotations, key=lambda a: str(a.get("updated_at") or a.get("created_at") or ""))
+    kind, category_id, category_path = _ls_decision(ann)
+    if kind is None:
+        raise QueueStoreError(
+            f"{path} {where}: the annotation has neither a 'decision' choice nor a taxonomy selection; "
+            "label it in Label Studio or remove the task"
         )
-        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
-            raise QueueStoreError(f"{path} {where}: a task needs a 'data' object with sku_id")
-        data = {key: restore(value) for key, value in task["data"].items()}
-        sku = data.get("sku_id")
-        if sku in (None, ""):
-            raise QueueStoreError(f"{path} {where}: data.sku_id is missing; every task must name its SKU")
-        annotations = [
-            a
-            for a in task.get("annotations") or task.get("completions") or []
-            if isinstance(a, dict) and not a.get("was_cancelled")
-        ]
-        if not annotations:
-            continue  # an unannotated task carries no decision
-        ann = max(annotations, key=lambda a: str(a.get("updated_at") or a.get("created_at") or ""))
-        kind, category_id, category_path = None, None, None
-        for region in ann.get("result") or []:
-            if not isinstance(region, dict) or not isinstance(region.get("value") or {}, dict):
-                continue  # not a region Label Studio writes
-            rtype, value = region.get("type"), region.get("value") or {}
-            if rtype == "choices" and region.get("from_name") == "decision" and value.get("choices"):
-                kind = str(value["choices"][0])
-            elif rtype == "taxonomy" and value.get("taxonomy"):
-                category_path = SEP.join(str(p) for p in value["taxonomy"][0])
-            elif rtype == "textarea" and region.get("from_name") == "category_id" and value.get("text"):
-                category_id = str(restore(value["text"][0])).strip() or None
-        if kind is None:
-            kind = "choose" if category_path else None
-        if kind is None:
-            raise QueueStoreError(
-                f"{path} {where}: the annotation has neither a 'decision' choice nor a taxonomy selection; "
-                "label it in Label Studio or remove the task"
-            )
-        meta = _ls_meta(task, ann)
-        lead = ann.get("lead_time")
-        try:
-            duration_ms = None if lead is None else round(float(lead) * 1000)
-        except (TypeError, ValueError, OverflowError):
-            raise QueueStoreError(
-                f"{path} {where}: annotation lead_time {str(lead)[:40]!r} is not a number of seconds; "
-                "fix or remove it"
-            ) from None
-        out.append(
-            {
-                "where": where,
-                "sku_id": str(sku),
-                "kind": kind,
-                "category_id": category_id,
-                "category_path": category_path,
-                "reviewer": _ls_reviewer(meta, ann.get("completed_by")),
-                "decided_at": meta.get("decided_at") or ann.get("updated_at") or ann.get("created_at"),
-                "title": data.get("title"),
-                "previous_category_path": data.get("current_category_path"),
-                "suggested_category_id": data.get("suggested_category_id"),
-                "suggested_category_path": data.get("suggested_category_path"),
-                "confidence": data.get("confidence"),
-                "queue": data.get("queue"),
-                "note": meta.get("note") or None,
-                "duration_ms": duration_ms,
-                "content_hash": data.get("content_hash"),
-                "model_version": data.get("model_version"),
-                "taxonomy_version": data.get("taxonomy_version"),
-            }
-        )
-    return out
+    meta = _ls_meta(task, ann)
+    return {
+        "where": where,
+        "sku_id": str(sku),
+        "kind": kind,
+        "category_id": category_id,
+        "category_path": category_path,
+        "reviewer": _ls_reviewer(meta, ann.get("completed_by")),
+        "decided_at": meta.get("decided_at") or ann.get("updated_at") or ann.get("created_at"),
+        "title": data.get("title"),
+        "previous_category_path": data.get("current_category_path"),
+        "suggested_category_id": data.get("suggested_category_id"),
+        "suggested_category_path": data.get("suggested_category_path"),
+        "confidence": data.get("confidence"),
+        "queue": data.get("queue"),
+        "note": meta.get("note") or None,
+        "duration_ms": _ls_duration_ms(path, where, ann.get("lead_time")),
+        "content_hash": data.get("content_hash"),
+        "model_version": data.get("model_version"),
+        "taxonomy_version": data.get("taxonomy_version"),
+    }
+
+
+def _ls_decision(ann: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """The annotation's decision kind, category id and category path (a bare taxonomy pick is 'choose')."""
+    kind, category_id, category_path = None, None, None
+    for region in ann.get("result") or []:
+        if not isinstance(region, dict) or not isinstance(region.get("value") or {}, dict):
+            continue  # not a region Label Studio writes
+        rtype, value = region.get("type"), region.get("value") or {}
+        if rtype == "choices" and region.get("from_name") == "decision" and value.get("choices"):
+            kind = str(value["choices"][0])
+        elif rtype == "taxonomy" and value.get("taxonomy"):
+            category_path = SEP.join(str(p) for p in value["taxonomy"][0])
+        elif rtype == "textarea" and region.get("from_name") == "category_id" and value.get("text"):
+            category_id = str(restore(value["text"][0])).strip() or None
+    if kind is None:
+        kind = "choose" if category_path else None
+    return kind, category_id, category_path
+
+
+def _ls_duration_ms(path: Path, where: str, lead: Any) -> int | None:
+    """The annotation's ``lead_time`` (seconds) in milliseconds."""
+    try:
+        return None if lead is None else round(float(lead) * 1000)
+    except (TypeError, ValueError, OverflowError):
+        raise QueueStoreError(
+            f"{path} {where}: annotation lead_time {str(lead)[:40]!r} is not a number of seconds; "
+            "fix or remove it"
+        ) from None
 
 
 def _ls_meta(task: Mapping[str, Any], ann: Mapping[str, Any]) -> dict[str, Any]:

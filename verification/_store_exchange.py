@@ -14,7 +14,7 @@ from verification import _exchange
 from verification._db import utcnow
 from verification._errors import InvalidDecisionError
 from verification._retry import transient_retry
-from verification._store_core import DECISIONS, ITEMS, LABELS, QUEUES, aware, to_kind
+from verification._store_core import DECISIONS, ITEMS, LABELS, QUEUES, RowLike, aware, to_kind
 from verification._store_decisions import DecisionOps, Verdict, decision_row
 from verification.models import DecisionKind, DecisionSource, ItemStatus
 
@@ -63,72 +63,99 @@ class ExchangeOps(DecisionOps):
         with self._writing() as conn:
             for rec in records:
                 kind = to_kind(rec["kind"])
-                if kind == DecisionKind.SKIP:
+                if kind == DecisionKind.SKIP or self._is_current_label(conn, rec, kind):
                     continue
-                sku = rec["sku_id"]
-                current = conn.execute(sa.select(LABELS).where(LABELS.c.sku_id == sku)).mappings().first()
-                if (
-                    current is not None
-                    and current["kind"] == kind.value
-                    and (current["category_id"] or None) == (rec.get("category_id") or None)
-                    and (current["category_path"] or None) == (rec.get("category_path") or None)
-                ):
-                    continue
-                note = f"imported from {Path(path).name} ({rec['where']})"
-                if rec.get("reviewer"):
-                    note += f"; original reviewer {rec['reviewer']}"
-                if rec.get("decided_at"):
-                    note += f" at {rec['decided_at']}"
-                if rec.get("note"):
-                    note += f"; {rec['note']}"
-                row = (
-                    conn.execute(
-                        self._lock(
-                            sa.select(ITEMS).where(
-                                ITEMS.c.sku_id == sku, ITEMS.c.status != ItemStatus.DECIDED.value
-                            )
-                        )
-                    )
-                    .mappings()
-                    .first()
-                )
+                row = self._open_item(conn, rec["sku_id"])
+                kind = _import_kind(path, rec, kind, row)
                 cat_id, cat_path = rec.get("category_id"), rec.get("category_path")
-                if kind in (DecisionKind.ACCEPT, DecisionKind.CHOOSE):
-                    accepts_item = (
-                        row is not None
-                        and kind == DecisionKind.ACCEPT
-                        and (cat_id is None or cat_id == row["suggested_category_id"])
-                        and (cat_path is None or cat_path == row["suggested_category_path"])
-                    )
-                    if not accepts_item and not (cat_id and cat_path):
-                        raise InvalidDecisionError(
-                            f"{path} {rec['where']}: decision {rec['kind']!r} for sku {sku!r} has no "
-                            f"category id and path (id {cat_id!r}, path {cat_path!r}); add both, or pass a "
-                            "taxonomy to resolve paths to ids"
-                        )
-                    if row is not None and not accepts_item:
-                        kind = DecisionKind.CHOOSE
+                note = _import_note(path, rec)
                 verdict = Verdict(
                     reviewer, kind, DecisionSource.IMPORT, now, cat_id, cat_path, note, rec.get("duration_ms")
                 )
                 if row is not None:
                     self._apply(conn, row, verdict, force_final=True)
                 else:
-                    shown = {
-                        "id": None,
-                        "sku_id": sku,
-                        "queue": rec.get("queue") if rec.get("queue") in QUEUES else None,
-                        "title": rec.get("title"),
-                        "suggested_category_id": rec.get("suggested_category_id"),
-                        "suggested_category_path": rec.get("suggested_category_path"),
-                        "confidence": rec.get("confidence"),
-                        "candidates": None,
-                        "current_category_path": rec.get("previous_category_path"),
-                        "model_version": rec.get("model_version"),
-                        "taxonomy_version": rec.get("taxonomy_version"),
-                        "run_id": None,
-                        "content_hash": rec.get("content_hash"),
-                    }
+                    shown = _shown_without_item(rec)
                     self._record_final(conn, decision_row(shown, verdict, review_round=1, final=True))
                 applied += 1
         return applied
+
+    def _is_current_label(self, conn: sa.Connection, rec: dict[str, Any], kind: DecisionKind) -> bool:
+        """Whether ``rec`` repeats its SKU's current label (kind and category)."""
+        current = conn.execute(sa.select(LABELS).where(LABELS.c.sku_id == rec["sku_id"])).mappings().first()
+        return (
+            current is not None
+            and current["kind"] == kind.value
+            and (current["category_id"] or None) == (rec.get("category_id") or None)
+            and (current["category_path"] or None) == (rec.get("category_path") or None)
+        )
+
+    def _open_item(self, conn: sa.Connection, sku: Any) -> RowLike | None:
+        """The SKU's undecided review item, locked; ``None`` when it has none."""
+        return (
+            conn.execute(
+                self._lock(
+                    sa.select(ITEMS).where(ITEMS.c.sku_id == sku, ITEMS.c.status != ItemStatus.DECIDED.value)
+                )
+            )
+            .mappings()
+            .first()
+        )
+
+
+def _import_note(path: str | Path, rec: dict[str, Any]) -> str:
+    """The logged note: the file and row, the original reviewer and time, and the row's own note."""
+    note = f"imported from {Path(path).name} ({rec['where']})"
+    if rec.get("reviewer"):
+        note += f"; original reviewer {rec['reviewer']}"
+    if rec.get("decided_at"):
+        note += f" at {rec['decided_at']}"
+    if rec.get("note"):
+        note += f"; {rec['note']}"
+    return note
+
+
+def _import_kind(
+    path: str | Path, rec: dict[str, Any], kind: DecisionKind, row: RowLike | None
+) -> DecisionKind:
+    """The kind to apply: an accept that does not match the open item's suggestion becomes a choose.
+
+    An accept or choose must carry a category id and path unless it accepts the open item's suggestion.
+    """
+    if kind not in (DecisionKind.ACCEPT, DecisionKind.CHOOSE):
+        return kind
+    cat_id, cat_path = rec.get("category_id"), rec.get("category_path")
+    accepts_item = (
+        row is not None
+        and kind == DecisionKind.ACCEPT
+        and (cat_id is None or cat_id == row["suggested_category_id"])
+        and (cat_path is None or cat_path == row["suggested_category_path"])
+    )
+    if not accepts_item and not (cat_id and cat_path):
+        raise InvalidDecisionError(
+            f"{path} {rec['where']}: decision {rec['kind']!r} for sku {rec['sku_id']!r} has no "
+            f"category id and path (id {cat_id!r}, path {cat_path!r}); add both, or pass a "
+            "taxonomy to resolve paths to ids"
+        )
+    if row is not None and not accepts_item:
+        return DecisionKind.CHOOSE
+    return kind
+
+
+def _shown_without_item(rec: dict[str, Any]) -> dict[str, Any]:
+    """What the decision log records as shown for an imported SKU that has no open review item."""
+    return {
+        "id": None,
+        "sku_id": rec["sku_id"],
+        "queue": rec.get("queue") if rec.get("queue") in QUEUES else None,
+        "title": rec.get("title"),
+        "suggested_category_id": rec.get("suggested_category_id"),
+        "suggested_category_path": rec.get("suggested_category_path"),
+        "confidence": rec.get("confidence"),
+        "candidates": None,
+        "current_category_path": rec.get("previous_category_path"),
+        "model_version": rec.get("model_version"),
+        "taxonomy_version": rec.get("taxonomy_version"),
+        "run_id": None,
+        "content_hash": rec.get("content_hash"),
+    }
