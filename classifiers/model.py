@@ -73,6 +73,37 @@ _STACKERS = ("auto", "rerank", "weighted", "mean")
 _PREDICT_CHUNK = 2048  # rows scored at once by `predict` (bounds memory on large shards and training sets)
 
 
+def _check_enough_classes(
+    classes: list[str], labels: list[str], taxonomy: Any, unresolvable_examples: list[str]
+) -> None:
+    if len(classes) < 2:
+        raise ConfigError(
+            f"training needs labelled rows in at least 2 categories of taxonomy "
+            f"{getattr(taxonomy, 'source', '')}; "
+            f"got {len(classes)} category from {len(labels)} resolvable rows "
+            f"(unresolvable examples: {unresolvable_examples[:3]})"
+        )
+
+
+def _out_of_fold_scores(
+    data: BankData,
+    y: np.ndarray,
+    k: int,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    options: BankOptions,
+    *,
+    label_emb: np.ndarray | None,
+) -> dict[str, np.ndarray]:
+    """name -> (n, K) scores of each base scorer, every row scored by scorers fit without its fold."""
+    n = len(y)
+    oof: dict[str, np.ndarray] = {}
+    for tr, va in folds:
+        bank = fit_bank(data.take(tr), y[tr], k, options, label_emb=label_emb)
+        for name, m in score_bank(bank, data.take(va)).items():
+            oof.setdefault(name, np.zeros((n, k)))[va] = m
+    return oof
+
+
 class CategoryModel(BaseEstimator):
     """Category classifier over taxonomy nodes (see the module docstring for what is inside).
 
@@ -205,28 +236,20 @@ class CategoryModel(BaseEstimator):
         cache: Any,
         image_embedder: Any = None,
     ) -> CategoryModel:
-        """Train on catalog rows whose ``category_path`` resolves to a taxonomy node."""
+        """Train on catalog rows whose ``category_path`` resolves to a taxonomy node.
+
+        Stages: labels -> nodes and their embeddings -> base scorers (out of fold, then on all rows) ->
+        stacker -> calibration -> the proven cut. The helpers return what they compute; only this method
+        assigns the learned ``*_`` attributes.
+        """
         self._check_params()
-        if "category_path" not in frame.columns:
-            raise ConfigError(
-                "training frame has no 'category_path' column; map your label column to category_path"
-            )
-        if self.use_images and image_embedder is None:
-            raise ConfigError(
-                "CategoryModel(use_images=True) needs image_embedder= in fit (or use_images=False)"
-            )
+        self._check_fit_inputs(frame, image_embedder)
         self.fit_report_: dict[str, Any] = {"rows": frame.height}
         keep, ids = self._resolve_labels(frame, taxonomy)
         frame = frame.filter(pl.Series(keep))
         labels = [i for i in ids if i is not None]
         classes = sorted(set(labels))
-        if len(classes) < 2:
-            raise ConfigError(
-                f"training needs labelled rows in at least 2 categories of taxonomy "
-                f"{getattr(taxonomy, 'source', '')}; "
-                f"got {len(classes)} category from {len(labels)} resolvable rows "
-                f"(unresolvable examples: {self.fit_report_['unresolvable_examples'][:3]})"
-            )
+        _check_enough_classes(classes, labels, taxonomy, self.fit_report_["unresolvable_examples"])
         self.classes_ = np.array(classes, dtype=object)
         pos = {c: i for i, c in enumerate(classes)}
         y = np.array([pos[i] for i in labels], dtype=np.int64)
@@ -242,36 +265,17 @@ class CategoryModel(BaseEstimator):
         self.taxonomy_source_ = str(getattr(taxonomy, "source", ""))
 
         # nodes: labels + ancestors + zero-shot candidates (untrained nodes outside the labels' ancestry)
-        zs_nodes: list[str] = []
-        if self.zero_shot:
-            covered = {a.id for c in classes for a in taxonomy.ancestors(c, include_self=True)}
-            zs_nodes = [node.id for node in taxonomy if node.id not in covered]
+        zs_nodes = self._zero_shot_nodes(classes, taxonomy)
         self.index_ = NodeIndex.from_taxonomy(taxonomy, [*classes, *zs_nodes])
         self.label_pos_ = self.index_.position(classes)
         self.zs_pos_ = self.index_.position(zs_nodes) if zs_nodes else np.zeros(0, dtype=np.int64)
         need_emb = self.use_embeddings or self.zero_shot
-        label_emb = None
-        self.zs_emb_ = None
-        if need_emb:
-            label_emb = np.asarray(
-                cache.embed(embedder, [self.index_.paths[p] for p in self.label_pos_]), np.float32
-            )
-            if zs_nodes:
-                self.zs_emb_ = np.asarray(
-                    cache.embed(embedder, [self.index_.paths[p] for p in self.zs_pos_]), np.float32
-                )
+        label_emb, self.zs_emb_ = self._embed_nodes(embedder, cache, need_emb=need_emb, has_zs=bool(zs_nodes))
 
         data, image_failures = self._bank_data(frame, embedder, cache, image_embedder, need_emb=need_emb)
-        self.zero_shot_margin_ = float(self.zero_shot_margin) if self.zero_shot_margin is not None else 0.0
-        if self.zs_emb_ is not None and data.emb is not None and label_emb is not None:
-            gap = self._zero_shot_gap(data.emb, label_emb)[1]
-            if self.zero_shot_margin is None:
-                self.zero_shot_margin_ = float(np.quantile(gap, 0.995)) + 0.01
-            self.fit_report_["zero_shot"] = {
-                "untrained_nodes": len(self.zs_pos_),
-                "margin": round(self.zero_shot_margin_, 4),
-                "training_rows_firing": float(np.mean(gap > self.zero_shot_margin_)),
-            }
+        self.zero_shot_margin_, zs_report = self._fit_zero_shot_margin(data, label_emb)
+        if zs_report is not None:
+            self.fit_report_["zero_shot"] = zs_report
         self.fit_report_["image_failures"] = image_failures
         bank_opts = BankOptions(
             use_tfidf=self.use_tfidf,
@@ -279,23 +283,12 @@ class CategoryModel(BaseEstimator):
             k_neighbors=int(self.k_neighbors),
             random_state=int(self.random_state),
         )
-        # ---- out-of-fold base scores
+        # ---- out-of-fold base scores, then the scorers on all rows
         folds = self._folds(y)
-        oof: dict[str, np.ndarray] = {}
-        for tr, va in folds:
-            bank = fit_bank(data.take(tr), y[tr], k, bank_opts, label_emb=label_emb)
-            for name, m in score_bank(bank, data.take(va)).items():
-                oof.setdefault(name, np.zeros((n, k)))[va] = m
+        oof = _out_of_fold_scores(data, y, k, folds, bank_opts, label_emb=label_emb)
         self.bank_ = fit_bank(data, y, k, bank_opts, label_emb=label_emb)
         self.scorer_names_ = sorted(oof)
-        depths = np.array([self.index_.depths[p] for p in self.label_pos_])
-        parents = [self.index_.parents[p] for p in self.label_pos_]
-        group_ids = {p: g for g, p in enumerate(sorted(set(parents)))}
-        self.label_info_ = LabelInfo(
-            log_count=np.log1p(np.bincount(y, minlength=k).astype(np.float64)),
-            depth=depths,
-            parent_group=np.array([group_ids[p] for p in parents], dtype=np.int64),
-        )
+        self.label_info_ = self._label_info(y, k)
         # ---- stackers on out-of-fold scores (their own out-of-fold outputs feed selection + calibration)
         stack = fit_stackers(
             oof,
@@ -331,6 +324,66 @@ class CategoryModel(BaseEstimator):
         self.version_ = self._compute_version(frame, labels)
         self.created_at_ = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         return self
+
+    def _check_fit_inputs(self, frame: pl.DataFrame, image_embedder: Any) -> None:
+        if "category_path" not in frame.columns:
+            raise ConfigError(
+                "training frame has no 'category_path' column; map your label column to category_path"
+            )
+        if self.use_images and image_embedder is None:
+            raise ConfigError(
+                "CategoryModel(use_images=True) needs image_embedder= in fit (or use_images=False)"
+            )
+
+    def _zero_shot_nodes(self, classes: list[str], taxonomy: Any) -> list[str]:
+        """Untrained taxonomy nodes outside the labels' ancestry (none unless ``zero_shot``)."""
+        if not self.zero_shot:
+            return []
+        covered = {a.id for c in classes for a in taxonomy.ancestors(c, include_self=True)}
+        return [node.id for node in taxonomy if node.id not in covered]
+
+    def _embed_nodes(
+        self, embedder: Any, cache: Any, *, need_emb: bool, has_zs: bool
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(embedded label paths, embedded zero-shot node paths), each None when not needed."""
+        if not need_emb:
+            return None, None
+        label_emb = np.asarray(
+            cache.embed(embedder, [self.index_.paths[p] for p in self.label_pos_]), np.float32
+        )
+        zs_emb = (
+            np.asarray(cache.embed(embedder, [self.index_.paths[p] for p in self.zs_pos_]), np.float32)
+            if has_zs
+            else None
+        )
+        return label_emb, zs_emb
+
+    def _fit_zero_shot_margin(
+        self, data: BankData, label_emb: np.ndarray | None
+    ) -> tuple[float, dict[str, Any] | None]:
+        """(the zero-shot margin, its fit report or None when zero-shot scoring is off)."""
+        margin = float(self.zero_shot_margin) if self.zero_shot_margin is not None else 0.0
+        if self.zs_emb_ is None or data.emb is None or label_emb is None:
+            return margin, None
+        gap = self._zero_shot_gap(data.emb, label_emb)[1]
+        if self.zero_shot_margin is None:
+            margin = float(np.quantile(gap, 0.995)) + 0.01
+        return margin, {
+            "untrained_nodes": len(self.zs_pos_),
+            "margin": round(margin, 4),
+            "training_rows_firing": float(np.mean(gap > margin)),
+        }
+
+    def _label_info(self, y: np.ndarray, k: int) -> LabelInfo:
+        """Per-label features of the reranker: log count, depth, parent group."""
+        depths = np.array([self.index_.depths[p] for p in self.label_pos_])
+        parents = [self.index_.parents[p] for p in self.label_pos_]
+        group_ids = {p: g for g, p in enumerate(sorted(set(parents)))}
+        return LabelInfo(
+            log_count=np.log1p(np.bincount(y, minlength=k).astype(np.float64)),
+            depth=depths,
+            parent_group=np.array([group_ids[p] for p in parents], dtype=np.int64),
+        )
 
     def _readable_groups(self) -> dict[str, dict[str, Any]]:
         """`Thresholds.groups` keyed by category path instead of id (``"*"``: the proven cut)."""
