@@ -468,8 +468,26 @@ def assemble(
 
     Problems found by the caller are reported together with these, the first 20 in the message.
     """
-    problems = list(problems or [])
+    unique, own_problems = _unique_nodes(raws)
+    problems = [*(problems or []), *own_problems, *_orphans(unique), *_cycles(unique)]
     warnings = list(warnings or [])
+    if not unique and not problems:
+        raise TaxonomyError(
+            f"taxonomy {source} is empty (no category lines); fix: point to a file with one category per "
+            f"line (see TaxonomyFormat for the accepted layouts)"
+        )
+    if problems:
+        raise TaxonomyValidationError(source, problems)
+    nodes = _nodes(unique)
+    duplicate_paths = _duplicate_paths_warning(nodes)
+    if duplicate_paths is not None:
+        warnings.append(duplicate_paths)
+    return Taxonomy(nodes, source=source, format=fmt, lang=lang, warnings=warnings)
+
+
+def _unique_nodes(raws: list[RawNode]) -> tuple[dict[str, RawNode], list[Problem]]:
+    """The raw nodes by id (the first of each id), and the empty ids, duplicate ids and empty names."""
+    problems: list[Problem] = []
     first_where: dict[str, str] = {}
     unique: dict[str, RawNode] = {}
     for raw in raws:
@@ -495,24 +513,24 @@ def assemble(
                 Problem(raw.where, f"category {raw.id!r} has an empty name", "write the category's name")
             )
         unique[raw.id] = raw
-    for raw in unique.values():
-        if raw.parent_id is not None and raw.parent_id not in unique:
-            problems.append(
-                Problem(
-                    raw.where,
-                    f"category {raw.id!r} names parent {raw.parent_id!r}, which is not in the file (orphan)",
-                    "add the parent category or correct the parent id",
-                )
-            )
-    problems.extend(_cycles(unique))
-    if not unique and not problems:
-        raise TaxonomyError(
-            f"taxonomy {source} is empty (no category lines); fix: point to a file with one category per "
-            f"line (see TaxonomyFormat for the accepted layouts)"
-        )
-    if problems:
-        raise TaxonomyValidationError(source, problems)
+    return unique, problems
 
+
+def _orphans(unique: dict[str, RawNode]) -> list[Problem]:
+    """One problem per node whose parent id is not among the nodes."""
+    return [
+        Problem(
+            raw.where,
+            f"category {raw.id!r} names parent {raw.parent_id!r}, which is not in the file (orphan)",
+            "add the parent category or correct the parent id",
+        )
+        for raw in unique.values()
+        if raw.parent_id is not None and raw.parent_id not in unique
+    ]
+
+
+def _nodes(unique: dict[str, RawNode]) -> list[Node]:
+    """The validated nodes (no orphans, no cycles) with their paths, depths and leaf flags."""
     has_children = {r.parent_id for r in unique.values() if r.parent_id is not None}
     depth: dict[str, int] = {}
     paths: dict[str, str] = {}
@@ -550,6 +568,11 @@ def assemble(
                 is_leaf=raw.id not in has_children,
             )
         )
+    return nodes
+
+
+def _duplicate_paths_warning(nodes: list[Node]) -> str | None:
+    """A warning naming the paths listed under two ids (the first five); ``None`` when there are none."""
     seen_paths: dict[str, str] = {}
     dup_paths = []
     for node in nodes:
@@ -557,13 +580,13 @@ def assemble(
             dup_paths.append(f"{node.path!r} ({seen_paths[node.path]}, {node.id})")
         else:
             seen_paths[node.path] = node.id
-    if dup_paths:
-        warnings.append(
-            f"{len(dup_paths)} paths are listed under two ids; by_path() returns the first: "
-            + "; ".join(dup_paths[:5])
-            + (" ..." if len(dup_paths) > 5 else "")
-        )
-    return Taxonomy(nodes, source=source, format=fmt, lang=lang, warnings=warnings)
+    if not dup_paths:
+        return None
+    return (
+        f"{len(dup_paths)} paths are listed under two ids; by_path() returns the first: "
+        + "; ".join(dup_paths[:5])
+        + (" ..." if len(dup_paths) > 5 else "")
+    )
 
 
 def _cycles(unique: dict[str, RawNode]) -> list[Problem]:
