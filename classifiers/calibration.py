@@ -349,6 +349,91 @@ def _chain(node: str, parent_of: Mapping[str, str | None]) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class _HeldOut:
+    """Held-out rows of `fit_thresholds_per_category`: confidence, correctness, label index, label counts."""
+
+    conf: np.ndarray
+    ok: np.ndarray
+    inv: np.ndarray
+    counts: np.ndarray
+
+
+def _node_members(
+    labels: np.ndarray, parents: Mapping[str, str | None]
+) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """(node -> indices of the labels at or below it, node -> depth) over the labels' ancestry."""
+    chains = {str(lab): _chain(str(lab), parents) for lab in labels}
+    depth_of: dict[str, int] = {}
+    for ch in chains.values():
+        for d, node in enumerate(reversed(ch)):
+            depth_of[node] = max(depth_of.get(node, 0), d)
+    members: dict[str, list[int]] = {}
+    for li, lab in enumerate(labels):
+        for node in chains[str(lab)]:
+            members.setdefault(node, []).append(li)
+    return members, depth_of
+
+
+def _take_groups(
+    held: _HeldOut,
+    members: Mapping[str, list[int]],
+    depth_of: Mapping[str, int],
+    min_node_support: int,
+    fit_kw: Mapping[str, Any],
+) -> tuple[dict[int, str], dict[str, dict[str, Any]], dict[str, float]]:
+    """Deepest first, each node that proves the target on its free rows takes them: (owner, groups, bars)."""
+    owner: dict[int, str] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    group_thr: dict[str, float] = {}
+    for node in sorted(members, key=lambda x: (-depth_of[x], x)):
+        free = [li for li in members[node] if li not in owner]
+        if not free or int(held.counts[free].sum()) < min_node_support:
+            continue
+        rows = np.isin(held.inv, free)
+        fit = fit_threshold(held.conf[rows], held.ok[rows], **fit_kw)
+        if math.isinf(fit.threshold):
+            continue  # its rows cannot prove the target alone: they are pooled with the parent's
+        groups[node], group_thr[node] = fit.to_dict(), fit.threshold
+        for li in free:
+            owner[li] = node
+    return owner, groups, group_thr
+
+
+def _excluded_below_target(
+    held: _HeldOut,
+    labels: np.ndarray,
+    per_node: Mapping[str, float],
+    group_of: Mapping[str, str],
+    min_node_support: int,
+    fit_kw: Mapping[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """Labels measured below target under the bar they inherited -> their own fit (never auto-accepted).
+
+    A category with enough rows of its own that is measured below target under the bar it inherited
+    is never auto-accepted (taking bad rows out of a pool can only raise the pool's precision).
+    """
+    delta, target_precision = fit_kw["delta"], fit_kw["target_precision"]
+    out: dict[str, dict[str, Any]] = {}
+    for li, lab in enumerate(labels):
+        t = per_node[str(lab)]
+        if held.counts[li] < min_node_support or math.isinf(t):
+            continue
+        above = (held.inv == li) & (held.conf >= t)
+        m = int(above.sum())
+        if (
+            m >= 10
+            and _upper_bound(int(held.ok[above].sum()), m, DELTA if delta is None else delta)
+            < target_precision
+        ):
+            mine = held.inv == li
+            out[str(lab)] = {
+                **fit_threshold(held.conf[mine], held.ok[mine], **fit_kw).to_dict(),
+                "excluded_from": group_of[str(lab)],
+            }
+    return out
+
+
 def fit_thresholds_per_category(
     confidence: np.ndarray,
     correct: np.ndarray,
@@ -385,58 +470,24 @@ def fit_thresholds_per_category(
     labels, inv = (
         np.unique(ids, return_inverse=True) if len(ids) else (np.zeros(0, dtype=object), np.zeros(0, int))
     )
-    counts = np.bincount(inv, minlength=len(labels))
-    chains = {str(lab): _chain(str(lab), parents) for lab in labels}
-    depth_of: dict[str, int] = {}
-    for ch in chains.values():
-        for d, node in enumerate(reversed(ch)):
-            depth_of[node] = max(depth_of.get(node, 0), d)
-    members: dict[str, list[int]] = {}
-    for li, lab in enumerate(labels):
-        for node in chains[str(lab)]:
-            members.setdefault(node, []).append(li)
+    rows_of = _HeldOut(conf, ok, inv, np.bincount(inv, minlength=len(labels)))
+    members, depth_of = _node_members(labels, parents)
     fit_kw: dict[str, Any] = {
         "target_precision": target_precision,
         "delta": delta,
         "min_support": min_support,
     }
-    owner: dict[int, str] = {}
-    groups: dict[str, dict[str, Any]] = {}
-    group_thr: dict[str, float] = {}
-    for node in sorted(members, key=lambda x: (-depth_of[x], x)):
-        free = [li for li in members[node] if li not in owner]
-        if not free or int(counts[free].sum()) < min_node_support:
-            continue
-        rows = np.isin(inv, free)
-        fit = fit_threshold(conf[rows], ok[rows], **fit_kw)
-        if math.isinf(fit.threshold):
-            continue  # its rows cannot prove the target alone: they are pooled with the parent's
-        groups[node], group_thr[node] = fit.to_dict(), fit.threshold
-        for li in free:
-            owner[li] = node
+    owner, groups, group_thr = _take_groups(rows_of, members, depth_of, min_node_support, fit_kw)
     rest = [li for li in range(len(labels)) if li not in owner]
     rows = np.isin(inv, rest) if rest else np.ones(len(ids), dtype=bool)
     fit = fit_threshold(conf[rows], ok[rows], **fit_kw)
     groups[GLOBAL], group_thr[GLOBAL] = fit.to_dict(), fit.threshold
     group_of = {str(lab): owner.get(li, GLOBAL) for li, lab in enumerate(labels)}
     per_node = {lab: group_thr[g] for lab, g in group_of.items()}
-    # a category with enough rows of its own that is measured below target under the bar it inherited
-    # is never auto-accepted (taking bad rows out of a pool can only raise the pool's precision)
-    for li, lab in enumerate(labels):
-        t = per_node[str(lab)]
-        if counts[li] < min_node_support or math.isinf(t):
-            continue
-        above = (inv == li) & (conf >= t)
-        m = int(above.sum())
-        if (
-            m >= 10
-            and _upper_bound(int(ok[above].sum()), m, DELTA if delta is None else delta) < target_precision
-        ):
-            per_node[str(lab)] = math.inf
-            groups[f"{lab} (excluded)"] = {
-                **fit_threshold(conf[inv == li], ok[inv == li], **fit_kw).to_dict(),
-                "excluded_from": group_of[str(lab)],
-            }
+    excluded = _excluded_below_target(rows_of, labels, per_node, group_of, min_node_support, fit_kw)
+    for lab, detail in excluded.items():
+        per_node[lab] = math.inf
+        groups[f"{lab} (excluded)"] = detail
     return Thresholds(
         global_=group_thr[GLOBAL],
         per_node=per_node,
