@@ -319,15 +319,8 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def write_evaluation_html(result: dict[str, Any], path: str | Path) -> Path:
-    """One self-contained HTML page: headline figures, reliability diagram and risk-coverage curve."""
-    import html
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _reliability_png(result: dict[str, Any], plt: Any) -> str:
+    """The reliability diagram, as base64 PNG."""
     rel = result["reliability"]
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     conf = np.array(rel["bin_confidence"], dtype=float)
@@ -346,9 +339,13 @@ def write_evaluation_html(result: dict[str, Any], path: str | Path) -> Path:
         title=f"Reliability (ECE {result['ece']:.3f})",
     )
     ax.legend(loc="upper left", fontsize=8)
-    rel_png = _png(fig)
+    png = _png(fig)
     plt.close(fig)
+    return png
 
+
+def _risk_coverage_png(result: dict[str, Any], plt: Any) -> str:
+    """Precision of the accepted items against coverage, as base64 PNG."""
     rc = result["risk_coverage"]
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     ax.plot(rc["coverage"], 1 - np.asarray(rc["risk"]), color="#4c78a8")
@@ -361,11 +358,15 @@ def write_evaluation_html(result: dict[str, Any], path: str | Path) -> Path:
         ylim=(max(0.0, min(1 - np.asarray(rc["risk"])) - 0.05), 1.01),
         title=f"Precision vs coverage (AURC {result['aurc']:.3f})",
     )
-    rc_png = _png(fig)
+    png = _png(fig)
     plt.close(fig)
+    return png
 
+
+def _headline_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """(figure, value) rows of the page's table."""
     cov = result["coverage_at_precision"]
-    rows = [
+    return [
         ("items", f"{result['n']:,}"),
         ("leaf accuracy", f"{result['leaf_accuracy']:.3f}"),
         ("macro F1 / weighted F1", f"{result['macro_f1']:.3f} / {result['weighted_f1']:.3f}"),
@@ -388,6 +389,20 @@ def write_evaluation_html(result: dict[str, Any], path: str | Path) -> Path:
         ("AURC", f"{result['aurc']:.4f}"),
         *[(f"accuracy at level {k}", f"{v:.3f}") for k, v in result["per_level_accuracy"].items()],
     ]
+
+
+def write_evaluation_html(result: dict[str, Any], path: str | Path) -> Path:
+    """One self-contained HTML page: headline figures, reliability diagram and risk-coverage curve."""
+    import html
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rel_png = _reliability_png(result, plt)
+    rc_png = _risk_coverage_png(result, plt)
+    rows = _headline_rows(result)
     table = "\n".join(f"<tr><th>{html.escape(a)}</th><td>{html.escape(b)}</td></tr>" for a, b in rows)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>shelfwise evaluation</title>
