@@ -31,7 +31,16 @@ import numpy as np
 from shelfwise.errors import ConfigError
 from verification.routing import MAX_CURRENT_SUPPORT, SUSPECT_MIN_CONFIDENCE
 
-__all__ = ["AcceptLevel", "DecideOptions", "Decisions", "LLMAnswer", "Lock", "ModelAnswers", "decide"]
+__all__ = [
+    "AcceptLevel",
+    "CurrentCategories",
+    "DecideOptions",
+    "Decisions",
+    "LLMAnswer",
+    "Lock",
+    "ModelAnswers",
+    "decide",
+]
 
 #: LLM statuses whose answer replaces the model's.
 LLM_ANSWERED = ("accepted", "none_of_these_walked")
@@ -80,6 +89,15 @@ class Lock:
     category_id: str
     category_path: str
     depth: int
+
+
+@dataclass(frozen=True)
+class CurrentCategories:
+    """Each item's current category in the catalog (arrays/lists of the items' length)."""
+
+    paths: Sequence[str | None]
+    known: Sequence[bool]  # the path is a node of the taxonomy (True where there is none)
+    support: np.ndarray  # the model's probability for the current category's branch
 
 
 @dataclass(frozen=True)
@@ -183,15 +201,13 @@ def _llm_step(
 def _route_step(
     draft: _Draft,
     model: ModelAnswers,
-    *,
-    current_paths: Sequence[str | None],
-    current_known: Sequence[bool],
-    current_support: np.ndarray,
+    current: CurrentCategories,
     options: DecideOptions,
 ) -> _Routing:
     """3. auto / review / suspect against the draft's bar (already raised by the audit floors)."""
     from verification.routing import QueueName, paths_agree, route
 
+    current_paths, current_known, current_support = current.paths, current.known, current.support
     n = len(draft.cat_ids)
     # the suspect rule is its own (verification.routing), not the auto-accept bar; an LLM answer that
     # cannot be auto-accepted (uncalibrated) cannot call the current category suspect either
@@ -277,9 +293,7 @@ def _sample_audit(draft: _Draft, out: _Routing, audit: np.ndarray) -> _Routing:
 def decide(
     model: ModelAnswers,
     *,
-    current_paths: Sequence[str | None],
-    current_known: Sequence[bool],
-    current_support: np.ndarray,
+    current: CurrentCategories,
     llm: Sequence[LLMAnswer | None],
     locks: Sequence[Lock | None],
     audit: np.ndarray,
@@ -293,14 +307,7 @@ def decide(
     # 3. routing, against the bar raised by the audit where it proved a scope below target
     if floor_for is not None:
         draft.thr = np.maximum(draft.thr, floor_for(draft.cat_paths))
-    out = _route_step(
-        draft,
-        model,
-        current_paths=current_paths,
-        current_known=current_known,
-        current_support=current_support,
-        options=options,
-    )
+    out = _route_step(draft, model, current, options)
     out = _mark_llm_outcome(out, llm_status, llm_failed)
     draft, out = _apply_locks(draft, out, locks)
     out = _sample_audit(draft, out, audit)

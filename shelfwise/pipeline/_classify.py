@@ -11,7 +11,16 @@ import numpy as np
 import polars as pl
 
 from classifiers.llm import gate
-from shelfwise._decide import LLM_ANSWERED, DecideOptions, Decisions, LLMAnswer, Lock, ModelAnswers, decide
+from shelfwise._decide import (
+    LLM_ANSWERED,
+    CurrentCategories,
+    DecideOptions,
+    Decisions,
+    LLMAnswer,
+    Lock,
+    ModelAnswers,
+    decide,
+)
 from shelfwise._scores import predict_distinct, score_keys
 from shelfwise.pipeline._resources import Resources
 from shelfwise.predictions import CANDIDATE_TYPE, PRODUCT_COLUMNS, empty_predictions
@@ -158,9 +167,11 @@ def _classify_rows(
     bars = res.audit_bars
     d = decide(
         answers,
-        current_paths=current,
-        current_known=[c is None or tax.find_path(c) is not None for c in current],
-        current_support=_current_support(candidates, current),
+        current=CurrentCategories(
+            paths=current,
+            known=[c is None or tax.find_path(c) is not None for c in current],
+            support=_current_support(candidates, current),
+        ),
         llm=llm,
         locks=locks,
         audit=audit,

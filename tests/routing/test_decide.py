@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from shelfwise._decide import DecideOptions, LLMAnswer, Lock, ModelAnswers, decide
+from shelfwise._decide import CurrentCategories, DecideOptions, LLMAnswer, Lock, ModelAnswers, decide
 from shelfwise.errors import ConfigError
 
 
@@ -31,9 +31,7 @@ def _decide(options: DecideOptions, *, llm=None, locks=None, audit=None, floor_f
     n = 3
     return decide(
         _answers(),
-        current_paths=current or [None] * n,
-        current_known=[True] * n,
-        current_support=np.zeros(n),
+        current=CurrentCategories(paths=current or [None] * n, known=[True] * n, support=np.zeros(n)),
         llm=llm or [None] * n,
         locks=locks or [None] * n,
         audit=np.zeros(n, dtype=bool) if audit is None else audit,
@@ -128,9 +126,9 @@ def test_suspects_follow_their_own_rule_not_the_auto_accept_bar():
     )
     d = decide(
         answers,
-        current_paths=["Garden > Hoses"] * 4,
-        current_known=[True] * 4,
-        current_support=np.array([0.0, 0.03, 0.0, 0.01]),
+        current=CurrentCategories(
+            paths=["Garden > Hoses"] * 4, known=[True] * 4, support=np.array([0.0, 0.03, 0.0, 0.01])
+        ),
         llm=[None] * 4,
         locks=[None] * 4,
         audit=np.zeros(4, dtype=bool),
@@ -143,9 +141,7 @@ def test_suspects_follow_their_own_rule_not_the_auto_accept_bar():
     # an explicit suspect_threshold still overrides the rule's confidence
     d2 = decide(
         answers,
-        current_paths=["Garden > Hoses"] * 4,
-        current_known=[True] * 4,
-        current_support=np.zeros(4),
+        current=CurrentCategories(paths=["Garden > Hoses"] * 4, known=[True] * 4, support=np.zeros(4)),
         llm=[None] * 4,
         locks=[None] * 4,
         audit=np.zeros(4, dtype=bool),
