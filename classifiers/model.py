@@ -55,7 +55,7 @@ from classifiers._model_accept import (
 )
 from classifiers._model_bank import BankData, BankOptions, fit_bank, score_bank
 from classifiers._model_predict import assemble_prediction, concat_predictions, empty_prediction
-from classifiers._model_proof import OutOfFold, fit_model_thresholds
+from classifiers._model_proof import AcceptFit, OutOfFold, fit_model_thresholds
 from classifiers._model_report import manifest_of, out_of_fold_report
 from classifiers._model_rerank import LabelInfo, WeightedStacker, candidate_features, to_distribution
 from classifiers._model_store import MODEL_FORMAT_VERSION, read_model_state, write_model_folder
@@ -238,9 +238,7 @@ class CategoryModel(BaseEstimator):
     ) -> CategoryModel:
         """Train on catalog rows whose ``category_path`` resolves to a taxonomy node.
 
-        Stages: labels -> nodes and their embeddings -> base scorers (out of fold, then on all rows) ->
-        stacker -> calibration -> the proven cut. The helpers return what they compute; only this method
-        assigns the learned ``*_`` attributes.
+        Labels -> nodes -> base scorers -> stacker -> calibration -> proven cut; only fit sets ``*_``.
         """
         self._check_params()
         self._check_fit_inputs(frame, image_embedder)
@@ -277,12 +275,7 @@ class CategoryModel(BaseEstimator):
         if zs_report is not None:
             self.fit_report_["zero_shot"] = zs_report
         self.fit_report_["image_failures"] = image_failures
-        bank_opts = BankOptions(
-            use_tfidf=self.use_tfidf,
-            use_embeddings=self.use_embeddings,
-            k_neighbors=int(self.k_neighbors),
-            random_state=int(self.random_state),
-        )
+        bank_opts = self._bank_options()
         # ---- out-of-fold base scores, then the scorers on all rows
         folds = self._folds(y)
         oof = _out_of_fold_scores(data, y, k, folds, bank_opts, label_emb=label_emb)
@@ -302,21 +295,11 @@ class CategoryModel(BaseEstimator):
         self.stacker_, self.weighted_, self.reranker_ = stack.chosen, stack.weighted, stack.reranker
         self.fit_report_["stacker"] = stack.report
         p_raw = stack.oof
-        # ---- calibration on the stacker's out-of-fold outputs; cross-fitted copies for honest figures
-        self.calibrator_: Calibrator = fit_calibrator(self.calibration, p_raw, y)
-        p_cal_cf = cross_fitted_calibration(self.calibration, p_raw, y, folds)
-        # ---- one proven cut over all out-of-fold rows, never on scores the calibrator was fit on
-        accept = fit_model_thresholds(
-            OutOfFold(p_raw, p_cal_cf, y),
-            index=self.index_,
-            label_pos=self.label_pos_,
-            calibrator=self.calibrator_,
-            target_precision=float(self.target_precision),
-        )
+        # ---- calibration, then one proven cut over all out-of-fold rows
+        self.calibrator_: Calibrator
+        self.calibrator_, accept, heldout = self._fit_acceptance(p_raw, y, folds)
         self.thresholds_ = accept.thresholds
-        self.fit_report_["heldout"] = out_of_fold_report(
-            p_raw, p_cal_cf, y, accept, temperature=getattr(self.calibrator_, "temperature_", None)
-        )
+        self.fit_report_["heldout"] = heldout
         self.fit_report_["thresholds"] = {
             "groups": self._readable_groups(),
             "backoff": self.fit_report_["heldout"]["backoff"],
@@ -324,6 +307,34 @@ class CategoryModel(BaseEstimator):
         self.version_ = self._compute_version(frame, labels)
         self.created_at_ = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         return self
+
+    def _bank_options(self) -> BankOptions:
+        return BankOptions(
+            use_tfidf=self.use_tfidf,
+            use_embeddings=self.use_embeddings,
+            k_neighbors=int(self.k_neighbors),
+            random_state=int(self.random_state),
+        )
+
+    def _fit_acceptance(
+        self, p_raw: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]
+    ) -> tuple[Calibrator, AcceptFit, dict[str, Any]]:
+        """(calibrator, proven cut, out-of-fold report) from the stacker's out-of-fold outputs."""
+        # calibration on the stacker's out-of-fold outputs; cross-fitted copies for honest figures
+        calibrator = fit_calibrator(self.calibration, p_raw, y)
+        p_cal_cf = cross_fitted_calibration(self.calibration, p_raw, y, folds)
+        # one proven cut over all out-of-fold rows, never on scores the calibrator was fit on
+        accept = fit_model_thresholds(
+            OutOfFold(p_raw, p_cal_cf, y),
+            index=self.index_,
+            label_pos=self.label_pos_,
+            calibrator=calibrator,
+            target_precision=float(self.target_precision),
+        )
+        heldout = out_of_fold_report(
+            p_raw, p_cal_cf, y, accept, temperature=getattr(calibrator, "temperature_", None)
+        )
+        return calibrator, accept, heldout
 
     def _check_fit_inputs(self, frame: pl.DataFrame, image_embedder: Any) -> None:
         if "category_path" not in frame.columns:
