@@ -29,7 +29,7 @@ from enum import StrEnum
 import numpy as np
 
 from shelfwise.errors import ConfigError
-from verification.routing import MAX_CURRENT_SUPPORT, SUSPECT_MIN_CONFIDENCE
+from verification.routing import MAX_CURRENT_SUPPORT, SUSPECT_MIN_CONFIDENCE, QueueName, paths_agree, route
 
 __all__ = [
     "AcceptLevel",
@@ -205,7 +205,6 @@ def _route_step(
     options: DecideOptions,
 ) -> _Routing:
     """3. auto / review / suspect against the draft's bar (already raised by the audit floors)."""
-    from verification.routing import QueueName, paths_agree, route
 
     current_paths, current_known, current_support = current.paths, current.known, current.support
     n = len(draft.cat_ids)
@@ -255,7 +254,6 @@ def _route_step(
 
 def _mark_llm_outcome(out: _Routing, llm_status: list[str | None], llm_failed: np.ndarray) -> _Routing:
     """3b. an item in review whose LLM call failed goes to the LLM-failed queue; note an LLM that is off."""
-    from verification.routing import QueueName
 
     for i in (int(x) for x in np.flatnonzero(llm_failed)):
         if out.routes[i] == "review":
@@ -282,7 +280,6 @@ def _apply_locks(draft: _Draft, out: _Routing, locks: Sequence[Lock | None]) -> 
 
 def _sample_audit(draft: _Draft, out: _Routing, audit: np.ndarray) -> _Routing:
     """5. a sampled share of auto-accepted machine answers goes to the audit queue."""
-    from verification.routing import QueueName
 
     for i in (int(x) for x in np.flatnonzero(np.asarray(audit, dtype=bool))):
         if out.routes[i] == "auto" and draft.source[i] != "human":
