@@ -156,6 +156,9 @@ def test_a_night_rides_out_an_object_store_outage(
     a = pl.read_parquet(tmp_path / "local.parquet").sort("sku_id").select(cols)
     b = pl.read_parquet(tmp_path / "s3.parquet").sort("sku_id").select(cols)
     assert a.equals(b) and summary.counts.classified == local.counts.classified == 600
-    assert summary.retries["storage"] >= 1, summary.retries
+    # the outage is ridden out by shelfwise's own retries or, when it is short enough, by the S3 client's
+    # (botocore and s3fs retry a refused connection themselves, uncounted): which of them depends on timing,
+    # so the count is checked where it is made (tests/test_storage_retries.py), and here only as shown
+    assert set(summary.retries) == {"queue_db", "storage"}, summary.retries
     shown = dict(summary.rows())["retried after transient errors: queue database / object store"]
     assert shown.endswith(f"/ {summary.retries['storage']}")
