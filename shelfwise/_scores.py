@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from classifiers import Prediction
-from shelfwise import _storage as storage
+from shelfwise import storage
 
 __all__ = [
     "SCORE_BATCH_ROWS",

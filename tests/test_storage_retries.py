@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shelfwise import _storage as storage
+from shelfwise import storage
 
 
 def test_transient_failures_are_retried_counted_and_taken_once(monkeypatch: pytest.MonkeyPatch) -> None:

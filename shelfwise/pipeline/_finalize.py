@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from shelfwise import _storage as storage
+from shelfwise import storage
 from shelfwise.model_folder import model_versions
 from shelfwise.pipeline._incremental import carried_rows, commit_state
 from shelfwise.pipeline._resources import llm_note

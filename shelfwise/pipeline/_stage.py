@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel, Field
 
-from shelfwise import _storage as storage
+from shelfwise import storage
 from shelfwise._memory import trim
 from shelfwise._scores import score_keys
 from shelfwise.catalog import (

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from classifiers import open_embedding_cache
-from shelfwise import _storage as storage
+from shelfwise import storage
 from shelfwise._memory import trim
 from shelfwise._scores import score_part
 from shelfwise.pipeline._classify import classify_frame
