@@ -140,20 +140,27 @@ def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = 
 
 @contextlib.contextmanager
 def _dump_out_of_fold(path: Path) -> Iterator[None]:
-    """While training, save the out-of-fold arrays the proof reads (to tune it offline, benchmarks only)."""
+    """While training, save the out-of-fold arrays the proof reads, and the base scorers' out-of-fold
+    scores (``<stem>_scorers.npz``, for the correctness score's per-scorer agreement); benchmarks only."""
     import classifiers.model as cm
 
-    real = cm.fit_model_thresholds
+    real, real_stackers = cm.fit_model_thresholds, cm.fit_stackers
 
     def spy(oof: Any, **kw: Any) -> Any:
         np.savez_compressed(path, p_raw=oof.p_raw, p_cal_cf=oof.p_cal_cf, y=oof.y, label_pos=kw["label_pos"])
         return real(oof, **kw)
 
+    def spy_stackers(oof: dict[str, np.ndarray], y: np.ndarray, **kw: Any) -> Any:
+        np.savez_compressed(path.with_name(path.stem + "_scorers.npz"), **oof)
+        return real_stackers(oof, y, **kw)
+
     cm.fit_model_thresholds = spy  # type: ignore[assignment]
+    cm.fit_stackers = spy_stackers  # type: ignore[assignment]
     try:
         yield
     finally:
         cm.fit_model_thresholds = real  # type: ignore[assignment]
+        cm.fit_stackers = real_stackers  # type: ignore[assignment]
 
 
 def _dump_test_proba(state: Path, test_file: Path, settings: Any) -> None:
