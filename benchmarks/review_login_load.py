@@ -62,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from verification import QueueStore
-    from verification.app import create_app
+    from verification.app import ReviewAppConfig, create_app
 
     tmp = Path(tempfile.mkdtemp(prefix="shelfwise-bench-login-"))
     url = f"sqlite:///{tmp / 'queue.db'}"
@@ -70,10 +70,12 @@ def main() -> None:
         store.upgrade()
         store.add_user("bench", "right password 1")
     app = create_app(
-        db_url=url,
-        taxonomy_path=str(DATA / "taxonomies" / "shopify_categories_2025-01.en.txt"),
-        secret_key="benchmark-secret-key-0123456789abcdef",
-        trusted_proxies=["127.0.0.1"],
+        ReviewAppConfig(
+            db_url=url,
+            taxonomy_path=str(DATA / "taxonomies" / "shopify_categories_2025-01.en.txt"),
+            secret_key="benchmark-secret-key-0123456789abcdef",
+            trusted_proxies=["127.0.0.1"],
+        )
     )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

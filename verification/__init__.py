@@ -17,8 +17,8 @@ if TYPE_CHECKING:
         ItemNotFoundError,
         QueueStoreError,
     )
-    from verification._exchange import labelstudio_config
     from verification._types import DecisionResult, EnqueueResult, ItemFilter, ItemView, User
+    from verification.exchange import labelstudio_config
     from verification.models import DecisionKind, ItemStatus, Queue, Role
     from verification.store import QueueStore, RemapResult, default_queue_url
 
@@ -59,7 +59,7 @@ _HOME = {
     "QueueStore": "verification.store",
     "RemapResult": "verification.store",
     "default_queue_url": "verification.store",
-    "labelstudio_config": "verification._exchange",
+    "labelstudio_config": "verification.exchange",
 }
 
 

@@ -15,15 +15,15 @@ Claims never hand one item to two reviewers: on PostgreSQL the candidate rows ar
 ``SELECT ... FOR UPDATE SKIP LOCKED``; on SQLite (which has no row locks and where SQLAlchemy drops
 ``SKIP LOCKED``) every write runs in a ``BEGIN IMMEDIATE`` transaction, so select-then-update is atomic.
 
-The class is assembled from one private module per job:
+The class is assembled from one private module per job, in the ``verification._store`` subpackage:
 
-- ``_store_core``: engines, schema (migrations), the write transaction, shared filters and row views;
-- ``_store_enqueue``: nightly enqueue within capacities, closing stale items (``supersede``);
-- ``_store_remap``: labels and open items follow their node to a new taxonomy version;
-- ``_store_decisions``: leases (claim, renew, release) and the decision state machine;
-- ``_store_reads``: items, counts, labels and the decision log as tables (what the reports read);
-- ``_store_exchange``: CSV / Label Studio export and import of final decisions;
-- ``_users``: review-app users with bcrypt-hashed passwords.
+- ``core``: engines, schema (migrations), the write transaction, shared filters and row views;
+- ``enqueue``: nightly enqueue within capacities, closing stale items (``supersede``);
+- ``remap``: labels and open items follow their node to a new taxonomy version;
+- ``decisions``: leases (claim, renew, release) and the decision state machine;
+- ``reads``: items, counts, labels and the decision log as tables (what the reports read);
+- ``exchange``: CSV / Label Studio export and import of final decisions (formats: ``verification.exchange``);
+- ``users``: review-app users with bcrypt-hashed passwords.
 
 A transaction that loses its database connection (a PostgreSQL restart) runs again a few times with
 backoff (``_retry``); then :class:`QueueUnavailableError` (a ``TransientServiceError``). Retries are
@@ -42,13 +42,13 @@ from verification._errors import (
     QueueUnavailableError,
 )
 from verification._retry import retry_counts, take_retry_counts
-from verification._store_decisions import DecisionOps
-from verification._store_enqueue import EnqueueOps
-from verification._store_exchange import ExchangeOps
-from verification._store_reads import ReadOps
-from verification._store_remap import RemapOps, RemapResult
+from verification._store.decisions import DecisionOps
+from verification._store.enqueue import EnqueueOps
+from verification._store.exchange import ExchangeOps
+from verification._store.reads import ReadOps
+from verification._store.remap import RemapOps, RemapResult
+from verification._store.users import UserOps
 from verification._types import DecisionResult, EnqueueResult, ItemFilter, ItemView, User
-from verification._users import UserOps
 from verification.models import DecisionKind, ItemStatus, Queue, Role
 
 __all__ = [

@@ -160,19 +160,21 @@ def serve(
     import sqlalchemy as sa  # loaded on use (see TYPE_CHECKING above)
     import uvicorn
 
-    from verification.app import create_app
+    from verification.app import ReviewAppConfig, create_app
 
     with _errors():
         url = _settings(db_url, state_dir).queue_url or ""
         app = create_app(
-            db_url=url,
-            taxonomy_path=str(taxonomy),
-            extra_taxonomy_paths=[str(p) for p in extra_taxonomy or []],
-            secret_key=secret_key,
-            image_root=None if image_root is None else str(image_root),
-            secure_cookies=secure_cookies,
-            consensus_suspect=consensus,
-            trusted_proxies=list(trusted_proxy or []),
+            ReviewAppConfig(
+                db_url=url,
+                taxonomy_path=str(taxonomy),
+                extra_taxonomy_paths=[str(p) for p in extra_taxonomy or []],
+                secret_key=secret_key,
+                image_root=None if image_root is None else str(image_root),
+                secure_cookies=secure_cookies,
+                consensus_suspect=consensus,
+                trusted_proxies=list(trusted_proxy or []),
+            )
         )
         shown = sa.engine.make_url(url).render_as_string(hide_password=True)
         typer.echo(f"review app on http://{host}:{port}/ (queue {shown})")

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from drill import PASSWORD, prepare, serve
+from drill import PASSWORD
 from pg_cluster import PgCluster
 
 from verification import QueueStore
-from verification.app import create_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -43,34 +42,26 @@ def browser_page() -> Iterator[object]:
 
 @pytest.mark.timeout(180)
 def test_a_decision_made_while_the_database_is_down_is_sent_again_by_the_page(
-    pg_cluster: PgCluster, real_data: Path, browser_page: object
+    pg_cluster: PgCluster, browser_page: object, review_app_on_cluster: Callable[[list[str]], str]
 ) -> None:
     page: object = browser_page
-    prepare(pg_cluster.url, real_data, ["alice"])
-    tax = real_data / "taxonomies" / "shopify_categories_2025-01.en.txt"
-    app = create_app(
-        db_url=pg_cluster.url, taxonomy_path=str(tax), secret_key="browser-resend-secret-0123456789"
-    )
-    server, base = serve(app)
-    try:
-        page.goto(f"{base}/login")  # type: ignore[attr-defined]
-        page.fill("input[name=username]", "alice")  # type: ignore[attr-defined]
-        page.fill("input[name=password]", PASSWORD)  # type: ignore[attr-defined]
-        page.click("button[type=submit]")  # type: ignore[attr-defined]
-        page.wait_for_url(re.compile(r".*/queues.*"))  # type: ignore[attr-defined]
-        page.click("button.primary:has-text('Start reviewing')")  # type: ignore[attr-defined]
-        page.wait_for_url(re.compile(r".*/items/\d+.*"))  # type: ignore[attr-defined]
-        item_id = int(re.search(r"/items/(\d+)", page.url).group(1))  # type: ignore[attr-defined, union-attr]
+    base = review_app_on_cluster(["alice"])
+    page.goto(f"{base}/login")  # type: ignore[attr-defined]
+    page.fill("input[name=username]", "alice")  # type: ignore[attr-defined]
+    page.fill("input[name=password]", PASSWORD)  # type: ignore[attr-defined]
+    page.click("button[type=submit]")  # type: ignore[attr-defined]
+    page.wait_for_url(re.compile(r".*/queues.*"))  # type: ignore[attr-defined]
+    page.click("button.primary:has-text('Start reviewing')")  # type: ignore[attr-defined]
+    page.wait_for_url(re.compile(r".*/items/\d+.*"))  # type: ignore[attr-defined]
+    item_id = int(re.search(r"/items/(\d+)", page.url).group(1))  # type: ignore[attr-defined, union-attr]
 
-        pg_cluster.stop()
-        page.click("#btn-accept")  # type: ignore[attr-defined]
-        page.wait_for_selector("#action-not-saved")  # type: ignore[attr-defined]
-        assert "Database unavailable" in page.content()  # type: ignore[attr-defined]
-        pg_cluster.start()  # back before the countdown ends: app.js resends on its own
-        page.wait_for_url(re.compile(rf".*/items/(?!{item_id}\b)\d+.*"), timeout=30_000)  # type: ignore[attr-defined]
-        assert "Accepted" in page.content()  # type: ignore[attr-defined]
-    finally:
-        server.should_exit = True
+    pg_cluster.stop()
+    page.click("#btn-accept")  # type: ignore[attr-defined]
+    page.wait_for_selector("#action-not-saved")  # type: ignore[attr-defined]
+    assert "Database unavailable" in page.content()  # type: ignore[attr-defined]
+    pg_cluster.start()  # back before the countdown ends: app.js resends on its own
+    page.wait_for_url(re.compile(rf".*/items/(?!{item_id}\b)\d+.*"), timeout=30_000)  # type: ignore[attr-defined]
+    assert "Accepted" in page.content()  # type: ignore[attr-defined]
     with QueueStore(pg_cluster.url) as store:
         log = store.decisions_frame()
     mine = log.filter(log["item_id"] == item_id)

@@ -7,24 +7,18 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from drill import PASSWORD, Night, Tally, prepare, queue_frame, reviewer, serve, verify
+from drill import PASSWORD, Night, Tally, queue_frame, reviewer, verify
 from pg_cluster import PgCluster
 
 from verification import QueueStore
-from verification.app import create_app
 from verification.store import QueueUnavailableError, retry_counts
 
 pytestmark = pytest.mark.postgres
-SECRET = "fault-drill-secret-key-0123456789"
-
-
-def _app(url: str, data: Path):  # type: ignore[no-untyped-def]
-    tax = data / "taxonomies" / "shopify_categories_2025-01.en.txt"
-    return create_app(db_url=url, taxonomy_path=str(tax), secret_key=SECRET, image_root=str(data))
 
 
 def _later(seconds: float, action) -> threading.Thread:  # type: ignore[no-untyped-def]
@@ -66,11 +60,10 @@ def test_a_database_that_stays_down_is_reported_unavailable(pg_cluster: PgCluste
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_reviewers_and_a_night_ride_out_restarts(
-    pg_cluster: PgCluster, real_data: Path, tmp_path: Path
+    pg_cluster: PgCluster, real_data: Path, tmp_path: Path, review_app_on_cluster: Callable[[list[str]], str]
 ) -> None:
     names = [f"reviewer{i}" for i in range(6)]
-    prepare(pg_cluster.url, real_data, names)
-    server, base = serve(_app(pg_cluster.url, real_data))
+    base = review_app_on_cluster(names)
     tally = Tally()
     stop = threading.Event()
     night = Night(pg_cluster.url, real_data, tally, pause=0.5)
@@ -88,7 +81,6 @@ def test_reviewers_and_a_night_ride_out_restarts(
             t.join(timeout=90)
     finally:
         stop.set()
-        server.should_exit = True
     figures = verify(pg_cluster.url, real_data, tally, tmp_path / "export.csv")
     assert tally.statuses[500] == 0, tally.statuses
     assert tally.dropped == 0
@@ -103,49 +95,45 @@ def test_reviewers_and_a_night_ride_out_restarts(
 
 
 @pytest.mark.timeout(120)
-def test_pages_say_what_was_saved_and_resend_once(pg_cluster: PgCluster, real_data: Path) -> None:
-    prepare(pg_cluster.url, real_data, ["alice"])
-    server, base = serve(_app(pg_cluster.url, real_data))
-    try:
-        with httpx.Client(base_url=base, timeout=60, follow_redirects=False) as client:
-            page = client.get("/login").text
-            token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-            resp = client.post(
-                "/login",
-                data={"username": "alice", "password": PASSWORD, "csrf_token": token, "next": "/queues"},
-            )
-            assert resp.status_code == 303
-            token = client.get("/api/me").json()["csrf_token"]  # the session's token after login
-            resp = client.post("/queues/next", data={"csrf_token": token})
-            item_url = resp.headers["location"]
-            item_page = client.get(item_url).text
-            request_id = re.search(r'name="request_id" value="([^"]+)"', item_page).group(1)  # type: ignore[union-attr]
-            item_id = int(item_url.split("/items/")[1].split("?")[0])
-            form = {"csrf_token": token, "decision": "not_product", "request_id": request_id, "note": "drill"}
+def test_pages_say_what_was_saved_and_resend_once(
+    pg_cluster: PgCluster, review_app_on_cluster: Callable[[list[str]], str]
+) -> None:
+    base = review_app_on_cluster(["alice"])
+    with httpx.Client(base_url=base, timeout=60, follow_redirects=False) as client:
+        page = client.get("/login").text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        resp = client.post(
+            "/login",
+            data={"username": "alice", "password": PASSWORD, "csrf_token": token, "next": "/queues"},
+        )
+        assert resp.status_code == 303
+        token = client.get("/api/me").json()["csrf_token"]  # the session's token after login
+        resp = client.post("/queues/next", data={"csrf_token": token})
+        item_url = resp.headers["location"]
+        item_page = client.get(item_url).text
+        request_id = re.search(r'name="request_id" value="([^"]+)"', item_page).group(1)  # type: ignore[union-attr]
+        item_id = int(item_url.split("/items/")[1].split("?")[0])
+        form = {"csrf_token": token, "decision": "not_product", "request_id": request_id, "note": "drill"}
 
-            pg_cluster.stop()
-            down = client.get("/queues")
-            assert down.status_code == 503 and down.headers["retry-after"].isdigit()
-            assert "Database unavailable" in down.text and "Nothing was changed" in down.text
-            failed = client.post(f"/items/{item_id}/decide", data=form)
-            assert failed.status_code == 503 and "Your last action was not saved" in failed.text
-            assert 'data-resend-after="' in failed.text  # app.js sends it once more after Retry-After
-            assert f'name="request_id" value="{request_id}"' in failed.text
-            api = client.get("/api/queues")
-            assert api.status_code == 503 and api.json()["reason"] == "database_unavailable"
+        pg_cluster.stop()
+        down = client.get("/queues")
+        assert down.status_code == 503 and down.headers["retry-after"].isdigit()
+        assert "Database unavailable" in down.text and "Nothing was changed" in down.text
+        failed = client.post(f"/items/{item_id}/decide", data=form)
+        assert failed.status_code == 503 and "Your last action was not saved" in failed.text
+        assert 'data-resend-after="' in failed.text  # app.js sends it once more after Retry-After
+        assert f'name="request_id" value="{request_id}"' in failed.text
+        api = client.get("/api/queues")
+        assert api.status_code == 503 and api.json()["reason"] == "database_unavailable"
 
-            pg_cluster.start()
-            resend = dict(form, resent="1")
-            saved = client.post(f"/items/{item_id}/decide", data=resend)
-            assert saved.status_code == 303
-            again = client.post(
-                f"/items/{item_id}/decide", data=resend
-            )  # a second resend: no second decision
-            assert again.status_code == 303
-            shown = client.get(again.headers["location"]).text
-            assert "It had been saved already" in shown
-    finally:
-        server.should_exit = True
+        pg_cluster.start()
+        resend = dict(form, resent="1")
+        saved = client.post(f"/items/{item_id}/decide", data=resend)
+        assert saved.status_code == 303
+        again = client.post(f"/items/{item_id}/decide", data=resend)  # a second resend: no second decision
+        assert again.status_code == 303
+        shown = client.get(again.headers["location"]).text
+        assert "It had been saved already" in shown
     with QueueStore(pg_cluster.url) as store:
         log = store.decisions_frame()
     mine = log.filter(log["item_id"] == item_id)

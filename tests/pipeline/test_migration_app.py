@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from taxonomy import load_taxonomy
 from verification import QueueStore
-from verification.app import create_app
+from verification.app import ReviewAppConfig, create_app
 
 PASSWORD = "correct horse battery staple"
 
@@ -47,7 +47,7 @@ def test_queue_and_item_page_show_the_taxonomy_version_of_the_suggestion(
         run_id="night-2",
     )
     store.close()
-    app = create_app(db_url=db, taxonomy_path=str(tax_path), secret_key="k" * 40)
+    app = create_app(ReviewAppConfig(db_url=db, taxonomy_path=str(tax_path), secret_key="k" * 40))
     with TestClient(app) as client:
         page = client.get("/login")
         token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from taxonomy import TaxonomyIndex, load_taxonomy
 from verification import QueueStore, Role
-from verification.app import create_app
+from verification.app import ReviewAppConfig, create_app
 
 SECRET = "test-secret-key-for-the-review-app-0123456789"
 PASSWORD = "correct horse battery"
@@ -169,11 +169,13 @@ def make_env(db_url: str, shared_data: Path) -> Env:
     ids = {i.sku_id: i.id for i in items}
     store.close()
     app = create_app(
-        db_url=db_url,
-        taxonomy_path=str(en_path),
-        extra_taxonomy_paths=[str(ko_path)],
-        secret_key=SECRET,
-        image_root=str(shared_data),
+        ReviewAppConfig(
+            db_url=db_url,
+            taxonomy_path=str(en_path),
+            extra_taxonomy_paths=[str(ko_path)],
+            secret_key=SECRET,
+            image_root=str(shared_data),
+        )
     )
     return Env(app, db_url, en_path, ko_path, shared_data, ids, ids["evil-1"])
 

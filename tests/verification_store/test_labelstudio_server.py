@@ -24,7 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 from shelfwise.cli._review import review_app
-from verification._exchange import restore
+from verification.exchange import restore
 from verification.store import QueueStore
 
 REPO = Path(__file__).resolve().parents[2]

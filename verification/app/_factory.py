@@ -7,6 +7,7 @@ import os
 import secrets
 import stat
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from ._limits import DEFAULT_MAX_BODY, BodyLimit, TrustedProxies
 from ._taxonomy import load_service
 from ._unavailable import database_error_is_transient, unavailable
 
-__all__ = ["SECRET_ENV", "SECRET_FILE_NAME", "create_app", "resolve_secret_key"]
+__all__ = ["SECRET_ENV", "SECRET_FILE_NAME", "ReviewAppConfig", "create_app", "resolve_secret_key"]
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -128,33 +129,40 @@ def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
-def create_app(
-    *,
-    db_url: str,
-    taxonomy_path: str,
-    extra_taxonomy_paths: list[str] | None = None,
-    secret_key: str | None = None,
-    image_root: str | None = None,
-    secure_cookies: bool = False,
-    consensus_suspect: bool = False,
-    trusted_proxies: Sequence[str] = (),
-    max_body_bytes: int = DEFAULT_MAX_BODY,
-) -> FastAPI:
-    """Build the review web app.
+@dataclass(frozen=True)
+class ReviewAppConfig:
+    """What the review web app is built from (:func:`create_app`).
 
     ``db_url``: the queue store (``sqlite:///...`` or ``postgresql+psycopg://...``), upgraded to the
-    latest schema here. ``taxonomy_path``: the taxonomy reviewers choose from; ``extra_taxonomy_paths``:
-    the same taxonomy in other languages (same ids), searched too and shown as localized paths.
-    ``secret_key``: signs the session cookie (see :func:`resolve_secret_key` when ``None``).
-    ``image_root``: folder the product photos are served from (nothing outside it is ever served).
-    ``secure_cookies``: send the session cookie only over HTTPS (set it behind a TLS proxy).
+    latest schema when the app is built. ``taxonomy_path``: the taxonomy reviewers choose from;
+    ``extra_taxonomy_paths``: the same taxonomy in other languages (same ids), searched too and shown as
+    localized paths. ``secret_key``: signs the session cookie (see :func:`resolve_secret_key` when
+    ``None``). ``image_root``: folder the product photos are served from (nothing outside it is ever
+    served). ``secure_cookies``: send the session cookie only over HTTPS (set it behind a TLS proxy).
+    ``consensus_suspect``: a suspect item's disagreeing decision waits for a second reviewer.
     ``trusted_proxies``: addresses or networks of reverse proxies whose ``X-Forwarded-For`` is believed
     (none by default: the TCP peer is the client). ``max_body_bytes``: request bodies above it get 413.
     """
-    root = _image_root(image_root)
-    taxonomy = load_service(taxonomy_path, list(extra_taxonomy_paths or []))
+
+    db_url: str
+    taxonomy_path: str
+    extra_taxonomy_paths: Sequence[str] = ()
+    secret_key: str | None = None
+    image_root: str | None = None
+    secure_cookies: bool = False
+    consensus_suspect: bool = False
+    trusted_proxies: Sequence[str] = ()
+    max_body_bytes: int = DEFAULT_MAX_BODY
+
+
+def create_app(config: ReviewAppConfig) -> FastAPI:
+    """Build the review web app from its :class:`ReviewAppConfig`."""
+    root = _image_root(config.image_root)
+    taxonomy = load_service(config.taxonomy_path, list(config.extra_taxonomy_paths))
     # a person waits for each answer: a few seconds of retries, then 503 with Retry-After
-    store = QueueStore(db_url, consensus_suspect=consensus_suspect, retry_seconds=APP_RETRY_SECONDS)
+    store = QueueStore(
+        config.db_url, consensus_suspect=config.consensus_suspect, retry_seconds=APP_RETRY_SECONDS
+    )
     store.upgrade()
 
     app = _new_app()
@@ -163,23 +171,23 @@ def create_app(
         taxonomy=taxonomy,
         templates=_templates(),
         image_root=root,
-        trusted_proxies=TrustedProxies(trusted_proxies),
+        trusted_proxies=TrustedProxies(config.trusted_proxies),
         session_lifetime=float(SESSION_MAX_AGE),
     )
     app.add_middleware(
         SessionMiddleware,
-        secret_key=resolve_secret_key(secret_key),
+        secret_key=resolve_secret_key(config.secret_key),
         session_cookie=SESSION_COOKIE,
         max_age=SESSION_MAX_AGE,
         same_site="lax",
-        https_only=secure_cookies,
+        https_only=config.secure_cookies,
     )
     _add_security_headers(app)
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(_api.router)
     app.include_router(_pages.router)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: before sessions and parsing
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)  # outermost: before sessions and parsing
     return app
 
 

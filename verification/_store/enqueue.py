@@ -13,7 +13,7 @@ from shelfwise.errors import ConfigError
 from verification._db import utcnow
 from verification._errors import QueueStoreError
 from verification._retry import transient_retry
-from verification._store_core import ITEMS, LABELS, QUEUES, StoreCore, chunks
+from verification._store.core import ITEMS, LABELS, QUEUES, StoreCore, chunks
 from verification._types import EnqueueResult
 from verification.models import ItemStatus
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from verification._db import utcnow
 from verification._errors import InvalidDecisionError, ItemConflictError, ItemNotFoundError
 from verification._retry import transient_retry
-from verification._store_core import DECISIONS, ITEMS, LABELS, RowLike, StoreCore, to_kind, view
+from verification._store.core import DECISIONS, ITEMS, LABELS, RowLike, StoreCore, to_kind, view
 from verification._types import DecisionResult, ItemFilter, ItemView
 from verification.models import DecisionKind, DecisionSource, ItemStatus, Queue
 

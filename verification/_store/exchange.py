@@ -1,6 +1,6 @@
 """Export and import of final decisions (CSV, Label Studio JSON) against the store.
 
-The file formats live in :mod:`verification._exchange`; this module reads and records the rows.
+The file formats live in :mod:`verification.exchange`; this module reads and records the rows.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from verification import _exchange
+from verification import exchange as formats
 from verification._db import utcnow
 from verification._errors import InvalidDecisionError
 from verification._retry import transient_retry
-from verification._store_core import DECISIONS, ITEMS, LABELS, QUEUES, RowLike, aware, to_kind
-from verification._store_decisions import DecisionOps, Verdict, decision_row
+from verification._store.core import DECISIONS, ITEMS, LABELS, QUEUES, RowLike, aware, to_kind
+from verification._store.decisions import DecisionOps, Verdict, decision_row
 from verification.models import DecisionKind, DecisionSource, ItemStatus
 
 __all__ = ["ExchangeOps"]
@@ -39,7 +39,7 @@ class ExchangeOps(DecisionOps):
                 .all()
             )
         records = [{**r, "decided_at": aware(r["decided_at"])} for r in rows]
-        return _exchange.write(records, Path(path), fmt=fmt)
+        return formats.write(records, Path(path), fmt=fmt)
 
     def import_decisions(
         self,
@@ -57,7 +57,7 @@ class ExchangeOps(DecisionOps):
         ``taxonomy`` (optional, anything with ``find_path(path)``) resolves ids for rows that only carry
         a category path.
         """
-        records = _exchange.read(Path(path), fmt=fmt, taxonomy=taxonomy)
+        records = formats.read(Path(path), fmt=fmt, taxonomy=taxonomy)
         applied = 0
         now = utcnow()
         with self._writing() as conn:

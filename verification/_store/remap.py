@@ -14,8 +14,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from verification._store_core import ITEMS, LABEL_KINDS, LABELS
-from verification._store_enqueue import EnqueueOps
+from verification._store.core import ITEMS, LABEL_KINDS, LABELS
+from verification._store.enqueue import EnqueueOps
 from verification.models import OPEN_STATUSES, ItemStatus
 
 __all__ = ["Follow", "RemapOps", "RemapResult"]

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from verification._db import utcnow
 from verification._retry import transient_retry
-from verification._store_core import (
+from verification._store.core import (
     DECISIONS,
     ITEMS,
     LABEL_KINDS,

@@ -11,7 +11,7 @@ from shelfwise.errors import ConfigError
 from verification._db import utcnow
 from verification._errors import QueueStoreError
 from verification._retry import transient_retry
-from verification._store_core import USERS, RowLike, StoreCore, aware
+from verification._store.core import USERS, RowLike, StoreCore, aware
 from verification._types import User
 from verification.models import Role
 

@@ -1,7 +1,7 @@
 """The queue store's core: engines, the write transaction, shared SQL conditions and row views.
 
 :class:`StoreCore` is the base of every part of :class:`verification.store.QueueStore`; the parts
-(``_store_enqueue``, ``_store_decisions``, ``_store_reads``, ``_store_exchange``, ``_users``) add one
+(``enqueue``, ``remap``, ``decisions``, ``reads``, ``exchange``, ``users`` of this subpackage) add one
 job each. The schema comes from the packaged Alembic migrations: it is brought to the newest
 revision by :meth:`StoreCore.upgrade` or by the store's first write, never by a read.
 """
