@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,19 @@ def _restarts(cluster: PgCluster, stop: threading.Event, every: float, log: list
         log.append({"mode": mode, "down_s": down, "restart_s": round(time.monotonic() - started, 2)})
 
 
-def main() -> int:
+@dataclass
+class Soak:
+    """What one soak saw: the tally of reviewers and nights, the restarts, the CLI nights, the database."""
+
+    tally: Tally
+    restarts: list[dict[str, Any]]
+    cli_nights: list[tuple[int, float]]
+    first_night_s: float
+    elapsed_s: float
+    figures: dict[str, Any]
+
+
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=150.0, help="length of the soak")
     parser.add_argument("--every", type=float, default=10.0, help="seconds between restarts")
@@ -87,65 +100,76 @@ def main() -> int:
         default=None,
         help="a state folder of an earlier soak (its trained sample model is copied, not trained again)",
     )
-    args = parser.parse_args()
-    problem = pg_available()
-    if problem is not None:
-        sys.exit(f"faults benchmark: {problem}")
+    return parser.parse_args()
 
-    from verification.app import create_app
 
-    work = Path(tempfile.mkdtemp(prefix="shelfwise-faults-"))
+def _under_load(args: argparse.Namespace, cluster: PgCluster, base: str, state: Path, log: Path) -> Soak:
+    """Reviewers, nights and restarts at once for ``--seconds``; the figures are filled in by the caller."""
+    tally, stop = Tally(), threading.Event()
+    restarts: list[dict[str, Any]] = []
+    cli_nights: list[tuple[int, float]] = []
+
+    def nights() -> None:
+        while not stop.is_set():
+            cli_nights.append(_cli_night(state, cluster.url, log))
+
+    store_night = Night(cluster.url, SHARED, tally, pause=2.0, catalogs=CATALOGS)
+    threads = [
+        threading.Thread(
+            target=reviewer, args=(base, f"reviewer{i}", tally, stop), kwargs={"think": args.think}
+        )
+        for i in range(args.reviewers)
+    ]
+    threads += [
+        threading.Thread(target=nights),
+        threading.Thread(target=store_night.run, args=(stop,)),
+        threading.Thread(target=_restarts, args=(cluster, stop, args.every, restarts)),
+    ]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    time.sleep(args.seconds)
+    stop.set()
+    for t in threads:
+        t.join(timeout=600)
+    return Soak(tally, restarts, cli_nights, 0.0, time.monotonic() - started, {})
+
+
+def _soak(args: argparse.Namespace, work: Path) -> Soak:
+    """Start the cluster, queue the products, train the sample model, serve the app, soak, verify."""
+    from verification.app import ReviewAppConfig, create_app
+
     cluster = PgCluster()
     cluster.start()
     try:
-        names = [f"reviewer{i}" for i in range(args.reviewers)]
-        prepare(cluster.url, SHARED, names, catalogs=CATALOGS)
+        prepare(cluster.url, SHARED, [f"reviewer{i}" for i in range(args.reviewers)], catalogs=CATALOGS)
         state = work / "night-state"
         if args.night_state is not None:
             shutil.copytree(args.night_state / "models", state / "models")
         code, first = _cli_night(state, cluster.url, work / "nights.log")  # trains the sample model
         assert code == 0, (work / "nights.log").read_text()[-4000:]
         tax = SHARED / "taxonomies" / "shopify_categories_2025-01.en.txt"
-        app = create_app(
+        config = ReviewAppConfig(
             db_url=cluster.url, taxonomy_path=str(tax), secret_key="faults-soak-secret-0123456789"
         )
-        server, base = serve(app)
-        tally, stop = Tally(), threading.Event()
-        restarts: list[dict[str, Any]] = []
-        cli_nights: list[tuple[int, float]] = []
-
-        def nights() -> None:
-            while not stop.is_set():
-                cli_nights.append(_cli_night(state, cluster.url, work / "nights.log"))
-
-        store_night = Night(cluster.url, SHARED, tally, pause=2.0, catalogs=CATALOGS)
-        threads = [
-            threading.Thread(target=reviewer, args=(base, n, tally, stop), kwargs={"think": args.think})
-            for n in names
-        ]
-        threads += [
-            threading.Thread(target=nights),
-            threading.Thread(target=store_night.run, args=(stop,)),
-            threading.Thread(target=_restarts, args=(cluster, stop, args.every, restarts)),
-        ]
-        started = time.monotonic()
-        for t in threads:
-            t.start()
-        time.sleep(args.seconds)
-        stop.set()
-        for t in threads:
-            t.join(timeout=600)
-        elapsed = time.monotonic() - started
+        server, base = serve(create_app(config))
+        soak = _under_load(args, cluster, base, state, work / "nights.log")
         if not cluster.running():
             cluster.start()
         server.should_exit = True
-        figures = verify(cluster.url, SHARED, tally, work / "export.csv", catalogs=CATALOGS)
+        soak.first_night_s = first
+        soak.figures = verify(cluster.url, SHARED, soak.tally, work / "export.csv", catalogs=CATALOGS)
     finally:
         cluster.close()
-    out = {
-        "seconds": round(elapsed, 1),
-        "restarts": len(restarts),
-        "restart_pattern": restarts,
+    return soak
+
+
+def _table(args: argparse.Namespace, soak: Soak) -> dict[str, Any]:
+    tally = soak.tally
+    return {
+        "seconds": round(soak.elapsed_s, 1),
+        "restarts": len(soak.restarts),
+        "restart_pattern": soak.restarts,
         "reviewers": args.reviewers,
         "responses": dict(sorted(tally.statuses.items())),
         "responses_500": tally.statuses[500],
@@ -156,11 +180,16 @@ def main() -> int:
         "decisions_given_up_after_resends": tally.lost_after_retries,
         "store_nights_finished": tally.nights,
         "store_night_failures": tally.night_failures,
-        "cli_nights": [{"exit": c, "seconds": round(s, 1)} for c, s in cli_nights],
-        "first_cli_night_seconds": round(first, 1),
-        **figures,
+        "cli_nights": [{"exit": c, "seconds": round(s, 1)} for c, s in soak.cli_nights],
+        "first_cli_night_seconds": round(soak.first_night_s, 1),
+        **soak.figures,
     }
-    broken = (
+
+
+def _broken(out: dict[str, Any], soak: Soak) -> bool:
+    """Whether any promise of docs/faults.md broke."""
+    figures = soak.figures
+    return bool(
         out["responses_500"]
         or out["dropped_connections"]
         or out["503_without_retry_after"]
@@ -168,9 +197,19 @@ def main() -> int:
         or figures["saved_missing_from_export"]
         or figures["applied_twice"]
         or figures["next_night_kept"] != figures["next_night_should_keep"]
-        or tally.night_failures
-        or any(c != 0 for c, _ in cli_nights)
+        or soak.tally.night_failures
+        or any(c != 0 for c, _ in soak.cli_nights)
     )
+
+
+def main() -> int:
+    args = _parse_args()
+    problem = pg_available()
+    if problem is not None:
+        sys.exit(f"faults benchmark: {problem}")
+    work = Path(tempfile.mkdtemp(prefix="shelfwise-faults-"))
+    soak = _soak(args, work)
+    out = _table(args, soak)
     print("| figure | value |\n|---|---|")
     for key, value in out.items():
         if key != "restart_pattern":
@@ -178,7 +217,7 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     print(f"work folder (logs): {work}")
-    return 1 if broken else 0
+    return 1 if _broken(out, soak) else 0
 
 
 if __name__ == "__main__":

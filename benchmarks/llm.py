@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -146,9 +147,21 @@ def classify(train: pl.DataFrame, test: pl.DataFrame, tax: Any, *, top_k: int, w
     }
 
 
-def run_catalog(
-    name: str, args: argparse.Namespace, settings: LLMSettings | None, note: str, server: Any = None
-) -> dict[str, Any]:
+@dataclass
+class Scored:
+    """One catalog's held-out SKUs, scored by the classifier and gated."""
+
+    name: str
+    tax: Any
+    test: pl.DataFrame
+    clf: dict[str, Any]
+    truth: np.ndarray
+    gated: np.ndarray
+    classifier_s: float
+
+
+def _scored(name: str, args: argparse.Namespace, settings: LLMSettings) -> Scored:
+    """Train on a seeded 80 % split, classify the other 20 %, gate the uncertain items."""
     _, tax_file = CATALOGS[name]
     tax = load_taxonomy(args.shared / "taxonomies" / tax_file)
     items = load_items(args.shared, name).filter(
@@ -158,19 +171,20 @@ def run_catalog(
     test_mask = rng.random(items.height) < 0.2
     train, test = items.filter(pl.Series(~test_mask)), items.filter(pl.Series(test_mask))
     t0 = time.perf_counter()
-    s0 = settings or LLMSettings()
-    clf = classify(train, test, tax, top_k=s0.top_k, which=args.classifier)
-    ids, scores, clf_name = clf["ids"], clf["scores"], clf["name"]
+    clf = classify(train, test, tax, top_k=settings.top_k, which=args.classifier)
     clf_s = time.perf_counter() - t0
     truth = np.array([tax.find_path(p).id for p in test["category_path"]])
-    conf, margin = clf["confidence"], clf["margin"]
-    gated = gate(conf, margin, settings=s0)
-    top1 = clf["answer"]
-    res: dict[str, Any] = {
-        "catalog": name,
-        "classifier": clf_name,
-        "test_skus": int(test.height),
-        "classifier_s": round(clf_s, 1),
+    gated = gate(clf["confidence"], clf["margin"], settings=settings)
+    return Scored(name, tax, test, clf, truth, gated, clf_s)
+
+
+def _gate_figures(sc: Scored, note: str) -> dict[str, Any]:
+    top1, truth, gated = sc.clf["answer"], sc.truth, sc.gated
+    return {
+        "catalog": sc.name,
+        "classifier": sc.clf["name"],
+        "test_skus": int(sc.test.height),
+        "classifier_s": round(sc.classifier_s, 1),
         "accuracy_all": round(float((top1 == truth).mean()), 4),
         "gated": int(gated.sum()),
         "gated_share": round(float(gated.mean()), 4),
@@ -183,8 +197,12 @@ def run_catalog(
         "llm": None,
         "llm_note": note,
     }
-    if settings is None or not gated.any():
-        return res
+
+
+def _llm_figures(sc: Scored, args: argparse.Namespace, settings: LLMSettings, server: Any) -> dict[str, Any]:
+    """Send the gated items (at most --limit) to the arbiter: calls, tokens, time, accuracy with the LLM."""
+    tax, test, clf, truth, gated = sc.tax, sc.test, sc.clf, sc.truth, sc.gated
+    ids, scores, conf, top1 = clf["ids"], clf["scores"], clf["confidence"], clf["answer"]
     idx = np.flatnonzero(gated)
     if args.limit:
         idx = idx[: args.limit]
@@ -200,7 +218,7 @@ def run_catalog(
     if server is not None and server.proc is None:
         server.start(timeout_s=180)
     store = args.store or Path(tempfile.mkdtemp(prefix="shelfwise-llm-bench-")) / "llm.sqlite"
-    with LLMArbiter(settings, tax, store_path=store, run_id=f"bench-{name}") as arbiter:
+    with LLMArbiter(settings, tax, store_path=store, run_id=f"bench-{sc.name}") as arbiter:
         t1 = time.perf_counter()
         decided = arbiter.decide(llm_items)
         wall = time.perf_counter() - t1
@@ -213,7 +231,7 @@ def run_catalog(
     final_arr = np.array(final)
     st = arbiter.stats
     sent = len(idx)
-    res["llm"] = {
+    return {
         "items_sent": sent,
         "calls": st.calls,
         "questions": st.questions,
@@ -230,6 +248,15 @@ def run_catalog(
         "accuracy_gated_with_llm": round(float((final_arr == truth[idx]).mean()), 4),
         "notes": st.notes,
     }
+
+
+def run_catalog(
+    name: str, args: argparse.Namespace, settings: LLMSettings | None, note: str, server: Any = None
+) -> dict[str, Any]:
+    sc = _scored(name, args, settings or LLMSettings())
+    res = _gate_figures(sc, note)
+    if settings is not None and sc.gated.any():
+        res["llm"] = _llm_figures(sc, args, settings, server)
     return res
 
 
@@ -288,7 +315,7 @@ def overhead(args: argparse.Namespace) -> None:
                 )
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL)")
     ap.add_argument("--model", default=os.environ.get("SHELFWISE_LLM__MODEL"), help="model name")
@@ -305,74 +332,84 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     ap.add_argument("--overhead", type=int, default=None, help="measure the arbiter itself on N titles")
     ap.add_argument("--pg", default=None, help="--overhead: also on this PostgreSQL URL")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def _endpoint(args: argparse.Namespace) -> tuple[LLMSettings | None, str, Any]:
+    """The LLM to measure: (settings or None, a note saying what is measured, a local server or None)."""
+    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
+    if base_url:
+        settings = LLMSettings(base_url=base_url, **({"model": args.model} if args.model else {}))
+        return settings, f"endpoint {settings.base_url}, model {settings.model}", None
+    if not args.smollm2:
+        return (
+            None,
+            (
+                "measured nothing for the LLM: no endpoint (pass --base-url/--model or set OPENAI_BASE_URL), "
+                "and --smollm2 not given; gate figures and classifier accuracy only"
+            ),
+            None,
+        )
+    from classifiers.llm import LlamaServer, llama_server_available
+
+    why = llama_server_available()
+    if why:
+        return None, f"measured nothing for the LLM: --smollm2 asked, but {why}", None
+    server = LlamaServer(log=Path(tempfile.mkdtemp()) / "llama_server.log")  # started when first needed
+    settings = LLMSettings(base_url=server.base_url, model="smollm2-135m", timeout_s=120, max_concurrency=1)
+    if args.limit is None:
+        args.limit = 30
+    return (
+        settings,
+        (
+            "PROTOCOL ONLY: local SmolLM2-135M-Instruct (llama.cpp); far too small to judge categories, "
+            "so the accuracy figures below say nothing about LLM arbitration"
+        ),
+        server,
+    )
+
+
+def _print_result(res: dict[str, Any]) -> None:
+    print(f"## {res['catalog']} ({res['classifier']})")
+    print(
+        f"test SKUs {res['test_skus']}, classifier accuracy {res['accuracy_all']:.3f}, "
+        f"gated {res['gated']} ({res['gated_share']:.1%}); accuracy on gated items "
+        f"{res['accuracy_gated_classifier']}, "
+        f"on the rest {res['accuracy_not_gated']}"
+    )
+    llm = res["llm"]
+    if llm:
+        print(
+            f"LLM ({llm['mode']}): {llm['items_sent']} items sent, {llm['calls']} HTTP calls "
+            f"({llm['questions']} questions), {llm['calls_per_1000_skus']} calls / 1,000 SKUs"
+            f"{' (projected from the sent items)' if llm['projected'] else ''}, tokens "
+            f"{llm['tokens_in']} in / "
+            f"{llm['tokens_out']} out, ${llm['cost_usd']:.4f}, wall {llm['wall_s']} s, p50 "
+            f"{llm['latency_ms_p50']} ms"
+        )
+        print(
+            f"accuracy on these gated items: classifier "
+            f"{llm['accuracy_gated_classifier_same_items']:.3f} -> "
+            f"with LLM {llm['accuracy_gated_with_llm']:.3f}; statuses {llm['statuses']}"
+        )
+        for n in llm["notes"]:
+            print(f"note: {n}")
+    print()
+
+
+def main() -> None:
+    args = _parse_args()
     if args.overhead:
         overhead(args)
         return
-
-    server = None
-    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
-    settings: LLMSettings | None = None
-    note = ""
-    if base_url:
-        settings = LLMSettings(base_url=base_url, **({"model": args.model} if args.model else {}))
-        note = f"endpoint {settings.base_url}, model {settings.model}"
-    elif args.smollm2:
-        from classifiers.llm import LlamaServer, llama_server_available
-
-        why = llama_server_available()
-        if why:
-            note = f"measured nothing for the LLM: --smollm2 asked, but {why}"
-        else:
-            server = LlamaServer(
-                log=Path(tempfile.mkdtemp()) / "llama_server.log"
-            )  # started when first needed
-            settings = LLMSettings(
-                base_url=server.base_url, model="smollm2-135m", timeout_s=120, max_concurrency=1
-            )
-            if args.limit is None:
-                args.limit = 30
-            note = (
-                "PROTOCOL ONLY: local SmolLM2-135M-Instruct (llama.cpp); far too small to judge categories, "
-                "so the "
-                "accuracy figures below say nothing about LLM arbitration"
-            )
-    else:
-        note = (
-            "measured nothing for the LLM: no endpoint (pass --base-url/--model or set OPENAI_BASE_URL), "
-            "and --smollm2 not given; gate figures and classifier accuracy only"
-        )
+    settings, note, server = _endpoint(args)
     print(f"LLM: {note}\n")
     results = []
     try:
         for name in args.catalogs:
             res = run_catalog(name, args, settings, note, server)
             results.append(res)
-            print(f"## {name} ({res['classifier']})")
-            print(
-                f"test SKUs {res['test_skus']}, classifier accuracy {res['accuracy_all']:.3f}, "
-                f"gated {res['gated']} ({res['gated_share']:.1%}); accuracy on gated items "
-                f"{res['accuracy_gated_classifier']}, "
-                f"on the rest {res['accuracy_not_gated']}"
-            )
-            llm = res["llm"]
-            if llm:
-                print(
-                    f"LLM ({llm['mode']}): {llm['items_sent']} items sent, {llm['calls']} HTTP calls "
-                    f"({llm['questions']} questions), {llm['calls_per_1000_skus']} calls / 1,000 SKUs"
-                    f"{' (projected from the sent items)' if llm['projected'] else ''}, tokens "
-                    f"{llm['tokens_in']} in / "
-                    f"{llm['tokens_out']} out, ${llm['cost_usd']:.4f}, wall {llm['wall_s']} s, p50 "
-                    f"{llm['latency_ms_p50']} ms"
-                )
-                print(
-                    f"accuracy on these gated items: classifier "
-                    f"{llm['accuracy_gated_classifier_same_items']:.3f} -> "
-                    f"with LLM {llm['accuracy_gated_with_llm']:.3f}; statuses {llm['statuses']}"
-                )
-                for n in llm["notes"]:
-                    print(f"note: {n}")
-            print()
+            _print_result(res)
     finally:
         if server is not None:
             server.stop()

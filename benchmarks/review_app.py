@@ -86,34 +86,34 @@ def _stats(ms: list[float]) -> str:
     return f"{statistics.median(ms):.1f} | {p95:.1f} | {ms[-1]:.1f} | {len(ms)}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db-url", default=None, help="queue DB (default: SQLite in a temp folder)")
-    parser.add_argument("--decisions", type=int, default=150, help="decide+claim-next round trips to time")
-    args = parser.parse_args()
+class Timer:
+    """Milliseconds per request, by request name."""
 
+    def __init__(self) -> None:
+        self.results: dict[str, list[float]] = {}
+
+    def __call__(self, name: str, fn: Any) -> Any:
+        started = time.perf_counter()
+        out = fn()
+        self.results.setdefault(name, []).append((time.perf_counter() - started) * 1000)
+        return out
+
+
+def _queue(db_url: str) -> int:
+    """Queue every Flipkart product with search-index suggestions, add the admin ``bench``; the count."""
     from verification import QueueStore
-    from verification.app import create_app
 
-    tmp = Path(tempfile.mkdtemp(prefix="shelfwise-bench-review-"))
-    db_url = args.db_url or f"sqlite:///{tmp / 'queue.db'}"
-    store = QueueStore(db_url, bcrypt_rounds=10)
-    store.upgrade()
-    frame = _frame(SHARED)
-    store.enqueue(frame, run_id="bench")
-    if store.get_user("bench") is None:
-        store.add_user("bench", "bench-password", role="admin")
-    tax = SHARED / "taxonomies"
-    t0 = time.perf_counter()
-    app = create_app(
-        db_url=db_url,
-        taxonomy_path=str(tax / "shopify_categories_2025-01.en.txt"),
-        extra_taxonomy_paths=[str(tax / "shopify_categories_2025-01.ko.txt")],
-        secret_key="bench-secret-key-bench-secret-key",
-        image_root=str(SHARED),
-    )
-    startup = time.perf_counter() - t0
+    with QueueStore(db_url, bcrypt_rounds=10) as store:
+        store.upgrade()
+        frame = _frame(SHARED)
+        store.enqueue(frame, run_id="bench")
+        if store.get_user("bench") is None:
+            store.add_user("bench", "bench-password", role="admin")
+    return len(frame)
 
+
+def _serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
+    """The app on a real uvicorn on a free port of 127.0.0.1: (server, its thread, base URL)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -122,69 +122,100 @@ def main() -> None:
     thread.start()
     while not server.started:
         time.sleep(0.05)
+    return server, thread, f"http://127.0.0.1:{port}"
 
-    base = f"http://127.0.0.1:{port}"
-    results: dict[str, list[float]] = {}
 
-    def timed(name: str, fn: Any) -> Any:
-        started = time.perf_counter()
-        out = fn()
-        results.setdefault(name, []).append((time.perf_counter() - started) * 1000)
-        return out
+def _login(client: httpx.Client) -> dict[str, str]:
+    """Sign in as ``bench`` through the login form; the CSRF header the API wants."""
+    page = client.get("/login").text
+    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    client.post("/login", data={"username": "bench", "password": "bench-password", "csrf_token": token})
+    return {"X-CSRF-Token": client.get("/api/me").json()["csrf_token"]}
 
+
+def _time_pages(client: httpx.Client, timed: Timer) -> None:
+    """Search keystroke by keystroke, the queue page, item pages and photos."""
+    for _ in range(3):
+        for word in TYPED:
+            for end in range(1, len(word) + 1):  # keystroke by keystroke
+                resp = timed(
+                    "GET /api/taxonomy/search (per keystroke)",
+                    lambda q=word[:end]: client.get("/api/taxonomy/search", params={"q": q, "limit": 12}),
+                )
+                resp.raise_for_status()
+    for _ in range(30):
+        timed("GET /queues (50 rows)", lambda: client.get("/queues").raise_for_status())
+    items = client.get("/api/items", params={"limit": 30}).json()["items"]
+    for item in items:
+        timed(
+            "GET /items/{id} (item page)",
+            lambda i=item["id"]: client.get(f"/items/{i}").raise_for_status(),
+        )
+        timed("GET /items/{id}/image", lambda i=item["id"]: client.get(f"/items/{i}/image"))
+
+
+def _time_decisions(client: httpx.Client, headers: dict[str, str], timed: Timer, limit: int) -> float:
+    """A reviewer working through a queue (decide, then claim the next): decisions per second."""
+    current = client.post("/api/queues/low_confidence/claim", headers=headers).json()[0]
+    done = 0
+    started = time.perf_counter()
+    while current is not None and done < limit:
+        kind = (
+            {"kind": "accept"}
+            if done % 3
+            else {"kind": "choose", "category_id": current["candidates"][-1]["category_id"]}
+        )
+        resp = timed(
+            "POST decision + claim next (API)",
+            lambda c=current, k=kind: client.post(
+                f"/api/items/{c['id']}/decision", params={"claim_next": "true"}, json=k, headers=headers
+            ),
+        )
+        resp.raise_for_status()
+        current = resp.json()["next_item"]
+        done += 1
+    return done / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db-url", default=None, help="queue DB (default: SQLite in a temp folder)")
+    parser.add_argument("--decisions", type=int, default=150, help="decide+claim-next round trips to time")
+    args = parser.parse_args()
+
+    from verification.app import ReviewAppConfig, create_app
+
+    tmp = Path(tempfile.mkdtemp(prefix="shelfwise-bench-review-"))
+    db_url = args.db_url or f"sqlite:///{tmp / 'queue.db'}"
+    queued = _queue(db_url)
+    tax = SHARED / "taxonomies"
+    t0 = time.perf_counter()
+    app = create_app(
+        ReviewAppConfig(
+            db_url=db_url,
+            taxonomy_path=str(tax / "shopify_categories_2025-01.en.txt"),
+            extra_taxonomy_paths=[str(tax / "shopify_categories_2025-01.ko.txt")],
+            secret_key="bench-secret-key-bench-secret-key",
+            image_root=str(SHARED),
+        )
+    )
+    startup = time.perf_counter() - t0
+    server, thread, base = _serve(app)
+    timed = Timer()
     with httpx.Client(base_url=base, timeout=30) as client:
-        page = client.get("/login").text
-        token = page.split('name="csrf_token" value="')[1].split('"')[0]
-        client.post("/login", data={"username": "bench", "password": "bench-password", "csrf_token": token})
-        csrf = client.get("/api/me").json()["csrf_token"]
-        headers = {"X-CSRF-Token": csrf}
-        for _ in range(3):
-            for word in TYPED:
-                for end in range(1, len(word) + 1):  # keystroke by keystroke
-                    resp = timed(
-                        "GET /api/taxonomy/search (per keystroke)",
-                        lambda q=word[:end]: client.get("/api/taxonomy/search", params={"q": q, "limit": 12}),
-                    )
-                    resp.raise_for_status()
-        for _ in range(30):
-            timed("GET /queues (50 rows)", lambda: client.get("/queues").raise_for_status())
-        items = client.get("/api/items", params={"limit": 30}).json()["items"]
-        for item in items:
-            timed(
-                "GET /items/{id} (item page)",
-                lambda i=item["id"]: client.get(f"/items/{i}").raise_for_status(),
-            )
-            timed("GET /items/{id}/image", lambda i=item["id"]: client.get(f"/items/{i}/image"))
-        current = client.post("/api/queues/low_confidence/claim", headers=headers).json()[0]
-        done = 0
-        started = time.perf_counter()
-        while current is not None and done < args.decisions:
-            kind = (
-                {"kind": "accept"}
-                if done % 3
-                else {"kind": "choose", "category_id": current["candidates"][-1]["category_id"]}
-            )
-            resp = timed(
-                "POST decision + claim next (API)",
-                lambda c=current, k=kind: client.post(
-                    f"/api/items/{c['id']}/decision", params={"claim_next": "true"}, json=k, headers=headers
-                ),
-            )
-            resp.raise_for_status()
-            current = resp.json()["next_item"]
-            done += 1
-        per_sec = done / (time.perf_counter() - started)
-
+        headers = _login(client)
+        _time_pages(client, timed)
+        per_sec = _time_decisions(client, headers, timed, args.decisions)
     server.should_exit = True
     thread.join(timeout=10)
     load = os.getloadavg()[0]
     print(
-        f"review app on {db_url.split(':')[0]}, {len(frame)} queued Flipkart items, Shopify en+ko taxonomy, "
+        f"review app on {db_url.split(':')[0]}, {queued} queued Flipkart items, Shopify en+ko taxonomy, "
         f"load average {load:.2f}, Python {sys.version.split()[0]}"
     )
     print(f"\ncreate_app (taxonomies + index + schema check): {startup:.2f} s; decisions: {per_sec:.1f}/s\n")
     print("| request | median ms | p95 ms | max ms | n |\n|---|---|---|---|---|")
-    for name, ms in results.items():
+    for name, ms in timed.results.items():
         print(f"| {name} | {_stats(ms)} |")
 
 
