@@ -2,7 +2,7 @@
 
 Inside (see docs/model.md, and docs/FINDINGS.md for the measured effect of each part):
 
-1. Base scorers (`classifiers/_model_bank.py`): TF-IDF word+char -> LinearSVC (lexical), MiniLM
+1. Base scorers (`classifiers/_model/bank.py`): TF-IDF word+char -> LinearSVC (lexical), MiniLM
    embeddings -> logistic regression and cosine kNN (semantic), kNN over TF-IDF rows, a smoothed
    brand prior, optionally product-photo embeddings -> logistic regression, and the cosine between the
    product and each label's taxonomy path (zero-shot signal).
@@ -11,18 +11,16 @@ Inside (see docs/model.md, and docs/FINDINGS.md for the measured effect of each 
    each row's top candidates (learns when to trust which scorer; wins on larger data). With
    ``stacker="auto"`` the one with the higher out-of-fold accuracy is kept.
 3. Calibration on the stacker's own out-of-fold outputs (isotonic on the top score, or temperature
-   scaling), then auto-accept thresholds whose one-sided Clopper-Pearson lower bound of out-of-fold
-   precision reaches the target (per node where its support proves it, else pooled up to the global
-   one; chosen on out-of-fold raw scores, never on scores the calibrator was fit on; see
-   docs/quality.md).
+   scaling), then one auto-accept cut proven over all out-of-fold rows together (a fixed sequence of
+   exact tests; provably bad categories excluded) and a back-off cut proven on its own share of delta
+   (`classifiers/_model/proof.py`, `classifiers.selective`; docs/quality.md).
 4. The answer is the top label with the calibrated probability that exactly it is right. Label
    probabilities summed into ancestors give the back-off answer: the deepest node on the label's path
    that clears its bar (``confident_ids``), or with ``hierarchy="backoff"`` the answer itself.
 5. Zero-shot fallback: taxonomy nodes without training rows are scored by the cosine between the
    product and the node's path; a node that is clearly closer than every trained label takes mass.
 
-The per-row answer is assembled in `classifiers/_model_predict.py`; the model folder on disk
-(``model.joblib``, ``manifest.json``) is written and read by `classifiers/_model_store.py`.
+The per-row answer: `classifiers/_model/predict.py`; the model folder: `classifiers/_model/store.py`.
 
     >>> model = CategoryModel().fit(frame, taxonomy, embedder=embedder, cache=cache)
     >>> pred = model.predict(new_rows, embedder=embedder, cache=cache, top_k=5)
@@ -43,9 +41,8 @@ import numpy as np
 import polars as pl
 from scipy.special import expit
 from sklearn.base import BaseEstimator
-from sklearn.model_selection import StratifiedKFold
 
-from classifiers._model_accept import (
+from classifiers._model.accept import (
     Calibrator,
     Prediction,
     apply_calibrator,
@@ -53,13 +50,20 @@ from classifiers._model_accept import (
     fit_calibrator,
     fit_stackers,
 )
-from classifiers._model_bank import BankData, BankOptions, fit_bank, score_bank
-from classifiers._model_predict import assemble_prediction, concat_predictions, empty_prediction
-from classifiers._model_proof import AcceptFit, OutOfFold, fit_model_thresholds
-from classifiers._model_report import manifest_of, out_of_fold_report
-from classifiers._model_rerank import LabelInfo, WeightedStacker, candidate_features, to_distribution
-from classifiers._model_store import MODEL_FORMAT_VERSION, read_model_state, write_model_folder
-from classifiers._model_text import TEXT_FIELDS, build_inputs, embed_chunks
+from classifiers._model.bank import (
+    BankData,
+    BankOptions,
+    fit_bank,
+    out_of_fold_scores,
+    score_bank,
+    stratified_folds,
+)
+from classifiers._model.predict import assemble_prediction, concat_predictions, empty_prediction
+from classifiers._model.proof import AcceptFit, OutOfFold, fit_model_thresholds
+from classifiers._model.report import manifest_of, out_of_fold_report
+from classifiers._model.rerank import LabelInfo, WeightedStacker, candidate_features, to_distribution
+from classifiers._model.store import MODEL_FORMAT_VERSION, read_model_state, write_model_folder
+from classifiers._model.text import TEXT_FIELDS, build_inputs, embed_chunks
 from classifiers.hierarchy import NodeIndex
 from shelfwise.errors import ConfigError, ModelError
 
@@ -83,25 +87,6 @@ def _check_enough_classes(
             f"got {len(classes)} category from {len(labels)} resolvable rows "
             f"(unresolvable examples: {unresolvable_examples[:3]})"
         )
-
-
-def _out_of_fold_scores(
-    data: BankData,
-    y: np.ndarray,
-    k: int,
-    folds: list[tuple[np.ndarray, np.ndarray]],
-    options: BankOptions,
-    *,
-    label_emb: np.ndarray | None,
-) -> dict[str, np.ndarray]:
-    """name -> (n, K) scores of each base scorer, every row scored by scorers fit without its fold."""
-    n = len(y)
-    oof: dict[str, np.ndarray] = {}
-    for tr, va in folds:
-        bank = fit_bank(data.take(tr), y[tr], k, options, label_emb=label_emb)
-        for name, m in score_bank(bank, data.take(va)).items():
-            oof.setdefault(name, np.zeros((n, k)))[va] = m
-    return oof
 
 
 class CategoryModel(BaseEstimator):
@@ -277,11 +262,11 @@ class CategoryModel(BaseEstimator):
         self.fit_report_["image_failures"] = image_failures
         bank_opts = self._bank_options()
         # ---- out-of-fold base scores, then the scorers on all rows
-        folds = self._folds(y)
-        oof = _out_of_fold_scores(data, y, k, folds, bank_opts, label_emb=label_emb)
+        folds = stratified_folds(y, cv=int(self.cv), random_state=int(self.random_state))
+        oof = out_of_fold_scores(data, y, k, folds, bank_opts, label_emb=label_emb)
         self.bank_ = fit_bank(data, y, k, bank_opts, label_emb=label_emb)
         self.scorer_names_ = sorted(oof)
-        self.label_info_ = self._label_info(y, k)
+        self.label_info_ = LabelInfo.of_labels(self.index_, self.label_pos_, y, k)
         # ---- stackers on out-of-fold scores (their own out-of-fold outputs feed selection + calibration)
         stack = fit_stackers(
             oof,
@@ -385,17 +370,6 @@ class CategoryModel(BaseEstimator):
             "training_rows_firing": float(np.mean(gap > margin)),
         }
 
-    def _label_info(self, y: np.ndarray, k: int) -> LabelInfo:
-        """Per-label features of the reranker: log count, depth, parent group."""
-        depths = np.array([self.index_.depths[p] for p in self.label_pos_])
-        parents = [self.index_.parents[p] for p in self.label_pos_]
-        group_ids = {p: g for g, p in enumerate(sorted(set(parents)))}
-        return LabelInfo(
-            log_count=np.log1p(np.bincount(y, minlength=k).astype(np.float64)),
-            depth=depths,
-            parent_group=np.array([group_ids[p] for p in parents], dtype=np.int64),
-        )
-
     def _readable_groups(self) -> dict[str, dict[str, Any]]:
         """`Thresholds.groups` keyed by category path instead of id (``"*"``: the proven cut)."""
         path_of = dict(zip(self.index_.ids, self.index_.paths, strict=True))
@@ -404,17 +378,6 @@ class CategoryModel(BaseEstimator):
             node = g.removesuffix(" (excluded)")
             out[path_of.get(node, node) + g[len(node) :]] = v
         return out
-
-    def _folds(self, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        n_splits = int(min(self.cv, max(2, len(y) // 4)))
-        counts = np.bincount(y)
-        strat = np.where(counts[y] >= n_splits, y, -1)
-        if (strat == -1).sum() < n_splits and (strat == -1).any():
-            strat = np.where(
-                strat == -1, int(np.argmax(counts)), strat
-            )  # too few rare rows for their own bucket
-        kf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=int(self.random_state))
-        return list(kf.split(np.zeros(len(y)), strat))
 
     def _zero_shot_gap(self, emb: np.ndarray, label_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(best untrained node per row, its cosine minus the best trained label's cosine)."""
@@ -611,7 +574,7 @@ class CategoryModel(BaseEstimator):
 
     def manifest(self) -> dict[str, Any]:
         """What ``manifest.json`` holds: versions, embedder, creation time, label counts, out-of-fold
-        figures and every threshold with its evidence (`classifiers._model_report.manifest_of`)."""
+        figures and every threshold with its evidence (`classifiers._model.report.manifest_of`)."""
         self._check_fitted()
         return manifest_of(self, MODEL_FORMAT_VERSION)
 

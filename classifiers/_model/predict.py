@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from classifiers._model_accept import Prediction
-from classifiers._model_proof import confident_nodes
+from classifiers._model.accept import Prediction
+from classifiers._model.proof import confident_nodes
 
 __all__ = ["assemble_prediction", "concat_predictions", "empty_prediction"]
 

@@ -16,6 +16,8 @@ import numpy as np
 from scipy.special import softmax
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from classifiers.hierarchy import NodeIndex
+
 __all__ = ["LabelInfo", "candidate_features", "fused_probs", "make_reranker", "to_distribution"]
 
 
@@ -26,6 +28,19 @@ class LabelInfo:
     log_count: np.ndarray
     depth: np.ndarray
     parent_group: np.ndarray
+
+    @classmethod
+    def of_labels(cls, index: NodeIndex, label_pos: np.ndarray, y: np.ndarray, k: int) -> LabelInfo:
+        """The reranker's per-label features of a model's labels (node positions ``label_pos`` in
+        ``index``) trained on label ids ``y`` (k labels)."""
+        depths = np.array([index.depths[p] for p in label_pos])
+        parents = [index.parents[p] for p in label_pos]
+        group_ids = {p: g for g, p in enumerate(sorted(set(parents)))}
+        return cls(
+            log_count=np.log1p(np.bincount(y, minlength=k).astype(np.float64)),
+            depth=depths,
+            parent_group=np.array([group_ids[p] for p in parents], dtype=np.int64),
+        )
 
 
 _PROB_SCORERS = ("sem", "knn_sem", "knn_lex", "img")

@@ -8,7 +8,7 @@
     cross_fitted_calibration  each row calibrated by a calibrator fit on the other folds
 
 Helpers return what they fit; `CategoryModel.fit` assigns it (scikit-learn's idiom). The auto-accept
-proof is in `classifiers/_model_proof.py`.
+proof is in `classifiers/_model/proof.py`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import KFold
 
-from classifiers._model_rerank import (
+from classifiers._model.rerank import (
     LabelInfo,
     WeightedStacker,
     candidate_features,

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from classifiers._model_proof import AcceptFit
+from classifiers._model.proof import AcceptFit
 from classifiers.calibration import precision_lower_bound
 from classifiers.metrics import expected_calibration_error
 
@@ -27,7 +27,7 @@ def out_of_fold_report(
     temperature: float | None = None,
 ) -> dict[str, Any]:
     """Out-of-fold accuracy, calibration error, the proven leaf cut against the best cuts chosen with the
-    labels, and the back-off tier (``accept.report``, see `classifiers._model_proof`)."""
+    labels, and the back-off tier (``accept.report``, see `classifiers._model.proof`)."""
     top = p_raw.argmax(axis=1)
     ok = top == y
     n = len(y)

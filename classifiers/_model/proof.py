@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from classifiers._model_accept import Calibrator, calibrate_top
+from classifiers._model.accept import Calibrator, calibrate_top
 from classifiers.calibration import DELTA, TemperatureScaler, Thresholds, precision_lower_bound
 from classifiers.hierarchy import NodeIndex
 from classifiers.selective import (

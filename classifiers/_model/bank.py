@@ -1,8 +1,9 @@
 """The base scorers of `CategoryModel` (lexical, semantic, kNN, brand, image, zero-shot) and their fitting.
 
 Each scorer maps rows to a (n, K) matrix over the model's label columns. `fit_bank` trains them on a
-subset; `score_bank` returns a dict name -> matrix. `CategoryModel.fit` runs both on cross-validation
-folds to get out-of-fold scores for the stacker, then once on all rows.
+subset; `score_bank` returns a dict name -> matrix. `out_of_fold_scores` runs both on the folds of
+`stratified_folds` to get out-of-fold scores for the stacker; `CategoryModel.fit` then fits once on all
+rows.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 
 from classifiers.estimators import (
     CosineKNNClassifier,
@@ -23,7 +25,16 @@ from classifiers.estimators import (
     usable_prices,
 )
 
-__all__ = ["SCORER_NAMES", "Bank", "BankData", "BankOptions", "fit_bank", "score_bank"]
+__all__ = [
+    "SCORER_NAMES",
+    "Bank",
+    "BankData",
+    "BankOptions",
+    "fit_bank",
+    "out_of_fold_scores",
+    "score_bank",
+    "stratified_folds",
+]
 
 SCORER_NAMES = ("lex", "sem", "knn_sem", "knn_lex", "maxsim", "brand", "price", "img", "zs")
 _FLOOR = -30.0
@@ -169,3 +180,34 @@ def score_bank(bank: Bank, data: BankData) -> dict[str, np.ndarray]:
     if bank.label_emb is not None and data.emb is not None:
         out["zs"] = data.emb.astype(np.float64) @ bank.label_emb.T.astype(np.float64)
     return out
+
+
+def out_of_fold_scores(
+    data: BankData,
+    y: np.ndarray,
+    k: int,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    options: BankOptions,
+    *,
+    label_emb: np.ndarray | None,
+) -> dict[str, np.ndarray]:
+    """name -> (n, K) scores of each base scorer, every row scored by scorers fit without its fold."""
+    n = len(y)
+    oof: dict[str, np.ndarray] = {}
+    for tr, va in folds:
+        bank = fit_bank(data.take(tr), y[tr], k, options, label_emb=label_emb)
+        for name, m in score_bank(bank, data.take(va)).items():
+            oof.setdefault(name, np.zeros((n, k)))[va] = m
+    return oof
+
+
+def stratified_folds(y: np.ndarray, *, cv: int, random_state: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``cv`` stratified folds of label ids ``y`` (fewer for tiny sets); labels with fewer rows than
+    folds share one bucket (the largest label's when they are too few for a bucket of their own)."""
+    n_splits = int(min(cv, max(2, len(y) // 4)))
+    counts = np.bincount(y)
+    strat = np.where(counts[y] >= n_splits, y, -1)
+    if (strat == -1).sum() < n_splits and (strat == -1).any():
+        strat = np.where(strat == -1, int(np.argmax(counts)), strat)
+    kf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=int(random_state))
+    return list(kf.split(np.zeros(len(y)), strat))

@@ -7,7 +7,9 @@ the fitted state, format `MODEL_FORMAT_VERSION`) and ``manifest.json`` (what a p
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ __all__ = ["MODEL_FORMAT_VERSION", "read_model_state", "write_model_folder"]
 
 MODEL_FORMAT_VERSION = 2  # 2: leaf contract, thresholds with a precision bound
 _STATE_FILE = "model.joblib"
+#: Modules a model file saved before they moved into `classifiers._model` names (pickle looks them up).
+_MOVED = {f"classifiers._model_{m}": f"classifiers._model.{m}" for m in ("accept", "bank", "proof", "rerank")}
 _MANIFEST_FILE = "manifest.json"
 
 
@@ -53,6 +57,8 @@ def read_model_state(model_dir: str | Path) -> tuple[dict[str, Any], dict[str, A
             f"no trained model at {d} ({_STATE_FILE} missing); train one: "
             f"shelfwise train --taxonomy T --catalog LABELLED --model-dir {d}"
         )
+    for old, new in _MOVED.items():  # models saved before the move still load
+        sys.modules.setdefault(old, importlib.import_module(new))
     try:
         state = joblib.load(state_path)
     except Exception as exc:  # corrupt or foreign file
