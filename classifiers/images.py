@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from classifiers._embedding_images import ImageFailure, load_square_rgb
+from classifiers.embedding import ImageFailure, load_square_rgb
 from shelfwise.errors import ConfigError, ModelError
 
 __all__ = ["ImageEmbedder", "ImageFailure"]

@@ -1,4 +1,9 @@
-"""Text embedders and the on-disk embedding cache.
+"""Text embedders and the on-disk embedding cache: the public face of the ``classifiers.embedding`` package.
+
+Private modules, one per job: ``_types`` (the `Embedder` protocol, cache keys), ``_st`` (MiniLM through
+sentence-transformers), ``_onnx`` (MiniLM int8 through ONNX Runtime), ``_e5`` (multilingual E5),
+``_cache`` (the SQLite cache), ``_cache_pg`` (the PostgreSQL cache), ``_images`` (reading product
+photos for the image embedder in ``classifiers.images``).
 
 Every embedder follows the `Embedder` protocol: a stable `model_id` (model name + weights fingerprint +
 dimension + options that change the vectors; used in cache keys and model versions), `dim`, and
@@ -18,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from classifiers._embedding_cache import EmbeddingCache
-from classifiers._embedding_cache_pg import PgEmbeddingCache, open_embedding_cache
-from classifiers._embedding_e5 import E5Embedder, E5Mode
-from classifiers._embedding_onnx import OnnxMiniLMEmbedder
-from classifiers._embedding_st import SentenceTransformerEmbedder
-from classifiers._embedding_types import CacheStats, Embedder, ImageBatch, text_key
+from classifiers.embedding._cache import EmbeddingCache
+from classifiers.embedding._cache_pg import PgEmbeddingCache, open_embedding_cache
+from classifiers.embedding._e5 import E5Embedder, E5Mode
+from classifiers.embedding._images import ImageFailure, load_square_rgb
+from classifiers.embedding._onnx import OnnxMiniLMEmbedder
+from classifiers.embedding._st import SentenceTransformerEmbedder
+from classifiers.embedding._types import CacheStats, Embedder, ImageBatch, text_key
 from shelfwise.errors import ConfigError
 
 __all__ = [
@@ -35,10 +41,12 @@ __all__ = [
     "EmbedderName",
     "EmbeddingCache",
     "ImageBatch",
+    "ImageFailure",
     "OnnxMiniLMEmbedder",
     "PgEmbeddingCache",
     "SentenceTransformerEmbedder",
     "embedder_names",
+    "load_square_rgb",
     "make_embedder",
     "open_embedding_cache",
     "text_key",

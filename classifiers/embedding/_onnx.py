@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from classifiers._embedding_st import default_model_path, quiet_transformers, weights_fingerprint
+from classifiers.embedding._st import default_model_path, quiet_transformers, weights_fingerprint
 from shelfwise.errors import ModelError
 
 __all__ = ["OnnxMiniLMEmbedder", "default_onnx_cache"]

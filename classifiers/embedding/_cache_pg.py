@@ -24,8 +24,8 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from classifiers._embedding_cache import EmbeddingCache
-from classifiers._embedding_types import SCHEMA_VERSION
+from classifiers.embedding._cache import EmbeddingCache
+from classifiers.embedding._types import SCHEMA_VERSION
 from shelfwise.dburl import database_url
 from shelfwise.errors import ConfigError
 

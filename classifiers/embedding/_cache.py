@@ -11,8 +11,8 @@ from typing import Any, Self
 
 import numpy as np
 
-from classifiers._embedding_images import file_digest
-from classifiers._embedding_types import (
+from classifiers.embedding._images import file_digest
+from classifiers.embedding._types import (
     SCHEMA_VERSION,
     CacheStats,
     Embedder,
