@@ -16,8 +16,9 @@ from ._diff import TaxonomyDiff, diff_taxonomies
 from ._errors import Problem, TaxonomyValidationError, UnknownNodeError
 from ._loaders import TaxonomyFormat, detect_format, load_taxonomy
 from ._mapping import ExportStatus, TaxonomyMapping, export_targets, load_mapping
+from ._node import Node
 from ._text import normalise_path, path_id, split_path
-from ._tree import Node, Taxonomy
+from ._tree import Taxonomy
 from .search import SearchHit, TaxonomyIndex
 
 __all__ = [

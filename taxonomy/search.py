@@ -24,10 +24,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
 from ._errors import UnknownNodeError
+from ._node import Node
 from ._text import COMPACT_DROP_RE as _COMPACT_DROP
 from ._text import TOKEN_RE as _TOKEN
 from ._text import compact, fold, tokens
-from ._tree import Node, Taxonomy
+from ._tree import Taxonomy
 
 __all__ = ["SearchHit", "TaxonomyIndex"]
 
