@@ -44,6 +44,7 @@ __all__ = [
     "BACKOFF_DELTA_SHARE",
     "BACKOFF_GRID",
     "BackoffGrid",
+    "Carried",
     "CutSequence",
     "SequenceFit",
     "backoff_start",
@@ -319,14 +320,25 @@ class BackoffGrid:
     choice: list[np.ndarray]  # per cut: depth index chosen per row (-1: none)
 
 
-def _backoff_grid(sc: np.ndarray, cor: np.ndarray, margin: float) -> BackoffGrid:
+@dataclass(frozen=True)
+class Carried:
+    """Rows every back-off answer set holds whatever its cut: the rows whose label is accepted (their
+    `confident_*` answer is the label itself). How many, how many are right, and the errors their
+    calibrated confidence predicts (the sum of 1 - confidence)."""
+
+    rows: int = 0
+    correct: int = 0
+    expected_errors: float = 0.0
+
+
+def _backoff_grid(sc: np.ndarray, cor: np.ndarray, margin: float, carried: Carried) -> BackoffGrid:
     m, k, e, choice = [], [], [], []
     for t in BACKOFF_GRID:
         anyc, j = _backoff_answers(sc, float(t))
         rows = np.flatnonzero(anyc)
-        m.append(len(rows))
-        k.append(int(cor[rows, j[rows]].sum()))
-        e.append(float((1.0 - sc[rows, j[rows]]).sum()) + margin * len(rows))
+        m.append(len(rows) + carried.rows)
+        k.append(int(cor[rows, j[rows]].sum()) + carried.correct)
+        e.append(float((1.0 - sc[rows, j[rows]]).sum()) + carried.expected_errors + margin * m[-1])
         choice.append(j)
     return BackoffGrid(np.array(m), np.array(k), np.array(e), choice)
 
@@ -353,6 +365,7 @@ def fit_backoff_threshold(
     target_precision: float = 0.95,
     delta: float = DELTA * BACKOFF_DELTA_SHARE,
     start_margin: float = 0.01,
+    carried: Carried | None = None,
 ) -> tuple[SequenceFit, np.ndarray]:
     """The back-off tier's cut t: a row's answer is the first ancestor, climbing from its label, whose
     tree-summed probability is >= t.
@@ -361,17 +374,20 @@ def fit_backoff_threshold(
     with ``-inf``), and whether the truth lies under each. The cuts are `BACKOFF_GRID` (probabilities
     0.995, 0.990, ..., 0.5), tested high to low like the leaf cut, on this tier's own ``delta``,
     stopping at the first failure; the sequence starts at `backoff_start` (scores only, no label).
-    Returns the fit (its ``start`` records the first cut and what the scores predicted there) and the
-    depth index chosen per row (-1: none).
+    Each test is over the whole answer set a cut gives: these rows' answers plus the ``carried`` rows
+    (the accepted labels, which `confident_*` answers as they are), since the promise is about that
+    column as a whole. Returns the fit (``accepted`` counts the carried rows too; its ``start`` records
+    the first cut and what the scores predicted there) and the depth index chosen per row (-1: none).
     """
     sc = np.asarray(ancestor_scores, dtype=np.float64)
     cor = np.asarray(ancestor_correct, dtype=bool)
     n = sc.shape[0]
+    carry = carried or Carried()
     none = np.full(n, -1)
-    nothing = ThresholdFit(math.inf, n, 0, 0, 0.0)
+    nothing = ThresholdFit(math.inf, n + carry.rows, 0, 0, 0.0)
     if n == 0 or sc.ndim != 2 or sc.shape[1] == 0:
         return SequenceFit(nothing, delta, 0, 0, None, None), none
-    grid = _backoff_grid(sc, cor, start_margin)
+    grid = _backoff_grid(sc, cor, start_margin, carry)
     begin = backoff_start(grid.m, grid.predicted_errors, target_precision=target_precision)
     start = None
     if begin >= 0:
@@ -392,7 +408,8 @@ def fit_backoff_threshold(
             failure = {"accepted": m, "correct": k, "p_value": round(p, 6), "cut": float(BACKOFF_GRID[i])}
             break
         passed += 1
-        best = (ThresholdFit(float(BACKOFF_GRID[i]), n, m, k, _lower_bound(k, m, delta)), grid.choice[i])
+        fit = ThresholdFit(float(BACKOFF_GRID[i]), n + carry.rows, m, k, _lower_bound(k, m, delta))
+        best = (fit, grid.choice[i])
     return SequenceFit(best[0], delta, tested, passed, failure, None, start), best[1]
 
 

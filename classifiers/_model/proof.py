@@ -27,6 +27,7 @@ from classifiers.calibration import DELTA, TemperatureScaler, Thresholds, precis
 from classifiers.hierarchy import NodeIndex
 from classifiers.selective import (
     BACKOFF_DELTA_SHARE,
+    Carried,
     CutSequence,
     best_cut_share,
     fit_backoff_threshold,
@@ -167,14 +168,17 @@ def _fit_backoff(
     target: float,
     sequence: CutSequence | None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """The back-off cut on the rows whose leaf was not accepted (cross-fitted tree sums), on its own
-    share of delta; its share, precision and information gain (out of fold)."""
+    """The back-off cut on its own share of delta: the answers of the rows whose leaf was not accepted
+    (cross-fitted tree sums), tested together with the accepted leaves they join in `confident_*`;
+    its share, precision and information gain (out of fold)."""
     y = oof.y
     top = oof.p_raw.argmax(axis=1)
     node_scores = index.aggregate(oof.p_cal_cf, label_pos)
     rest = np.flatnonzero(~leaf_ok)
     sc, cor = ancestor_matrix(index, node_scores[rest], label_pos[top[rest]], label_pos[y[rest]])
-    fit, j = fit_backoff_threshold(sc, cor, target_precision=target)
+    leaf_conf = oof.p_cal_cf[np.flatnonzero(leaf_ok), top[leaf_ok]]
+    carried = Carried(int(leaf_ok.sum()), int((top == y)[leaf_ok].sum()), float((1.0 - leaf_conf).sum()))
+    fit, j = fit_backoff_threshold(sc, cor, target_precision=target, carried=carried)
     n = len(y)
     under = leaves_under(index, label_pos)
     total = len(label_pos)
@@ -186,10 +190,11 @@ def _fit_backoff(
             index.ancestor_positions(int(label_pos[top[rest[r]]]), include_self=False)[int(j[r])] for r in got
         ]
         gain[rest[got]] = information_gain(under[np.array(chosen, dtype=np.int64)], total)
-    accepted = fit.fit.accepted
     report = {
         **fit.to_dict(),
-        "share_of_all_rows": round(accepted / n, 4) if n else 0.0,
+        "carried_leaf_rows": carried.rows,
+        "share_of_all_rows": round(len(got) / n, 4) if n else 0.0,
+        "confident_share_of_all_rows": round((carried.rows + len(got)) / n, 4) if n else 0.0,
         "information_gain_of_its_answers": round(float(gain[rest[got]].mean()), 4) if len(got) else None,
         "information_gain_leaf_only": round(float(gain[leaf_ok].sum() / n), 4) if n else 0.0,
         "information_gain_with_backoff": round(float(gain.mean()), 4) if n else 0.0,
