@@ -19,8 +19,6 @@ libraries) when it runs, not when the app loads: ``shelfwise --help`` stays inst
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Annotated
 
 import typer
 
@@ -37,10 +35,13 @@ from shelfwise.cli._common import (
     HumanLabelsOpt,
     ImagesOpt,
     IncrementalOpt,
+    LabelledCatalogOpt,
     LabelledOpt,
     LLMModelOpt,
     LLMUrlOpt,
     MapOpt,
+    ModelDirOpt,
+    PredictionsOutOpt,
     RetrainOpt,
     ReviewsOpt,
     RunCatalogOpt,
@@ -54,6 +55,8 @@ from shelfwise.cli._common import (
     TargetOpt,
     TaxonomyFormatOpt,
     TaxonomyMappingOpt,
+    TrainModelDirOpt,
+    TrainTaxonomyOpt,
     UseImagesOpt,
     UsePriceOpt,
     WorkersOpt,
@@ -89,21 +92,9 @@ app = typer.Typer(
 # ---- train ----------------------------------------------------------------------------------------
 @app.command()
 def train(
-    taxonomy: Annotated[
-        Path,
-        typer.Option(
-            "--taxonomy", help="Taxonomy file (Google, Shopify, Best Buy JSON, one path a line, CSV/Parquet)."
-        ),
-    ],
-    catalog: Annotated[
-        str,  # not Path: Path("s3://b/p") would lose a slash
-        typer.Option(
-            "--catalog",
-            help="Labelled catalog: rows with a category_path (the training labels); a file, a folder or "
-            "glob of part files, or an s3:// prefix.",
-        ),
-    ],
-    model_dir: Annotated[Path, typer.Option("--model-dir", help="Folder the trained model is written to.")],
+    taxonomy: TrainTaxonomyOpt,
+    catalog: LabelledCatalogOpt,
+    model_dir: TrainModelDirOpt,
     reviews: ReviewsOpt = None,
     images_root: ImagesOpt = None,
     taxonomy_format: TaxonomyFormatOpt = None,
@@ -146,11 +137,9 @@ def train(
 # ---- classify -------------------------------------------------------------------------------------
 @app.command()
 def classify(
-    model_dir: Annotated[
-        Path, typer.Option("--model-dir", help="A model folder written by `shelfwise train`.")
-    ],
+    model_dir: ModelDirOpt,
     catalog: CatalogOpt,
-    out: Annotated[Path, typer.Option("--out", help="Predictions Parquet file (written atomically).")],
+    out: PredictionsOutOpt,
     reviews: ReviewsOpt = None,
     images_root: ImagesOpt = None,
     mapping: MapOpt = None,

@@ -46,8 +46,11 @@ __all__ = [
     "IncrementalOpt",
     "LLMModelOpt",
     "LLMUrlOpt",
+    "LabelledCatalogOpt",
     "LabelledOpt",
     "MapOpt",
+    "ModelDirOpt",
+    "PredictionsOutOpt",
     "RetrainOpt",
     "ReviewsOpt",
     "RunCatalogOpt",
@@ -61,6 +64,8 @@ __all__ = [
     "TargetOpt",
     "TaxonomyFormatOpt",
     "TaxonomyMappingOpt",
+    "TrainModelDirOpt",
+    "TrainTaxonomyOpt",
     "UseImagesOpt",
     "UsePriceOpt",
     "WorkUrlOpt",
@@ -82,6 +87,30 @@ REPO_DATA = Path(__file__).resolve().parents[2] / "data"
 SAMPLE = REPO_DATA / "sample"
 
 # ---- shared option types --------------------------------------------------------------------------
+# Every option of train, classify, run, serve is defined here once; a command names its type.
+TrainTaxonomyOpt = Annotated[
+    Path,
+    typer.Option(
+        "--taxonomy", help="Taxonomy file (Google, Shopify, Best Buy JSON, one path a line, CSV/Parquet)."
+    ),
+]
+LabelledCatalogOpt = Annotated[
+    str,  # not Path: Path("s3://b/p") would lose a slash
+    typer.Option(
+        "--catalog",
+        help="Labelled catalog: rows with a category_path (the training labels); a file, a folder or "
+        "glob of part files, or an s3:// prefix.",
+    ),
+]
+TrainModelDirOpt = Annotated[
+    Path, typer.Option("--model-dir", help="Folder the trained model is written to.")
+]
+ModelDirOpt = Annotated[
+    Path, typer.Option("--model-dir", help="A model folder written by `shelfwise train`.")
+]
+PredictionsOutOpt = Annotated[
+    Path, typer.Option("--out", help="Predictions Parquet file (written atomically).")
+]
 CatalogOpt = Annotated[
     str,  # not Path: Path("s3://b/p") would lose a slash
     typer.Option(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from shelfwise.cli._common import StateOpt, as_str, build_settings, console, fail
+from shelfwise.cli._common import LabelledOpt, RunTaxonomyOpt, StateOpt, as_str, build_settings, console, fail
 from shelfwise.errors import ShelfwiseError
 
 if TYPE_CHECKING:  # each command loads what it uses when it runs: `shelfwise --help` stays instant
@@ -81,8 +81,8 @@ def serve(
         ),
     ],
     cron: Annotated[str, typer.Option("--cron", help="Cron schedule (UTC).")] = "0 2 * * *",
-    taxonomy: Annotated[Path | None, typer.Option("--taxonomy")] = None,
-    labelled: Annotated[Path | None, typer.Option("--labelled")] = None,
+    taxonomy: RunTaxonomyOpt = None,
+    labelled: LabelledOpt = None,
     state_dir: StateOpt = None,
 ) -> None:
     """Serve the nightly deployment from this process (Prefect `serve` with a cron schedule)."""
