@@ -1,10 +1,16 @@
 """The nightly catalog reclassification flow: a table of contents, one task per stage (and per shard).
 
 begin-night     migrate to a new taxonomy, or train if there is no model yet (or --retrain) -> Night
-stage-catalog   catalog -> shards to score + carried SKUs (incremental)                     -> StagedNight
+plan-staging    the night's key, carry mode and bucket count (a staged night: done)       -> StagePlan
+read-part       one task per catalog part: its rows into their buckets (by sku_id hash)   -> PartStaged
+stage-bucket    one task per bucket: duplicate ids, carry split, shards to score          -> BucketStaged
+stage-catalog   distinct contents across buckets, quarantine, counts                      -> StagedNight
 score-distinct  one task per 2,000 distinct contents: embed + score once                    -> ShardResult
 classify-shard  one task per shard, on threads or Dask, retried                             -> ShardResult
-finish-night    final routes, predictions, queues, summary.json, report, state              -> RunSummary
+finish-bucket   one task per bucket: final rows and state, in tonight's new generation      -> BucketFinished
+finish-night    predictions, queues, summary.json, report; state/CURRENT committed last     -> RunSummary
+
+Every task but begin, plan, stage-catalog and finish runs on the task runner (threads or Dask).
 
 Every task is a thin wrapper around `shelfwise.night`, the one owner of a night.
 """
@@ -18,7 +24,21 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from shelfwise import night as nights
-from shelfwise.night import CatalogSource, Night, NightRequest, ShardResult, ShardTask, StagedNight
+from shelfwise.night import (
+    BucketFinished,
+    BucketStaged,
+    BucketTask,
+    CatalogSource,
+    FinishTask,
+    Night,
+    NightRequest,
+    PartStaged,
+    ReadPartTask,
+    ShardResult,
+    ShardTask,
+    StagedNight,
+    StagePlan,
+)
 from shelfwise.settings import Settings, load_settings
 from shelfwise.summary import Engine, RunSummary
 
@@ -30,9 +50,43 @@ def begin(request: NightRequest, settings: Settings, engine: Engine | None) -> N
     return nights.begin_night(request, settings, engine=engine)
 
 
+@task(cache_policy=NO_CACHE, name="plan-staging")
+def plan_staging(night: Night, settings: Settings) -> StagePlan:
+    return nights.stage_plan(night, settings)
+
+
+@task(cache_policy=NO_CACHE, name="read-part", retries=2, retry_delay_seconds=5)
+def read_part(part: ReadPartTask, settings: Settings) -> PartStaged:
+    return nights.read_part(part, settings)
+
+
+@task(cache_policy=NO_CACHE, name="stage-bucket", retries=2, retry_delay_seconds=5)
+def stage_bucket(bucket: BucketTask, settings: Settings) -> BucketStaged:
+    return nights.stage_bucket(bucket, settings)
+
+
 @task(cache_policy=NO_CACHE, name="stage-catalog")
+def gather(
+    plan: StagePlan, settings: Settings, parts: list[PartStaged], buckets: list[BucketStaged]
+) -> StagedNight:
+    return nights.gather(plan, parts, buckets, settings)
+
+
+@task(cache_policy=NO_CACHE, name="finish-bucket", retries=2, retry_delay_seconds=5)
+def finish_bucket(bucket: FinishTask, settings: Settings) -> BucketFinished:
+    return nights.finish_bucket(bucket, settings)
+
+
 def stage(night: Night, settings: Settings) -> StagedNight:
-    return nights.stage(night, settings)
+    """Staging: the plan, then the read-part and stage-bucket tasks on the runner, then the gather."""
+    plan = plan_staging(night, settings)
+    if plan.done is not None:
+        return plan.done
+    reads = plan.read_tasks()
+    parts = read_part.map(reads, unmapped(settings)).result() if reads else []
+    tasks = plan.bucket_tasks(parts)
+    buckets = stage_bucket.map(tasks, unmapped(settings)).result() if tasks else []
+    return gather(plan, settings, parts, buckets)
 
 
 @task(cache_policy=NO_CACHE, name="score-distinct", retries=2, retry_delay_seconds=5)
@@ -51,10 +105,13 @@ def finish(
     settings: Settings,
     staged: StagedNight,
     results: list[ShardResult],
+    finished: list[BucketFinished],
     scored: list[ShardResult],
     score_seconds: float,
 ) -> RunSummary:
-    return nights.finish_night(night, settings, staged, results, scored=scored, score_seconds=score_seconds)
+    return nights.finish_night(
+        night, settings, staged, results, finished=finished, scored=scored, score_seconds=score_seconds
+    )
 
 
 @flow(name="nightly-reclassification", log_prints=True)
@@ -84,7 +141,9 @@ def nightly_reclassification(
     tasks = nights.shard_tasks_of(night, staged)
     results = classify_shard.map(tasks, unmapped(settings)).result() if tasks else []
     nights.release_resources()  # the model's work is done: finish and report without it in memory
-    summary = finish(night, settings, staged, results, scored, score_seconds)
+    ends = nights.finish_tasks_of(night, settings, staged, results)
+    finished = finish_bucket.map(ends, unmapped(settings)).result() if ends else []
+    summary = finish(night, settings, staged, results, finished, scored, score_seconds)
     create_markdown_artifact(
         key="nightly-summary",
         markdown=nights.artifact_markdown(summary, settings),

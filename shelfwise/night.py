@@ -4,13 +4,21 @@
     night = begin_night(request, settings)   the model the night uses: a new taxonomy version migrates
                                              and retrains (the only caller of the migration), no model
                                              yet (or --retrain) trains
-    staged = stage(night, settings)          catalog -> shards to score + carried SKUs
+    plan = stage_plan(night, settings)       the night's key, carry mode and bucket count (main)
+    read_part(task, settings)                one catalog part -> its rows in their buckets (any worker)
+    stage_bucket(task, settings)             one bucket: duplicate ids, carry split, shards (any worker)
+    staged = gather(plan, parts, buckets)    distinct contents across buckets, quarantine (main)
     score_contents(task, settings)           a shard of distinct contents, scored once (any worker)
     classify_shard(task, settings)           a shard of SKUs decided (any worker)
-    summary = finish_night(night, ...)       the final rows (a migration's orphans routed to review, the
-                                             export columns) decided first; then predictions.parquet,
-                                             the queues, summary.json and the report, each written once;
-                                             the catalog and carry state committed last, from the final rows
+    finish_bucket(task, settings)            one bucket's final rows (a migration's orphans routed to
+                                             review, the export columns) and state, in tonight's new
+                                             state generation (any worker)
+    summary = finish_night(night, ...)       predictions.parquet (the buckets' rows, streamed), the queues,
+                                             summary.json and the report, each written once; the state
+                                             committed last (state/CURRENT names tonight's generation)
+
+No process holds more than one bucket's per-SKU state at a time (a thread runner's process: one per
+thread); `stage` and `finish_night` without ``finished`` run the bucket tasks in this process.
 
 `classify_catalog` runs all of it in this process (``shelfwise classify``); `flows/nightly.py` runs the
 same steps as Prefect tasks. Everything below this module is plain work (`shelfwise.pipeline`) or a
@@ -27,62 +35,87 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel
 
+from shelfwise import storage
 from shelfwise._memory import limit_arenas
 from shelfwise.errors import ConfigError
-from shelfwise.model_folder import has_model, load_model_taxonomy
+from shelfwise.model_folder import has_model
 from shelfwise.pipeline import (
+    BucketFinished,
+    BucketStaged,
+    BucketTask,
     CatalogSource,
     ExportRequest,
-    Migration,
+    FinishTask,
     NightOutcome,
+    PartStaged,
+    ReadPartTask,
     ShardResult,
     ShardTask,
     StagedNight,
+    StagePlan,
     commit_night,
+    concat_predictions,
     distinct_tasks,
     enqueue_orphans,
     enqueue_rescored,
+    finish_bucket,
     finish_migration,
+    finish_tasks,
+    gather_staged,
     load_pending,
     migrate_if_needed,
     new_run_id,
+    plan_stage,
+    read_part,
     release_resources,
-    route_orphans,
     run_shard,
     run_summary,
     score_distinct,
     shard_tasks,
+    stage_bucket,
     stage_night,
-    tonight_rows,
+    tonight_parts,
     train,
     utcnow,
     worker_resources,
-    write_predictions,
 )
 from shelfwise.reports import report_markdown, write_report
 from shelfwise.settings import Settings
 from shelfwise.summary import QUEUES, Engine, RunSummary
 
 __all__ = [
+    "BucketFinished",
+    "BucketStaged",
+    "BucketTask",
     "CatalogSource",
     "ExportRequest",
+    "FinishTask",
     "Night",
     "NightRequest",
+    "PartStaged",
+    "ReadPartTask",
     "ShardResult",
     "ShardTask",
+    "StagePlan",
     "StagedNight",
     "artifact_markdown",
     "begin_night",
     "classify_catalog",
     "classify_shard",
+    "finish_bucket",
     "finish_night",
+    "finish_tasks_of",
+    "gather",
     "limit_arenas",
     "preload_model",
+    "read_part",
     "release_resources",
     "score_contents",
     "score_tasks",
     "shard_tasks_of",
     "stage",
+    "stage_bucket",
+    "stage_plan",
 ]
 
 
@@ -166,8 +199,21 @@ def preload_model(settings: Settings, model_dir: str | Path) -> None:
 
 
 def stage(night: Night, settings: Settings) -> StagedNight:
-    """Stage the night's catalog (the main process needs no model for it)."""
+    """Stage the night's catalog with every staging task in this process (no model needed)."""
     return stage_night(night.request.source, settings=settings, model_dir=night.model_dir)
+
+
+def stage_plan(night: Night, settings: Settings) -> StagePlan:
+    """Plan tonight's staging: its read-part tasks, then (from their results) its stage-bucket tasks;
+    ``plan.done`` when an earlier attempt of the same night staged it already."""
+    return plan_stage(night.request.source, settings=settings, model_dir=night.model_dir)
+
+
+def gather(
+    plan: StagePlan, parts: Sequence[PartStaged], buckets: Sequence[BucketStaged], settings: Settings
+) -> StagedNight:
+    """The staged night from its staging tasks (main process)."""
+    return gather_staged(plan, parts, buckets, settings)
 
 
 def score_tasks(night: Night, staged: StagedNight) -> list[ShardTask]:
@@ -190,32 +236,51 @@ def classify_shard(task: ShardTask, settings: Settings) -> ShardResult:
     return run_shard(task, settings)
 
 
+def finish_tasks_of(
+    night: Night, settings: Settings, staged: StagedNight, results: Sequence[ShardResult]
+) -> list[FinishTask]:
+    """The night's finish-bucket tasks (plain data): one per bucket, writing tonight's state generation."""
+    return finish_tasks(
+        settings,
+        staged,
+        results,
+        run_id=night.run_id,
+        model_dir=Path(night.model_dir),
+        export=night.request.export,
+    )
+
+
 def finish_night(
     night: Night,
     settings: Settings,
     staged: StagedNight,
     results: Sequence[ShardResult],
     *,
+    finished: Sequence[BucketFinished] | None = None,
     scored: Sequence[ShardResult] = (),
     score_seconds: float = 0.0,
 ) -> RunSummary:
-    """Finish a night: decide the final rows, write each of the night's files once, commit state last."""
+    """Finish a night: tonight's rows per bucket (``finished``: the finish-bucket tasks' results; ``None``
+    runs them here), each of the night's files written once, the state committed last."""
     run_dir = settings.runs_dir / night.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     model_dir = Path(night.model_dir)
     out = Path(night.request.out) if night.request.out else run_dir / "predictions.parquet"
+    if finished is None:
+        finished = [finish_bucket(t, settings) for t in finish_tasks_of(night, settings, staged, results)]
     migration = load_pending(model_dir)
+    n = concat_predictions(out, finished)
     tmp = run_dir / ".parts"
-    parts, tonight = tonight_rows(staged, results, settings, run_id=night.run_id, tmp=tmp)
-    rows, orphans = _final_rows(tonight, migration, night.request.export, model_dir)
-    n = write_predictions(out, rows)
+    parts = tonight_parts(results, tmp=tmp)
     enqueued, queued = (
         enqueue_rescored(settings, parts, night.run_id)
         if night.request.enqueue
         else ({}, dict.fromkeys(QUEUES, 0))
     )
-    if orphans is not None:
-        enqueue_orphans(orphans, settings, run_id=night.run_id)
+    if migration is not None:
+        for f in finished:
+            migration.catalog.update(f.migration_counts)
+        _enqueue_orphans(finished, settings, night.run_id)
     shutil.rmtree(tmp, ignore_errors=True)
     outcome = NightOutcome(
         run_id=night.run_id,
@@ -241,23 +306,16 @@ def finish_night(
     if night.request.report:
         write_report(night.run_id, settings=settings)
     # State last: a night killed before this point leaves last night's state, so a rerun redoes tonight.
-    commit_night(settings, staged, out, run_id=night.run_id, model_dir=model_dir)
+    commit_night(settings, staged, finished, run_id=night.run_id, model_dir=model_dir)
     return summary
 
 
-def _final_rows(
-    rows: pl.LazyFrame | None, migration: Migration | None, export: ExportRequest | None, model_dir: Path
-) -> tuple[pl.LazyFrame | pl.DataFrame | None, pl.DataFrame | None]:
-    """Tonight's rows as they will be written: a migration's orphans routed to review, the export columns
-    added. Returns ``(rows, the orphans to enqueue or None)``; without either, the rows stay lazy."""
-    if rows is None or (migration is None and export is None):
-        return rows, None
-    frame, orphans = rows.collect(), None
-    if migration is not None:
-        frame, orphans = route_orphans(frame, migration)
-    if export is not None:
-        frame = export.apply(frame, load_model_taxonomy(model_dir))
-    return frame, orphans
+def _enqueue_orphans(finished: Sequence[BucketFinished], settings: Settings, run_id: str) -> None:
+    """A migration's orphans (every bucket's) into the review queue."""
+    urls = [f.orphans_url for f in finished if f.orphans_url]
+    if urls:
+        orphans = pl.concat([storage.read_parquet(u) for u in urls], how="vertical_relaxed")
+        enqueue_orphans(orphans, settings, run_id=run_id)
 
 
 def classify_catalog(

@@ -77,6 +77,14 @@ class Settings(BaseSettings):
         description="Where a run stages its shards and prediction parts: a folder every worker sees, or an "
         "fsspec URL such as s3://bucket/prefix (default <state_dir>/work).",
     )
+    state_buckets: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="Buckets the per-SKU state (carry state, catalog state, duplicate check) is split into "
+        "by a hash of sku_id; each is staged and finished by its own task (default: about one per million "
+        "SKUs, see docs/scale.md). Changing it re-buckets last night's state.",
+    )
     top_k: int = Field(5, ge=1, le=50, description="Candidates kept per SKU.")
     target_precision: float = Field(
         0.95, gt=0.5, lt=1.0, description="Precision the auto-accept thresholds are tuned for."

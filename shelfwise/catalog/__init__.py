@@ -51,6 +51,7 @@ plan), ``_canonical`` (a batch -> canonical rows, the row checks), ``_quarantine
 
 from __future__ import annotations
 
+from shelfwise.catalog._canonical import quarantine_duplicate
 from shelfwise.catalog._iter import content_hash, iter_catalog, read_catalog
 from shelfwise.catalog._parse import hash_columns, hash_values, parse_attributes
 from shelfwise.catalog._parts import CatalogPart, catalog_fingerprint, catalog_parts, is_remote
@@ -91,5 +92,6 @@ __all__ = [
     "load_reviews",
     "parse_attributes",
     "parse_mapping",
+    "quarantine_duplicate",
     "read_catalog",
 ]

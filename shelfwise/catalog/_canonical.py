@@ -39,7 +39,7 @@ from shelfwise.catalog._rows import (
 )
 from shelfwise.catalog._spec import CategoryFormat
 
-__all__ = ["RowContext", "SeenIds", "canonical_batch"]
+__all__ = ["RowContext", "SeenIds", "canonical_batch", "quarantine_duplicate"]
 
 _FIX = {
     QuarantineReason.MISSING_SKU_ID: (
@@ -282,6 +282,24 @@ def _duplicate(sku_id: str, first: tuple[str, int], file: str, i: int) -> _Drop:
         "give this product its own id or remove the duplicate"
     )
     return (i, QuarantineReason.DUPLICATE_SKU_ID, "sku_id", fix, value)
+
+
+def quarantine_duplicate(
+    q: Quarantine, *, sku_id: str, file: str, row_number: int, kept: tuple[str, int], raw: Any
+) -> None:
+    """Quarantine a row whose ``sku_id`` an earlier row (``kept``: its file and row) already used: the same
+    record the catalog reader writes, for a duplicate found later (a bucket's check across parts)."""
+    _, reason, fld, fix, value = _duplicate(sku_id, kept, file, 0)
+    q.add(
+        file=file,
+        row_number=row_number,
+        sku_id=sku_id,
+        field=fld,
+        reason=reason,
+        fix=fix,
+        raw=raw,
+        value=value,
+    )
 
 
 def _check_rows(

@@ -1,9 +1,8 @@
-"""Finishing a night, step by step (the night's owner, `shelfwise.night`, runs them in order): tonight's
-rows (carried + re-scored, streamed), the predictions file, review items enqueued within the nightly
-capacities, the typed `RunSummary`, and the catalog and carry state, committed last.
+"""Finishing a night, step by step (the night's owner, `shelfwise.night`, runs them in order): review
+items enqueued within the nightly capacities, the typed `RunSummary`, and the state, committed last.
+Tonight's rows and state are written bucket by bucket (`shelfwise.pipeline._finish`).
 
-Memory stays bounded at catalog scale: predictions are streamed from the parts (polars streaming sink),
-only queue candidates' key columns are collected to rank them, and state files are joined lazily.
+Memory stays bounded at catalog scale: only queue candidates' key columns are collected to rank them.
 """
 
 from __future__ import annotations
@@ -21,13 +20,13 @@ import pyarrow.parquet as pq
 
 from shelfwise import storage
 from shelfwise.model_folder import model_versions
-from shelfwise.pipeline._incremental import carried_rows, commit_state
+from shelfwise.pipeline._finish import BucketFinished, new_generation, publish_state
 from shelfwise.pipeline._resources import llm_note
 from shelfwise.pipeline._stage import StagedNight, remove_staged, utcnow
 from shelfwise.pipeline._worker import ShardResult, ShardTask, merge_counts
 from shelfwise.predictions import PREDICTION_COLUMNS, empty_predictions
 from shelfwise.settings import Settings
-from shelfwise.state import CATALOG_STATE, open_queue
+from shelfwise.state import open_queue
 from shelfwise.summary import QUEUES, EmbeddingCounts, Engine, Incremental, LLMSummary, RunCounts, RunSummary
 from verification.audit_bar import STATE_FILE as AUDIT_BAR_FILE
 from verification.audit_bar import load_bars
@@ -42,7 +41,7 @@ __all__ = [
     "enqueue_rescored",
     "run_summary",
     "shard_tasks",
-    "tonight_rows",
+    "tonight_parts",
     "write_predictions",
 ]
 
@@ -108,22 +107,11 @@ def distinct_tasks(staged: StagedNight, *, model_dir: str | Path, run_id: str) -
     ]
 
 
-def tonight_rows(
-    staged: StagedNight, results: Sequence[ShardResult], settings: Settings, *, run_id: str, tmp: Path
-) -> tuple[pl.LazyFrame | None, pl.LazyFrame | None]:
-    """``(tonight's re-scored parts with their product columns, every prediction row of the night)``:
-    carried rows then re-scored ones, stamped with ``run_id`` (lazy: streamed when written). Parts on
-    shared storage are copied under ``tmp`` first."""
+def tonight_parts(results: Sequence[ShardResult], *, tmp: Path) -> pl.LazyFrame | None:
+    """Tonight's re-scored prediction parts with their product columns (lazy); parts on shared storage
+    are copied under ``tmp`` first."""
     urls = [r.predictions_url for r in results]
-    parts = pl.scan_parquet([str(storage.local_copy(u, tmp)) for u in urls]) if urls else None
-    carried = carried_rows(settings, staged.carry_files)
-    # parts finished by a killed attempt of this night count as scored tonight
-    scored = parts.with_columns(pl.lit(run_id).alias("scored_run_id")) if parts is not None else None
-    frames = [f.select(list(PREDICTION_COLUMNS)) for f in (carried, scored) if f is not None]
-    if not frames:
-        return parts, None
-    rows = pl.concat(frames, how="vertical_relaxed").with_columns(pl.lit(run_id).alias("run_id"))
-    return parts, rows
+    return pl.scan_parquet([str(storage.local_copy(u, tmp)) for u in urls]) if urls else None
 
 
 def write_predictions(out: Path, rows: pl.LazyFrame | pl.DataFrame | None) -> int:
@@ -197,43 +185,6 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     return dict(vars(obj))
 
 
-def _change_counts(state_path: Path, keys: list[Path]) -> dict[str, int]:
-    if not keys:
-        return {"new": 0, "changed": 0, "unchanged": 0}
-    current = pl.scan_parquet([str(k) for k in keys])
-    if not state_path.exists():
-        return {"new": int(current.select(pl.len()).collect().item()), "changed": 0, "unchanged": 0}
-    prev = pl.scan_parquet(state_path).select("sku_id", pl.col("content_hash").alias("_prev"))
-    j = (
-        current.join(prev, on="sku_id", how="left")
-        .select(
-            pl.len().alias("n"),
-            pl.col("_prev").is_null().sum().alias("new"),
-            (pl.col("_prev") == pl.col("content_hash")).sum().alias("unchanged"),
-        )
-        .collect()
-        .row(0, named=True)
-    )
-    return {
-        "new": int(j["new"]),
-        "changed": int(j["n"] - j["new"] - j["unchanged"]),
-        "unchanged": int(j["unchanged"]),
-    }
-
-
-def _update_state(state_path: Path, keys: list[Path], run_id: str) -> None:
-    """catalog_state.parquet: every SKU ever seen with its last content hash and the last run that saw it."""
-    if not keys:
-        return
-    current = pl.scan_parquet([str(k) for k in keys]).with_columns(pl.lit(run_id).alias("last_seen_run"))
-    if state_path.exists():
-        prev = pl.scan_parquet(state_path).join(current.select("sku_id"), on="sku_id", how="anti")
-        current = pl.concat([current, prev], how="vertical_relaxed")
-    tmp = state_path.with_suffix(".tmp")
-    current.sink_parquet(tmp)
-    os.replace(tmp, state_path)
-
-
 def _previous_run(runs_dir: Path, run_id: str) -> str | None:
     if not runs_dir.exists():
         return None
@@ -269,7 +220,7 @@ def run_summary(o: NightOutcome, settings: Settings) -> RunSummary:
     model_version, taxonomy_version = model_versions(o.model_dir)
     totals = merge_counts([*o.scored, *o.results])
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    changes = _change_counts(settings.state_dir / CATALOG_STATE, o.staged.key_files)
+    changes = o.staged.changes
     quarantine_path = run_dir / "quarantine.jsonl"
     if Path(o.staged.quarantine_path).exists():
         shutil.copyfile(o.staged.quarantine_path, quarantine_path)
@@ -356,14 +307,15 @@ def _thresholds(settings: Settings, model_version: str) -> dict[str, Any]:
 
 
 def commit_night(
-    settings: Settings, staged: StagedNight, predictions: Path, *, run_id: str, model_dir: Path
+    settings: Settings,
+    staged: StagedNight,
+    finished: Sequence[BucketFinished],
+    *,
+    run_id: str,
+    model_dir: Path,
 ) -> None:
-    """Make tonight the state the next night starts from, from the final predictions file: the catalog
-    state (content hashes), then the carry state; then drop the staged shards. A night killed before
-    this keeps last night's state, so a rerun redoes tonight."""
-    model_version, taxonomy_version = model_versions(model_dir)
-    _update_state(settings.state_dir / CATALOG_STATE, staged.key_files, run_id)
-    commit_state(
-        settings, predictions, run_id=run_id, model_version=model_version, taxonomy_version=taxonomy_version
-    )
+    """Make tonight the state the next night starts from (`publish_state`: one atomic write of
+    ``state/CURRENT``), then drop the staged shards. A night killed before this keeps last night's state,
+    so a rerun redoes tonight."""
+    publish_state(settings, new_generation(settings, staged, run_id=run_id, model_dir=model_dir), finished)
     remove_staged(staged)

@@ -1,8 +1,9 @@
 """Incremental nights: an SKU whose inputs, model and taxonomy are unchanged keeps its last prediction.
 
-State (in ``state_dir``), replaced atomically at the end of every finished run:
-    predictions_state.parquet   the last run's predictions, every SKU (the rows that may be carried)
-    predictions_state.json      what they were made with: model, taxonomy, routing settings, run id
+State (`shelfwise.state`): the last run's predictions, every SKU, in buckets by a hash of ``sku_id``,
+and what they were made with (model, taxonomy, routing settings, run id) in ``state/CURRENT``, replaced
+atomically at the end of every finished run. The mode (full or incremental) is decided once a night
+(`carry_mode`); the carry keys are loaded per bucket, by that bucket's staging task (`plan_carry`).
 
 A row is carried when its ``sku_id``, ``content_hash`` and current category are the ones it was scored
 with, the model, taxonomy and routing settings are the same, and no reviewer decided it since (a human
@@ -14,8 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,12 @@ from typing import Any
 import polars as pl
 
 from classifiers.llm import ASK_AGAIN_STATUSES
+from shelfwise import storage
 from shelfwise.predictions import PREDICTION_COLUMNS
 from shelfwise.settings import Settings
-from shelfwise.state import PREDICTIONS_META as META_FILE
-from shelfwise.state import PREDICTIONS_STATE as STATE_FILE
+from shelfwise.state import StateGeneration
 
-__all__ = ["CarryPlan", "carried_rows", "commit_state", "plan_carry", "routing_fingerprint"]
+__all__ = ["CarryMode", "CarryPlan", "carry_mode", "plan_carry", "routing_fingerprint"]
 
 _KEY = "_carry_key"
 
@@ -77,52 +77,74 @@ class CarryPlan:
         return shard.join(hit, on="sku_id", how="anti"), hit
 
 
-def plan_carry(
+@dataclass
+class CarryMode:
+    """Full or incremental tonight, and why (decided once, in the main process, from `CURRENT`)."""
+
+    mode: str  # "full" | "incremental"
+    reason: str
+    previous_run_id: str | None = None
+
+
+def carry_mode(
     settings: Settings,
+    previous: StateGeneration | None,
     *,
     model_version: str,
     taxonomy_version: str,
     uses_price: bool,
-    locked: dict[str, tuple[str, str, str]],
-) -> CarryPlan:
-    """Decide full or incremental; for incremental, load the carry keys of the last predictions."""
-    state = settings.state_dir / STATE_FILE
-    meta_path = settings.state_dir / META_FILE
+) -> CarryMode:
+    """Decide full or incremental from the settings, the model and the last night's state."""
     if not settings.incremental:
-        return CarryPlan("full", "incremental scoring is off (setting incremental = false)", None)
+        return CarryMode("full", "incremental scoring is off (setting incremental = false)")
     if uses_price:
-        return CarryPlan("full", "the model scores price, which the content hash does not cover", None)
-    if not state.exists() or not meta_path.exists():
-        return CarryPlan("full", "first night: no earlier predictions to carry", None)
-    meta = json.loads(meta_path.read_text())
-    prev = meta.get("run_id")
-    if meta.get("model_version") != model_version:
-        return CarryPlan(
-            "full", f"new model {model_version} (last night: {meta.get('model_version')})", None, prev
+        return CarryMode("full", "the model scores price, which the content hash does not cover")
+    files = previous.files("predictions") if previous is not None and previous.routing else []
+    if previous is None or not files:
+        return CarryMode("full", "first night: no earlier predictions to carry")
+    prev = previous.run_id
+    if previous.model_version != model_version:
+        return CarryMode("full", f"new model {model_version} (last night: {previous.model_version})", prev)
+    if previous.taxonomy_version != taxonomy_version:
+        return CarryMode(
+            "full", f"new taxonomy {taxonomy_version} (last night: {previous.taxonomy_version})", prev
         )
-    if meta.get("taxonomy_version") != taxonomy_version:
-        return CarryPlan(
-            "full",
-            f"new taxonomy {taxonomy_version} (last night: {meta.get('taxonomy_version')})",
-            None,
-            prev,
-        )
-    if meta.get("routing") != routing_fingerprint(settings):
-        return CarryPlan(
-            "full", "routing settings changed (thresholds, top_k, audit rate or LLM step)", None, prev
-        )
-    missing = [c for c in PREDICTION_COLUMNS if c not in pl.scan_parquet(state).collect_schema().names()]
+    if previous.routing != routing_fingerprint(settings):
+        return CarryMode("full", "routing settings changed (thresholds, top_k, audit rate or LLM step)", prev)
+    names = _columns_of(files[0])
+    missing = [c for c in PREDICTION_COLUMNS if c not in names]
     if missing:
-        return CarryPlan(
-            "full", f"last predictions lack the columns {', '.join(missing)} (an older version)", None, prev
+        return CarryMode(
+            "full", f"last predictions lack the columns {', '.join(missing)} (an older version)", prev
         )
-    keys = carry_key(
-        pl.scan_parquet(state).select("sku_id", "content_hash", "current_category_path", "source")
+    return CarryMode(
+        "incremental", f"same model, taxonomy and routing as run {prev}: unchanged SKUs carried", prev
     )
-    frame = keys.select("sku_id", _KEY, "content_hash", "source").collect()
+
+
+def _columns_of(url: str) -> list[str]:
+    if not storage.is_remote(url):
+        return pl.scan_parquet(url).collect_schema().names()
+    with tempfile.TemporaryDirectory(prefix="shelfwise-state-") as tmp:
+        return pl.scan_parquet(storage.local_copy(url, Path(tmp))).collect_schema().names()
+
+
+def plan_carry(
+    mode: CarryMode, previous: pl.LazyFrame | None, locked: dict[str, tuple[str, str, str]]
+) -> CarryPlan:
+    """One bucket's carry plan: for an incremental night, the carry keys of the bucket's last predictions
+    (``previous``: that bucket's rows of the carry state)."""
+    if mode.mode != "incremental" or previous is None:
+        return CarryPlan(mode.mode, mode.reason, None, mode.previous_run_id)
+    keys = carry_key(
+        previous.select("sku_id", "content_hash", "current_category_path", "source", "llm_status")
+    )
     # an item the LLM could not settle (broken answer, endpoint down, budget) is asked again tonight
-    again = pl.scan_parquet(state).filter(pl.col("llm_status").is_in(sorted(ASK_AGAIN_STATUSES)))
-    frame = frame.join(again.select("sku_id").collect(), on="sku_id", how="anti")
+    frame = (
+        keys.filter(~pl.col("llm_status").is_in(sorted(ASK_AGAIN_STATUSES)).fill_null(False))
+        .select("sku_id", _KEY, "content_hash", "source")
+        .collect()
+    )
     if locked:
         # a reviewer's decision on unchanged content replaces the model's: re-score those rows
         lock = pl.DataFrame(
@@ -135,43 +157,4 @@ def plan_carry(
             .select("sku_id")
         )
         frame = frame.join(stale, on="sku_id", how="anti")
-    return CarryPlan(
-        "incremental",
-        f"same model, taxonomy and routing as run {prev}: unchanged SKUs carried",
-        frame.select("sku_id", _KEY),
-        prev,
-    )
-
-
-def carried_rows(settings: Settings, carry_files: list[Path]) -> pl.LazyFrame | None:
-    """Last night's prediction rows for the carried SKUs (lazy: streamed into the new predictions file)."""
-    files = [str(p) for p in carry_files if p.exists()]
-    if not files:
-        return None
-    skus = pl.scan_parquet(files).select("sku_id")
-    return pl.scan_parquet(settings.state_dir / STATE_FILE).join(skus, on="sku_id", how="semi")
-
-
-def commit_state(
-    settings: Settings, predictions: Path, *, run_id: str, model_version: str, taxonomy_version: str
-) -> None:
-    """Make tonight's predictions the carry state (atomically: data first, then the meta that names it)."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    state = settings.state_dir / STATE_FILE
-    tmp = state.with_suffix(".parquet.tmp")
-    shutil.copyfile(predictions, tmp)
-    meta = settings.state_dir / META_FILE
-    meta.unlink(missing_ok=True)  # a kill between the two replaces leaves no meta: the next night is full
-    os.replace(tmp, state)
-    meta_tmp = meta.with_suffix(".json.tmp")
-    meta_tmp.write_text(
-        json.dumps(
-            {
-                "run_id": run_id,
-                "model_version": model_version,
-                "taxonomy_version": taxonomy_version,
-                "routing": routing_fingerprint(settings),
-            }
-        )
-    )
-    os.replace(meta_tmp, meta)
+    return CarryPlan(mode.mode, mode.reason, frame.select("sku_id", _KEY), mode.previous_run_id)

@@ -1,4 +1,5 @@
-"""Reading the catalog as canonical shards, and staging them as Parquet files for the flow's shard tasks."""
+"""What a staged night is (`StagedNight`), the night's key, the catalog as canonical shards, and the
+night's distinct contents to score; the staging tasks themselves are in `shelfwise.pipeline._buckets`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import polars as pl
 from pydantic import BaseModel, Field
 
 from shelfwise import storage
-from shelfwise._memory import trim
 from shelfwise._scores import score_keys
 from shelfwise.catalog import (
     CatalogSpec,
@@ -25,18 +25,19 @@ from shelfwise.catalog import (
     load_reviews,
     parse_mapping,
 )
-from shelfwise.pipeline._incremental import CarryPlan, plan_carry, routing_fingerprint
-from shelfwise.pipeline._resources import ModelCard, model_card
+from shelfwise.pipeline._incremental import routing_fingerprint
 from shelfwise.settings import Settings
-from shelfwise.state import PREDICTIONS_META
+from shelfwise.state import StateGeneration, current_state
 
 __all__ = [
+    "DISTINCT_SHARD_ROWS",
     "CatalogSource",
+    "DistinctContents",
     "StagedNight",
     "iter_shards",
     "new_run_id",
+    "night_key",
     "remove_staged",
-    "stage_night",
     "utcnow",
 ]
 
@@ -92,11 +93,14 @@ def iter_shards(
 
 
 class StagedNight(BaseModel):
-    """A staged night: shards to score (at ``work_url``), carried SKUs and keys (local), quarantine."""
+    """A staged night: shards to score (at ``work_url``), carried SKUs and keys per bucket, quarantine."""
 
     night_key: str
-    local_dir: str  # keys/ and carry/ files, the quarantine file, staged.json (main process only)
-    work_url: str  # shards/ and predictions/ (every worker reads and writes here)
+    local_dir: str  # the quarantine file and staged.json (main process only)
+    work_url: (
+        str  # staging/, shards/, keys/, carry/, scores/, predictions/ (every worker reads and writes here)
+    )
+    buckets: int = 1
     shards: list[str] = Field(default_factory=list)
     distinct_shards: list[str] = Field(default_factory=list)  # one row per distinct content to score
     distinct: int = 0
@@ -109,6 +113,8 @@ class StagedNight(BaseModel):
     mode: str = "full"
     reason: str = ""
     previous_run_id: str | None = None
+    previous: StateGeneration | None = None  # the state the night started from (read per bucket)
+    changes: dict[str, int] = Field(default_factory=lambda: {"new": 0, "changed": 0, "unchanged": 0})
 
     def prediction_url(self, shard_url: str) -> str:
         return storage.join(self.work_url, "predictions", shard_url.rstrip("/").rsplit("/", 1)[-1])
@@ -116,13 +122,18 @@ class StagedNight(BaseModel):
     def score_url(self, distinct_url: str) -> str:
         return storage.join(self.work_url, "scores", distinct_url.rstrip("/").rsplit("/", 1)[-1])
 
-    @property
-    def key_files(self) -> list[Path]:
-        return sorted((Path(self.local_dir) / "keys").glob("*.parquet"))
+    def keys_url(self, bucket: int) -> str:
+        """Bucket ``bucket``'s ``sku_id, content_hash`` of tonight's catalog (the catalog state's input)."""
+        return storage.join(self.work_url, "keys", f"bucket-{bucket:05d}.parquet")
 
-    @property
-    def carry_files(self) -> list[Path]:
-        return sorted((Path(self.local_dir) / "carry").glob("*.parquet"))
+    def carry_url(self, bucket: int) -> str:
+        """Bucket ``bucket``'s carried ``sku_id`` list (absent: nothing carried)."""
+        return storage.join(self.work_url, "carry", f"bucket-{bucket:05d}.parquet")
+
+    def shards_of(self, bucket: int) -> list[str]:
+        """Tonight's shards of new and changed SKUs of bucket ``bucket`` (named ``bBBBBB-sSSSSS``)."""
+        prefix = f"b{bucket:05d}-"
+        return [u for u in self.shards if u.rstrip("/").rsplit("/", 1)[-1].startswith(prefix)]
 
 
 def night_key(
@@ -136,7 +147,7 @@ def night_key(
     """What makes two runs "the same night": same catalog (where it is, and its part files' names, sizes
     and versions: `catalog_fingerprint`), model, taxonomy, settings and carry state. A rerun after a kill
     finds the staged shards and finished shard results."""
-    meta = settings.state_dir / PREDICTIONS_META
+    state = current_state(settings)
     parts = [
         str(catalog) if is_remote(catalog) else str(Path(catalog).resolve()),
         catalog_fingerprint(catalog),
@@ -145,107 +156,24 @@ def night_key(
         routing_fingerprint(settings),
         settings.shard_size,
         settings.incremental,
-        meta.read_text() if meta.exists() else "",
+        state.meta_text() if state is not None else "",
+        settings.state_buckets,
         *[str(e) for e in extra],
     ]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
-
-
-def stage_night(
-    catalog: CatalogSource | str | Path, *, settings: Settings, model_dir: str | Path
-) -> StagedNight:
-    """Stream the catalog into canonical shards; write the rows to score as shard files at ``work_url``.
-
-    Rows that keep last night's prediction (see `shelfwise.pipeline._incremental`) are only listed
-    (carry/), and every row's ``sku_id, content_hash`` goes to keys/ for the change counts. Staging the
-    same night again (a rerun after a kill) returns what the first attempt staged.
-    """
-    source = CatalogSource.of(catalog)
-    res = model_card(model_dir, settings)  # staging needs no model: scoring loads it, where it runs
-    key = night_key(
-        source.catalog,
-        settings,
-        model_version=res.version,
-        taxonomy_version=res.taxonomy.version,
-        extra=source.key(),
-    )
-    local = settings.state_dir / "work" / key
-    manifest = local / "staged.json"
-    if manifest.exists():
-        return StagedNight.model_validate_json(manifest.read_text())
-    storage.remove_tree(str(local))
-    work = storage.join(settings.work_root, key) if settings.work_url else str(local)
-    if settings.work_url:
-        storage.remove_tree(work)
-    (local / "keys").mkdir(parents=True, exist_ok=True)
-    (local / "carry").mkdir(parents=True, exist_ok=True)
-    plan = plan_carry(
-        settings,
-        model_version=res.version,
-        taxonomy_version=res.taxonomy.version,
-        uses_price=res.use_price,
-        locked=res.locked,
-    )
-    staged = StagedNight(
-        night_key=key,
-        local_dir=str(local),
-        work_url=work,
-        mode=plan.mode,
-        reason=plan.reason,
-        previous_run_id=plan.previous_run_id,
-        quarantine_path=str(local / "quarantine.jsonl"),
-    )
-    _stage_shards(staged, source, settings=settings, res=res, plan=plan)
-    tmp = manifest.with_suffix(".tmp")
-    tmp.write_text(staged.model_dump_json())
-    tmp.replace(manifest)
-    del plan
-    trim()  # staging a large catalog freed a lot of heap: hand it back before the shards run
-    return staged
-
-
-def _stage_shards(
-    staged: StagedNight, source: CatalogSource, *, settings: Settings, res: ModelCard, plan: CarryPlan
-) -> None:
-    """Write each shard's keys, carried SKUs, rows to score and distinct contents; count them."""
-    local, work = Path(staged.local_dir), staged.work_url
-    quarantine = Quarantine(local / "quarantine.jsonl")
-    distinct = _DistinctContents(res, work)
-    try:
-        shards = iter_shards(source, settings=settings, taxonomy=res.taxonomy, quarantine=quarantine)
-        for i, shard in enumerate(shards):
-            name = f"shard-{i:05d}.parquet"
-            shard.select("sku_id", "content_hash").write_parquet(local / "keys" / name)
-            score, carry = plan.split(shard)
-            if carry.height:
-                carry.write_parquet(local / "carry" / name)
-            if score.height:
-                url = storage.join(work, "shards", name)
-                storage.write_parquet(score, url)
-                staged.shards.append(url)
-                distinct.add(score)
-            staged.rows += shard.height
-            staged.to_score += score.height
-            staged.carried += carry.height
-        distinct.flush()
-    finally:
-        quarantine.close()
-    staged.distinct_shards, staged.distinct = distinct.urls, distinct.rows
-    staged.quarantined = quarantine.total
-    staged.quarantine_reasons = dict(quarantine.counts)
 
 
 #: Rows per distinct-content shard: small enough that the score step spreads over every worker.
 DISTINCT_SHARD_ROWS = 2_000
 
 
-class _DistinctContents:
+class DistinctContents:
     """The night's distinct contents to score (first row of each `score_keys` value), written as small
     shards: the flow scores them first, spread over the workers, so each content is embedded and scored
     once a night instead of once per shard (and two workers never encode the same text at once)."""
 
-    def __init__(self, model: Any, work: str) -> None:
-        self.model, self.work = model, work
+    def __init__(self, model: Any, work: str, folder: str = "distinct") -> None:
+        self.model, self.work, self.folder = model, work, folder
         self.seen: set[str] = set()
         self.pending: list[pl.DataFrame] = []
         self.pending_rows = 0
@@ -275,14 +203,14 @@ class _DistinctContents:
             if full_only and part.height < DISTINCT_SHARD_ROWS:
                 self.pending, self.pending_rows = [part], part.height
                 break
-            url = storage.join(self.work, "distinct", f"part-{len(self.urls):05d}.parquet")
+            url = storage.join(self.work, self.folder, f"part-{len(self.urls):05d}.parquet")
             storage.write_parquet(part, url)
             self.urls.append(url)
             self.rows += part.height
 
 
 def remove_staged(staged: StagedNight) -> None:
-    """Delete a night's staged shards, prediction parts and keys (after its summary is written)."""
+    """Delete a night's staged shards, prediction parts and keys (after its state is committed)."""
     if staged.work_url != staged.local_dir:
         storage.remove_tree(staged.work_url)
     storage.remove_tree(staged.local_dir)

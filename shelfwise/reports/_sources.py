@@ -22,7 +22,7 @@ from classifiers.llm import read_llm_log as read_log  # a plain reader: no arbit
 from shelfwise.errors import ConfigError
 from shelfwise.model_folder import load_model_taxonomy
 from shelfwise.settings import Settings
-from shelfwise.state import CATALOG_STATE
+from shelfwise.state import read_catalog_state
 from shelfwise.summary import RunSummary
 from verification.store import QueueStore
 
@@ -363,12 +363,7 @@ def load_inputs(run_id: str, settings: Settings) -> RunInputs:
     else:
         drift.append("this is the first run: no previous run to compare with")
     notes["drift"] = drift
-    state_path = settings.state_dir / CATALOG_STATE
-    catalog_state = (
-        pl.read_parquet(state_path)
-        if state_path.is_file()
-        else pl.DataFrame(schema={"sku_id": pl.String, "content_hash": pl.String, "last_seen_run": pl.String})
-    )
+    catalog_state = read_catalog_state(settings)
     tax_notes: list[str] = []
     taxonomy = read_taxonomy(summary, tax_notes)
     notes["taxonomy"] = tax_notes

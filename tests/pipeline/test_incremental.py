@@ -3,6 +3,7 @@ every SKU is still in predictions.parquet, and identical contents are scored onc
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -10,6 +11,7 @@ import pytest
 
 from shelfwise import night, pipeline
 from shelfwise.settings import Settings
+from shelfwise.state import StateGeneration, bucket_of, current_state
 from shelfwise.summary import RunSummary
 
 KEEP = ["sku_id", "category_id", "category_path", "confidence", "route", "candidates", "margin", "reason"]
@@ -143,3 +145,123 @@ def test_a_new_model_rescores_everything_and_says_why(flipkart: dict[str, Path],
     # the summary on disk is the typed one, and keeps the keys older readers use
     disk = RunSummary.load(settings.runs_dir / third.run_id / "summary.json")
     assert disk.incremental.reason == third.incremental.reason and disk["counts"]["classified"] == p3.height
+
+
+def _state_files(settings: Settings, kind: str) -> tuple[StateGeneration, list[pl.DataFrame]]:
+    gen = current_state(settings)
+    assert gen is not None
+    return gen, [pl.read_parquet(f) for f in gen.files(kind)]
+
+
+def test_bucketed_state_carries_what_one_bucket_carries_and_follows_a_new_bucket_count(
+    flipkart: dict[str, Path], tmp_path: Path
+) -> None:
+    """The per-SKU state in 3 buckets (a hash of sku_id): two nights give the rows one bucket gives, every
+    SKU's state is in exactly one bucket, and a night with another bucket count re-buckets the state."""
+    catalog = pl.read_parquet(flipkart["night"])
+    changed = catalog.with_columns(
+        pl.when(pl.col("sku_id") == catalog["sku_id"][5])
+        .then(pl.lit("Stainless steel water bottle, 1 litre"))
+        .otherwise(pl.col("title"))
+        .alias("title")
+    )
+    changed.write_parquet(tmp_path / "night2.parquet")
+    nights, firsts = {}, {}
+    for buckets in (1, 3):
+        settings = Settings(state_dir=tmp_path / f"state{buckets}", shard_size=100, state_buckets=buckets)
+        firsts[buckets] = _night(flipkart, settings, flipkart["night"], tmp_path / f"a{buckets}.parquet")[1]
+        nights[buckets] = _night(
+            flipkart, settings, tmp_path / "night2.parquet", tmp_path / f"b{buckets}.parquet"
+        )
+    (one, p_one), (three, p_three) = nights[1], nights[3]
+    assert three.incremental.mode == "incremental" and three.counts.rescored == 1
+    assert three.counts.carried == one.counts.carried == catalog.height - 1
+    assert three.counts.changed == 1 and three.counts.unchanged == catalog.height - 1
+    # the same decisions; the scores agree to float32 rounding (contents are scored in other batches)
+    decided = ["sku_id", "category_id", "category_path", "route", "reason"]
+    assert p_three.select(decided).equals(p_one.select(decided))
+    assert (p_three["confidence"] - p_one["confidence"]).abs().max() < 1e-5  # type: ignore[operator]
+    # and every carried row is last night's row as it was
+    carried = p_three.filter(pl.col("scored_run_id") != three.run_id)
+    assert carried.height == catalog.height - 1
+    assert carried.select(KEEP).equals(firsts[3].join(carried.select("sku_id"), on="sku_id").select(KEEP))
+
+    settings = Settings(state_dir=tmp_path / "state3", shard_size=100, state_buckets=3)
+    gen, preds = _state_files(settings, "predictions")
+    assert gen.buckets == 3 and len(preds) == 3 and all(p.height for p in preds)
+    for b, frame in enumerate(preds):  # each bucket holds exactly its own SKUs
+        assert set(bucket_of(frame["sku_id"], 3).to_list()) == {b}
+    assert sorted(pl.concat([p["sku_id"] for p in preds]).to_list()) == sorted(catalog["sku_id"].to_list())
+
+    # another bucket count: the state is re-bucketed, the unchanged SKUs are still carried
+    two = Settings(state_dir=tmp_path / "state3", shard_size=100, state_buckets=2)
+    again, p_again = _night(flipkart, two, tmp_path / "night2.parquet", tmp_path / "c.parquet")
+    assert again.incremental.mode == "incremental" and again.counts.carried == catalog.height
+    assert p_again.select(KEEP).equals(p_three.select(KEEP))
+    gen, cats = _state_files(two, "catalog")
+    assert gen.buckets == 2 and sum(c.height for c in cats) == catalog.height
+    for b, frame in enumerate(cats):
+        assert set(bucket_of(frame["sku_id"], 2).to_list()) == {b}
+    assert sorted(p.name for p in (tmp_path / "state3" / "state").iterdir()) == sorted(
+        ["CURRENT", gen.generation]
+    )
+
+
+def test_a_catalog_in_parts_with_a_repeated_sku_id_is_staged_by_several_tasks(
+    flipkart: dict[str, Path], tmp_path: Path
+) -> None:
+    """Three part files read by three read-part tasks into two buckets: a sku_id repeated in a later part
+    is quarantined by its bucket's task, naming the file and row that kept it; every SKU predicted once."""
+    catalog = pl.read_parquet(flipkart["night"])
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    catalog.slice(0, 100).write_parquet(folder / "part-00000.parquet")
+    catalog.slice(100, 100).write_csv(folder / "part-00001.csv")
+    repeated = catalog.slice(7, 1).with_columns(pl.lit("Same id, another product").alias("title"))
+    pl.concat([catalog.slice(200), repeated]).write_parquet(folder / "part-00002.parquet")
+    settings = Settings(state_dir=tmp_path / "state", shard_size=100, state_buckets=2)
+    source = pipeline.CatalogSource(catalog=str(folder))
+    plan = pipeline.plan_stage(source, settings=settings, model_dir=flipkart["model"])
+    assert len(plan.read_tasks()) == 3 and plan.buckets == 2
+    summary, preds = _night(flipkart, settings, folder, tmp_path / "out.parquet")
+    assert preds.height == catalog.height and preds["sku_id"].n_unique() == catalog.height
+    assert summary.counts.quarantine_reasons == {"duplicate_sku_id": 1}
+    dup = [json.loads(line) for line in Path(summary.quarantine_path).read_text().splitlines()]
+    assert [(Path(d["file"]).name, d["row_number"], d["sku_id"]) for d in dup] == [
+        ("part-00002.parquet", catalog.height - 200 + 1, catalog["sku_id"][7])
+    ]
+    assert dup[0]["value"] == {"file": str(folder / "part-00000.parquet"), "row_number": 8}
+    assert dup[0]["raw"]["title"] == "Same id, another product"
+    kept = preds.filter(pl.col("sku_id") == catalog["sku_id"][7])["title"].item()
+    assert kept == catalog["title"][7]
+
+
+def test_a_night_killed_before_it_publishes_leaves_the_last_state(
+    flipkart: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every bucket of tonight's state is written, then the night dies before state/CURRENT is replaced:
+    the last night's state stays the one a rerun starts from, and the rerun commits cleanly."""
+    settings = Settings(state_dir=tmp_path / "state", shard_size=100, state_buckets=2)
+    first, p1 = _night(flipkart, settings, flipkart["night"], tmp_path / "n1.parquet")
+    current = tmp_path / "state" / "state" / "CURRENT"
+    before = current.read_bytes()
+
+    class Killed(BaseException):
+        pass
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise Killed
+
+    monkeypatch.setattr(night, "commit_night", die)
+    with pytest.raises(Killed):
+        _night(flipkart, settings, flipkart["night"], tmp_path / "n2.parquet")
+    assert current.read_bytes() == before
+    assert len(list((tmp_path / "state" / "state").iterdir())) == 3  # CURRENT, last night's, the killed one
+    monkeypatch.undo()
+    second, p2 = _night(flipkart, settings, flipkart["night"], tmp_path / "n3.parquet")
+    assert second.incremental.mode == "incremental" and second.incremental.reason.endswith("carried")
+    assert f"run {first.run_id}" in second.incremental.reason
+    assert second.counts.carried == p1.height and p2.select(KEEP).equals(p1.select(KEEP))
+    assert sorted(p.name for p in (tmp_path / "state" / "state").iterdir()) == sorted(
+        ["CURRENT", second.run_id]
+    )
