@@ -4,9 +4,13 @@ On the out-of-fold rows `train` proves its cut on (``oof.npz``, dumped during tr
 P(top-1 exactly right) is cross-fitted (5 folds: each row scored by a model that never saw it) from what
 only the model knows: the top two scores and their margin, the entropy of the label distribution, the
 predicted category's depth and training support, and its out-of-fold precision shrunk towards its
-parent's (computed inside each training fold). It competes with the model's own confidence (the top
-score): the best-cut share at 96% (chosen with the labels), and the share the fixed sequence proves with
-the whole leaf delta and with it split between the two (Bonferroni).
+parent's (computed inside each training fold); and, where training dumped the base scorers' out-of-fold
+scores (``oof_scorers.npz``), the per-scorer agreement: for each scorer (lexical, semantic, their kNNs,
+max-sim, brand, zero-shot) whether its own top label is the stacker's, and its own margin for that label
+(its score there minus its best other label), with the number of scorers that agree. Each competes with
+the model's own confidence (the top score): the best-cut share at 96% (chosen with the labels), and the
+share the fixed sequence proves with the whole leaf delta (0.03) and with it split between two rankings
+(Bonferroni, 0.015).
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
+from classifiers.calibration import DELTA
 from classifiers.model import CategoryModel
-from classifiers.selective import best_cut_share, fixed_sequence_test
+from classifiers.selective import BACKOFF_DELTA_SHARE, best_cut_share, fixed_sequence_test
 
 _SHRINK = 20.0  # prior rows of the parent's precision in a category's shrunk precision
+_LEAF_DELTA = DELTA * (1.0 - BACKOFF_DELTA_SHARE)
 
 
 def _shrunk_precision(top: np.ndarray, ok: np.ndarray, parent: np.ndarray, tr: np.ndarray) -> np.ndarray:
@@ -38,6 +44,48 @@ def _shrunk_precision(top: np.ndarray, ok: np.ndarray, parent: np.ndarray, tr: n
     return np.asarray((right + _SHRINK * par[inv]) / (seen + _SHRINK))
 
 
+def _agreement(path: Path, top: np.ndarray) -> np.ndarray | None:
+    """Per row, for each base scorer: whether its own top label is ``top`` and its own margin for
+    ``top`` (its score there minus its best other label's); then how many scorers agree."""
+    if not path.exists():
+        return None
+    d = np.load(path)
+    rows = np.arange(len(top))
+    cols = []
+    agree = np.zeros(len(top))
+    for name in sorted(d.files):
+        s = np.asarray(d[name], dtype=np.float64)
+        at_top = s[rows, top]
+        other = s.copy()
+        other[rows, top] = -np.inf
+        same = s.argmax(axis=1) == top
+        agree += same
+        cols += [same.astype(float), at_top - other.max(axis=1)]
+    return np.column_stack([*cols, agree])
+
+
+def _cross_fit(
+    x: np.ndarray, prec: tuple[np.ndarray, np.ndarray, np.ndarray], ok: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Out-of-fold P(right) of a logistic regression and of boosted trees on ``x`` plus the predicted
+    category's shrunk precision (``prec``: top label, right, parent per label; computed inside folds)."""
+    top, _, parent = prec
+    out = {"boosted trees": np.zeros(len(ok)), "logistic": np.zeros(len(ok))}
+    for tr, va in KFold(5, shuffle=True, random_state=0).split(x):
+        prec_tr = np.zeros(len(tr))
+        for itr, iva in KFold(5, shuffle=True, random_state=1).split(tr):
+            prec_tr[iva] = _shrunk_precision(top, ok, parent, tr[itr])[top[tr[iva]]]
+        x_tr = np.column_stack([x[tr], prec_tr])
+        x_va = np.column_stack([x[va], _shrunk_precision(top, ok, parent, tr)[top[va]]])
+        gbm = HistGradientBoostingClassifier(
+            max_iter=150, learning_rate=0.05, min_samples_leaf=40, random_state=0
+        )
+        out["boosted trees"][va] = gbm.fit(x_tr, ok[tr]).predict_proba(x_va)[:, 1]
+        lr = LogisticRegression(max_iter=2000).fit(x_tr, ok[tr])
+        out["logistic"][va] = lr.predict_proba(x_va)[:, 1]
+    return out
+
+
 def correctness_comparison(state: Path, *, target: float = 0.95) -> dict[str, Any]:
     """The comparison of the module docstring on one disjoint run's folder."""
     d = np.load(state / "oof.npz")
@@ -51,29 +99,22 @@ def correctness_comparison(state: Path, *, target: float = 0.95) -> dict[str, An
     parent = np.array([index.parents[p] for p in label_pos])
     support = np.log1p(np.bincount(y, minlength=p_raw.shape[1]))[top]
     base = np.column_stack([srt[:, -1], srt[:, -2], srt[:, -1] - srt[:, -2], entropy, depth, support])
-    scores = {"confidence (top score)": srt[:, -1], "correctness, boosted trees": np.zeros(len(y))}
-    scores["correctness, logistic"] = np.zeros(len(y))
-    for tr, va in KFold(5, shuffle=True, random_state=0).split(base):
-        prec_tr = np.zeros(len(tr))
-        for itr, iva in KFold(5, shuffle=True, random_state=1).split(tr):
-            prec_tr[iva] = _shrunk_precision(top, ok, parent, tr[itr])[top[tr[iva]]]
-        x_tr = np.column_stack([base[tr], prec_tr])
-        x_va = np.column_stack([base[va], _shrunk_precision(top, ok, parent, tr)[top[va]]])
-        gbm = HistGradientBoostingClassifier(
-            max_iter=150, learning_rate=0.05, min_samples_leaf=40, random_state=0
-        )
-        scores["correctness, boosted trees"][va] = gbm.fit(x_tr, ok[tr]).predict_proba(x_va)[:, 1]
-        lr = LogisticRegression(max_iter=2000).fit(x_tr, ok[tr])
-        scores["correctness, logistic"][va] = lr.predict_proba(x_va)[:, 1]
-    out: dict[str, Any] = {"rows": len(y)}
+    scores = {"confidence (top score)": srt[:, -1]}
+    for kind, s in _cross_fit(base, (top, ok, parent), ok).items():
+        scores[f"correctness, {kind}"] = s
+    agree = _agreement(state / "oof_scorers.npz", top)
+    if agree is not None:
+        for kind, s in _cross_fit(np.column_stack([base, agree]), (top, ok, parent), ok).items():
+            scores[f"correctness with per-scorer agreement, {kind}"] = s
+    out: dict[str, Any] = {"rows": len(y), "leaf_delta": _LEAF_DELTA}
     for name, s in scores.items():
         out[name] = {
             "best_cut_share_at_96": round(best_cut_share(s, ok, target + 0.01), 4),
             "proven_share_whole_leaf_delta": round(
-                fixed_sequence_test(s, ok, target_precision=target, delta=0.04).fit.coverage, 4
+                fixed_sequence_test(s, ok, target_precision=target, delta=_LEAF_DELTA).fit.coverage, 4
             ),
             "proven_share_delta_split_in_two": round(
-                fixed_sequence_test(s, ok, target_precision=target, delta=0.02).fit.coverage, 4
+                fixed_sequence_test(s, ok, target_precision=target, delta=_LEAF_DELTA / 2).fit.coverage, 4
             ),
         }
     return out

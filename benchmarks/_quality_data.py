@@ -23,7 +23,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.model_selection import train_test_split
 from sklearn.svm import LinearSVC
 
-from classifiers.estimators import _tfidf_union
+from classifiers.estimators import tfidf_union
 from taxonomy import load_taxonomy
 
 DATA = Path(os.environ.get("SHELFWISE_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -101,14 +101,14 @@ def lexical_text(frame: pl.DataFrame, fields: tuple[str, ...]) -> list[str]:
     return frame.select(pl.concat_str(cols, separator=" | ").alias("t")).get_column("t").to_list()
 
 
-def _baseline_predict(
+def baseline_predict(
     frame: pl.DataFrame, fields: tuple[str, ...], fit_idx: np.ndarray, test_idx: np.ndarray, paths: list[str]
 ) -> tuple[list[str], list[float]]:
     texts = np.asarray(lexical_text(frame, fields), dtype=object)
     y = np.asarray(paths, dtype=object)
     _, inv, counts = np.unique(y[fit_idx], return_inverse=True, return_counts=True)
     keep = fit_idx[counts[inv] >= 3]
-    vec = _tfidf_union(2).fit(texts[keep])
+    vec = tfidf_union(2).fit(texts[keep])
     clf = CalibratedClassifierCV(LinearSVC(C=1.0), method="sigmoid", cv=3).fit(
         vec.transform(texts[keep]), y[keep]
     )
@@ -116,7 +116,7 @@ def _baseline_predict(
     return list(clf.classes_[proba.argmax(axis=1)]), proba.max(axis=1).tolist()
 
 
-def _ancestor_ok(pred_paths: list[str], true_paths: list[str], tax: Any) -> np.ndarray:
+def ancestor_ok(pred_paths: list[str], true_paths: list[str], tax: Any) -> np.ndarray:
     from classifiers.metrics import split_path
 
     out = []
@@ -132,6 +132,6 @@ def fmt(x: Any, nd: int = 3) -> str:
     return "-" if x is None else f"{x:.{nd}f}"
 
 
-def _write(out_path: Path, results: dict[str, Any]) -> None:
+def write_results(out_path: Path, results: dict[str, Any]) -> None:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(results, indent=2, default=float))

@@ -19,6 +19,7 @@ Writes benchmarks/results/quality.json and prints markdown tables. Embeddings ar
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -37,7 +38,7 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from _quality_data import BENCH, SEED, _ancestor_ok, _baseline_predict, _write, fmt, load_dataset, split
+from _quality_data import BENCH, SEED, ancestor_ok, baseline_predict, fmt, load_dataset, split, write_results
 from _quality_disjoint import run as run_disjoint
 
 from classifiers import EmbeddingCache, make_embedder
@@ -51,7 +52,7 @@ def run_baseline(
     y = np.asarray(paths, dtype=object)
     _, inv, counts = np.unique(y[fit_idx], return_inverse=True, return_counts=True)
     t0 = time.perf_counter()
-    pred, conf = _baseline_predict(frame, fields, fit_idx, test_idx, paths)
+    pred, conf = baseline_predict(frame, fields, fit_idx, test_idx, paths)
     res = evaluate(pred, list(y[test_idx]), conf)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     res["dropped_rare_rows"] = int((counts[inv] < 3).sum())
@@ -87,7 +88,7 @@ def run_model(
     thr = model.thresholds_.for_nodes(pred.predicted_ids)
     auto = pred.confidence >= thr
     backoff_eval = evaluate(chosen, truth, pred.confidence, taxonomy=tax)
-    ok_anc = _ancestor_ok(chosen, truth, tax)
+    ok_anc = ancestor_ok(chosen, truth, tax)
     leaf_pred = model.predict(
         test, embedder=embedder, cache=cache, image_embedder=image_embedder, hierarchy="leaf"
     )
@@ -155,7 +156,7 @@ def cross_validated(
         path_of = dict(zip(model.index_.ids, model.index_.paths, strict=True))
         pred_sw += [path_of[i] for i in pred.leaf_ids]
         conf_sw += pred.leaf_confidence.tolist()
-        b_paths, b_conf = _baseline_predict(frame, fields, fit_idx, test_idx, paths)
+        b_paths, b_conf = baseline_predict(frame, fields, fit_idx, test_idx, paths)
         pred_b += b_paths
         conf_b += b_conf
         truth += [paths[i] for i in test_idx]
@@ -250,7 +251,7 @@ def ablations(name: str, fields: tuple[str, ...]) -> list[tuple[str, dict[str, A
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="*", default=list(DATASETS))
     ap.add_argument("--no-ablation", action="store_true")
@@ -274,13 +275,22 @@ def main(argv: list[str] | None = None) -> int:
         "--disjoint",
         action="store_true",
         help="train as `shelfwise train` does on 80%% of each catalog, classify the other 20%%: realized "
-        "auto "
-        "share and exact precision (stored under 'disjoint' in the JSON file)",
+        "auto share and exact precision (stored under 'disjoint' in the JSON file)",
     )
     ap.add_argument(
         "--rescore", action="store_true", help="with --disjoint: recompute the figures of the last run"
     )
-    args = ap.parse_args(argv)
+    ap.add_argument(
+        "--all-folds",
+        nargs="*",
+        default=["flipkart", "womens_clothing"],
+        help="with --disjoint: data sets also measured with every product tested once (5 folds, pooled)",
+    )
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.disjoint:
         return run_disjoint(args)
 
@@ -300,86 +310,69 @@ def main(argv: list[str] | None = None) -> int:
         "embedder": embedder.model_id,
     }
     for name in args.datasets:
-        frame, tax, fields = load_dataset(name)
-        paths = frame.get_column("category_path").to_list()
-        fit_a, cal_a, test_idx = split(paths)
-        fit_idx = np.concatenate([fit_a, cal_a])
-        print(
-            f"\n## {name}: {frame.height} rows, {len(set(paths))} classes; fit {len(fit_idx)}, test "
-            f"{len(test_idx)}",
-            flush=True,
-        )
-        entry: dict[str, Any] = dict(results.get(name, {}))
-        entry.update(
-            {
-                "rows": frame.height,
-                "classes": len(set(paths)),
-                "fit_rows": len(fit_idx),
-                "test_rows": len(test_idx),
-            }
-        )
-        if not args.skip_main or "shelfwise" not in entry:
-            entry["baseline"] = run_baseline(frame, fields, fit_idx, test_idx, paths)
-            print(
-                f"baseline: acc {entry['baseline']['leaf_accuracy']:.3f} cov95 "
-                f"{entry['baseline']['coverage_at_precision']['0.95']:.3f}",
-                flush=True,
-            )
-            main_res, _, _ = run_model(
-                frame, tax, fit_idx, test_idx, embedder=embedder, cache=cache, text_fields=fields
-            )
-            entry["shelfwise"] = main_res
-            print(
-                f"shelfwise: acc {main_res['leaf_accuracy']:.3f} cov95 "
-                f"{main_res['coverage_at_precision']['0.95']:.3f} ece {main_res['ece']:.3f} "
-                f"policy {main_res['policy']}",
-                flush=True,
-            )
-            entry.setdefault("ablation", {}).update(
-                {
-                    "fused (shelfwise, 5 folds)": _brief(main_res),
-                    "without back-off (leaf only)": main_res["leaf_only"],
-                }
-            )
-            results[name] = entry
-            _write(out_path, results)
-        if not args.no_ablation:
-            for label, params in ablations(name, fields):
-                r, _, _ = run_model(
-                    frame, tax, fit_idx, test_idx, embedder=embedder, cache=cache, cv=3, **params
-                )
-                entry["ablation"][label] = _brief(r)
-                print(f"  {label}: {entry['ablation'][label]}", flush=True)
-                _write(out_path, results)
-        if DATASETS[name]["images"] and not args.no_images:
-            from classifiers.images import ImageEmbedder
-
-            r, _, _ = run_model(
-                frame,
-                tax,
-                fit_idx,
-                test_idx,
-                embedder=embedder,
-                cache=cache,
-                cv=3,
-                image_embedder=ImageEmbedder(),
-                text_fields=fields,
-                use_images=True,
-            )
-            entry["ablation"]["+ images"] = _brief(r)
-            print(f"  + images: {entry['ablation']['+ images']}", flush=True)
-        if not args.no_zero_shot_probe:
-            entry["zero_shot_probe"] = held_out_class_probe(
-                frame, tax, fit_idx, test_idx, embedder=embedder, cache=cache, fields=fields
-            )
-            print(f"  zero-shot probe: {entry['zero_shot_probe']}", flush=True)
-        if name in args.cv:
-            entry["cross_validated"] = cross_validated(frame, tax, fields, embedder=embedder, cache=cache)
-            print(f"  cross-validated: {entry['cross_validated']}", flush=True)
-        results[name] = entry
-        _write(out_path, results)
+        results[name] = _run_dataset(name, args, dict(results.get(name, {})), embedder=embedder, cache=cache)
+        write_results(out_path, results)
     print(markdown(results))
     return 0
+
+
+def _run_dataset(
+    name: str, args: argparse.Namespace, entry: dict[str, Any], *, embedder: Any, cache: Any
+) -> dict[str, Any]:
+    """One data set's main rows (baseline, shelfwise), ablations, images, zero-shot probe and
+    cross-validation, as ``args`` asks; ``entry``: its earlier results (kept where not rerun)."""
+    frame, tax, fields = load_dataset(name)
+    paths = frame.get_column("category_path").to_list()
+    fit_a, cal_a, test_idx = split(paths)
+    fit_idx = np.concatenate([fit_a, cal_a])
+    print(
+        f"\n## {name}: {frame.height} rows, {len(set(paths))} classes; fit {len(fit_idx)}, "
+        f"test {len(test_idx)}",
+        flush=True,
+    )
+    entry.update(
+        {
+            "rows": frame.height,
+            "classes": len(set(paths)),
+            "fit_rows": len(fit_idx),
+            "test_rows": len(test_idx),
+        }
+    )
+    run = functools.partial(run_model, frame, tax, fit_idx, test_idx, embedder=embedder, cache=cache)
+    if not args.skip_main or "shelfwise" not in entry:
+        entry["baseline"] = run_baseline(frame, fields, fit_idx, test_idx, paths)
+        main_res, _, _ = run(text_fields=fields)
+        entry["shelfwise"] = main_res
+        print(f"baseline: {_brief_base(entry['baseline'])}; shelfwise: {_brief(main_res)}", flush=True)
+        entry.setdefault("ablation", {}).update(
+            {
+                "fused (shelfwise, 5 folds)": _brief(main_res),
+                "without back-off (leaf only)": main_res["leaf_only"],
+            }
+        )
+    if not args.no_ablation:
+        for label, params in ablations(name, fields):
+            entry["ablation"][label] = _brief(run(cv=3, **params)[0])
+            print(f"  {label}: {entry['ablation'][label]}", flush=True)
+    if DATASETS[name]["images"] and not args.no_images:
+        from classifiers.images import ImageEmbedder
+
+        r, _, _ = run(cv=3, image_embedder=ImageEmbedder(), text_fields=fields, use_images=True)
+        entry["ablation"]["+ images"] = _brief(r)
+        print(f"  + images: {entry['ablation']['+ images']}", flush=True)
+    if not args.no_zero_shot_probe:
+        entry["zero_shot_probe"] = held_out_class_probe(
+            frame, tax, fit_idx, test_idx, embedder=embedder, cache=cache, fields=fields
+        )
+        print(f"  zero-shot probe: {entry['zero_shot_probe']}", flush=True)
+    if name in args.cv:
+        entry["cross_validated"] = cross_validated(frame, tax, fields, embedder=embedder, cache=cache)
+        print(f"  cross-validated: {entry['cross_validated']}", flush=True)
+    return entry
+
+
+def _brief_base(b: dict[str, Any]) -> str:
+    return f"acc {b['leaf_accuracy']:.3f} cov95 {b['coverage_at_precision']['0.95']:.3f}"
 
 
 def _brief(r: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ __all__ = [
     "KeyPriorClassifier",
     "LogPriceClassifier",
     "TextLinearClassifier",
+    "tfidf_union",
     "usable_prices",
 ]
 
@@ -104,7 +105,9 @@ class CosineKNNClassifier(ClassifierMixin, BaseEstimator):
         return np.asarray(self.classes_[self.predict_proba(X).argmax(axis=1)])
 
 
-def _tfidf_union(min_df_char: int) -> FeatureUnion:
+def tfidf_union(min_df_char: int) -> FeatureUnion:
+    """TF-IDF word 1-2 grams and char_wb 2-5 grams (``min_df_char``), side by side (the lexical scorer's
+    features; also the TF-IDF + LinearSVC baseline's in benchmarks/quality.py)."""
     return FeatureUnion(
         [
             ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, lowercase=True, min_df=1)),
@@ -153,10 +156,10 @@ class TextLinearClassifier(ClassifierMixin, BaseEstimator):
         self.classes_, _ = _labels(y, len(texts), "texts")
         y = np.asarray(y)
         try:
-            self.vectorizer_ = _tfidf_union(self.min_df_char)
+            self.vectorizer_ = tfidf_union(self.min_df_char)
             Xv = self.vectorizer_.fit_transform(texts)
         except ValueError:  # tiny corpora: every char n-gram below min_df
-            self.vectorizer_ = _tfidf_union(1)
+            self.vectorizer_ = tfidf_union(1)
             Xv = self.vectorizer_.fit_transform(texts)
         if len(self.classes_) == 1:
             self.svc_ = None
