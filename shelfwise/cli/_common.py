@@ -431,6 +431,10 @@ def print_train_summary(summary: Any) -> None:
             f"{k} {v.get('proven_share', 0):.3f}" for k, v in (heldout.get("rankings_compared") or {}).items()
         )
         table.add_row("leaf ranking (proven share)", f"{heldout['ranking']} ({compared})")
+    failed = (groups.get("*") or {}).get("first_failure")
+    if heldout.get("proven_share") == 0 and failed:  # say why nothing is auto-accepted (docs/quality.md)
+        why = f"{failed['correct']} of {failed['accepted']} right, p = {failed['p_value']:.3f}"
+        table.add_row("nothing proven: the first cut", f"{why} (a proof needs more, or surer, rows)")
     backoff = heldout.get("backoff") or {}
     if "share_of_all_rows" in backoff:
         table.add_row("back-off tier: share of all rows", f"{backoff['share_of_all_rows']:.3f}")
