@@ -34,6 +34,19 @@ def _tail(log: Path) -> str:
     return text[-LOG_TAIL:]
 
 
+# What a signal that killed the server has meant here (docs/development.md, "llama.cpp crashes").
+_HINTS = {
+    signal.SIGILL: (
+        " (an instruction this CPU lacks: a llama-cpp-python wheel built for another machine's CPU, e.g."
+        " one reused from pip's cache; rebuild it here with .ci/run)"
+    ),
+    signal.SIGSEGV: (
+        " (measured on a CPU with AMX: llama.cpp's AMX int8 matmul segfaults on the first prompt of more"
+        " than one token; .ci/run builds llama-cpp-python without AMX: rebuild it with .ci/run)"
+    ),
+}
+
+
 def _death(server: LlamaServer, when: str) -> str:
     """Why the server is gone, in words: exit code or signal, and the tail of its own output."""
     assert server.proc is not None
@@ -41,11 +54,7 @@ def _death(server: LlamaServer, when: str) -> str:
     how = f"exited with code {code}"
     if code is not None and code < 0:
         how = f"was killed by {signal.Signals(-code).name}"
-        if -code == signal.SIGILL:
-            how += (
-                " (an instruction this CPU lacks: a llama-cpp-python wheel built for another machine's "
-                "CPU, e.g. one reused from pip's cache; rebuild it here)"
-            )
+        how += _HINTS.get(-code, "")
     tail = _tail(_log(server))
     return f"llama.cpp server (pid {server.proc.pid}) {how} {when}\n--- server log tail ---\n{tail}"
 
@@ -55,11 +64,22 @@ def _log(server: LlamaServer) -> Path:
     return server.log_path
 
 
+# A chat prompt of a few dozen tokens: llama.cpp evaluates a prompt of more than one token as a batch,
+# through other kernels than the one-token steps of generation (an AMX build answered a one-token prompt
+# and died on the first real question: SIGSEGV), so readiness covers both.
+WARM_UP = {
+    "messages": [{"role": "user", "content": "Answer with one word. Is a kettle a kitchen appliance?"}],
+    "max_tokens": 2,
+    "temperature": 0,
+}
+
+
 def _warm_up(server: LlamaServer) -> None:
-    """Ready means it computes, not only that it listens: one real token, through the model."""
-    body = json.dumps({"prompt": "Hello", "max_tokens": 1, "temperature": 0}).encode()
+    """Ready means it computes, not only that it listens: a short chat prompt through the model."""
     request = urllib.request.Request(
-        f"{server.base_url}/completions", data=body, headers={"Content-Type": "application/json"}
+        f"{server.base_url}/chat/completions",
+        data=json.dumps(WARM_UP).encode(),
+        headers={"Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, timeout=300) as resp:
@@ -67,14 +87,14 @@ def _warm_up(server: LlamaServer) -> None:
     except OSError as exc:
         time.sleep(1)  # let a dying server finish dying, so its exit code is known
         if server.proc is not None and server.proc.poll() is not None:
-            pytest.fail(_death(server, "on its first inference"))
+            pytest.fail(_death(server, "on its first prompt"))
         pytest.fail(f"llama.cpp server did not complete one token: {exc}\n{_tail(_log(server))}")
 
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
     """One llama.cpp server for the module, ready before the first test: it answers GET /v1/models
-    (LlamaServer.start) and has computed one token."""
+    (LlamaServer.start) and has answered a short chat prompt."""
     why = llama_server_available()
     if why:
         if os.environ.get("SHELFWISE_REQUIRE_LLAMA") == "1":
