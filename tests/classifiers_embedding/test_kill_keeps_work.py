@@ -1,8 +1,9 @@
 """Work kept across a kill: `shelfwise run` SIGKILLed while it embeds, and again while it scores, keeps
 every embedding and every score batch it had written; the clean rerun computes only the rest.
 
-Both kills fall inside the night's first score task (2,000 distinct contents), so the rerun runs every
-task itself and its summary counts exactly what it computed."""
+The night's 1,200 distinct contents make one score task (up to 2,000 contents) of three score batches
+(500 rows each), so both kills fall inside it and the rerun runs every task itself: its summary counts
+exactly what it computed."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import pytest
 from shelfwise.summary import RunSummary
 
 SHELFWISE = str(Path(sys.executable).with_name("shelfwise"))
+NIGHT = 1_200  # SKUs in the night, each with its own content
 
 
 def _env(state: Path) -> dict[str, str]:
@@ -32,14 +34,14 @@ def _env(state: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def kill_night(real_data: Path, build_once: Callable[..., Path]) -> dict[str, Path]:
-    """A model trained on 500 real Amazon UK products, and a night of 2,400 SKUs with 2,400 distinct
-    contents (real titles of other products, and pack-size variants of them)."""
+    """A model trained on 500 real Amazon UK products, and a night of 1,200 SKUs with 1,200 distinct
+    contents (real titles of 400 other products, and pack-size variants of them)."""
 
     def build(work: Path) -> None:
         df = pl.read_parquet(real_data / "catalogs" / "amazon_uk.parquet").unique("title", keep="first")
         df = df.sample(fraction=1.0, shuffle=True, seed=5)
         df.head(500).write_parquet(work / "labelled.parquet")
-        rest = df.slice(500, 800)
+        rest = df.slice(500, 400)
         variants = [rest] + [
             rest.with_columns(pl.col("sku_id") + f"-pack{k}", pl.col("title") + f" (pack of {k})")
             for k in (2, 3)
@@ -152,8 +154,8 @@ def test_a_killed_night_keeps_its_embeddings_and_score_batches(
     assert summary.embedding.misses == final - after_second
     assert summary.embedding.misses < final - 300
     # and scored only the contents outside the kept score batches
-    assert summary.embedding.distinct_contents == 2_400
-    assert summary.counts.distinct_scored == 2_400 - 500 * kept_batches
+    assert summary.embedding.distinct_contents == NIGHT
+    assert summary.counts.distinct_scored == NIGHT - 500 * kept_batches
     pred = pl.read_parquet(summary.predictions_path)
-    assert pred.height == 2_400 and pred["sku_id"].n_unique() == 2_400, "every SKU predicted once"
+    assert pred.height == NIGHT and pred["sku_id"].n_unique() == NIGHT, "every SKU predicted once"
     assert not _score_batches(state), "finished parts leave no batch files behind"
