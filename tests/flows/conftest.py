@@ -85,6 +85,20 @@ def fresh_state(amazon_night: dict[str, Path], dest: Path) -> Path:
     return state
 
 
+@pytest.fixture(scope="session")
+def threads_night(amazon_night: dict[str, Path], build_once: Callable[..., Path]) -> Path:
+    """The summary.json of the `amazon_night` night run once by `shelfwise run --shard-size 150 --workers 2`
+    (the thread runner): the reference the Dask tests compare their nights with. Built once per test run
+    and read by the tests of both xdist workers (``build_once``), instead of once per test."""
+
+    def build(work: Path) -> None:
+        state = fresh_state(amazon_night, work)
+        run_cli(state, "--catalog", str(amazon_night["night"]), "--shard-size", "150", "--workers", "2")
+
+    work = build_once("threads-night", build)
+    return next((work / "state" / "runs").glob("*/summary.json"))
+
+
 @pytest.fixture
 def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """`run_cli(state, *args)`: `shelfwise run --state-dir state *args` as a subprocess (asserts success)."""

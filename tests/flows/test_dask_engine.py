@@ -92,15 +92,18 @@ def _scheduler_prefixes(address: str) -> dict[str, int]:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_the_dask_night_equals_the_thread_night(
-    amazon_night: dict[str, Path], tmp_path: Path, dask_cluster: str, cli: Any, new_state: Any
+    amazon_night: dict[str, Path],
+    threads_night: Path,
+    tmp_path: Path,
+    dask_cluster: str,
+    cli: Any,
+    new_state: Any,
 ) -> None:
     night = str(amazon_night["night"])
-    threads = new_state(tmp_path / "threads")
-    cli(threads, "--catalog", night, "--shard-size", "150", "--workers", "2")
     dask = new_state(tmp_path / "dask")
     proc = cli(dask, "--catalog", night, "--shard-size", "150", "--dask-address", dask_cluster)
 
-    s_threads = RunSummary.load(next((threads / "runs").glob("*/summary.json")))
+    s_threads = RunSummary.load(threads_night)  # the same night, same shard size, on two threads
     s_dask = RunSummary.load(next((dask / "runs").glob("*/summary.json")))
     assert s_threads.engine.runner == "threads" and s_threads.engine.workers == 2
     assert s_dask.engine.runner == "dask" and s_dask.engine.address == dask_cluster

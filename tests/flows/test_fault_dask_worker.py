@@ -93,11 +93,14 @@ def _kill_during_a_shard_task(
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_a_worker_killed_mid_shard_leaves_the_night_as_threads_make_it(
-    amazon_night: dict[str, Path], tmp_path: Path, dask_cluster: str, cli: Any, new_state: Any
+    amazon_night: dict[str, Path],
+    threads_night: Path,
+    tmp_path: Path,
+    dask_cluster: str,
+    cli: Any,
+    new_state: Any,
 ) -> None:
     night = str(amazon_night["night"])
-    threads = new_state(tmp_path / "threads")
-    cli(threads, "--catalog", night, "--shard-size", "150", "--workers", "2")
 
     killed: list[tuple[str, int, str]] = []
     stop = threading.Event()
@@ -111,7 +114,7 @@ def test_a_worker_killed_mid_shard_leaves_the_night_as_threads_make_it(
         killer.join(timeout=60)
     assert killed, "no worker was seen running a shard task, so none was killed"
 
-    s_threads = RunSummary.load(next((threads / "runs").glob("*/summary.json")))
+    s_threads = RunSummary.load(threads_night)  # the same night, same shard size, on two threads
     s_dask = RunSummary.load(next((dask / "runs").glob("*/summary.json")))
     a = pl.read_parquet(s_threads.predictions_path).sort("sku_id").select(COMPARE)
     b = pl.read_parquet(s_dask.predictions_path).sort("sku_id").select(COMPARE)

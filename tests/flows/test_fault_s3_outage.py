@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -119,6 +120,8 @@ def gated_s3(
 def test_a_night_rides_out_an_object_store_outage(
     amazon_night: dict[str, Path], tmp_path: Path, gated_s3: Gate
 ) -> None:
+    for state in ("local", "s3"):  # the night's embeddings, warm (the store holds only the night's work)
+        shutil.copytree(amazon_night["cache"], tmp_path / state / "cache")
     local = nights.classify_catalog(
         model_dir=amazon_night["model"],
         catalog=amazon_night["night"],
