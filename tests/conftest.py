@@ -232,8 +232,9 @@ def pytest_make_collect_report(collector: pytest.Collector):  # type: ignore[no-
 # The suite runs on two xdist workers, each taking whole modules (addopts in pyproject.toml: -n 2 --dist
 # loadscope, so a module-scoped fixture such as a trained model or a started server is built once; `-n 0`
 # runs in one process, e.g. for --pdb). Files several modules read are built once for both workers
-# (`build_once`). The modules with such fixtures, and the slow tests, are sent first
-# (--no-loadscope-reorder keeps this order), so no long test starts last while the other worker idles.
+# (`build_once`). The slowest modules (SLOWEST_FIRST, measured), then the other modules with such
+# fixtures or slow tests, are sent first (--no-loadscope-reorder keeps this order), so no long test starts
+# last while the other worker idles.
 
 
 def _front(item: pytest.Item) -> bool:
@@ -242,6 +243,42 @@ def _front(item: pytest.Item) -> bool:
     return bool(item.get_closest_marker("slow")) or any(chain[-1].scope == "module" for chain in chains)
 
 
+# The slowest modules, longest first, so the two workers end together (the longest start first and the
+# short ones fill in at the end). Order from a fresh clone's `--durations=60` run (2026-12-07, the 2-core
+# CI machine under load, seconds per module: migration_e2e 569, test_pipeline 502, kill_keeps_work 474,
+# embedding_cache_pg 429, nightly_flow 423, incremental 418, dask_engine 376, fault_dask_worker 326, ...),
+# with these changes: test_dask_engine builds the flow tests' shared night (`amazon_night`, `threads_night`),
+# so it goes before the other modules that read it (they would wait on its lock), and the modules cut
+# since then (kill_keeps_work, the two Dask tests, the S3 outage) are placed by their new times; the
+# report modules stay together.
+SLOWEST_FIRST = (
+    "tests/pipeline/test_migration_e2e.py",
+    "tests/pipeline/test_pipeline.py",
+    "tests/flows/test_dask_engine.py",
+    "tests/flows/test_nightly_flow.py",
+    "tests/classifiers_embedding/test_embedding_cache_pg.py",
+    "tests/pipeline/test_incremental.py",
+    "tests/classifiers_embedding/test_kill_keeps_work.py",
+    "tests/flows/test_fault_dask_worker.py",
+    "tests/flows/test_sigkill.py",
+    "tests/reports/test_report_browser.py",  # the report modules one after the other: each worker that
+    "tests/reports/test_report_figures.py",  # runs one builds their session fixture `nights` (~100 s)
+    "tests/reports/test_report_edges.py",
+    "tests/reports/test_report_llm.py",
+    "tests/classifiers_model/test_model.py",
+    "tests/llm/test_llama_server.py",
+    "tests/classifiers_embedding/test_cache.py",
+    "tests/verification_store/test_labelstudio_server.py",
+    "tests/flows/test_fault_s3_outage.py",
+)
+
+
+def _rank(item: pytest.Item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    return SLOWEST_FIRST.index(path) if path in SLOWEST_FIRST else len(SLOWEST_FIRST)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    first = [item for item in items if _front(item)]
-    items[:] = first + [item for item in items if not _front(item)]
+    # stable sort: the listed modules in their order, then the other front modules, then the rest, each
+    # in collection order
+    items.sort(key=lambda item: (_rank(item), not _front(item)))
