@@ -7,8 +7,8 @@
     provably_below        categories whose accepted rows are provably below the target (excluded)
     fit_thresholds        one proven cut for all categories, minus the provably bad ones
     fit_backoff_threshold the back-off tier's own cut, proven the same way on its own rows and delta
-    backoff_start         where the back-off sequence starts: the cut likeliest to pass by the model's
-                          own probabilities (read one point too optimistic), never by a label
+    backoff_start         where the back-off sequence starts: the first cut answering 300 rows (or
+                          half), the accepted labels it carries included (a count, no label)
     best_cut_share        the largest share a cut chosen *with the labels* reaches at a precision (a
                           reference, never a promise)
     information_gain      how much of the leaf's information a back-off answer keeps (0 root .. 1 leaf)
@@ -310,52 +310,41 @@ BACKOFF_GRID = np.round(np.arange(0.995, 0.5 - 1e-9, -0.005), 3)
 
 @dataclass(frozen=True)
 class BackoffGrid:
-    """Per cut of `BACKOFF_GRID`: rows answered (``m``), right among them (``k``; read by the tests
-    only) and the errors the model's own probabilities predict, read ``margin`` too optimistic
-    (``predicted_errors``: the sum of 1 - p over the answers plus ``margin`` per answer; no label)."""
+    """Per cut of `BACKOFF_GRID`: answers (``m``, the carried rows included) and right among them
+    (``k``; read by the tests only), and the depth index each row's answer takes (-1: none)."""
 
     m: np.ndarray
     k: np.ndarray
-    predicted_errors: np.ndarray
-    choice: list[np.ndarray]  # per cut: depth index chosen per row (-1: none)
+    choice: list[np.ndarray]
 
 
 @dataclass(frozen=True)
 class Carried:
     """Rows every back-off answer set holds whatever its cut: the rows whose label is accepted (their
-    `confident_*` answer is the label itself). How many, how many are right, and the errors their
-    calibrated confidence predicts (the sum of 1 - confidence)."""
+    `confident_*` answer is the label itself). How many, and how many are right."""
 
     rows: int = 0
     correct: int = 0
-    expected_errors: float = 0.0
 
 
-def _backoff_grid(sc: np.ndarray, cor: np.ndarray, margin: float, carried: Carried) -> BackoffGrid:
-    m, k, e, choice = [], [], [], []
+def _backoff_grid(sc: np.ndarray, cor: np.ndarray, carried: Carried) -> BackoffGrid:
+    m, k, choice = [], [], []
     for t in BACKOFF_GRID:
         anyc, j = _backoff_answers(sc, float(t))
         rows = np.flatnonzero(anyc)
         m.append(len(rows) + carried.rows)
         k.append(int(cor[rows, j[rows]].sum()) + carried.correct)
-        e.append(float((1.0 - sc[rows, j[rows]]).sum()) + carried.expected_errors + margin * m[-1])
         choice.append(j)
-    return BackoffGrid(np.array(m), np.array(k), np.array(e), choice)
+    return BackoffGrid(np.array(m), np.array(k), choice)
 
 
-def backoff_start(answered: np.ndarray, predicted_errors: np.ndarray, *, target_precision: float) -> int:
-    """Where the back-off sequence starts (an index into `BACKOFF_GRID`), from the scores alone: the
-    cut whose test is likeliest to pass by the model's own probabilities read one point too optimistic
-    (the smallest predicted p-value; the highest such cut on ties). Higher cuts accept fewer rows, so
-    nothing deployable is lost by skipping them; a start at the noisy top stops at once (on Amazon UK
-    the first cut answering 300 rows held 310 right of 318: p = 0.021 against 0.02). ``-1``: no cut
-    answers a row."""
-    m = np.asarray(answered)
-    if not (m > 0).any():
-        return -1
-    e = np.floor(np.asarray(predicted_errors) + 1e-9)
-    logp = np.where(m > 0, binom.logcdf(e, np.maximum(m, 1), 1.0 - target_precision), np.inf)
-    return int(np.argmin(logp))
+def backoff_start(answered: np.ndarray, total: int, *, min_start_rows: int = 300) -> int:
+    """Where the back-off sequence starts (an index into `BACKOFF_GRID`; -1: no cut answers enough):
+    the first cut whose answer set holds at least ``min_start_rows`` rows, or half of ``total`` when
+    fewer (a count, no label). With the accepted labels carried, that is the top of the grid wherever
+    the leaf proved a cut of 300 rows."""
+    ok = np.flatnonzero(np.asarray(answered) >= min(min_start_rows, math.ceil(0.5 * total)))
+    return int(ok[0]) if len(ok) and total > 0 else -1
 
 
 def fit_backoff_threshold(
@@ -364,7 +353,7 @@ def fit_backoff_threshold(
     *,
     target_precision: float = 0.95,
     delta: float = DELTA * BACKOFF_DELTA_SHARE,
-    start_margin: float = 0.01,
+    min_start_rows: int = 300,
     carried: Carried | None = None,
 ) -> tuple[SequenceFit, np.ndarray]:
     """The back-off tier's cut t: a row's answer is the first ancestor, climbing from its label, whose
@@ -373,11 +362,11 @@ def fit_backoff_threshold(
     ``ancestor_scores`` / ``ancestor_correct`` are (n, d): each row's ancestors, deepest first (padded
     with ``-inf``), and whether the truth lies under each. The cuts are `BACKOFF_GRID` (probabilities
     0.995, 0.990, ..., 0.5), tested high to low like the leaf cut, on this tier's own ``delta``,
-    stopping at the first failure; the sequence starts at `backoff_start` (scores only, no label).
+    stopping at the first failure; the sequence starts at `backoff_start` (a row count, no label).
     Each test is over the whole answer set a cut gives: these rows' answers plus the ``carried`` rows
     (the accepted labels, which `confident_*` answers as they are), since the promise is about that
     column as a whole. Returns the fit (``accepted`` counts the carried rows too; its ``start`` records
-    the first cut and what the scores predicted there) and the depth index chosen per row (-1: none).
+    the first cut) and the depth index chosen per row (-1: none).
     """
     sc = np.asarray(ancestor_scores, dtype=np.float64)
     cor = np.asarray(ancestor_correct, dtype=bool)
@@ -387,15 +376,14 @@ def fit_backoff_threshold(
     nothing = ThresholdFit(math.inf, n + carry.rows, 0, 0, 0.0)
     if n == 0 or sc.ndim != 2 or sc.shape[1] == 0:
         return SequenceFit(nothing, delta, 0, 0, None, None), none
-    grid = _backoff_grid(sc, cor, start_margin, carry)
-    begin = backoff_start(grid.m, grid.predicted_errors, target_precision=target_precision)
+    grid = _backoff_grid(sc, cor, carry)
+    begin = backoff_start(grid.m, n + carry.rows, min_start_rows=min_start_rows)
     start = None
     if begin >= 0:
         start = {
             "cut": float(BACKOFF_GRID[begin]),
             "answered": int(grid.m[begin]),
-            "predicted_precision": round(1.0 - float(grid.predicted_errors[begin]) / int(grid.m[begin]), 4),
-            "rule": f"smallest predicted p-value, the model's probabilities read {start_margin} too high",
+            "rule": f"first cut answering {min_start_rows} rows (or half of them), carried rows included",
         }
     best: tuple[ThresholdFit, np.ndarray] = (nothing, none)
     tested = passed = 0

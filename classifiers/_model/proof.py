@@ -176,8 +176,7 @@ def _fit_backoff(
     node_scores = index.aggregate(oof.p_cal_cf, label_pos)
     rest = np.flatnonzero(~leaf_ok)
     sc, cor = ancestor_matrix(index, node_scores[rest], label_pos[top[rest]], label_pos[y[rest]])
-    leaf_conf = oof.p_cal_cf[np.flatnonzero(leaf_ok), top[leaf_ok]]
-    carried = Carried(int(leaf_ok.sum()), int((top == y)[leaf_ok].sum()), float((1.0 - leaf_conf).sum()))
+    carried = Carried(int(leaf_ok.sum()), int((top == y)[leaf_ok].sum()))
     fit, j = fit_backoff_threshold(sc, cor, target_precision=target, carried=carried)
     n = len(y)
     under = leaves_under(index, label_pos)
