@@ -4,6 +4,7 @@ every SKU is still in predictions.parquet, and identical contents are scored onc
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -121,6 +122,8 @@ def test_unchanged_skus_keep_their_prediction_and_only_changes_are_scored(
 def test_a_new_model_rescores_everything_and_says_why(flipkart: dict[str, Path], tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path / "state", shard_size=100)
     first, _ = _night(flipkart, settings, flipkart["night"], tmp_path / "n1.parquet")
+    # the same products' embeddings, warm: the new model differs in its settings, not its inputs
+    shutil.copytree(flipkart["work"] / "train-state" / "cache", tmp_path / "train2" / "cache")
     pipeline.train(
         taxonomy_path=flipkart["taxonomy"],
         catalog=flipkart["labelled"],
@@ -265,3 +268,26 @@ def test_a_night_killed_before_it_publishes_leaves_the_last_state(
     assert sorted(p.name for p in (tmp_path / "state" / "state").iterdir()) == sorted(
         ["CURRENT", second.run_id]
     )
+
+
+def test_a_sku_lands_in_the_same_bucket_in_every_process() -> None:
+    """The bucket of a sku_id is a stable hash (never Python's salted hash()): two processes with other
+    hash seeds agree, every id is in range, and the ids spread over the buckets."""
+    code = (
+        "import polars as pl; from shelfwise.state import bucket_of; "
+        "print(bucket_of(pl.Series([f'sku-{i}' for i in range(2000)]), 7).to_list())"
+    )
+    seen = [
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    ]
+    here = bucket_of(pl.Series([f"sku-{i}" for i in range(2000)]), 7).to_list()
+    assert seen[0] == seen[1] == f"{here}\n"
+    counts = Counter(here)
+    assert set(counts) == set(range(7)) and min(counts.values()) > 2000 / 7 * 0.8
