@@ -6,7 +6,8 @@
                           "precision >= target"; stop at the first failure; keep the lowest cut that passed
     provably_below        categories whose accepted rows are provably below the target (excluded)
     fit_thresholds        one proven cut for all categories, minus the provably bad ones
-    fit_backoff_threshold the back-off tier's own cut, proven the same way on its own rows and delta
+    fit_backoff_threshold the back-off tier's own cut, proven the same way on its own delta, over the
+                          whole confident_* column (its answers plus the accepted labels, `Carried`)
     backoff_start         where the back-off sequence starts: the first cut answering 300 rows (or
                           half), the accepted labels it carries included (a count, no label)
     best_cut_share        the largest share a cut chosen *with the labels* reaches at a precision (a
