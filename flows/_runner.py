@@ -1,6 +1,7 @@
-"""The task runner a night's shard tasks run on: threads (default), or Dask (an existing cluster, or a
-local cluster of worker processes). Only the shard tasks go to the runner; staging and finishing run
-in the flow's own process."""
+"""The task runner a night's tasks run on (read-part, stage-bucket, score-distinct, classify-shard,
+finish-bucket): threads (default), or Dask (an existing cluster, or a local cluster of worker processes
+that `shelfwise run` starts). Dask workers get the run's Prefect URL and load the night's model before
+their first task (flows/_warmup.py)."""
 
 from __future__ import annotations
 
