@@ -331,7 +331,10 @@ def _duplicates(pieces: Sequence[str]) -> dict[int, pl.DataFrame]:
             )
             for i, u in enumerate(pieces)
         ]
-    ).sort("_part", "row_number", "_piece", "_pos")
+    )
+    index = index.filter(index.get_column("sku_id").is_duplicated()).sort(
+        "_part", "row_number", "_piece", "_pos"
+    )
     kept = index.unique("sku_id", keep="first", maintain_order=True).select(
         "sku_id",
         pl.col("_piece").alias("_kept_piece"),

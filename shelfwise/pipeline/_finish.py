@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from shelfwise import storage
@@ -130,9 +131,14 @@ def finish_tasks(
 
 
 def _scan(urls: Sequence[str], folder: Path) -> pl.LazyFrame | None:
+    """The files at ``urls`` as one lazy frame: one multi-file scan when their schemas agree (polars
+    streams it), else a relaxed concatenation (a column all null in one file, typed in another)."""
     found = [str(storage.local_copy(u, folder)) for u in urls if storage.exists(u)]
     if not found:
         return None
+    schemas = {pq.read_schema(f).remove_metadata().to_string() for f in found}
+    if len(schemas) == 1:
+        return pl.scan_parquet(found)
     return pl.concat([pl.scan_parquet(f) for f in found], how="diagonal_relaxed")
 
 

@@ -4,7 +4,11 @@ every SKU is still in predictions.parquet, and identical contents are scored onc
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
