@@ -260,6 +260,7 @@ SLOWEST_FIRST = (
     "tests/pipeline/test_incremental.py",
     "tests/classifiers_embedding/test_kill_keeps_work.py",
     "tests/flows/test_fault_dask_worker.py",
+    "tests/flows/test_dask_warmup.py",  # added since: one `shelfwise run --dask-workers 2` (95-232 s loaded)
     "tests/flows/test_sigkill.py",
     "tests/reports/test_report_browser.py",  # the report modules one after the other: each worker that
     "tests/reports/test_report_figures.py",  # runs one builds their session fixture `nights` (~100 s)
