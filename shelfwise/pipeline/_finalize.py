@@ -134,42 +134,73 @@ def enqueue_rescored(
     settings: Settings, parts: pl.LazyFrame | None, run_id: str
 ) -> tuple[dict[str, Any], dict[str, int]]:
     """Put tonight's re-scored review items into the queues (highest priority first, within capacity)
-    and close the open items of SKUs tonight auto-accepted. Carried rows were enqueued when scored."""
+    and close the open items of SKUs tonight auto-accepted. Carried rows were enqueued when scored.
+
+    A cold night re-scores (and routes to review) every SKU: the candidates are ranked one queue at a
+    time from their numeric columns only, and the auto-accepted SKUs are closed in chunks, so memory
+    does not hold a Python object per SKU."""
     result: dict[str, Any] = {}
     queued = dict.fromkeys(QUEUES, 0)
     if parts is None:
         return result, queued
     cand = parts.filter(pl.col("queue").is_not_null())
-    head = cand.select(
-        "sku_id", "queue", "confidence", *(["price"] if "price" in cand.collect_schema().names() else [])
-    ).collect()
+    sizes = dict(cand.group_by("queue").len().collect().iter_rows())
     auto = parts.filter(pl.col("queue").is_null()).select("sku_id").collect().get_column("sku_id")
-    if not head.height and not auto.len():
+    if not sizes and not auto.len():
         return result, queued
     with open_queue(settings) as store:
-        if head.height:
-            result = _enqueue_within_capacity(store, settings, cand, head, run_id)
+        if sizes:
+            result = _enqueue_within_capacity(store, settings, cand, sizes, run_id)
             for kind in ("inserted", "updated", "unchanged"):
                 for q, n in (result.get(kind) or {}).items():
                     queued[q] = queued.get(q, 0) + int(n)
         if auto.len():
-            result["superseded"] = store.supersede(auto.to_list(), run_id=run_id)
+            result["superseded"] = _supersede(store, auto, run_id)
     return result, queued
 
 
+_SUPERSEDE_CHUNK = 100_000
+
+
+def _supersede(store: Any, auto: pl.Series, run_id: str) -> dict[str, int]:
+    """Close the open items of tonight's auto-accepted SKUs, a chunk at a time (an item closed by one
+    chunk is no longer open for the next, so the counts are those of one call)."""
+    closed: dict[str, int] = {}
+    for start in range(0, auto.len(), _SUPERSEDE_CHUNK):
+        for q, n in store.supersede(auto.slice(start, _SUPERSEDE_CHUNK).to_list(), run_id=run_id).items():
+            closed[q] = closed.get(q, 0) + int(n)
+    return closed
+
+
 def _enqueue_within_capacity(
-    store: Any, settings: Settings, cand: pl.LazyFrame, head: pl.DataFrame, run_id: str
+    store: Any, settings: Settings, cand: pl.LazyFrame, sizes: dict[str, int], run_id: str
 ) -> dict[str, Any]:
-    """Rank the candidates (`verification.routing.priority`), keep each queue's nightly capacity, enqueue."""
-    price = head.get_column("price").to_numpy() if "price" in head.columns else None
-    qs = head.get_column("queue").to_list()
-    pr = priority(qs, head.get_column("confidence").to_numpy(), price=price)
-    keep = select_for_queues(qs, pr, capacity=settings.queue_capacity.model_dump())
-    chosen = head.with_columns(pl.Series("priority", pr)).filter(pl.Series(keep)).select("sku_id", "priority")
-    dropped = head.filter(~pl.Series(keep)).group_by("queue").len()
-    to_queue = cand.join(chosen.lazy(), on="sku_id", how="inner").collect()
+    """Rank the candidates (`verification.routing.priority`), keep each queue's nightly capacity, enqueue.
+
+    Per queue, only the rows' positions, confidences and prices are collected; ties keep the candidates'
+    order (a stable sort), as `verification.routing.select_for_queues` does."""
+    numeric = ["confidence", *(["price"] if "price" in cand.collect_schema().names() else [])]
+    indexed = cand.with_row_index("_row")
+    capacity = settings.queue_capacity.model_dump()
+    kept: list[pl.DataFrame] = []
+    dropped: dict[str, int] = {}
+    for q, n in sizes.items():
+        head = indexed.filter(pl.col("queue") == q).select("_row", *numeric).collect()
+        price = head.get_column("price").to_numpy() if "price" in head.columns else None
+        pr = priority([q] * head.height, head.get_column("confidence").to_numpy(), price=price)
+        keep = select_for_queues([q] * head.height, pr, capacity={q: capacity.get(q, n)})
+        kept.append(head.select("_row").with_columns(pl.Series("priority", pr)).filter(pl.Series(keep)))
+        if n > int(keep.sum()):
+            dropped[q] = n - int(keep.sum())
+    rows = pl.concat(kept).sort("_row")
+    chosen = (
+        indexed.join(rows.lazy(), on="_row", how="inner").sort("_row").select("sku_id", "priority").collect()
+    )
+    # only the chosen rows are read whole (a join would first collect every candidate's columns)
+    rows_of_chosen = cand.filter(pl.col("sku_id").is_in(chosen.get_column("sku_id").implode())).collect()
+    to_queue = rows_of_chosen.join(chosen, on="sku_id", how="inner")
     res = _as_dict(store.enqueue(to_queue, run_id=run_id))  # capacity applied once, above
-    res["dropped_over_capacity"] = {q: 0 for q in QUEUES} | dict(dropped.iter_rows())
+    res["dropped_over_capacity"] = {q: 0 for q in QUEUES} | dropped
     return res
 
 
