@@ -58,7 +58,7 @@ from shelfwise.pipeline._finish import (
     finish_bucket,
     finish_tasks,
 )
-from shelfwise.pipeline._incremental import carry_mode, plan_carry
+from shelfwise.pipeline._incremental import CarryMode, carry_mode, plan_carry
 from shelfwise.pipeline._migrate import (
     TAXONOMY_CHANGED,
     Migration,
@@ -85,6 +85,7 @@ __all__ = [
     "BucketFinished",
     "BucketStaged",
     "BucketTask",
+    "CarryMode",
     "CatalogSource",
     "ExportRequest",
     "FinishTask",

@@ -239,7 +239,7 @@ def test_two_processes_share_one_budget_and_cache_on_postgresql(
 
 def test_an_incremental_night_asks_the_llm_again_for_what_it_could_not_settle(tmp_path):
     """An unchanged SKU keeps last night's prediction, except when the LLM left it unsettled."""
-    from shelfwise.pipeline import commit_state, plan_carry
+    from shelfwise.pipeline import CarryMode, plan_carry
     from shelfwise.predictions import PREDICTION_COLUMNS
 
     statuses = [
@@ -259,16 +259,9 @@ def test_an_incremental_night_asks_the_llm_again_for_what_it_could_not_settle(tm
         pl.Series("source", ["llm", "model", "model", "model", "model", "model"]),
         pl.Series("llm_status", statuses, dtype=pl.String),
     )
-    settings = Settings(state_dir=tmp_path / "state", llm={"base_url": "http://127.0.0.1:9/v1"})
-    last.write_parquet(tmp_path / "predictions.parquet")
-    commit_state(
-        settings,
-        tmp_path / "predictions.parquet",
-        run_id="night-1",
-        model_version="m1",
-        taxonomy_version="t1",
-    )
-    plan = plan_carry(settings, model_version="m1", taxonomy_version="t1", uses_price=False, locked={})
+    # last night's state of this bucket, read as the stage-bucket task reads it
+    mode = CarryMode("incremental", "same model, taxonomy and routing", "night-1")
+    plan = plan_carry(mode, last.lazy(), locked={})
     tonight = pl.DataFrame(
         {
             "sku_id": skus,
