@@ -133,13 +133,31 @@ def finish_tasks(
 def _scan(urls: Sequence[str], folder: Path) -> pl.LazyFrame | None:
     """The files at ``urls`` as one lazy frame: one multi-file scan when their schemas agree (polars
     streams it), else a relaxed concatenation (a column all null in one file, typed in another)."""
-    found = [str(storage.local_copy(u, folder)) for u in urls if storage.exists(u)]
+    found = _local_files(urls, folder)
     if not found:
         return None
-    schemas = {pq.read_schema(f).remove_metadata().to_string() for f in found}
-    if len(schemas) == 1:
+    if _one_schema(found):
         return pl.scan_parquet(found)
     return pl.concat([pl.scan_parquet(f) for f in found], how="diagonal_relaxed")
+
+
+def _local_files(urls: Sequence[str], folder: Path) -> list[str]:
+    """The files at ``urls`` that exist, as local paths (shared storage's copied under ``folder``)."""
+    return [str(storage.local_copy(u, folder)) for u in urls if storage.exists(u)]
+
+
+def _one_schema(files: Sequence[str]) -> bool:
+    return len({pq.read_schema(f).remove_metadata().to_string() for f in files}) == 1
+
+
+def _copy_row_groups(files: Sequence[str], out: Path) -> None:
+    """``files`` (one schema) into ``out`` one row group at a time: memory holds one row group, whatever
+    the catalog's size (a polars sink of the same scan grew with the rows: 1.0 GiB at 1M, 1.5 at 3M)."""
+    with pq.ParquetWriter(out, pq.read_schema(files[0]), compression="zstd") as writer:
+        for f in files:
+            part = pq.ParquetFile(f)
+            for i in range(part.num_row_groups):
+                writer.write_table(part.read_row_group(i))
 
 
 def _bucket_rows(task: FinishTask, tmp: Path) -> pl.LazyFrame | None:
@@ -241,17 +259,21 @@ def _write_catalog_state(task: FinishTask, tmp: Path) -> None:
 
 
 def concat_predictions(out: Path, finished: Sequence[BucketFinished]) -> int:
-    """predictions.parquet: every bucket's rows in one file (streamed; atomically renamed into place).
+    """predictions.parquet: every bucket's rows in one file (row group by row group; atomically renamed
+    into place).
     Returns the row count; no rows: a valid empty file with the contract's columns."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     urls = [f.predictions_url for f in sorted(finished, key=lambda f: f.bucket) if f.predictions_url]
     with tempfile.TemporaryDirectory(prefix="shelfwise-predictions-") as name:
-        rows = _scan(urls, Path(name))
-        if rows is None:
+        found = _local_files(urls, Path(name))
+        if not found:
             empty_predictions().with_columns(pl.col("candidates").cast(pl.String)).write_parquet(tmp_out)
+        elif _one_schema(found):
+            _copy_row_groups(found, tmp_out)
         else:
-            rows.sink_parquet(tmp_out, compression="zstd")
+            relaxed = pl.concat([pl.scan_parquet(f) for f in found], how="diagonal_relaxed")
+            relaxed.sink_parquet(tmp_out, compression="zstd")
     os.replace(tmp_out, out)
     return int(pl.scan_parquet(out).select(pl.len()).collect().item())
 
