@@ -28,6 +28,8 @@ from verification.store import QueueStore
 
 log = logging.getLogger("shelfwise.reports")
 
+# The predictions columns the report's figures use, and only those: the frame is held whole (a 5M-SKU
+# night's), so a column nothing reads is not read.
 PREDICTION_READ_COLUMNS = (
     "sku_id",
     "category_id",
@@ -38,12 +40,8 @@ PREDICTION_READ_COLUMNS = (
     "taxonomy_version",
     "model_version",
     "predicted_depth",
-    "margin",
-    "source",
     "reason",
     "queue",
-    "llm_status",
-    "content_hash",
 )
 
 # The columns of the queue store's tables (QueueStore.decisions_frame / items_frame / labels) the report
@@ -177,7 +175,6 @@ def read_summary(run_dir: Path) -> RunSummary:
 def _read_predictions(path: str | Path | None, *, what: str, inputs_notes: list[str]) -> pl.DataFrame:
     empty = pl.DataFrame(schema={c: pl.String for c in PREDICTION_READ_COLUMNS}).with_columns(
         pl.col("confidence").cast(pl.Float64),
-        pl.col("margin").cast(pl.Float64),
         pl.col("predicted_depth").cast(pl.Int64),
     )
     if not path:
@@ -199,7 +196,6 @@ def _read_predictions(path: str | Path | None, *, what: str, inputs_notes: list[
             df = df.with_columns(pl.lit(None, dtype=empty.schema[c]).alias(c))
     return df.with_columns(
         pl.col("confidence").cast(pl.Float64, strict=False),
-        pl.col("margin").cast(pl.Float64, strict=False),
         pl.col("predicted_depth").cast(pl.Int64, strict=False),
     ).select(PREDICTION_READ_COLUMNS)
 
