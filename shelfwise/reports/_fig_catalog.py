@@ -138,7 +138,10 @@ def catalog_figures(inp: RunInputs) -> CatalogFigures:
         for ch, cur in zip(sus["chosen_path"], sus["current_category_path"], strict=True)
     )
     c_lo, c_hi = wilson_interval(confirmed, sus.height)
-    hot = disagree.sort(["n", "current_category_path"], descending=[True, False]).select(
+    # ties broken by both paths: the pairs come from a group-by, whose order varies from run to run
+    hot = disagree.sort(
+        ["n", "current_category_path", "category_path"], descending=[True, False, False]
+    ).select(
         pl.lit("current_vs_predicted").alias("kind"),
         pl.col("current_category_path").alias("from_path"),
         pl.col("category_path").alias("to_path"),
