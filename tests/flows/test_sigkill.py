@@ -27,9 +27,9 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _kill_when(state: Path, night: str, ready: Any, timeout: float = 600) -> set[int]:
-    """Start `shelfwise run`, SIGKILL its main process once ``ready()`` holds; returns the pids it had
-    started (children and grandchildren) at that moment."""
+def _kill_when(state: Path, night: str, ready: Any, timeout: float = 600) -> tuple[int, set[int]]:
+    """Start `shelfwise run`, SIGKILL its main process once ``ready()`` holds; returns its pid and the
+    pids it had started (children and grandchildren) at that moment."""
     env = {**os.environ, "PREFECT_HOME": str(state / "prefect")}
     env.pop("PREFECT_API_URL", None)
     shelfwise = str(Path(sys.executable).with_name("shelfwise"))
@@ -58,7 +58,7 @@ def _kill_when(state: Path, night: str, ready: Any, timeout: float = 600) -> set
     children = {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    return children
+    return proc.pid, children
 
 
 def _done_shards(state: Path) -> int:
@@ -73,8 +73,10 @@ def test_two_sigkills_then_a_clean_run(
     state = new_state(tmp_path)
     night = str(amazon_night["night"])
     # 1st kill: while staging or right after the first shards finished; 2nd kill: a few shards later
-    left = _kill_when(state, night, lambda: _done_shards(state) >= 1)
-    left |= _kill_when(state, night, lambda: _done_shards(state) >= 3)
+    first, left = _kill_when(state, night, lambda: _done_shards(state) >= 1)
+    second, more = _kill_when(state, night, lambda: _done_shards(state) >= 3)
+    left |= more
+    killed = {first, second}
     kept = _done_shards(state)
     assert kept >= 3, "finished shards of the killed runs are kept for the rerun"
     deadline = time.monotonic() + 30
@@ -90,8 +92,13 @@ def test_two_sigkills_then_a_clean_run(
     pred = pl.read_parquet(summary.predictions_path)
     assert pred.height == 600 and pred["sku_id"].n_unique() == 600, "every SKU predicted exactly once"
     assert summary.counts.rescored == 600 and summary.shards == 6
-    # shards finished by the killed runs were reused: their results name the killed runs' processes
-    assert len(summary.engine.processes) >= 2
+    # shards finished by the killed runs were reused: their results name the killed runs' processes (the
+    # threads engine runs shards in the run's own process). How many each killed run finished depends on
+    # the machine's speed (a fast one may finish every shard before the first kill lands), so the check is
+    # that some did and that no other process ran one.
+    ran = set(summary.engine.processes)
+    assert ran & killed, (ran, killed)
+    assert len(ran - killed) <= 1, (ran, killed)
     engine = sa.create_engine(f"sqlite:///{state / 'queue.db'}")
     with engine.connect() as conn:
         twice = conn.exec_driver_sql(
