@@ -2,7 +2,8 @@
 
 begin-night     migrate to a new taxonomy, or train if there is no model yet (or --retrain) -> Night
 plan-staging    the night's key, carry mode and bucket count (a staged night: done)       -> StagePlan
-read-part       one task per catalog part: its rows into their buckets (by sku_id hash)   -> PartStaged
+read-part       one task per catalog part (or row-group range of a big Parquet part):     -> PartStaged
+                its rows into their buckets (by sku_id hash)
 stage-bucket    one task per bucket: duplicate ids, carry split, shards to score          -> BucketStaged
 stage-catalog   distinct contents across buckets, quarantine, counts                      -> StagedNight
 score-distinct  one task per 2,000 distinct contents: embed + score once                    -> ShardResult

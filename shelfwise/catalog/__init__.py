@@ -36,7 +36,9 @@ an fsspec prefix (``s3://bucket/tonight/``), formats mixed as the suffixes say (
 Parts are read one after the other in name order (a remote part is downloaded to a temporary file that
 is deleted once read), a thread reading up to ``READ_AHEAD`` batches ahead of the one being checked and
 canonicalised; a ``sku_id`` already used in an earlier part is quarantined as a duplicate whose
-fix names the file and row that kept it.
+fix names the file and row that kept it. One big Parquet file can be read by several readers, each a
+range of its row groups (:func:`row_ranges`, ``iter_catalog(..., rows=range)``); row numbers stay the
+file's own, and a ``sku_id`` repeated across ranges is the caller's to catch (the night's bucket tasks).
 
 Streaming: rows are read in batches of ``shard_size`` by polars' streaming engine (CSV, Parquet) or line
 by line (JSON Lines), so memory is bounded by the shard size, not by the number or size of the parts,
@@ -54,7 +56,14 @@ from __future__ import annotations
 from shelfwise.catalog._canonical import quarantine_duplicate
 from shelfwise.catalog._iter import content_hash, iter_catalog, read_catalog
 from shelfwise.catalog._parse import hash_columns, hash_values, parse_attributes
-from shelfwise.catalog._parts import CatalogPart, catalog_fingerprint, catalog_parts, is_remote
+from shelfwise.catalog._parts import (
+    CatalogPart,
+    RowRange,
+    catalog_fingerprint,
+    catalog_parts,
+    is_remote,
+    row_ranges,
+)
 from shelfwise.catalog._quarantine import Quarantine, QuarantineReason
 from shelfwise.catalog._reviews import load_reviews
 from shelfwise.catalog._rows import REVIEWS_SCHEMA, SHARD_SCHEMA
@@ -82,6 +91,7 @@ __all__ = [
     "ImageFormat",
     "Quarantine",
     "QuarantineReason",
+    "RowRange",
     "catalog_fingerprint",
     "catalog_parts",
     "content_hash",
@@ -94,4 +104,5 @@ __all__ = [
     "parse_mapping",
     "quarantine_duplicate",
     "read_catalog",
+    "row_ranges",
 ]

@@ -13,7 +13,7 @@ import polars as pl
 
 from shelfwise.catalog._canonical import RowContext, SeenIds, canonical_batch
 from shelfwise.catalog._parse import hash_values
-from shelfwise.catalog._parts import CatalogPart, catalog_parts, local_copy
+from shelfwise.catalog._parts import CatalogPart, RowRange, catalog_parts, local_copy
 from shelfwise.catalog._quarantine import Quarantine, QuarantineReason
 from shelfwise.catalog._read import SourceBatch, open_source
 from shelfwise.catalog._reviews import load_reviews
@@ -122,11 +122,20 @@ READ_AHEAD = 2
 
 
 def _source_batches(
-    parts: list[CatalogPart], spec: CatalogSpec, *, has_reviews: bool, batch_size: int
+    parts: list[CatalogPart],
+    spec: CatalogSpec,
+    *,
+    has_reviews: bool,
+    batch_size: int,
+    rows: RowRange | None = None,
 ) -> Iterator[tuple[int, CatalogPart, Plan, SourceBatch]]:
     """Every part's source batches, part after part (a remote part is downloaded, read, then deleted)."""
+    span = (rows.first_row, rows.rows) if rows is not None else None
     for index, part in enumerate(parts):
-        with local_copy(part) as path, open_source(path, spec, batch_size=batch_size, label=part.name) as src:
+        with (
+            local_copy(part) as path,
+            open_source(path, spec, batch_size=batch_size, label=part.name, row_range=span) as src,
+        ):
             plan = Plan(spec, src.columns, part.name, has_reviews=has_reviews, kind="catalog")
             for batch in src.batches():
                 yield index, part, plan, batch
@@ -184,6 +193,7 @@ def iter_catalog(
     images_root: str | Path | None = None,
     quarantine: Quarantine | None = None,
     shard_size: int = 20_000,
+    rows: RowRange | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Stream a catalog as canonical shards of exactly ``shard_size`` rows (the last one smaller).
 
@@ -195,17 +205,26 @@ def iter_catalog(
     ``reviews``: a :func:`load_reviews` frame or a reviews file; its text counts as product text.
     ``images_root``: relative image paths are resolved against it (default: ``spec.images_root``, else the
     part file's folder); missing files leave ``image_path`` null. Bad rows go to ``quarantine``.
+    ``rows``: only that range of one Parquet file (`row_ranges`), row numbers still the file's own; a
+    ``sku_id`` repeated across two ranges is left for the caller to catch (the staging's bucket tasks do).
     """
     if shard_size < 1:
         raise ConfigError(f"shard_size must be >= 1, got {shard_size}; fix: --shard-size 20000")
     spec = spec or CatalogSpec()
     q = quarantine if quarantine is not None else Quarantine(None)
     parts = catalog_parts(path)
+    if rows is not None and len(parts) != 1:
+        raise ConfigError(
+            f"catalog {path}: a row range reads one Parquet file, and this names {len(parts)} files; "
+            "fix: pass the range with a single file"
+        )
     ctx = RowContext(quarantine=q, seen=SeenIds([p.name for p in parts]), taxonomy=taxonomy)
     ctx.reviews = _reviews_frame(reviews, q)
     resolvers = _Resolvers(images_root, spec)
     shards = _Shards(shard_size)
-    sources = _source_batches(parts, spec, has_reviews=ctx.reviews is not None, batch_size=shard_size)
+    sources = _source_batches(
+        parts, spec, has_reviews=ctx.reviews is not None, batch_size=shard_size, rows=rows
+    )
     for index, part, plan, batch in _read_ahead(sources, READ_AHEAD):
         ctx.seen.part = index
         good = canonical_batch(batch, plan, ctx, resolvers.for_part(part))

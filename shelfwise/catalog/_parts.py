@@ -22,11 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+import pyarrow.parquet as pq
 
 from shelfwise.catalog._read import SUFFIX_FORMATS
 from shelfwise.errors import CatalogError
 
-__all__ = ["CatalogPart", "catalog_fingerprint", "catalog_parts", "is_remote", "local_copy"]
+__all__ = [
+    "CatalogPart",
+    "RowRange",
+    "catalog_fingerprint",
+    "catalog_parts",
+    "is_remote",
+    "local_copy",
+    "row_ranges",
+]
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -162,3 +171,40 @@ def local_copy(part: CatalogPart) -> Iterator[Path]:
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class RowRange:
+    """Rows ``first_row`` .. ``first_row + rows - 1`` (0-based) of one Parquet file: whole row groups, so a
+    reader of the range touches only its own row groups. Row numbers in messages stay the file's own."""
+
+    first_row: int
+    rows: int
+
+
+def row_ranges(part: CatalogPart, *, min_rows: int) -> list[RowRange]:
+    """A local Parquet part cut into ranges of consecutive row groups, each of at least ``min_rows`` rows
+    (a remainder smaller than that joins the range before it), so that several tasks read one big file.
+    Empty (the part is read whole, by one task) for anything else: a CSV or JSON Lines part (a byte range
+    would have to find a row's start inside quoted fields spanning lines, and a row's number needs every
+    line before it), a remote part (every task would download the whole file), an unreadable footer (the
+    reader reports it), or a file too small for two ranges."""
+    if part.remote or part.suffix not in (".parquet", ".pq"):
+        return []
+    try:
+        meta = pq.read_metadata(part.name)
+    except (OSError, ValueError):
+        return []
+    ranges: list[RowRange] = []
+    first = rows = 0
+    for g in range(meta.num_row_groups):
+        rows += meta.row_group(g).num_rows
+        if rows >= max(1, min_rows):
+            ranges.append(RowRange(first, rows))
+            first, rows = first + rows, 0
+    if rows and ranges:
+        last = ranges.pop()
+        ranges.append(RowRange(last.first_row, last.rows + rows))
+    elif rows:
+        ranges.append(RowRange(first, rows))
+    return ranges if len(ranges) > 1 else []

@@ -99,8 +99,10 @@ class SourceFile:
         quote_char: str | None = '"',
         batch_size: int = 20_000,
         label: str | None = None,
+        row_range: tuple[int, int] | None = None,
     ) -> None:
         self.path = path
+        self.row_range = row_range  # Parquet only: (first row, rows), 0-based
         self.label = label or str(path)  # what messages name (a part's URL when ``path`` is its download)
         self.fmt = fmt
         self.separator = "\t" if (separator == "," and path.suffix.lower() == ".tsv") else separator
@@ -115,6 +117,11 @@ class SourceFile:
             raise CatalogError(f"catalog {path}: file not found; fix: check the path (cwd is {Path.cwd()})")
         if path.stat().st_size == 0:
             raise CatalogError(f"catalog {path}: the file is empty; fix: export the catalog again")
+        if row_range is not None and fmt != "parquet":
+            raise CatalogError(
+                f"catalog {self.label}: a row range is read from Parquet files only, not {fmt}; "
+                "fix: read the file whole (no row range)"
+            )
 
     # ------------------------------------------------------------------ context
     def __enter__(self) -> Self:
@@ -211,6 +218,9 @@ class SourceFile:
             return
         if self.fmt == "csv":
             lazy = self._scan_csv()
+        elif self.row_range is not None:
+            first, rows = self.row_range  # the file's own row numbers: the range starts at first + 1
+            lazy = pl.scan_parquet(self.path).slice(first, rows).with_row_index(ROW, offset=first + 1)
         else:
             lazy = pl.scan_parquet(self.path).with_row_index(ROW, offset=1)
         try:
@@ -285,8 +295,16 @@ def _jsonl_batch(
     return SourceBatch(frame=frame, raw_rows=raw_rows, bad_lines=bad)
 
 
-def open_source(path: Path, spec: CatalogSpec, *, batch_size: int, label: str | None = None) -> SourceFile:
-    """``path`` opened for streaming with the spec's format and CSV options (``label``: its display name)."""
+def open_source(
+    path: Path,
+    spec: CatalogSpec,
+    *,
+    batch_size: int,
+    label: str | None = None,
+    row_range: tuple[int, int] | None = None,
+) -> SourceFile:
+    """``path`` opened for streaming with the spec's format and CSV options (``label``: its display name;
+    ``row_range``: only those rows of a Parquet file, ``(first row, rows)``, 0-based)."""
     name = label or str(path)
     return SourceFile(
         path,
@@ -296,4 +314,5 @@ def open_source(path: Path, spec: CatalogSpec, *, batch_size: int, label: str | 
         quote_char=spec.csv.quote_char,
         batch_size=batch_size,
         label=name,
+        row_range=row_range,
     )

@@ -1,7 +1,8 @@
 """Staging a night bucket by bucket, so that no process holds the whole catalog's per-SKU state.
 
     plan = plan_stage(source, settings, model_dir)   main: night key, carry mode, bucket count B, parts
-    read_part(task, settings)        one task per catalog part: canonical rows, each written into its
+    read_part(task, settings)        one task per catalog part, or per range of a big Parquet part's
+                                     row groups (`_reads`): canonical rows, each written into its
                                      bucket's staging folder (a stable hash of sku_id, `bucket_of`)
     stage_bucket(task, settings)     one task per bucket: the duplicate-id check across parts, the carry
                                      decision against that bucket's carry state, shards of new/changed
@@ -34,11 +35,13 @@ from shelfwise.catalog import (
     CatalogPart,
     CatalogSpec,
     Quarantine,
+    RowRange,
     catalog_parts,
     iter_catalog,
     load_reviews,
     parse_mapping,
     quarantine_duplicate,
+    row_ranges,
 )
 from shelfwise.model_folder import load_model_taxonomy
 from shelfwise.pipeline._incremental import CarryMode, CarryPlan, carry_mode, plan_carry
@@ -69,7 +72,9 @@ _INTERNAL = ("_part", "_bucket")
 
 
 class ReadPartTask(BaseModel):
-    """One catalog part to read into the buckets' staging folders (plain data: it travels to any worker)."""
+    """One catalog part, or one range of a big Parquet part's row groups, to read into the buckets'
+    staging folders (plain data: it travels to any worker). ``index``: the task's place in catalog order;
+    ``part_index``: the part's (None: the same); ``rows``: ``(first row, rows)`` of the part, 0-based."""
 
     source: CatalogSource
     part: str
@@ -77,6 +82,8 @@ class ReadPartTask(BaseModel):
     work_url: str
     buckets: int
     model_dir: str
+    part_index: int | None = None
+    rows: tuple[int, int] | None = None
 
 
 class PartStaged(BaseModel):
@@ -133,18 +140,23 @@ class StagePlan(BaseModel):
     previous: StateGeneration | None = None
     use_price: bool = False
     done: StagedNight | None = None
+    #: one read per part, or per row range of a big Parquet part: (part index, first row, rows)
+    reads: list[tuple[int, int, int | None]] = Field(default_factory=list)
 
     def read_tasks(self) -> list[ReadPartTask]:
+        reads = self.reads or [(i, 0, None) for i in range(len(self.parts))]
         return [
             ReadPartTask(
                 source=self.source,
-                part=p,
+                part=self.parts[p],
                 index=i,
                 work_url=self.work_url,
                 buckets=self.buckets,
                 model_dir=self.model_dir,
+                part_index=p,
+                rows=(first, rows) if rows is not None else None,
             )
-            for i, p in enumerate(self.parts)
+            for i, (p, first, rows) in enumerate(reads)
         ]
 
     def bucket_tasks(self, parts: Sequence[PartStaged]) -> list[BucketTask]:
@@ -214,6 +226,20 @@ def previous_scan(
     )
 
 
+#: A row range of a big Parquet part holds at least this many shards' rows (`_reads`).
+RANGE_SHARDS = 5
+
+
+def _reads(parts: Sequence[CatalogPart], settings: Settings) -> list[tuple[int, int, int | None]]:
+    """The read-part tasks: one per part, a big local Parquet part cut into ranges of its row groups of at
+    least `RANGE_SHARDS` shards (100,000 rows at the default shard size), so several workers read it."""
+    reads: list[tuple[int, int, int | None]] = []
+    for i, part in enumerate(parts):
+        ranges = row_ranges(part, min_rows=RANGE_SHARDS * settings.shard_size)
+        reads += [(i, r.first_row, r.rows) for r in ranges] if ranges else [(i, 0, None)]
+    return reads
+
+
 def plan_stage(
     catalog: CatalogSource | str | Path, *, settings: Settings, model_dir: str | Path
 ) -> StagePlan:
@@ -250,6 +276,7 @@ def plan_stage(
         ),
         previous=previous,
         use_price=card.use_price,
+        reads=_reads(parts, settings),
     )
     if manifest.exists():
         plan.done = StagedNight.model_validate_json(manifest.read_text())
@@ -277,6 +304,7 @@ def _part_shards(task: ReadPartTask, settings: Settings, q: Quarantine) -> Itera
         images_root=source.images_root,
         quarantine=q,
         shard_size=settings.shard_size,
+        rows=RowRange(*task.rows) if task.rows is not None else None,
     )
 
 
@@ -306,7 +334,7 @@ def read_part(task: ReadPartTask, settings: Settings) -> PartStaged:
 
 def _write_pieces(task: ReadPartTask, seq: int, shard: pl.DataFrame, out: PartStaged) -> None:
     framed = shard.with_columns(
-        pl.lit(task.index, dtype=pl.Int32).alias("_part"),
+        pl.lit(task.index if task.part_index is None else task.part_index, dtype=pl.Int32).alias("_part"),
         bucket_of(shard.get_column("sku_id"), task.buckets).alias("_bucket"),
     )
     for key, piece in framed.partition_by("_bucket", as_dict=True, include_key=False).items():

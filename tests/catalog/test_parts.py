@@ -15,7 +15,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shelfwise.catalog import Quarantine, catalog_fingerprint, catalog_parts, iter_catalog, read_catalog
+from shelfwise.catalog import (
+    Quarantine,
+    catalog_fingerprint,
+    catalog_parts,
+    iter_catalog,
+    read_catalog,
+    row_ranges,
+)
 from shelfwise.errors import CatalogError
 
 
@@ -95,6 +102,35 @@ def test_fingerprint_follows_the_parts(parts_folder: Path) -> None:
     part = parts_folder / "part-00000.csv"
     part.write_text(part.read_text() + "extra-1,New brass lamp,\n")
     assert catalog_fingerprint(parts_folder) != before
+
+
+def test_a_big_parquet_file_is_read_in_row_group_ranges_with_the_files_row_numbers(
+    tmp_path: Path, flipkart_tidy: pl.DataFrame
+) -> None:
+    """Ranges of whole row groups cover the file once; read range by range, the rows, their row numbers
+    and the quarantine are the whole file's (a blank title on row 101, in the second range, is named by
+    its row in the file)."""
+    rows = _rows(flipkart_tidy, 0, 230).with_columns(
+        pl.when(pl.int_range(pl.len()) == 100).then(None).otherwise(pl.col("title")).alias("title")
+    )
+    path = tmp_path / "big.parquet"
+    rows.write_parquet(path, row_group_size=40)  # 6 row groups: 40 x 5 + 30
+    ranges = row_ranges(catalog_parts(path)[0], min_rows=70)
+    assert [(r.first_row, r.rows) for r in ranges] == [(0, 80), (80, 80), (160, 70)]
+    assert row_ranges(catalog_parts(path)[0], min_rows=500) == []  # too small to cut: read whole
+    whole_q, range_q = Quarantine(None), Quarantine(None)
+    whole = read_catalog(path, quarantine=whole_q, shard_size=25)
+    pieces = [read_catalog(path, quarantine=range_q, shard_size=25, rows=r) for r in ranges]
+    assert [p.height for p in pieces] == [80, 79, 70]
+    assert pl.concat(pieces).equals(whole)
+    assert pieces[1]["row_number"].to_list()[:3] == [81, 82, 83]
+    assert [(r["row_number"], r["field"]) for r in range_q.records] == [(101, "title")]
+    assert range_q.records == whole_q.records
+    csv = tmp_path / "big.csv"
+    rows.write_csv(csv)
+    assert row_ranges(catalog_parts(csv)[0], min_rows=70) == []  # CSV: read whole by one task
+    with pytest.raises(CatalogError, match="row range is read from Parquet files only"):
+        read_catalog(csv, rows=ranges[0])
 
 
 # ---------------------------------------------------------------------------------------------- S3

@@ -243,6 +243,65 @@ def test_a_catalog_in_parts_with_a_repeated_sku_id_is_staged_by_several_tasks(
     assert kept == catalog["title"][7]
 
 
+def test_one_big_parquet_file_read_in_row_group_ranges_gives_what_one_task_gives(
+    flipkart: dict[str, Path], tmp_path: Path
+) -> None:
+    """Tonight's products four times over (1,196 SKUs) plus two rows, as one row group (one read-part task)
+    and as twelve (two read-part tasks over ranges of them): the same predictions and quarantine. A
+    sku_id of row 8 repeated on row 1,001, in the other range, is caught by its bucket's task and named
+    by its rows in the file."""
+    night_rows = pl.read_parquet(flipkart["night"])
+    catalog = pl.concat(
+        [night_rows] + [night_rows.with_columns(pl.col("sku_id") + f"-{k}") for k in (1, 2, 3)]
+    )
+    repeated = catalog.slice(7, 1).with_columns(pl.lit("Same id, another product").alias("title"))
+    blank = catalog.slice(20, 1).with_columns(
+        pl.lit("blank-1").alias("sku_id"), pl.lit(None, dtype=pl.String).alias("title")
+    )
+    blank = blank.with_columns(pl.lit(None, dtype=pl.String).alias("description"))
+    rows = pl.concat([catalog.slice(0, 1000), repeated, catalog.slice(1000), blank])
+    (tmp_path / "one").mkdir()
+    (tmp_path / "ranges").mkdir()
+    rows.write_parquet(tmp_path / "one" / "night.parquet")
+    rows.write_parquet(tmp_path / "ranges" / "night.parquet", row_group_size=100)
+    got = {}
+    for name in ("one", "ranges"):
+        settings = Settings(state_dir=tmp_path / f"state-{name}", shard_size=100, state_buckets=2)
+        path = tmp_path / name / "night.parquet"
+        plan = pipeline.plan_stage(
+            pipeline.CatalogSource(catalog=str(path)), settings=settings, model_dir=flipkart["model"]
+        )
+        # ranges of whole row groups of at least 5 shards (500 rows): rows 1-500 and 501-1,198
+        assert [t.rows for t in plan.read_tasks()] == ([None] if name == "one" else [(0, 500), (500, 698)])
+        summary = night.classify_catalog(
+            catalog=path,
+            model_dir=flipkart["model"],
+            out=tmp_path / f"{name}.parquet",
+            settings=settings,
+            run_id="20261207T000000Z-abcdef",
+        )
+        quarantine = [json.loads(line) for line in Path(summary.quarantine_path).read_text().splitlines()]
+        got[name] = (pl.read_parquet(tmp_path / f"{name}.parquet").sort("sku_id"), quarantine, summary)
+    (p_one, q_one, s_one), (p_ranges, q_ranges, s_ranges) = got["one"], got["ranges"]
+    assert p_ranges.height == catalog.height and p_ranges.equals(p_one)
+    assert (
+        s_ranges.counts.quarantine_reasons
+        == s_one.counts.quarantine_reasons
+        == {
+            "duplicate_sku_id": 1,
+            "no_text": 1,
+        }
+    )
+    where = [(r["reason"], r["row_number"], r["sku_id"], r["value"]) for r in q_ranges]
+    assert sorted(where) == sorted((r["reason"], r["row_number"], r["sku_id"], r["value"]) for r in q_one)
+    dup = next(r for r in q_ranges if r["reason"] == "duplicate_sku_id")
+    assert (Path(dup["file"]).name, dup["row_number"], dup["value"]) == ("night.parquet", 1001, 8)
+    assert dup["sku_id"] == catalog["sku_id"][7] and "already used on row 8" in dup["fix"]
+    assert dup["raw"]["title"] == "Same id, another product"
+    kept = p_ranges.filter(pl.col("sku_id") == catalog["sku_id"][7])["title"].item()
+    assert kept == catalog["title"][7]
+
+
 def test_a_night_killed_before_it_publishes_leaves_the_last_state(
     flipkart: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
