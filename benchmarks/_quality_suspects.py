@@ -38,6 +38,8 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _quality_data import load_dataset
+
 from verification.routing import MAX_CURRENT_SUPPORT, SUSPECT_MIN_CONFIDENCE, paths_agree, route
 
 RATES = (0.04, 0.08, 0.15)
@@ -260,9 +262,45 @@ def _mean(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(float(np.mean([r[k] for r in runs])), 3) for k in runs[0]}
 
 
+def save_fold_truth(workdir: Path, name: str, *, folds: int = 5) -> list[Path]:
+    """The states of ``quality.py --disjoint --all-folds`` for one catalog (``<name>_fold<i>``: every
+    product tested once), each with its test rows' truth saved as `suspects_on_planted` saves it (the
+    label resolved as training resolves it: cut to the deepest known prefix)."""
+    frame, tax, _ = load_dataset(name)
+    label = dict(zip(frame["sku_id"].to_list(), frame["category_path"].to_list(), strict=True))
+    states = [workdir / f"{name}_fold{i}" for i in range(folds)]
+    for state in states:
+        skus = pl.read_parquet(state / "predictions.parquet", columns=["sku_id"])["sku_id"]
+        nodes = [tax.find_path(label[s]) or tax.deepest_known(label[s]) for s in skus.to_list()]
+        truth = [n.path if n is not None else label[s] for n, s in zip(nodes, skus.to_list(), strict=True)]
+        pl.DataFrame({"sku_id": skus, "truth": truth}).write_parquet(state / "truth.parquet")
+    return states
+
+
+def _folds_check(workdir: Path, held: dict[str, Any]) -> dict[str, Any] | None:
+    """The same choice on the all-folds states of `CHOOSE_ON` (each fold's test part one grid, all
+    weighted equally), where they exist: a check of the choice's stability, not the choice."""
+    if not all((workdir / f"{name}_fold4" / "predictions.parquet").exists() for name in CHOOSE_ON):
+        return None
+    states = [s for name in CHOOSE_ON for s in save_fold_truth(workdir, name)]
+    grids = {s.name: grid_on_planted(s) for s in states}
+    chosen, value = choose(grids)
+    top = sorted(
+        GRID, key=lambda r: (value[r.key], r.min_confidence, -r.max_support, r.backoff), reverse=True
+    )
+    return {
+        "states": [s.name for s in states],
+        "rows": sum(pl.read_parquet(s / "truth.parquet").height for s in states),
+        "chosen": asdict(chosen),
+        "criterion_top10": {r.key: value[r.key] for r in top[:10]},
+        "criterion_in_force": _criterion(grids, IN_FORCE.key),
+        "held_out_with_it": {HELD_OUT: held[chosen.key]},
+    }
+
+
 def heldout_choice(workdir: Path) -> dict[str, Any]:
     """The grid on `CHOOSE_ON`, the choice, and `HELD_OUT` measured with it (the ``suspects_heldout``
-    entry of the results file)."""
+    entry of the results file); the same choice on the all-folds states as a check, where they exist."""
     grids = {name: grid_on_planted(workdir / name) for name in CHOOSE_ON}
     chosen, value = choose(grids)
     held = grid_on_planted(workdir / HELD_OUT, cleanlab=True)
@@ -291,6 +329,7 @@ def heldout_choice(workdir: Path) -> dict[str, Any]:
             name: int(pl.read_parquet(workdir / name / "truth.parquet").height)
             for name in (*CHOOSE_ON, HELD_OUT)
         },
+        "choice_on_all_folds_check": _folds_check(workdir, held),
     }
 
 
