@@ -320,6 +320,10 @@ def heldout_choice(workdir: Path) -> dict[str, Any]:
         "chosen": asdict(chosen),
         "criterion_top10": {r.key: value[r.key] for r in top[:10]},
         "criterion_in_force": _criterion(grids, IN_FORCE.key),
+        "criterion_every_rule": value,
+        "held_out_f1_at_8pct_every_rule_not_used_for_the_choice": {
+            r.key: held[r.key]["0.08"]["f1"] for r in GRID
+        },
         "choice_catalogs": {
             name: {k: g[k] for k in dict.fromkeys([chosen.key, IN_FORCE.key])} for name, g in grids.items()
         },
@@ -330,7 +334,13 @@ def heldout_choice(workdir: Path) -> dict[str, Any]:
             for name in (*CHOOSE_ON, HELD_OUT)
         },
         "choice_on_all_folds_check": _folds_check(workdir, held),
+        "suspects_of_these_runs": {name: _replay(workdir / name) for name in (HELD_OUT, *CHOOSE_ON)},
     }
+
+
+def _replay(state: Path) -> dict[str, Any]:
+    """`suspects_on_planted` of a saved run (the rule in force, the rule before issue 22, cleanlab)."""
+    return suspects_on_planted(state, pl.read_parquet(state / "truth.parquet")["truth"].to_numpy())
 
 
 def heldout_markdown(h: dict[str, Any]) -> str:
