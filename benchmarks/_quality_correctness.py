@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
@@ -84,6 +85,28 @@ def _cross_fit(
         lr = LogisticRegression(max_iter=2000).fit(x_tr, ok[tr])
         out["logistic"][va] = lr.predict_proba(x_va)[:, 1]
     return out
+
+
+def confidence_only_auto(state: Path) -> np.ndarray:
+    """Per row of ``predictions.parquet``: auto under the default setting (the confidence alone, on the
+    whole leaf delta), from the same trained model: its cut proven again on the out-of-fold rows training
+    dumped (``oof.npz``), exactly as `train` proves it by default. The test catalog has no current
+    category, the LLM is off and the audit has no floor, so a row is auto when its confidence clears its
+    label's bar (`tests` of `_decide` pin that rule)."""
+    import classifiers.model as cm
+
+    d = np.load(state / "oof.npz")
+    model = CategoryModel.load(state / "model")
+    fit = cm.fit_model_thresholds(  # type: ignore[attr-defined]
+        cm.OutOfFold(d["p_raw"], d["p_cal_cf"], d["y"]),  # type: ignore[attr-defined]
+        index=model.index_,
+        label_pos=d["label_pos"],
+        calibrator=model.calibrator_,
+        target_precision=float(model.target_precision),
+    )
+    pred = pl.read_parquet(state / "predictions.parquet")
+    bar = fit.thresholds.for_nodes(np.asarray(pred["category_id"].to_list(), dtype=object))
+    return np.asarray(pred["confidence"].to_numpy() >= bar)
 
 
 def correctness_comparison(state: Path, *, target: float = 0.95) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from _quality_correctness import correctness_comparison
+from _quality_correctness import confidence_only_auto, correctness_comparison
 from _quality_data import (
     BENCH,
     DATA,
@@ -95,13 +96,17 @@ def _prepare(cat: Catalog, state: Path, fit_idx: np.ndarray, test_idx: np.ndarra
     )
 
 
-def _train_and_classify(cat: Catalog, state: Path, target: float) -> float:
+_DEFAULT_RANKINGS = ("confidence",)
+
+
+def _train_and_classify(cat: Catalog, state: Path, target: float, rankings: tuple[str, ...]) -> float:
     """`shelfwise train` on the train catalog, then `shelfwise classify` of the test one, through the
-    CLI's own functions (default settings except the state folder); the training seconds."""
+    CLI's own functions (default settings except the state folder and ``rankings``); the training
+    seconds."""
     from shelfwise import night, pipeline
     from shelfwise.settings import Settings
 
-    settings = Settings(state_dir=state, target_precision=target)
+    settings = Settings(state_dir=state, target_precision=target, rankings=list(rankings))
     t0 = time.perf_counter()
     with _dump_out_of_fold(state / "oof.npz"):
         pipeline.train(
@@ -168,7 +173,31 @@ def realized_figures(o: Outcome, target: float) -> dict[str, Any]:
     }
 
 
-def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = False) -> dict[str, Any]:
+def _rankings_figures(
+    state: Path, outcome: Outcome, target: float, rankings: tuple[str, ...]
+) -> dict[str, Any]:
+    """With rankings beyond the default: the leaf ranking `train` kept, each ranking's proven share out of
+    fold, and the realized figures of the default (confidence alone) from the same trained model."""
+    if tuple(rankings) == _DEFAULT_RANKINGS:
+        return {}
+    heldout = json.loads((state / "model" / "manifest.json").read_text())["fit_report"]["heldout"]
+    off = dataclasses.replace(outcome, auto=confidence_only_auto(state))
+    return {
+        "rankings": list(rankings),
+        "ranking_kept": heldout.get("ranking"),
+        "rankings_compared": heldout.get("rankings_compared"),
+        "confidence_only": realized_figures(off, target),
+    }
+
+
+def disjoint(
+    name: str,
+    *,
+    workdir: Path,
+    target: float = 0.95,
+    rescore: bool = False,
+    rankings: tuple[str, ...] = _DEFAULT_RANKINGS,
+) -> dict[str, Any]:
     """Train exactly as `shelfwise train` does on one part of a catalog; classify a disjoint part.
 
     Both go through the CLI's own functions (`_train_and_classify`) on catalog files written from the
@@ -177,7 +206,8 @@ def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = 
     ``sku_id``. Reported on the test part: `realized_figures`, the suspects on planted misfilings, the
     correctness-score comparison, and the TF-IDF+SVM baseline's top-1 accuracy and coverage at 95%
     precision with an oracle threshold chosen on this same test part. ``rescore``: reuse the model and
-    predictions of an earlier run in ``workdir`` (only the figures are recomputed).
+    predictions of an earlier run in ``workdir`` (only the figures are recomputed). ``rankings``: the
+    setting of that name (`_rankings_figures`).
     """
     cat = Catalog.load(name)
     fit_a, cal_a, test_idx = split(cat.paths)
@@ -187,7 +217,7 @@ def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = 
     seconds = None
     if not rescore:
         _prepare(cat, state, fit_idx, test_idx)
-        seconds = round(_train_and_classify(cat, state, target), 1)
+        seconds = round(_train_and_classify(cat, state, target, rankings), 1)
     fit_report = json.loads((state / "model" / "manifest.json").read_text())["fit_report"]
     outcome, truth = _outcome(cat, state, test_idx)
     b_paths, b_conf = baseline_predict(cat.frame, cat.fields, fit_idx, test_idx, cat.paths)
@@ -198,6 +228,7 @@ def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = 
         "train_rows": len(fit_idx),
         "seconds_train": seconds,
         **realized_figures(outcome, target),
+        **_rankings_figures(state, outcome, target, rankings),
         "train_out_of_fold": fit_report.get("heldout", {}),
         "suspects": suspects_on_planted(state, truth),
         "correctness_score": correctness_comparison(state, target=target),
@@ -206,7 +237,14 @@ def disjoint(name: str, *, workdir: Path, target: float = 0.95, rescore: bool = 
     }
 
 
-def disjoint_all_folds(name: str, *, workdir: Path, target: float = 0.95, folds: int = 5) -> dict[str, Any]:
+def disjoint_all_folds(
+    name: str,
+    *,
+    workdir: Path,
+    target: float = 0.95,
+    folds: int = 5,
+    rankings: tuple[str, ...] = _DEFAULT_RANKINGS,
+) -> dict[str, Any]:
     """Every product tested once by a model trained without it: the catalog's rows of classes with at
     least ``folds`` rows in ``folds`` stratified folds (seed 0; rarer classes always train), each fold
     the test part of one `shelfwise train` + `classify` run as in `disjoint`; the figures pooled.
@@ -220,20 +258,26 @@ def disjoint_all_folds(name: str, *, workdir: Path, target: float = 0.95, folds:
     y = np.asarray(cat.paths, dtype=object)
     _, inv, counts = np.unique(y, return_inverse=True, return_counts=True)
     testable, rare = np.flatnonzero(counts[inv] >= folds), np.flatnonzero(counts[inv] < folds)
-    parts, per_fold = [], []
+    parts, offs, per_fold = [], [], []
     skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=SEED)
     for i, (tr, te) in enumerate(skf.split(testable, y[testable])):
         state = workdir / f"{name}_fold{i}"
         fit_idx, test_idx = np.concatenate([testable[tr], rare]), testable[te]
         _prepare(cat, state, fit_idx, test_idx)
-        _train_and_classify(cat, state, target)
+        _train_and_classify(cat, state, target, rankings)
         outcome, _ = _outcome(cat, state, test_idx)
         parts.append(outcome)
         heldout = json.loads((state / "model" / "manifest.json").read_text())["fit_report"]["heldout"]
+        extra = _rankings_figures(state, outcome, target, rankings)
+        if extra:
+            offs.append(dataclasses.replace(outcome, auto=confidence_only_auto(state)))
         per_fold.append(
-            {**realized_figures(outcome, target), "train_proven_share": heldout.get("proven_share")}
+            {**realized_figures(outcome, target), "train_proven_share": heldout.get("proven_share"), **extra}
         )
-    return {"folds": folds, **realized_figures(Outcome.concat(parts), target), "per_fold": per_fold}
+    pooled = {"folds": folds, **realized_figures(Outcome.concat(parts), target)}
+    if offs:
+        pooled["confidence_only"] = realized_figures(Outcome.concat(offs), target)
+    return {**pooled, "per_fold": per_fold}
 
 
 @contextlib.contextmanager
@@ -361,21 +405,30 @@ def run(args: argparse.Namespace) -> int:
     ``--rescore``, ``--all-folds``)."""
     out_path = Path(args.out)
     results = json.loads(out_path.read_text()) if out_path.exists() else {}
-    block = dict(results.get("disjoint", {}))
+    rankings = tuple(dict.fromkeys(["confidence", *args.rankings]))
+    key = "disjoint" if rankings == _DEFAULT_RANKINGS else "disjoint_with_correctness_ranking"
+    workdir = BENCH / key
+    block = dict(results.get(key, {}))
     if args.table:
         print(disjoint_markdown(block))
         return 0
     for name in args.datasets:
         before = block.get(name) or {}
-        block[name] = disjoint(name, workdir=BENCH / "disjoint", rescore=args.rescore)
+        if args.only_all_folds and name in args.all_folds:
+            folds = disjoint_all_folds(name, workdir=workdir, rankings=rankings)
+            block[name] = {**before, "all_folds": folds}
+            results[key] = block
+            write_results(out_path, results)
+            continue
+        block[name] = disjoint(name, workdir=workdir, rescore=args.rescore, rankings=rankings)
         if block[name]["seconds_train"] is None:
             block[name]["seconds_train"] = before.get("seconds_train")
         if name in args.all_folds and not args.rescore:
-            block[name]["all_folds"] = disjoint_all_folds(name, workdir=BENCH / "disjoint")
+            block[name]["all_folds"] = disjoint_all_folds(name, workdir=workdir, rankings=rankings)
         elif "all_folds" in before:
             block[name]["all_folds"] = before["all_folds"]
         print(f"{name}: {block[name]}", flush=True)
-        results["disjoint"] = block
+        results[key] = block
         write_results(out_path, results)
-    print(disjoint_markdown(block))
+    print(disjoint_markdown({n: r for n, r in block.items() if "test_rows" in r}))
     return 0

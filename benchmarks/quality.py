@@ -286,6 +286,20 @@ def _parser() -> argparse.ArgumentParser:
         default=["flipkart", "womens_clothing"],
         help="with --disjoint: data sets also measured with every product tested once (5 folds, pooled)",
     )
+    ap.add_argument(
+        "--only-all-folds",
+        action="store_true",
+        help="with --disjoint: skip the 80/20 split of the --all-folds data sets (only the 5 folds)",
+    )
+    ap.add_argument(
+        "--rankings",
+        nargs="+",
+        default=["confidence"],
+        choices=["confidence", "correctness"],
+        help="with --disjoint: the setting 'rankings' of the trainings (default confidence alone); with "
+        "correctness too, stored under 'disjoint_with_correctness_ranking', each run also gives the "
+        "figures of confidence alone from the same trained model (its cut re-proven at the whole delta)",
+    )
     return ap
 
 

@@ -58,6 +58,8 @@ from classifiers._model.bank import (
     score_bank,
     stratified_folds,
 )
+from classifiers._model.checks import HIERARCHY, check_enough_classes, check_params
+from classifiers._model.correctness import CORRECTNESS, CorrectnessModel, check_rankings, fit_correctness
 from classifiers._model.predict import assemble_prediction, concat_predictions, empty_prediction
 from classifiers._model.proof import AcceptFit, OutOfFold, fit_model_thresholds
 from classifiers._model.report import manifest_of, out_of_fold_report
@@ -71,22 +73,7 @@ __all__ = ["MODEL_FORMAT_VERSION", "CategoryModel", "Prediction"]
 
 log = logging.getLogger("shelfwise.model")
 
-_CALIBRATIONS = ("temperature", "isotonic", "none")
-_HIERARCHY = ("backoff", "leaf")
-_STACKERS = ("auto", "rerank", "weighted", "mean")
 _PREDICT_CHUNK = 2048  # rows scored at once by `predict` (bounds memory on large shards and training sets)
-
-
-def _check_enough_classes(
-    classes: list[str], labels: list[str], taxonomy: Any, unresolvable_examples: list[str]
-) -> None:
-    if len(classes) < 2:
-        raise ConfigError(
-            f"training needs labelled rows in at least 2 categories of taxonomy "
-            f"{getattr(taxonomy, 'source', '')}; "
-            f"got {len(classes)} category from {len(labels)} resolvable rows "
-            f"(unresolvable examples: {unresolvable_examples[:3]})"
-        )
 
 
 class CategoryModel(BaseEstimator):
@@ -114,6 +101,9 @@ class CategoryModel(BaseEstimator):
             (+0.01) over the training rows (which all belong to trained labels), so the fallback rarely
             fires on products of known categories.
         cv: folds for the out-of-fold scores.
+        rankings: the leaf rankings that compete for the auto-accept cut: ``("confidence",)`` (default)
+            or ``("confidence", "correctness")`` (a cross-fitted logistic model of P(top label right),
+            `classifiers._model.correctness`; delta split between them, the one proving most is used).
     """
 
     def __init__(
@@ -136,6 +126,7 @@ class CategoryModel(BaseEstimator):
         zero_shot_temperature: float = 0.01,
         cv: int = 5,
         random_state: int = 0,
+        rankings: tuple[str, ...] = ("confidence",),
     ) -> None:
         self.text_fields = text_fields
         self.use_tfidf = use_tfidf
@@ -154,37 +145,9 @@ class CategoryModel(BaseEstimator):
         self.zero_shot_temperature = zero_shot_temperature
         self.cv = cv
         self.random_state = random_state
+        self.rankings = rankings
 
     # ================================================================== fit
-    def _check_params(self) -> None:
-        if self.calibration not in _CALIBRATIONS:
-            raise ConfigError(
-                f"CategoryModel calibration={self.calibration!r} is not valid; use one of "
-                f"{', '.join(_CALIBRATIONS)}"
-            )
-        if self.hierarchy not in _HIERARCHY:
-            raise ConfigError(
-                f"CategoryModel hierarchy={self.hierarchy!r} is not valid; use 'backoff' or 'leaf'"
-            )
-        if self.stacker not in _STACKERS:
-            raise ConfigError(
-                f"CategoryModel stacker={self.stacker!r} is not valid; use one of {', '.join(_STACKERS)}"
-            )
-        if not (self.use_tfidf or self.use_embeddings):
-            raise ConfigError("CategoryModel needs use_tfidf=True or use_embeddings=True (both are off)")
-        unknown = [f for f in self.text_fields if f not in TEXT_FIELDS]
-        if unknown or not self.text_fields:
-            raise ConfigError(
-                f"CategoryModel text_fields={tuple(self.text_fields)!r}: unknown {unknown}; "
-                f"choose from {', '.join(TEXT_FIELDS)}"
-            )
-        if not 0.5 <= float(self.target_precision) <= 1.0:
-            raise ConfigError(f"target_precision must be in [0.5, 1], got {self.target_precision!r}")
-        if int(self.cv) < 2:
-            raise ConfigError(f"cv must be >= 2, got {self.cv!r}")
-        if int(self.k_neighbors) < 1:
-            raise ConfigError(f"k_neighbors must be >= 1, got {self.k_neighbors!r}")
-
     def _resolve_labels(self, frame: pl.DataFrame, taxonomy: Any) -> tuple[np.ndarray, list[str | None]]:
         paths = frame.get_column("category_path").to_list()
         ids: list[str | None] = []
@@ -225,14 +188,14 @@ class CategoryModel(BaseEstimator):
 
         Labels -> nodes -> base scorers -> stacker -> calibration -> proven cut; only fit sets ``*_``.
         """
-        self._check_params()
+        check_params(self)
         self._check_fit_inputs(frame, image_embedder)
         self.fit_report_: dict[str, Any] = {"rows": frame.height}
         keep, ids = self._resolve_labels(frame, taxonomy)
         frame = frame.filter(pl.Series(keep))
         labels = [i for i in ids if i is not None]
         classes = sorted(set(labels))
-        _check_enough_classes(classes, labels, taxonomy, self.fit_report_["unresolvable_examples"])
+        check_enough_classes(classes, labels, taxonomy, self.fit_report_["unresolvable_examples"])
         self.classes_ = np.array(classes, dtype=object)
         pos = {c: i for i, c in enumerate(classes)}
         y = np.array([pos[i] for i in labels], dtype=np.int64)
@@ -282,7 +245,7 @@ class CategoryModel(BaseEstimator):
         p_raw = stack.oof
         # ---- calibration, then one proven cut over all out-of-fold rows
         self.calibrator_: Calibrator
-        self.calibrator_, accept, heldout = self._fit_acceptance(p_raw, y, folds)
+        self.calibrator_, accept, heldout, self.correctness_ = self._fit_acceptance(p_raw, y, folds, oof)
         self.thresholds_ = accept.thresholds
         self.fit_report_["heldout"] = heldout
         self.fit_report_["thresholds"] = {
@@ -302,12 +265,27 @@ class CategoryModel(BaseEstimator):
         )
 
     def _fit_acceptance(
-        self, p_raw: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]
-    ) -> tuple[Calibrator, AcceptFit, dict[str, Any]]:
-        """(calibrator, proven cut, out-of-fold report) from the stacker's out-of-fold outputs."""
+        self,
+        p_raw: np.ndarray,
+        y: np.ndarray,
+        folds: list[tuple[np.ndarray, np.ndarray]],
+        scores: dict[str, np.ndarray],
+    ) -> tuple[Calibrator, AcceptFit, dict[str, Any], CorrectnessModel | None]:
+        """(calibrator, proven cut, out-of-fold report, the correctness model when its ranking won) from
+        the stacker's out-of-fold outputs (and the base scorers' out-of-fold ``scores``)."""
         # calibration on the stacker's out-of-fold outputs; cross-fitted copies for honest figures
         calibrator = fit_calibrator(self.calibration, p_raw, y)
         p_cal_cf = cross_fitted_calibration(self.calibration, p_raw, y, folds)
+        rankings, correctness = {}, None
+        if CORRECTNESS in check_rankings(self.rankings):
+            rankings[CORRECTNESS], correctness = fit_correctness(
+                p_raw,
+                y,
+                scores,
+                scorer_names=self.scorer_names_,
+                info=self.label_info_,
+                random_state=int(self.random_state),
+            )
         # one proven cut over all out-of-fold rows, never on scores the calibrator was fit on
         accept = fit_model_thresholds(
             OutOfFold(p_raw, p_cal_cf, y),
@@ -315,11 +293,12 @@ class CategoryModel(BaseEstimator):
             label_pos=self.label_pos_,
             calibrator=calibrator,
             target_precision=float(self.target_precision),
+            rankings=rankings,
         )
         heldout = out_of_fold_report(
             p_raw, p_cal_cf, y, accept, temperature=getattr(calibrator, "temperature_", None)
         )
-        return calibrator, accept, heldout
+        return calibrator, accept, heldout, correctness if accept.ranking == CORRECTNESS else None
 
     def _check_fit_inputs(self, frame: pl.DataFrame, image_embedder: Any) -> None:
         if "category_path" not in frame.columns:
@@ -421,6 +400,8 @@ class CategoryModel(BaseEstimator):
     def _compute_version(self, frame: pl.DataFrame, labels: list[str]) -> str:
         h = hashlib.sha256()
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
+        if params["rankings"] == ["confidence"]:  # the default: versions as before the option existed
+            del params["rankings"]
         h.update(json.dumps(params, sort_keys=True, default=str).encode())
         h.update(self.embedder_id_.encode())
         h.update(self.taxonomy_version_.encode())
@@ -460,12 +441,12 @@ class CategoryModel(BaseEstimator):
     ) -> np.ndarray:
         """Calibrated probabilities over the trained labels (n, len(classes_)); columns follow
         ``classes_``."""
-        p, _ = self._label_proba(frame, embedder, cache, image_embedder)
-        return p
+        return self._label_proba(frame, embedder, cache, image_embedder)[0]
 
     def _label_proba(
         self, frame: pl.DataFrame, embedder: Any, cache: Any, image_embedder: Any
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(calibrated label probabilities, text embeddings, the correctness score when it is the ranking)."""
         self._check_fitted()
         self._check_embedder(embedder)
         need_emb = self.bank_.label_emb is not None or self.bank_.knn_sem is not None
@@ -473,23 +454,28 @@ class CategoryModel(BaseEstimator):
         scores = score_bank(self.bank_, data)
         weighted: WeightedStacker | None = getattr(self, "weighted_", None)
         if weighted is not None:
-            F = WeightedStacker.features(scores, self.scorer_names_, self.label_info_)
-            return self._calibrate(weighted.predict_proba(F)), data.emb
-        cand, feats, fused = candidate_features(
-            scores, self.scorer_names_, self.label_info_, n_candidates=int(self.n_candidates)
-        )
-        if self.reranker_ is not None:
-            s = self.reranker_.predict_proba(feats.reshape(-1, feats.shape[-1]))[:, 1].reshape(cand.shape)
+            raw = weighted.predict_proba(
+                WeightedStacker.features(scores, self.scorer_names_, self.label_info_)
+            )
         else:
+            cand, feats, fused = candidate_features(
+                scores, self.scorer_names_, self.label_info_, n_candidates=int(self.n_candidates)
+            )
             s = np.take_along_axis(fused, cand, 1)
-        return self._calibrate(to_distribution(s, cand, fused)), data.emb
+            if self.reranker_ is not None:
+                s = self.reranker_.predict_proba(feats.reshape(-1, feats.shape[-1]))[:, 1].reshape(cand.shape)
+            raw = to_distribution(s, cand, fused)
+        correctness: CorrectnessModel | None = getattr(self, "correctness_", None)  # None: older models
+        corr = None if correctness is None else correctness.score(raw, scores, self.label_info_)
+        return self._calibrate(raw), data.emb, corr
 
     def _scored(
         self, frame: pl.DataFrame, embedder: Any, cache: Any, image_embedder: Any
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(label probabilities incl. the zero-shot column, their node positions, tree-summed node scores)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """(label probabilities incl. the zero-shot column, their node positions, tree-summed node scores,
+        the correctness score of the top trained label or None)."""
         n = frame.height
-        p, emb = self._label_proba(frame, embedder, cache, image_embedder)
+        p, emb, corr = self._label_proba(frame, embedder, cache, image_embedder)
         # label columns (+ one zero-shot column per row) at node positions
         col_pos = np.tile(self.label_pos_, (n, 1))
         probs = p
@@ -510,14 +496,14 @@ class CategoryModel(BaseEstimator):
         rows = np.arange(n)
         np.add.at(full, (np.repeat(rows, col_pos.shape[1]), col_pos.ravel()), probs.ravel())
         node_scores = self.index_.aggregate_full(full)
-        return probs, col_pos, node_scores
+        return probs, col_pos, node_scores, corr
 
     def node_proba(
         self, frame: pl.DataFrame, *, embedder: Any, cache: Any, image_embedder: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(node ids, scores (n, n_nodes)): every label's probability summed into its ancestors, so a
         parent's score is >= each child's. Nodes: the trained labels, their ancestors, zero-shot nodes."""
-        _, _, node_scores = self._scored(frame, embedder, cache, image_embedder)
+        node_scores = self._scored(frame, embedder, cache, image_embedder)[2]
         return np.array(self.index_.ids, dtype=object), node_scores
 
     def predict(
@@ -535,7 +521,7 @@ class CategoryModel(BaseEstimator):
         ``hierarchy`` overrides the model's option for this call (``"backoff"`` or ``"leaf"``).
         """
         mode = hierarchy or self.hierarchy
-        if mode not in _HIERARCHY:
+        if mode not in HIERARCHY:
             raise ConfigError(f"hierarchy={mode!r} is not valid; use 'backoff' or 'leaf'")
         if top_k < 1:
             raise ConfigError(f"top_k must be >= 1, got {top_k}")
@@ -557,8 +543,10 @@ class CategoryModel(BaseEstimator):
                 for start in range(0, n, _PREDICT_CHUNK)
             ]
             return concat_predictions(parts)
-        probs, col_pos, node_scores = self._scored(frame, embedder, cache, image_embedder)
-        return assemble_prediction(self, probs, col_pos, node_scores, top_k=top_k, mode=mode)
+        probs, col_pos, node_scores, corr = self._scored(frame, embedder, cache, image_embedder)
+        return assemble_prediction(
+            self, probs, col_pos, node_scores, top_k=top_k, mode=mode, correctness=corr
+        )
 
     # ================================================================== persistence
     def save(self, model_dir: str | Path) -> Path:

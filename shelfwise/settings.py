@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     target_precision: float = Field(
         0.95, gt=0.5, lt=1.0, description="Precision the auto-accept thresholds are tuned for."
     )
+    rankings: list[Literal["confidence", "correctness"]] = Field(
+        ["confidence"],
+        description="Leaf rankings that compete for the auto-accept cut at training: ['confidence'] "
+        "(default) or ['confidence', 'correctness'] (a cross-fitted model of P(top label right); delta is "
+        "split between them and the one proving the most share is used). See docs/quality.md.",
+    )
     auto_threshold: float | None = Field(
         None,
         ge=0.0,
@@ -156,6 +162,16 @@ class Settings(BaseSettings):
         if value not in allowed:
             raise ValueError(f"embedder {value!r} is not known; use one of {', '.join(allowed)}")
         return value
+
+    @field_validator("rankings")
+    @classmethod
+    def _rankings(cls, value: list[str]) -> list[str]:
+        if "confidence" not in value or len(set(value)) != len(value):
+            raise ValueError(
+                f"rankings {value!r}: 'confidence' always competes and each ranking is named once; "
+                "use ['confidence'] or ['confidence', 'correctness']"
+            )
+        return [r for r in ("confidence", "correctness") if r in value]
 
     @field_validator("embedding_cache_url")
     @classmethod

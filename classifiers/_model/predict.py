@@ -65,9 +65,16 @@ def assemble_prediction(
     *,
     top_k: int,
     mode: str,
+    correctness: np.ndarray | None = None,
 ) -> Prediction:
     """The `Prediction` of n rows from ``model._scored``'s (label probabilities incl. the zero-shot
-    column, their node positions, tree-summed node scores)."""
+    column, their node positions, tree-summed node scores, and the correctness score of the top trained
+    label where the model's leaf cut is on that score, else None).
+
+    With the correctness ranking, the proven cut is on the correctness score's scale, not the
+    confidence's: a row's leaf bar is then its own confidence where its correctness score clears the
+    cut (so ``confidence >= bar`` holds, and an audit floor still raises it) and ``inf`` where it does
+    not; the confidence keeps its meaning."""
     n = probs.shape[0]
     rows = np.arange(n)
     order = np.argsort(-probs, axis=1, kind="stable")
@@ -86,6 +93,8 @@ def assemble_prediction(
     zero_shot = (top_cols[:, 0] == len(model.label_pos_)) if zs_mask else np.zeros(n, dtype=bool)
     leaf_conf = probs[rows, top_cols[:, 0]]  # exactly this node (not summed with labels below it)
     leaf_thr = model.thresholds_.for_nodes(ids[best_pos])
+    if correctness is not None:
+        leaf_thr = np.where(correctness >= leaf_thr, leaf_conf, np.inf)
     conf_pos, conf_conf, conf_thr = confident_nodes(
         model.index_, float(model.thresholds_.backoff), node_scores, best_pos, (leaf_conf, leaf_thr)
     )

@@ -42,6 +42,7 @@ from shelfwise.cli._common import (
     MapOpt,
     ModelDirOpt,
     PredictionsOutOpt,
+    RankingOpt,
     RetrainOpt,
     ReviewsOpt,
     RunCatalogOpt,
@@ -106,6 +107,7 @@ def train(
     target_precision: TargetOpt = None,
     human_labels: HumanLabelsOpt = True,
     state_dir: StateOpt = None,
+    ranking: RankingOpt = None,
 ) -> None:
     """Train the category model on a labelled catalog (plus reviewers' decisions)."""
     from shelfwise.pipeline import train as train_model  # see the module docstring: loaded on use
@@ -117,6 +119,7 @@ def train(
             use_images=use_images,
             target_precision=target_precision,
             use_price=use_price,
+            rankings=ranking,
         )
         with progress("reading labelled catalog") as prog:
             tid = prog.add_task("read", total=count_rows(catalog))

@@ -51,6 +51,7 @@ __all__ = [
     "MapOpt",
     "ModelDirOpt",
     "PredictionsOutOpt",
+    "RankingOpt",
     "RetrainOpt",
     "ReviewsOpt",
     "RunCatalogOpt",
@@ -202,6 +203,15 @@ UsePriceOpt = Annotated[
     typer.Option(
         "--use-price/--no-price",
         help="Learn from the catalog's price column too (log-price per category).",
+    ),
+]
+RankingOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--ranking",
+        help="A leaf ranking competing for the auto-accept cut, repeatable: confidence (default) and "
+        "correctness (--ranking confidence --ranking correctness: delta split between them, the one "
+        "proving the most share is used; setting 'rankings').",
     ),
 ]
 HumanLabelsOpt = Annotated[

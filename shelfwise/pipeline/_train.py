@@ -84,6 +84,7 @@ def train(
         use_price=settings.use_price,
         random_state=0,
         target_precision=settings.target_precision,
+        rankings=tuple(settings.rankings),
     )
     model.fit(
         labelled,
