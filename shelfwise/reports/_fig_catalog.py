@@ -8,7 +8,15 @@ from typing import Any
 
 import polars as pl
 
-from shelfwise.reports._fig_common import SEP, answers, pairs, same_branch, top_level, value_counts
+from shelfwise.reports._fig_common import (
+    SEP,
+    answers,
+    collect,
+    pairs,
+    same_branch,
+    top_level,
+    value_counts,
+)
 from shelfwise.reports._metrics import wilson_interval
 from shelfwise.reports._model import share
 from shelfwise.reports._sources import RunInputs
@@ -70,12 +78,14 @@ class CatalogFigures:
         return out
 
 
-def _disagreements(pred: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """``(rows with a current category, current -> predicted pairs on different branches with counts)``."""
-    with_cur = pred.filter(
-        pl.col("current_category_path").is_not_null() & (pl.col("current_category_path") != "")
+HAS_CURRENT = pl.col("current_category_path").is_not_null() & (pl.col("current_category_path") != "")
+
+
+def _disagreements(pred: pl.LazyFrame) -> pl.DataFrame:
+    """Current -> predicted pairs on different branches, with counts (``n``): a group-by of the file."""
+    pc = collect(
+        pred.filter(HAS_CURRENT).group_by("current_category_path", "category_path").agg(pl.len().alias("n"))
     )
-    pc = pairs(with_cur, "current_category_path", "category_path")
     agree_map = {
         (a, b): same_branch(b, a)
         for a, b in zip(pc["current_category_path"], pc["category_path"], strict=True)
@@ -90,7 +100,22 @@ def _disagreements(pred: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
             dtype=pl.Boolean,
         )
     )
-    return with_cur, pc.filter(~pl.col("agree"))
+    return pc.filter(~pl.col("agree"))
+
+
+def _route_counts(pred: pl.LazyFrame) -> dict[str, int]:
+    """The catalog-health counts of the predictions, in one pass over the file."""
+    route = pl.col("route")
+    counts = collect(
+        pred.select(
+            HAS_CURRENT.sum().alias("with_current"),
+            (~HAS_CURRENT & (route == "auto")).sum().alias("uncategorized_auto"),
+            (route == "suspect").sum().alias("flagged_suspect"),
+            (route != "auto").sum().alias("awaiting_review"),
+            (pl.col("predicted_depth") == 1).sum().alias("top_only"),
+        )
+    )
+    return {k: int(v or 0) for k, v in counts.row(0, named=True).items()}
 
 
 def _corrections(ans: pl.DataFrame) -> pl.DataFrame | None:
@@ -119,17 +144,9 @@ def _corrections(ans: pl.DataFrame) -> pl.DataFrame | None:
 
 def catalog_figures(inp: RunInputs) -> CatalogFigures:
     pred = inp.predictions
-    with_cur, disagree = _disagreements(pred)
-    uncategorized = pred.height - with_cur.height
-    unc_auto = (
-        int(
-            pred.filter(pl.col("current_category_path").is_null() | (pl.col("current_category_path") == ""))
-            .select((pl.col("route") == "auto").sum())
-            .item()
-        )
-        if uncategorized
-        else 0
-    )
+    disagree = _disagreements(pred.scan)
+    counts = _route_counts(pred.scan)
+    uncategorized = pred.rows - counts["with_current"]
     # reviewers on suspects: did they confirm the current category was wrong?
     ans = answers(inp.decisions)
     sus = ans.filter((pl.col("queue") == "suspect") & pl.col("current_category_path").is_not_null())
@@ -159,17 +176,17 @@ def catalog_figures(inp: RunInputs) -> CatalogFigures:
         )
     )
     return CatalogFigures(
-        with_current=with_cur.height,
+        with_current=counts["with_current"],
         disagree=int(disagree["n"].sum()) if not disagree.is_empty() else 0,
-        flagged_suspect=int((pred["route"] == "suspect").sum()) if not pred.is_empty() else 0,
+        flagged_suspect=counts["flagged_suspect"],
         suspect_answers=sus.height,
         confirmed=confirmed,
         confirmed_lo=c_lo,
         confirmed_hi=c_hi,
         uncategorized=uncategorized,
-        uncategorized_auto=unc_auto,
-        awaiting_review=int(pred.filter(pl.col("route") != "auto").height) if not pred.is_empty() else 0,
-        top_only=int((pred["predicted_depth"] == 1).sum()) if not pred.is_empty() else 0,
+        uncategorized_auto=counts["uncategorized_auto"] if uncategorized else 0,
+        awaiting_review=counts["awaiting_review"],
+        top_only=counts["top_only"],
         reviewer_answers=ans.height,
         corrections=_corrections(ans),
         hot_spots=hot,
@@ -265,7 +282,7 @@ class TaxonomyFigures:
 
 
 def taxonomy_figures(inp: RunInputs) -> TaxonomyFigures:
-    pred = inp.predictions
+    pred = inp.predictions.scan
     tax = inp.taxonomy
     pred_counts = dict(zip(*value_counts(pred, "category_path"), strict=True))
     cur_counts = dict(zip(*value_counts(pred, "current_category_path"), strict=True))

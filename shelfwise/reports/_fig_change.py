@@ -6,12 +6,19 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
-from shelfwise.reports._fig_common import ANSWER_KINDS, top_counter, value_counter, with_choice
+from shelfwise.reports._fig_common import (
+    ANSWER_KINDS,
+    collect,
+    top_counter,
+    top_expr,
+    value_counter,
+    with_choice,
+)
 from shelfwise.reports._metrics import cohen_kappa, jensen_shannon, psi
 from shelfwise.reports._model import share
 from shelfwise.reports._sources import RunInputs
@@ -25,6 +32,9 @@ AGE_BUCKETS = (
     ("1–4 weeks", 28.0),
     ("> 4 weeks", math.inf),
 )
+# SKUs of each night one pass of the change join holds at most (on average): the join runs on hash
+# partitions of sku_id, one after the other, so its memory stays flat in catalog size
+JOIN_ROWS = 250_000
 DISTRIBUTION_SCHEMA = {
     "level": pl.String,
     "category": pl.String,
@@ -48,7 +58,8 @@ class DriftFigures:
     distribution: pl.DataFrame  # DISTRIBUTION_SCHEMA
     in_both: int = 0
     moved: int = 0
-    new_skus: pl.DataFrame | None = None
+    new_skus: int | None = None  # SKUs tonight that the previous run did not have
+    new_top: Counter[str] = field(default_factory=Counter)  # the new SKUs by top-level category
     gone: int = 0
     flows: pl.DataFrame | None = None  # from_path, to_path, count
     js_top: float = 0.0
@@ -61,21 +72,21 @@ class DriftFigures:
 
     def new_product_mix(self) -> pl.DataFrame | None:
         """New SKUs by top-level category: count, share of new, share of all products tonight."""
-        if self.new_skus is None or self.new_skus.is_empty():
+        if not self.new_skus:
             return None
-        new_top = top_counter(self.new_skus)
+        new_top = self.new_top
         total = max(1, sum(self.current_top.values()))
         return (
             pl.DataFrame({"top_level": list(new_top), "new products": list(new_top.values())})
             .with_columns(
-                (pl.col("new products") / self.new_skus.height).alias("share of new"),
+                (pl.col("new products") / self.new_skus).alias("share of new"),
                 pl.col("top_level")
                 .replace_strict(
                     {t: n / total for t, n in self.current_top.items()}, default=0.0, return_dtype=pl.Float64
                 )
                 .alias("share of all"),
             )
-            .sort("new products", descending=True)
+            .sort(["new products", "top_level"], descending=[True, False])  # ties: by name
         )
 
     def headline_figures(self) -> dict[str, Any]:
@@ -87,7 +98,7 @@ class DriftFigures:
             "js_divergence": self.js_leaf,
             "js_divergence_top": self.js_top,
             "psi_top": self.psi_top,
-            "new_skus": 0 if self.new_skus is None else self.new_skus.height,
+            "new_skus": self.new_skus or 0,
             "gone_skus": self.gone,
         }
 
@@ -102,40 +113,109 @@ class DriftFigures:
         return out
 
 
-def drift_figures(inp: RunInputs) -> DriftFigures:
+def drift_figures(inp: RunInputs, *, join_rows: int = JOIN_ROWS) -> DriftFigures:
     pred = inp.predictions
     prev = inp.previous_predictions
-    cur_top = top_counter(pred)
+    cur_top = top_counter(pred.scan)
     if prev is None or prev.is_empty():
         return DriftFigures(
-            False, cur_top, Counter(), _distribution(Counter(), cur_top, Counter(), value_counter(pred))
+            False, cur_top, Counter(), _distribution(Counter(), cur_top, Counter(), value_counter(pred.scan))
         )
-    a = prev.select(
-        "sku_id", pl.col("category_id").alias("prev_id"), pl.col("category_path").alias("prev_path")
-    )
-    j = pred.select("sku_id", "category_id", "category_path").join(a, on="sku_id", how="inner")
-    moved = j.filter(pl.col("category_id") != pl.col("prev_id"))
-    flows = (
-        moved.group_by("prev_path", "category_path")
-        .agg(pl.len().alias("count"))
-        .sort(["count", "prev_path", "category_path"], descending=[True, False, False])
-        .rename({"prev_path": "from_path", "category_path": "to_path"})
-    )
-    prev_top = top_counter(prev)
-    prev_leaf, cur_leaf = value_counter(prev), value_counter(pred)
+    ch = sku_changes(pred.scan, prev.scan, parts=max(1, -(-max(pred.rows, prev.rows) // join_rows)))
+    prev_top = top_counter(prev.scan)
+    prev_leaf, cur_leaf = value_counter(prev.scan), value_counter(pred.scan)
     return DriftFigures(
         True,
         cur_top,
         prev_top,
         _distribution(prev_top, cur_top, prev_leaf, cur_leaf),
-        in_both=j.height,
-        moved=moved.height,
-        new_skus=pred.join(a, on="sku_id", how="anti"),
-        gone=a.join(pred.select("sku_id"), on="sku_id", how="anti").height,
-        flows=flows,
+        in_both=ch.in_both,
+        moved=ch.moved,
+        new_skus=ch.new,
+        new_top=ch.new_top,
+        gone=ch.gone,
+        flows=ch.flows,
         js_top=jensen_shannon(prev_top, cur_top),
         js_leaf=jensen_shannon(prev_leaf, cur_leaf),
         psi_top=psi(prev_top, cur_top),
+    )
+
+
+@dataclass(frozen=True)
+class SkuChanges:
+    """What changed between two nights, SKU by SKU, as counts."""
+
+    in_both: int
+    moved: int  # in both nights, on another category id
+    new: int  # only tonight
+    gone: int  # only in the previous night
+    new_top: Counter[str]  # the new SKUs by top-level category
+    flows: pl.DataFrame  # from_path, to_path, count (the moved SKUs)
+
+
+def sku_changes(cur: pl.LazyFrame, prev: pl.LazyFrame, *, parts: int = 1) -> SkuChanges:
+    """Tonight's predictions against the previous night's, joined on ``sku_id``.
+
+    The join runs ``parts`` times, each time on the SKUs of one hash partition of ``sku_id`` (both files
+    filtered as they are read), so it holds at most about ``rows / parts`` SKUs of each night; each pass
+    leaves only its counts (moved pairs, new SKUs by top-level category)."""
+    tallies = [collect(_change_tally(cur, prev, part, parts)) for part in range(parts)]
+    t = (
+        pl.concat(tallies)
+        .with_columns(pl.col("a", "b").cast(pl.String))
+        .group_by("kind", "a", "b")
+        .agg(pl.col("n").sum())
+    )
+    total = dict(t.group_by("kind").agg(pl.col("n").sum()).iter_rows())
+    moved = t.filter(pl.col("kind") == "moved")
+    new = t.filter(pl.col("kind") == "new").group_by(top_expr("a")).agg(pl.col("n").sum())
+    return SkuChanges(
+        in_both=int(total.get("moved", 0) + total.get("same", 0)),
+        moved=int(total.get("moved", 0)),
+        new=int(total.get("new", 0)),
+        gone=int(total.get("gone", 0)),
+        new_top=Counter(dict(zip(new["a"].to_list(), new["n"].to_list(), strict=True))),
+        flows=moved.select(
+            pl.col("a").alias("from_path"),
+            pl.col("b").alias("to_path"),
+            pl.col("n").cast(pl.UInt32).alias("count"),
+        ).sort(["count", "from_path", "to_path"], descending=[True, False, False]),
+    )
+
+
+def _change_tally(cur: pl.LazyFrame, prev: pl.LazyFrame, part: int, parts: int) -> pl.LazyFrame:
+    """One hash partition's change counts: ``kind`` (same, moved, new, gone), ``a``, ``b`` (the moved
+    pair, or the new SKU's category path), ``n``. The paths are joined as categoricals (a few bytes a
+    row instead of the path's text)."""
+    mine = (pl.col("sku_id").hash(seed=0) % parts) == part
+    path = pl.col("category_path").cast(pl.Categorical)
+    c = cur.select("sku_id", "category_id", path, pl.lit(True).alias("_cur"))
+    p = prev.select(
+        "sku_id",
+        pl.col("category_id").alias("prev_id"),
+        path.alias("prev_path"),
+        pl.lit(True).alias("_prev"),
+    )
+    if parts > 1:
+        c, p = c.filter(mine), p.filter(mine)
+    both = pl.col("_cur").is_not_null() & pl.col("_prev").is_not_null()
+    moved = both & (pl.col("category_id") != pl.col("prev_id")).fill_null(False)
+    kind = (
+        pl.when(moved)
+        .then(pl.lit("moved"))
+        .when(both)
+        .then(pl.lit("same"))
+        .when(pl.col("_cur").is_not_null())
+        .then(pl.lit("new"))
+        .otherwise(pl.lit("gone"))
+    )
+    new = pl.col("_cur").is_not_null() & pl.col("_prev").is_null()
+    a = pl.when(moved).then(pl.col("prev_path")).when(new).then(pl.col("category_path"))
+    b = pl.when(moved).then(pl.col("category_path"))
+    return (
+        c.join(p, on="sku_id", how="full", coalesce=True)
+        .group_by(kind.alias("kind"), a.alias("a"), b.alias("b"))
+        .agg(pl.len().cast(pl.Int64).alias("n"))
     )
 
 

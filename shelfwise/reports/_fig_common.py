@@ -10,6 +10,7 @@ __all__ = [
     "ANSWER_KINDS",
     "SEP",
     "answers",
+    "collect",
     "pairs",
     "same_branch",
     "top_counter",
@@ -42,10 +43,17 @@ def top_expr(col: str) -> pl.Expr:
     return pl.col(col).str.split(">").list.first().str.strip_chars().fill_null("(none)").replace("", "(none)")
 
 
-def top_counter(frame: pl.DataFrame, col: str = "category_path") -> Counter[str]:
-    if frame.is_empty():
-        return Counter()
-    vc = frame.select(top_expr(col).alias("top")).group_by("top").agg(pl.len().alias("n"))
+def collect(frame: pl.LazyFrame) -> pl.DataFrame:
+    """A lazy query's result, run by polars' streaming engine: a scan of a predictions file is read in
+    batches, so an aggregate over millions of rows holds its groups, not the rows."""
+    return frame.collect(engine="streaming")
+
+
+def top_counter(frame: pl.DataFrame | pl.LazyFrame, col: str = "category_path") -> Counter[str]:
+    """How many rows fall under each top-level category of ``col``: the rows are counted by path as they
+    are read, then the (few) paths by their top level."""
+    by_path = collect(frame.lazy().group_by(col).agg(pl.len().alias("n")))
+    vc = by_path.group_by(top_expr(col).alias("top")).agg(pl.col("n").sum())
     return Counter(dict(zip(vc["top"].to_list(), vc["n"].to_list(), strict=True)))
 
 
@@ -102,14 +110,17 @@ def pairs(frame: pl.DataFrame, a: str, b: str) -> pl.DataFrame:
     return frame.group_by(a, b).agg(pl.len().alias("n"))
 
 
-def value_counts(frame: pl.DataFrame, col: str) -> tuple[list[str], list[int]]:
+def value_counts(frame: pl.DataFrame | pl.LazyFrame, col: str) -> tuple[list[str], list[int]]:
     """Non-empty values of ``col`` and how often each occurs."""
-    if frame.is_empty():
-        return [], []
-    vc = frame.filter(pl.col(col).is_not_null() & (pl.col(col) != "")).group_by(col).agg(pl.len().alias("n"))
+    vc = collect(
+        frame.lazy()
+        .filter(pl.col(col).is_not_null() & (pl.col(col) != ""))
+        .group_by(col)
+        .agg(pl.len().alias("n"))
+    )
     return vc[col].to_list(), vc["n"].to_list()
 
 
-def value_counter(frame: pl.DataFrame, col: str = "category_path") -> Counter[str]:
+def value_counter(frame: pl.DataFrame | pl.LazyFrame, col: str = "category_path") -> Counter[str]:
     keys, vals = value_counts(frame, col)
     return Counter(dict(zip(keys, vals, strict=True)))

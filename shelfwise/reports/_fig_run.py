@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from shelfwise.reports._fig_common import answers, top_expr
+from shelfwise.reports._fig_common import answers, collect, top_expr
 from shelfwise.reports._metrics import expected_calibration_error, reliability_bins, wilson_interval
 from shelfwise.reports._model import ci, share
-from shelfwise.reports._sources import RunInputs
+from shelfwise.reports._sources import Predictions, RunInputs
 
 __all__ = [
     "QUEUE_NAMES",
@@ -161,13 +161,9 @@ def volume_figures(inp: RunInputs) -> VolumeFigures:
     s = inp.summary
     c = s.counts
     gone = None
-    st = inp.catalog_state
-    if (
-        not st.is_empty()
-        and "last_seen_run" in st.columns
-        and st.get_column("last_seen_run").max() == inp.run_id
-    ):
-        gone = int(st.filter(pl.col("last_seen_run") != inp.run_id).height)
+    st = inp.catalog_state  # SKUs of the catalog state by the run that last saw them
+    if not st.is_empty() and st.get_column("last_seen_run").max() == inp.run_id:
+        gone = int(st.filter(pl.col("last_seen_run") != inp.run_id).get_column("skus").sum())
     return VolumeFigures(
         seen=c.seen,
         new=c.new,
@@ -363,12 +359,16 @@ def quality_figures(
     coverage = None
     pred = inp.predictions
     if not pred.is_empty():
+        by_path = collect(  # counted by path as the file is read, then the paths by top level
+            pred.scan.group_by("category_path").agg(
+                pl.len().alias("classified"), (pl.col("route") == "auto").sum().alias("auto")
+            )
+        )
         coverage = (
-            pred.with_columns(top_expr("category_path").alias("top"))
-            .group_by("top")
-            .agg(pl.len().alias("classified"), (pl.col("route") == "auto").sum().alias("auto"))
+            by_path.group_by(top_expr("category_path").alias("top"))
+            .agg(pl.col("classified", "auto").sum())
             .with_columns((pl.col("auto") / pl.col("classified")).alias("coverage"))
-            .sort("classified", descending=True)
+            .sort(["classified", "top"], descending=[True, False])  # ties: by name
         )
     return QualityFigures(
         target=target,
@@ -391,7 +391,7 @@ def quality_figures(
     )
 
 
-def _what_if(audit: pl.DataFrame, predictions: pl.DataFrame, *, target: float) -> WhatIf:
+def _what_if(audit: pl.DataFrame, predictions: Predictions, *, target: float) -> WhatIf:
     audit = audit.filter(pl.col("shown_confidence").is_not_null())
     if audit.height < WHAT_IF_MIN_AUDITS:
         return WhatIf(None, audit.height, None)
@@ -402,7 +402,7 @@ def _what_if(audit: pl.DataFrame, predictions: pl.DataFrame, *, target: float) -
     return WhatIf(table, audit.height, None if reach.is_empty() else reach.row(0, named=True))
 
 
-def what_if_table(audit: pl.DataFrame, predictions: pl.DataFrame, *, steps: int = 6) -> pl.DataFrame:
+def what_if_table(audit: pl.DataFrame, predictions: Predictions, *, steps: int = 6) -> pl.DataFrame:
     """Raising the auto-accept bar, estimated from audit answers (a random sample of auto-accepted items).
 
     For minimum confidences ``t`` (the audit answers' own confidence quantiles), an extra rule "auto-accept
@@ -414,16 +414,21 @@ def what_if_table(audit: pl.DataFrame, predictions: pl.DataFrame, *, steps: int 
     """
     conf = audit.get_column("shown_confidence").cast(pl.Float64).to_numpy()
     ok = audit.get_column("model_correct").cast(pl.Boolean).to_numpy()
-    if "confidence" in predictions.columns and "route" in predictions.columns:
-        auto_conf = (
-            predictions.filter(pl.col("route") == "auto").get_column("confidence").cast(pl.Float64).to_numpy()
-        )
-    else:
-        auto_conf = conf[:0]
-    classified = max(predictions.height, 1)
+    classified = max(predictions.rows, 1)
     grid = sorted({float(x) for x in np.quantile(conf, np.linspace(0, 0.9, steps))}) if len(conf) else []
+    # tonight's auto-accepted products at or above each bar: one pass over the file, counts only
+    auto = pl.col("route") == "auto"
+    kept = (
+        collect(
+            predictions.scan.select(
+                (auto & (pl.col("confidence") >= t)).sum().alias(str(i)) for i, t in enumerate(grid)
+            )
+        )
+        if grid
+        else pl.DataFrame()
+    )
     rows = []
-    for t in grid:
+    for i, t in enumerate(grid):
         keep = conf >= t
         n = int(keep.sum())
         if n == 0:
@@ -437,7 +442,7 @@ def what_if_table(audit: pl.DataFrame, predictions: pl.DataFrame, *, steps: int 
                 "estimated precision": good / n,
                 "95% CI": ci(lo, hi),
                 "_lo": lo,
-                "coverage": float((auto_conf >= t).sum()) / classified,
+                "coverage": float(kept.item(0, str(i))) / classified,
             }
         )
     return pl.DataFrame(rows)

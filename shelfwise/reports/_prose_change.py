@@ -68,7 +68,7 @@ def _drift_text(
     previous_summary: RunSummary | None,
 ) -> None:
     """Headline, what changed besides the catalog (model, taxonomy) and the key facts."""
-    n_moved, n_both, n_new = d.moved, d.in_both, 0 if d.new_skus is None else d.new_skus.height
+    n_moved, n_both, n_new = d.moved, d.in_both, d.new_skus or 0
     size = (
         "stayed stable" if d.psi_top < 0.1 else "shifted moderately" if d.psi_top < 0.25 else "shifted a lot"
     )

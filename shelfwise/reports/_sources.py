@@ -19,10 +19,11 @@ import polars as pl
 from pydantic import ValidationError
 
 from classifiers.llm import read_llm_log as read_log  # a plain reader: no arbiter, no writes
+from shelfwise import storage
 from shelfwise.errors import ConfigError
 from shelfwise.model_folder import load_model_taxonomy
 from shelfwise.settings import Settings
-from shelfwise.state import read_catalog_state
+from shelfwise.state import current_state
 from shelfwise.summary import RunSummary
 from verification.store import QueueStore
 
@@ -86,6 +87,8 @@ ITEM_SCHEMA: dict[str, Any] = {
     "final_category_path": pl.String,
 }
 
+STATE_SEEN_SCHEMA: dict[str, Any] = {"last_seen_run": pl.String, "skus": pl.Int64}
+
 LABEL_SCHEMA: dict[str, Any] = {"sku_id": pl.String, "category_id": pl.String, "category_path": pl.String}
 
 QUARANTINE_SCHEMA: dict[str, Any] = {
@@ -106,12 +109,12 @@ class RunInputs:
     run_id: str
     run_dir: Path
     summary: RunSummary
-    predictions: pl.DataFrame
+    predictions: Predictions
     quarantine: pl.DataFrame
     previous_run_id: str | None
     previous_summary: RunSummary | None
-    previous_predictions: pl.DataFrame | None
-    catalog_state: pl.DataFrame
+    previous_predictions: Predictions | None
+    catalog_state: pl.DataFrame  # STATE_SEEN_SCHEMA: SKUs of the catalog state by the run that last saw them
     taxonomy: Any
     decisions: pl.DataFrame
     items: pl.DataFrame
@@ -172,11 +175,27 @@ def read_summary(run_dir: Path) -> RunSummary:
         ) from exc
 
 
-def _read_predictions(path: str | Path | None, *, what: str, inputs_notes: list[str]) -> pl.DataFrame:
-    empty = pl.DataFrame(schema={c: pl.String for c in PREDICTION_READ_COLUMNS}).with_columns(
+@dataclass(frozen=True)
+class Predictions:
+    """A night's predictions file, scanned lazily: figures aggregate it (group-bys, counts) and never hold
+    a column of every row; ``rows`` is read from the file's metadata."""
+
+    scan: pl.LazyFrame  # PREDICTION_READ_COLUMNS, typed
+    rows: int
+
+    def is_empty(self) -> bool:
+        return self.rows == 0
+
+
+def _empty_predictions() -> pl.DataFrame:
+    return pl.DataFrame(schema={c: pl.String for c in PREDICTION_READ_COLUMNS}).with_columns(
         pl.col("confidence").cast(pl.Float64),
         pl.col("predicted_depth").cast(pl.Int64),
     )
+
+
+def _read_predictions(path: str | Path | None, *, what: str, inputs_notes: list[str]) -> Predictions:
+    empty = Predictions(_empty_predictions().lazy(), 0)
     if not path:
         inputs_notes.append(f"{what}: the run summary names no predictions file")
         return empty
@@ -187,17 +206,20 @@ def _read_predictions(path: str | Path | None, *, what: str, inputs_notes: list[
     try:
         names = pl.read_parquet_schema(p)
         cols = [c for c in PREDICTION_READ_COLUMNS if c in names]
-        df = pl.read_parquet(p, columns=cols)
-    except Exception as exc:  # noqa: BLE001 - a broken source must not stop the report  # a broken file must not stop the whole report
+        scan = pl.scan_parquet(p).select(cols)
+        rows = int(scan.select(pl.len()).collect().item())  # from the file's metadata
+    except Exception as exc:  # noqa: BLE001 - a broken source must not stop the report
         inputs_notes.append(f"{what}: predictions file {p} could not be read ({exc})")
         return empty
-    for c in PREDICTION_READ_COLUMNS:
-        if c not in df.columns:
-            df = df.with_columns(pl.lit(None, dtype=empty.schema[c]).alias(c))
-    return df.with_columns(
+    schema = _empty_predictions().schema
+    missing = [pl.lit(None, dtype=schema[c]).alias(c) for c in PREDICTION_READ_COLUMNS if c not in cols]
+    if missing:
+        scan = scan.with_columns(missing)
+    scan = scan.with_columns(
         pl.col("confidence").cast(pl.Float64, strict=False),
         pl.col("predicted_depth").cast(pl.Int64, strict=False),
     ).select(PREDICTION_READ_COLUMNS)
+    return Predictions(scan, rows)
 
 
 def _read_quarantine(path: str | Path | None, notes: list[str]) -> pl.DataFrame:
@@ -359,7 +381,7 @@ def load_inputs(run_id: str, settings: Settings) -> RunInputs:
     else:
         drift.append("this is the first run: no previous run to compare with")
     notes["drift"] = drift
-    catalog_state = read_catalog_state(settings)
+    catalog_state = read_state_seen(settings)
     tax_notes: list[str] = []
     taxonomy = read_taxonomy(summary, tax_notes)
     notes["taxonomy"] = tax_notes
@@ -385,6 +407,29 @@ def load_inputs(run_id: str, settings: Settings) -> RunInputs:
         queue_ok=ok,
         missing=notes,
     )
+
+
+def read_state_seen(settings: Settings) -> pl.DataFrame:
+    """The catalog state's SKUs counted by ``last_seen_run`` (STATE_SEEN_SCHEMA), one bucket file at a
+    time and one column of it: the state itself is never held (5M SKUs at 5M)."""
+    gen = current_state(settings)
+    files = gen.files("catalog") if gen is not None else []
+    counts = []
+    for f in files:
+        if storage.is_remote(f):
+            seen = storage.read_parquet(f, columns=["last_seen_run"]).lazy()
+        elif "last_seen_run" in pl.read_parquet_schema(f):
+            seen = pl.scan_parquet(f).select("last_seen_run")
+        else:  # an older version's state: no run recorded
+            continue
+        by_run = seen.group_by("last_seen_run").agg(pl.len().cast(pl.Int64).alias("skus"))
+        counts.append(by_run.collect(engine="streaming"))
+    if not counts:
+        return pl.DataFrame(schema=STATE_SEEN_SCHEMA)
+    frame = pl.concat(counts, how="vertical_relaxed").select(
+        pl.col("last_seen_run").cast(pl.String), pl.col("skus").cast(pl.Int64)
+    )
+    return frame.group_by("last_seen_run").agg(pl.col("skus").sum()).sort("last_seen_run", nulls_last=True)
 
 
 def read_llm_log(settings: Settings, summary: RunSummary, notes: list[str]) -> pl.DataFrame:
