@@ -2,12 +2,14 @@
 items enqueued within the nightly capacities, the typed `RunSummary`, and the state, committed last.
 Tonight's rows and state are written bucket by bucket (`shelfwise.pipeline._finish`).
 
-Memory stays bounded at catalog scale: only queue candidates' key columns are collected to rank them.
+Memory stays bounded at catalog scale: the review candidates are ranked part by part from their key
+columns, and only the rows kept within the queues' capacities are read whole (`enqueue_rescored`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import shutil
 import uuid
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
@@ -107,11 +110,10 @@ def distinct_tasks(staged: StagedNight, *, model_dir: str | Path, run_id: str) -
     ]
 
 
-def tonight_parts(results: Sequence[ShardResult], *, tmp: Path) -> pl.LazyFrame | None:
-    """Tonight's re-scored prediction parts with their product columns (lazy); parts on shared storage
-    are copied under ``tmp`` first."""
-    urls = [r.predictions_url for r in results]
-    return pl.scan_parquet([str(storage.local_copy(u, tmp)) for u in urls]) if urls else None
+def tonight_parts(results: Sequence[ShardResult], *, tmp: Path) -> list[Path]:
+    """Tonight's re-scored prediction parts with their product columns, one local file per shard, in the
+    shards' order; parts on shared storage are copied under ``tmp`` first."""
+    return [storage.local_copy(r.predictions_url, tmp) for r in results]
 
 
 def write_predictions(out: Path, rows: pl.LazyFrame | pl.DataFrame | None) -> int:
@@ -130,78 +132,149 @@ def write_predictions(out: Path, rows: pl.LazyFrame | pl.DataFrame | None) -> in
     return int(pl.scan_parquet(out).select(pl.len()).collect().item())
 
 
-def enqueue_rescored(
-    settings: Settings, parts: pl.LazyFrame | None, run_id: str
-) -> tuple[dict[str, Any], dict[str, int]]:
+Parts = pl.LazyFrame | Sequence[str | Path] | None
+"""Tonight's re-scored rows: Parquet part files (`tonight_parts`), or one frame (one part)."""
+
+_BATCH = 100_000  # rows of one part ranked at a time
+_ENQUEUE_CHUNK = 50_000  # rows per call of the store's enqueue
+_SUPERSEDE_CHUNK = 100_000  # SKUs per call of the store's supersede
+_NO_ROWS = pl.DataFrame(schema={"sku_id": pl.String, "queue": pl.String})
+
+
+def enqueue_rescored(settings: Settings, parts: Parts, run_id: str) -> tuple[dict[str, Any], dict[str, int]]:
     """Put tonight's re-scored review items into the queues (highest priority first, within capacity)
     and close the open items of SKUs tonight auto-accepted. Carried rows were enqueued when scored.
 
-    A cold night re-scores (and routes to review) every SKU: the candidates are ranked one queue at a
-    time from their numeric columns only, and the auto-accepted SKUs are closed in chunks, so memory
-    does not hold a Python object per SKU."""
+    A cold night re-scores (and routes to review) every SKU. Memory follows the part size and the
+    queues' capacities, not the catalog: the parts are ranked one at a time from their queue, confidence
+    and price (`_rank`: the best ``capacity`` positions of each queue so far), only the chosen rows are
+    then read whole, part by part, and the auto-accepted SKUs are closed in chunks."""
     result: dict[str, Any] = {}
     queued = dict.fromkeys(QUEUES, 0)
-    if parts is None:
-        return result, queued
-    cand = parts.filter(pl.col("queue").is_not_null())
-    sizes = dict(cand.group_by("queue").len().collect().iter_rows())
-    auto = parts.filter(pl.col("queue").is_null()).select("sku_id").collect().get_column("sku_id")
-    if not sizes and not auto.len():
+    frames = [parts] if isinstance(parts, pl.LazyFrame) else [pl.scan_parquet(p) for p in parts or ()]
+    ranked = _rank(frames, settings.queue_capacity.model_dump())
+    if not ranked.sizes and not ranked.auto:
         return result, queued
     with open_queue(settings) as store:
-        if sizes:
-            result = _enqueue_within_capacity(store, settings, cand, sizes, run_id)
+        if ranked.sizes:
+            result = _enqueue_chosen(store, frames, ranked, run_id)
             for kind in ("inserted", "updated", "unchanged"):
                 for q, n in (result.get(kind) or {}).items():
                     queued[q] = queued.get(q, 0) + int(n)
-        if auto.len():
-            result["superseded"] = _supersede(store, auto, run_id)
+        if ranked.auto:
+            result["superseded"] = _supersede(store, frames, run_id)
     return result, queued
 
 
-_SUPERSEDE_CHUNK = 100_000
+@dataclasses.dataclass
+class _Ranked:
+    """The candidates kept per queue (``kept[q]``: their positions, part after part, and priorities, in
+    order of position), the candidates per queue (``sizes``), the rows no queue takes (``auto``) and the
+    first position of each part (``starts``, one more at the end)."""
+
+    kept: dict[str, tuple[np.ndarray, np.ndarray]]
+    sizes: dict[str, int]
+    auto: int
+    starts: list[int]
 
 
-def _supersede(store: Any, auto: pl.Series, run_id: str) -> dict[str, int]:
+def _rank(frames: Sequence[pl.LazyFrame], capacity: dict[str, int]) -> _Ranked:
+    """Rank the candidates (`verification.routing.priority`) and keep each queue's ``capacity`` best,
+    a batch at a time: the best of the kept rows and the batch's rows are the best so far (ties keep the
+    earlier position, as one stable sort over every candidate would: `select_for_queues`)."""
+    out = _Ranked(kept={}, sizes={}, auto=0, starts=[0])
+    for lf in frames:
+        numeric = ["confidence", *(["price"] if "price" in lf.collect_schema().names() else [])]
+        offset = out.starts[-1]
+        for batch in lf.select("queue", *numeric).collect_batches(chunk_size=_BATCH):
+            queue = batch.get_column("queue")
+            out.auto += queue.null_count()
+            conf = batch.get_column("confidence").to_numpy()
+            price = batch.get_column("price").to_numpy() if "price" in numeric else None
+            for q in queue.drop_nulls().unique(maintain_order=True).to_list():
+                idx = np.flatnonzero((queue == q).fill_null(False).to_numpy())
+                pr = priority([q] * idx.size, conf[idx], price=None if price is None else price[idx])
+                old_pos, old_pr = out.kept.get(q, (np.empty(0, np.int64), np.empty(0, float)))
+                pos, pr = np.concatenate([old_pos, offset + idx]), np.concatenate([old_pr, pr])
+                cap = {q: capacity[q]} if q in capacity else {}
+                keep = select_for_queues([q] * pos.size, pr, capacity=cap)
+                out.kept[q] = (pos[keep], pr[keep])
+                out.sizes[q] = out.sizes.get(q, 0) + idx.size
+            offset += batch.height
+        out.starts.append(offset)
+    return out
+
+
+def _enqueue_chosen(
+    store: Any, frames: Sequence[pl.LazyFrame], ranked: _Ranked, run_id: str
+) -> dict[str, Any]:
+    """Read the kept candidates whole, part by part, and enqueue them (capacity was applied by `_rank`).
+
+    More rows than `_ENQUEUE_CHUNK` go to the store in chunks taken in the store's own order (priority,
+    then SKU), so the items get the ids, hence the reviewing order, one call would give them."""
+    pos = np.concatenate([p for p, _ in ranked.kept.values()])
+    pr = np.concatenate([p for _, p in ranked.kept.values()])
+    order = np.argsort(pos, kind="stable")
+    pos, pr = pos[order], pr[order]
+    bounds = np.searchsorted(pos, ranked.starts)
+    chosen: list[pl.DataFrame] = []
+    for i, lf in enumerate(frames):
+        lo, hi = int(bounds[i]), int(bounds[i + 1])
+        rows = pl.DataFrame({"_row": pos[lo:hi] - ranked.starts[i], "priority": pr[lo:hi]})
+        # a batch of the part at a time (a slice reads only its own rows), holding only the chosen rows
+        for start in (rows.get_column("_row") // _BATCH).unique(maintain_order=True).to_list():
+            start *= _BATCH
+            these = rows.filter(pl.col("_row").is_between(start, start + _BATCH - 1))
+            batch = lf.slice(start, _BATCH).with_row_index("_row", offset=start)
+            got = batch.filter(pl.col("_row").is_in(these.get_column("_row").implode())).collect()
+            got = got.join(these, on="_row", how="inner", maintain_order="left").drop("_row")
+            chosen.append(_owned(got))
+    to_queue = pl.concat(chosen, how="diagonal_relaxed") if chosen else _NO_ROWS
+    del chosen
+    if to_queue.height > _ENQUEUE_CHUNK:  # the store's order: priority (NaN as 0), then SKU
+        key = pl.col("priority").fill_nan(0.0).fill_null(0.0)
+        to_queue = to_queue.sort([key, "sku_id"], descending=[True, False], maintain_order=True)
+    res: dict[str, Any] = {}
+    for start in range(0, max(to_queue.height, 1), _ENQUEUE_CHUNK):  # no rows: one call, zero counts
+        part_res = _as_dict(store.enqueue(to_queue.slice(start, _ENQUEUE_CHUNK), run_id=run_id))
+        for kind, counts in part_res.items():
+            into = res.setdefault(kind, {})
+            for q, n in counts.items():
+                into[q] = into.get(q, 0) + int(n)
+    dropped = {q: n - ranked.kept[q][0].size for q, n in ranked.sizes.items() if n > ranked.kept[q][0].size}
+    res["dropped_over_capacity"] = {q: 0 for q in QUEUES} | dropped
+    return res
+
+
+def _owned(frame: pl.DataFrame) -> pl.DataFrame:
+    """A copy of ``frame`` holding only its own rows' data. Rows filtered out of a part keep the whole
+    part's decoded strings alive (polars string views share their buffers), so a few rows kept from
+    each of 250 parts would hold every part's strings (+0.7 GiB at 5M rows)."""
+    buf = io.BytesIO()
+    frame.write_ipc(buf)
+    buf.seek(0)
+    return pl.read_ipc(buf)
+
+
+def _supersede(store: Any, frames: Sequence[pl.LazyFrame], run_id: str) -> dict[str, int]:
     """Close the open items of tonight's auto-accepted SKUs, a chunk at a time (an item closed by one
     chunk is no longer open for the next, so the counts are those of one call)."""
     closed: dict[str, int] = {}
-    for start in range(0, auto.len(), _SUPERSEDE_CHUNK):
-        for q, n in store.supersede(auto.slice(start, _SUPERSEDE_CHUNK).to_list(), run_id=run_id).items():
+
+    def flush(skus: list[str]) -> None:
+        for q, n in store.supersede(skus, run_id=run_id).items():
             closed[q] = closed.get(q, 0) + int(n)
+
+    pending: list[str] = []
+    for lf in frames:
+        for batch in lf.filter(pl.col("queue").is_null()).select("sku_id").collect_batches(chunk_size=_BATCH):
+            pending.extend(batch.get_column("sku_id").to_list())
+            while len(pending) >= _SUPERSEDE_CHUNK:
+                flush(pending[:_SUPERSEDE_CHUNK])
+                del pending[:_SUPERSEDE_CHUNK]
+    if pending:
+        flush(pending)
     return closed
-
-
-def _enqueue_within_capacity(
-    store: Any, settings: Settings, cand: pl.LazyFrame, sizes: dict[str, int], run_id: str
-) -> dict[str, Any]:
-    """Rank the candidates (`verification.routing.priority`), keep each queue's nightly capacity, enqueue.
-
-    Per queue, only the rows' positions, confidences and prices are collected; ties keep the candidates'
-    order (a stable sort), as `verification.routing.select_for_queues` does."""
-    numeric = ["confidence", *(["price"] if "price" in cand.collect_schema().names() else [])]
-    indexed = cand.with_row_index("_row")
-    capacity = settings.queue_capacity.model_dump()
-    kept: list[pl.DataFrame] = []
-    dropped: dict[str, int] = {}
-    for q, n in sizes.items():
-        head = indexed.filter(pl.col("queue") == q).select("_row", *numeric).collect()
-        price = head.get_column("price").to_numpy() if "price" in head.columns else None
-        pr = priority([q] * head.height, head.get_column("confidence").to_numpy(), price=price)
-        keep = select_for_queues([q] * head.height, pr, capacity={q: capacity.get(q, n)})
-        kept.append(head.select("_row").with_columns(pl.Series("priority", pr)).filter(pl.Series(keep)))
-        if n > int(keep.sum()):
-            dropped[q] = n - int(keep.sum())
-    rows = pl.concat(kept).sort("_row")
-    chosen = (
-        indexed.join(rows.lazy(), on="_row", how="inner").sort("_row").select("sku_id", "priority").collect()
-    )
-    # only the chosen rows are read whole (a join would first collect every candidate's columns)
-    rows_of_chosen = cand.filter(pl.col("sku_id").is_in(chosen.get_column("sku_id").implode())).collect()
-    to_queue = rows_of_chosen.join(chosen, on="sku_id", how="inner")
-    res = _as_dict(store.enqueue(to_queue, run_id=run_id))  # capacity applied once, above
-    res["dropped_over_capacity"] = {q: 0 for q in QUEUES} | dropped
-    return res
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
