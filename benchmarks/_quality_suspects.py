@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import subprocess
 import sys
 import time
@@ -383,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         help="quality.py --disjoint's states",
     )
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "quality.json"))
+    ap.add_argument(
+        "--note", default="", help="where the runs in --workdir came from (commit, command, load)"
+    )
     args = ap.parse_args(argv)
     h = heldout_choice(Path(args.workdir))
     commit = subprocess.run(
@@ -391,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     h["measured"] = {
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "code_commit": commit.stdout.strip(),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "runs": args.note,
     }
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
