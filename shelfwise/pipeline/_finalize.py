@@ -234,6 +234,8 @@ def _enqueue_chosen(
     if to_queue.height > _ENQUEUE_CHUNK:  # the store's order: priority (NaN as 0), then SKU
         key = pl.col("priority").fill_nan(0.0).fill_null(0.0)
         to_queue = to_queue.sort([key, "sku_id"], descending=[True, False], maintain_order=True)
+        # a SKU twice: its best row only, as one call keeps (a later chunk would overwrite it)
+        to_queue = to_queue.unique("sku_id", keep="first", maintain_order=True)
     res: dict[str, Any] = {}
     for start in range(0, max(to_queue.height, 1), _ENQUEUE_CHUNK):  # no rows: one call, zero counts
         part_res = _as_dict(store.enqueue(to_queue.slice(start, _ENQUEUE_CHUNK), run_id=run_id))

@@ -106,3 +106,29 @@ def test_a_night_cut_into_many_parts_fills_the_queues_as_one_file_does(tmp_path:
             held.sort("priority", descending=True, maintain_order=True)["sku_id"].to_list()
             == best.sort("p", "sku_id", descending=[True, False])["sku_id"].to_list()
         )
+
+
+def test_more_kept_items_than_one_store_call_takes_keep_the_reviewing_order(
+    tmp_path: Path, make_frame
+) -> None:
+    # 60,000 low-confidence items kept in one night (a raised capacity): the store gets them in chunks,
+    # and reviewers still get them highest priority first, then by SKU, as from one call
+    base = (
+        make_frame(600)
+        .drop("priority")
+        .with_columns(pl.col("confidence").round(2), queue=pl.lit("low_confidence"))
+    )
+    rows = pl.concat([base.with_columns(pl.col("sku_id") + f"-{k}") for k in range(101)])
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    settings = Settings(
+        state_dir=tmp_path, queue_url=url, queue_capacity=QueueCapacity(low_confidence=60_000)
+    )
+    result, queued = enqueue_rescored(settings, rows.lazy(), "run-1")
+
+    assert queued["low_confidence"] == 60_000
+    assert result["dropped_over_capacity"]["low_confidence"] == rows.height - 60_000
+    items = _items(url)
+    assert items.height == 60_000 and items["sku_id"].n_unique() == 60_000
+    in_order = items.sort("priority", "sku_id", descending=[True, False])
+    assert items["id"].to_list() == sorted(items["id"].to_list())  # ids: the order reviewers get
+    assert in_order["sku_id"].to_list() == items["sku_id"].to_list()
