@@ -165,21 +165,23 @@ def _write(frame: pl.DataFrame, path: Path, parts: int) -> Path:
     return path
 
 
-def build_catalogs(shared: Path, work: Path, sizes: Sizes) -> dict[str, Any]:
-    """The four nights' catalogs, and how many new contents the titles night brings."""
+def build_catalogs(shared: Path, work: Path, sizes: Sizes, *, big: bool = True) -> dict[str, Any]:
+    """The four nights' catalogs (``big``: with night 4's), and how many new contents the titles night
+    brings."""
     contents = _contents(shared, sizes.distinct)
     cold = _draw(contents, sizes.rows)
     price = _changed(cold, sizes.changed, 4, "price", pl.col("price") * 1.1)
     titles = _changed(price, sizes.changed, 5, "title", pl.col("title") + " (revised)")
     new_contents = titles.join(price, on=["sku_id", "title"], how="anti")["title"].n_unique()
-    big = _draw(contents, sizes.rows * sizes.scale)
-    return {
+    out: dict[str, Any] = {
         "cold": _write(cold, work / "night-cold", sizes.parts),
         "price": _write(price, work / "night-price", sizes.parts),
         "titles": _write(titles, work / "night-titles", sizes.parts),
-        "cold-x": _write(big, work / "night-cold-x", sizes.parts),
         "new_contents": int(new_contents),
     }
+    if big:
+        out["cold-x"] = _write(_draw(contents, sizes.rows * sizes.scale), work / "night-cold-x", sizes.parts)
+    return out
 
 
 _RAW_RATE = """
@@ -274,6 +276,10 @@ def _night(
     return r
 
 
+#: The four nights, in the order they run (``--nights`` picks some: each needs those before it on its state).
+NIGHTS = ("cold", "price", "titles", "cold-x")
+
+
 def run_engine(
     engine: str, catalogs: dict[str, Any], model: Path, ctx: dict[str, Any]
 ) -> list[dict[str, Any]]:
@@ -283,6 +289,8 @@ def run_engine(
     work = ctx["work"]
     out: list[dict[str, Any]] = []
     for night, state_name in (("cold", "a"), ("price", "a"), ("titles", "a"), ("cold-x", "b")):
+        if night not in ctx.get("nights", NIGHTS):
+            continue
         state = work / f"state-{engine}-{state_name}"
         if night in ("cold", "cold-x"):
             shutil.rmtree(state, ignore_errors=True)
@@ -350,7 +358,8 @@ def targets(f: dict[str, Any], by: dict[str, dict[str, Any]]) -> list[tuple[str,
     ]
 
 
-def print_tables(results: list[dict[str, Any]], figs: list[dict[str, Any]], raw_rate: float) -> None:
+def print_nights(results: list[dict[str, Any]]) -> None:
+    """One row per night; with a cold and a price night of an engine, their wall-time ratio."""
     print()
     print(
         "| engine | night | SKUs | wall (s) | start-up (s) | flow (s) | µs/SKU (flow) | CPU s "
@@ -365,6 +374,15 @@ def print_tables(results: list[dict[str, Any]], figs: list[dict[str, Any]], raw_
             f"| {r['flow_seconds']:,.0f} | {r['us_per_sku']:,.1f} | {r['cpu_seconds']:,.0f} "
             f"| {r['rescored']:,} ({r['distinct_scored']:,}) | {r['embedded']:,} | {r['carried']:,} | {rss} |"
         )
+    for engine in dict.fromkeys(r["engine"] for r in results):
+        by = {r["night"]: r for r in results if r["engine"] == engine}
+        if "cold" in by and "price" in by:
+            ratio = by["price"]["seconds"] / by["cold"]["seconds"]
+            print(f"\n{engine}: price night / cold night (wall) = {ratio:.3f}")
+
+
+def print_tables(results: list[dict[str, Any]], figs: list[dict[str, Any]], raw_rate: float) -> None:
+    print_nights(results)
     print()
     print(
         "| engine | unchanged night (µs/SKU) | price night / cold night (wall) | new contents | extra s "
@@ -402,6 +420,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--nights",
+        nargs="+",
+        default=list(NIGHTS),
+        choices=NIGHTS,
+        help="run only these nights (price needs cold; titles needs price); figures need all four",
+    )
     return ap
 
 
@@ -420,7 +445,7 @@ def main() -> None:
     env.pop("PREFECT_API_URL", None)
     model = _train(args, work, env)
     sizes = Sizes(args.rows, args.distinct, args.changed, args.scale, args.parts)
-    catalogs = build_catalogs(args.shared, work, sizes)
+    catalogs = build_catalogs(args.shared, work, sizes, big="cold-x" in args.nights)
     print(
         f"catalog: {sizes.rows:,} SKUs ({sizes.rows * sizes.scale:,} in night 4), "
         f"{sizes.distinct:,} distinct "
@@ -430,7 +455,8 @@ def main() -> None:
         flush=True,
     )
     first = catalogs["cold"] if sizes.parts <= 1 else catalogs["cold"] / "part-00000.parquet"
-    raw_before = raw_encoder_rate(first, 2_000, env)
+    rated = "titles" in args.nights  # the raw encoder rate is for the titles night's figure
+    raw_before = raw_encoder_rate(first, 2_000, env) if rated else 0.0
     print(f"raw encoder rate: {raw_before:,.0f} texts/s (MiniLM, 2,000 distinct titles, torch on 2 cores)")
     ctx: dict[str, Any] = {
         "env": env,
@@ -438,14 +464,18 @@ def main() -> None:
         "shard_size": args.shard_size,
         "done": [],
         "json": args.json,
+        "nights": tuple(args.nights),
     }
     results: list[dict[str, Any]] = []
     for engine in args.engines:
         results += run_engine(engine, catalogs, model, ctx)
     # measured again after the nights: on a shared machine the rate moves; the figures use the mean
-    raw_after = raw_encoder_rate(first, 2_000, env)
+    raw_after = raw_encoder_rate(first, 2_000, env) if rated else 0.0
     raw_rate = (raw_before + raw_after) / 2
     print(f"raw encoder rate after the nights: {raw_after:,.0f} texts/s (mean {raw_rate:,.0f})")
+    if set(args.nights) != set(NIGHTS):  # some nights only: the per-night table and the price/cold ratio
+        print_nights(results)
+        return
     figs = [figures([r for r in results if r["engine"] == e], raw_rate, sizes.scale) for e in args.engines]
     print_tables(results, figs, raw_rate)
     if args.json:

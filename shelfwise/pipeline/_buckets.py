@@ -346,20 +346,26 @@ def _write_pieces(task: ReadPartTask, seq: int, shard: pl.DataFrame, out: PartSt
     out.rows += shard.height
 
 
-def _duplicates(pieces: Sequence[str]) -> dict[int, pl.DataFrame]:
-    """Rows whose ``sku_id`` an earlier row of the catalog (part, then row order) already used, by piece:
-    ``_pos`` (row in the piece) and the part and row that kept the id."""
-    if not pieces:
-        return {}
-    index = pl.concat(
+def _bucket_index(pieces: Sequence[str]) -> pl.DataFrame:
+    """Every row of a bucket's pieces, in catalog order: ``_piece``, ``_pos`` (row in the piece), where
+    it came from (``_part``, ``row_number``) and what the carry decision needs (``sku_id``,
+    ``content_hash``, ``category_path``). Read once; the pieces themselves are read one at a time."""
+    columns = ["sku_id", "_part", "row_number", "content_hash", "category_path"]
+    return pl.concat(
         [
-            storage.read_parquet(u, columns=["sku_id", "_part", "row_number"]).with_columns(
+            storage.read_parquet(u, columns=columns).with_columns(
                 pl.lit(i, dtype=pl.Int64).alias("_piece"),
                 pl.int_range(pl.len(), dtype=pl.Int64).alias("_pos"),
             )
             for i, u in enumerate(pieces)
         ]
     )
+
+
+def _duplicates(index: pl.DataFrame) -> pl.DataFrame:
+    """Rows whose ``sku_id`` an earlier row of the catalog (part, then row order) already used:
+    ``_piece``, ``_pos`` and the part and row that kept the id."""
+    index = index.select("sku_id", "_part", "row_number", "_piece", "_pos")
     index = index.filter(index.get_column("sku_id").is_duplicated()).sort(
         "_part", "row_number", "_piece", "_pos"
     )
@@ -370,13 +376,9 @@ def _duplicates(pieces: Sequence[str]) -> dict[int, pl.DataFrame]:
         pl.col("_part").alias("_kept_part"),
         pl.col("row_number").alias("_kept_row"),
     )
-    dups = index.join(kept, on="sku_id").filter(
+    return index.join(kept, on="sku_id").filter(
         (pl.col("_piece") != pl.col("_kept_piece")) | (pl.col("_pos") != pl.col("_kept_pos"))
     )
-    return {
-        int(key[0]): frame.select("_pos", "_kept_part", "_kept_row")
-        for key, frame in dups.partition_by("_piece", as_dict=True).items()
-    }
 
 
 class _Cutter:
@@ -461,34 +463,48 @@ def stage_bucket(task: BucketTask, settings: Settings) -> BucketStaged:
 def _split_pieces(
     task: BucketTask, plan: CarryPlan, q: Quarantine, out: BucketStaged, settings: Settings
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Each piece of the bucket, in catalog order: duplicates dropped, then carried or cut into shards."""
-    dups = _duplicates(task.pieces)
+    """The bucket's rows, in catalog order: duplicates dropped, then carried or cut into shards. The carry
+    decision is one join for the whole bucket (`CarryPlan.carries`); then each piece is read in turn."""
     cutter = _Cutter(task.work_url, task.bucket, settings.shard_size)
     distinct = DistinctContents(
         SimpleNamespace(use_price=task.use_price),
         task.work_url,
         folder=f"candidates/bucket-{task.bucket:05d}",
     )
-    keys: list[pl.DataFrame] = []
-    carried: list[pl.DataFrame] = []
+    empty_keys = pl.DataFrame(schema={"sku_id": pl.String, "content_hash": pl.String})
+    if not task.pieces:
+        cutter.add(pl.DataFrame(), last=True)
+        return empty_keys, pl.DataFrame(schema={"sku_id": pl.String})
+    index = _bucket_index(task.pieces)
+    dups = _duplicates(index)
+    if not dups.is_empty():
+        index = index.join(dups.select("_piece", "_pos"), on=["_piece", "_pos"], how="anti")
+        index = index.sort("_piece", "_pos")
+    index = index.with_columns(plan.carries(index)).select("sku_id", "content_hash", "_piece", "carried")
+    by_piece = {
+        int(k[0]): f.select("_pos", "_kept_part", "_kept_row")
+        for k, f in dups.partition_by("_piece", as_dict=True).items()
+    }
+    sizes = dict(index.group_by("_piece").len().iter_rows())
+    start = 0
     for i, url in enumerate(task.pieces):
-        piece = _drop_duplicates(storage.read_parquet(url), dups.get(i), task.parts, q).drop("_part")
-        keys.append(piece.select("sku_id", "content_hash"))
-        score, carry = plan.split(piece)
-        carried.append(carry)
+        piece = _drop_duplicates(storage.read_parquet(url), by_piece.get(i), task.parts, q).drop("_part")
+        n = sizes.get(i, 0)
+        if piece.height != n:  # the index and the piece must agree row for row
+            raise RuntimeError(f"staging piece {url}: {piece.height} rows, its index says {n}")
+        carried = index.get_column("carried").slice(start, n)
+        start += n
+        score = piece.filter(~carried)
         cutter.add(score)
         distinct.add(score)
-        out.rows += piece.height
         out.to_score += score.height
-        out.carried += carry.height
     cutter.add(pl.DataFrame(), last=True)
     distinct.flush()
     out.shards, out.candidates = cutter.urls, distinct.urls
-    empty_keys = pl.DataFrame(schema={"sku_id": pl.String, "content_hash": pl.String})
-    return (
-        pl.concat(keys) if keys else empty_keys,
-        pl.concat(carried) if carried else pl.DataFrame(schema={"sku_id": pl.String}),
-    )
+    out.rows = index.height
+    carry = index.filter(pl.col("carried")).select("sku_id")
+    out.carried = carry.height
+    return index.select("sku_id", "content_hash"), carry
 
 
 def _change_counts(keys: pl.DataFrame, previous: pl.LazyFrame | None) -> dict[str, int]:

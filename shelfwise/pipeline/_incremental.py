@@ -76,6 +76,20 @@ class CarryPlan:
             return shard, hit
         return shard.join(hit, on="sku_id", how="anti"), hit
 
+    def carries(self, rows: pl.DataFrame) -> pl.Series:
+        """Which of ``rows`` (``sku_id``, ``content_hash``, ``category_path``; each ``sku_id`` once) keep
+        last night's prediction, as a boolean mask: `split` for many shards at once (a bucket's rows),
+        with one join against the carry keys instead of one per shard."""
+        if self.keys is None or rows.is_empty():
+            return pl.Series("carried", [False] * rows.height, dtype=pl.Boolean)
+        keyed = carry_key(
+            rows.select(
+                "sku_id", "content_hash", pl.col("category_path").alias("current_category_path")
+            ).with_row_index("_i")
+        )
+        hit = keyed.join(self.keys, on=["sku_id", _KEY], how="semi").get_column("_i")
+        return pl.int_range(rows.height, eager=True, dtype=hit.dtype).is_in(hit.implode()).alias("carried")
+
 
 @dataclass
 class CarryMode:
