@@ -32,7 +32,10 @@ def run_night(request: NightRequest, settings: Settings) -> RunSummary:
     nights.limit_arenas()  # many threads, one heap: keep the night's process small (shelfwise/_memory.py)
     folder = _model_to_preload(settings, request)
     dask = bool(settings.dask_address or settings.dask_workers)
-    preload = _preload_model(settings, folder) if folder is not None and not dask else None
+    # an incremental night (most SKUs carried) may score nothing: its model loads with its first score
+    # task, if it has one, instead of competing with the start of our Prefect server for CPU and memory
+    early = folder is not None and not dask and not nights.may_carry(settings, folder)
+    preload = _preload_model(settings, folder) if early and folder is not None else None
     # a local Dask cluster starts now, its workers loading the model while our Prefect server starts
     cluster = start_local_cluster(settings, _warmup(settings, folder)) if settings.dask_workers else None
     try:

@@ -27,6 +27,7 @@ reader of what a night wrote (`shelfwise.reports`); neither knows the other.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +39,7 @@ from pydantic import BaseModel
 from shelfwise import storage
 from shelfwise._memory import limit_arenas
 from shelfwise.errors import ConfigError
-from shelfwise.model_folder import has_model
+from shelfwise.model_folder import has_model, model_versions
 from shelfwise.pipeline import (
     BucketFinished,
     BucketStaged,
@@ -53,6 +54,7 @@ from shelfwise.pipeline import (
     ShardTask,
     StagedNight,
     StagePlan,
+    carry_mode,
     commit_night,
     concat_predictions,
     distinct_tasks,
@@ -81,6 +83,7 @@ from shelfwise.pipeline import (
 )
 from shelfwise.reports import report_markdown, write_report
 from shelfwise.settings import Settings
+from shelfwise.state import current_state
 from shelfwise.summary import QUEUES, Engine, RunSummary
 
 __all__ = [
@@ -107,6 +110,7 @@ __all__ = [
     "finish_tasks_of",
     "gather",
     "limit_arenas",
+    "may_carry",
     "preload_model",
     "read_part",
     "release_resources",
@@ -191,6 +195,27 @@ def _train_for(request: NightRequest, folder: Path, settings: Settings) -> None:
         f"trained model {trained.model_version} on {trained.labelled} labelled SKUs "
         f"({trained.human_labels} human labels)"
     )
+
+
+def may_carry(settings: Settings, model_dir: str | Path) -> bool:
+    """True when tonight would be an incremental night with the model in ``model_dir`` (same model,
+    taxonomy and routing as the committed state): then most SKUs are carried and the model may not be
+    needed at all, so `shelfwise run` does not load it ahead of the first score task. Reads the model's
+    manifest and the state's ``CURRENT``, never the model."""
+    folder = Path(model_dir)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    version, taxonomy_version = model_versions(folder)
+    mode = carry_mode(
+        settings,
+        current_state(settings),
+        model_version=version,
+        taxonomy_version=taxonomy_version,
+        uses_price=bool((manifest.get("params") or {}).get("use_price", False)),
+    )
+    return mode.mode == "incremental"
 
 
 def preload_model(settings: Settings, model_dir: str | Path) -> None:

@@ -125,7 +125,10 @@ def test_unchanged_skus_keep_their_prediction_and_only_changes_are_scored(
 
 def test_a_new_model_rescores_everything_and_says_why(flipkart: dict[str, Path], tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path / "state", shard_size=100)
+    assert not night.may_carry(settings, flipkart["model"])  # first night: `shelfwise run` preloads
     first, _ = _night(flipkart, settings, flipkart["night"], tmp_path / "n1.parquet")
+    assert night.may_carry(settings, flipkart["model"])  # same model: the model loads only if needed
+    assert not night.may_carry(settings.model_copy(update={"incremental": False}), flipkart["model"])
     # the same products' embeddings, warm: the new model differs in its settings, not its inputs
     shutil.copytree(flipkart["work"] / "train-state" / "cache", tmp_path / "train2" / "cache")
     pipeline.train(
@@ -138,6 +141,7 @@ def test_a_new_model_rescores_everything_and_says_why(flipkart: dict[str, Path],
         flipkart, settings, flipkart["night"], tmp_path / "n2.parquet", model=tmp_path / "model2"
     )
     assert second.model_version != first.model_version
+    assert not night.may_carry(settings, flipkart["model"])  # the last night used model2
     assert second.incremental.mode == "full" and "new model" in second.incremental.reason
     assert second.counts.carried == 0 and second.counts.rescored == p2.height
     assert set(p2["model_version"]) == {second.model_version}
