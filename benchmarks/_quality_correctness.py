@@ -109,6 +109,22 @@ def confidence_only_auto(state: Path) -> np.ndarray:
     return np.asarray(pred["confidence"].to_numpy() >= bar)
 
 
+def kept_ranking_scores(state: Path, confidence: np.ndarray) -> np.ndarray:
+    """Per row of ``predictions.parquet``: the score the model's leaf cut is on: its correctness score
+    where training kept that ranking, else ``confidence`` (the predictions' own column)."""
+    from classifiers import EmbeddingCache, make_embedder
+
+    model = CategoryModel.load(state / "model")
+    if model.thresholds_.ranking != "correctness":
+        return confidence
+    test = pl.read_parquet(state / "test.parquet")
+    with EmbeddingCache(state / "cache" / "embeddings.sqlite") as cache:
+        score = model.predict_correctness(test, embedder=make_embedder("minilm"), cache=cache)
+    assert score is not None
+    of = dict(zip(test["sku_id"].to_list(), score.tolist(), strict=True))
+    return np.asarray([of[s] for s in pl.read_parquet(state / "predictions.parquet")["sku_id"].to_list()])
+
+
 def correctness_comparison(state: Path, *, target: float = 0.95) -> dict[str, Any]:
     """The comparison of the module docstring on one disjoint run's folder."""
     d = np.load(state / "oof.npz")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from _quality_correctness import confidence_only_auto, correctness_comparison
+from _quality_correctness import confidence_only_auto, correctness_comparison, kept_ranking_scores
 from _quality_data import (
     BENCH,
     DATA,
@@ -173,6 +173,11 @@ def realized_figures(o: Outcome, target: float) -> dict[str, Any]:
     }
 
 
+def _best_cuts(scores: np.ndarray, exact: np.ndarray, target: float) -> dict[str, float]:
+    cuts = (target, target + 0.01, target + 0.02)
+    return {f"{p:.2f}": round(best_cut_share(scores, exact, p), 4) for p in cuts}
+
+
 def _rankings_figures(
     state: Path, outcome: Outcome, target: float, rankings: tuple[str, ...]
 ) -> dict[str, Any]:
@@ -182,8 +187,10 @@ def _rankings_figures(
         return {}
     heldout = json.loads((state / "model" / "manifest.json").read_text())["fit_report"]["heldout"]
     off = dataclasses.replace(outcome, auto=confidence_only_auto(state))
+    kept = kept_ranking_scores(state, outcome.confidence)
     return {
         "rankings": list(rankings),
+        "best_cut_share_of_the_kept_ranking": _best_cuts(kept, outcome.exact, target),
         "ranking_kept": heldout.get("ranking"),
         "rankings_compared": heldout.get("rankings_compared"),
         "confidence_only": realized_figures(off, target),
@@ -244,6 +251,7 @@ def disjoint_all_folds(
     target: float = 0.95,
     folds: int = 5,
     rankings: tuple[str, ...] = _DEFAULT_RANKINGS,
+    rescore: bool = False,
 ) -> dict[str, Any]:
     """Every product tested once by a model trained without it: the catalog's rows of classes with at
     least ``folds`` rows in ``folds`` stratified folds (seed 0; rarer classes always train), each fold
@@ -258,25 +266,29 @@ def disjoint_all_folds(
     y = np.asarray(cat.paths, dtype=object)
     _, inv, counts = np.unique(y, return_inverse=True, return_counts=True)
     testable, rare = np.flatnonzero(counts[inv] >= folds), np.flatnonzero(counts[inv] < folds)
-    parts, offs, per_fold = [], [], []
+    parts, offs, kept, per_fold = [], [], [], []
     skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=SEED)
     for i, (tr, te) in enumerate(skf.split(testable, y[testable])):
         state = workdir / f"{name}_fold{i}"
         fit_idx, test_idx = np.concatenate([testable[tr], rare]), testable[te]
-        _prepare(cat, state, fit_idx, test_idx)
-        _train_and_classify(cat, state, target, rankings)
+        if not rescore:
+            _prepare(cat, state, fit_idx, test_idx)
+            _train_and_classify(cat, state, target, rankings)
         outcome, _ = _outcome(cat, state, test_idx)
         parts.append(outcome)
         heldout = json.loads((state / "model" / "manifest.json").read_text())["fit_report"]["heldout"]
         extra = _rankings_figures(state, outcome, target, rankings)
         if extra:
             offs.append(dataclasses.replace(outcome, auto=confidence_only_auto(state)))
+            kept.append(kept_ranking_scores(state, outcome.confidence))
         per_fold.append(
             {**realized_figures(outcome, target), "train_proven_share": heldout.get("proven_share"), **extra}
         )
     pooled = {"folds": folds, **realized_figures(Outcome.concat(parts), target)}
     if offs:
         pooled["confidence_only"] = realized_figures(Outcome.concat(offs), target)
+        exact = Outcome.concat(parts).exact
+        pooled["best_cut_share_of_the_kept_ranking"] = _best_cuts(np.concatenate(kept), exact, target)
     return {**pooled, "per_fold": per_fold}
 
 
@@ -400,6 +412,13 @@ def _all_folds_markdown(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _store(out_path: Path, key: str, block: dict[str, Any]) -> None:
+    """Write ``block`` under ``key``, over the file as it is now (others may have written since)."""
+    results = json.loads(out_path.read_text()) if out_path.exists() else {}
+    results[key] = block
+    write_results(out_path, results)
+
+
 def run(args: argparse.Namespace) -> int:
     """The ``--disjoint`` mode of quality.py's command line (``--datasets``, ``--out``, ``--table``,
     ``--rescore``, ``--all-folds``)."""
@@ -415,10 +434,9 @@ def run(args: argparse.Namespace) -> int:
     for name in args.datasets:
         before = block.get(name) or {}
         if args.only_all_folds and name in args.all_folds:
-            folds = disjoint_all_folds(name, workdir=workdir, rankings=rankings)
+            folds = disjoint_all_folds(name, workdir=workdir, rankings=rankings, rescore=args.rescore)
             block[name] = {**before, "all_folds": folds}
-            results[key] = block
-            write_results(out_path, results)
+            _store(out_path, key, block)
             continue
         block[name] = disjoint(name, workdir=workdir, rescore=args.rescore, rankings=rankings)
         if block[name]["seconds_train"] is None:
@@ -428,7 +446,6 @@ def run(args: argparse.Namespace) -> int:
         elif "all_folds" in before:
             block[name]["all_folds"] = before["all_folds"]
         print(f"{name}: {block[name]}", flush=True)
-        results[key] = block
-        write_results(out_path, results)
+        _store(out_path, key, block)
     print(disjoint_markdown({n: r for n, r in block.items() if "test_rows" in r}))
     return 0

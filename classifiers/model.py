@@ -469,6 +469,13 @@ class CategoryModel(BaseEstimator):
         corr = None if correctness is None else correctness.score(raw, scores, self.label_info_)
         return self._calibrate(raw), data.emb, corr
 
+    def predict_correctness(
+        self, frame: pl.DataFrame, *, embedder: Any, cache: Any, image_embedder: Any = None
+    ) -> np.ndarray | None:
+        """The correctness score of each row's top trained label, the score the leaf cut is on when the
+        model's ranking is ``"correctness"``; None when it is the confidence."""
+        return self._label_proba(frame, embedder, cache, image_embedder)[2]
+
     def _scored(
         self, frame: pl.DataFrame, embedder: Any, cache: Any, image_embedder: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
