@@ -230,6 +230,8 @@ def test_a_model_with_the_option_records_its_winner_and_routes_the_same_after_re
     assert np.isinf(before.leaf_threshold[~accepted]).all()
     np.testing.assert_allclose(before.leaf_threshold[accepted], before.leaf_confidence[accepted])
     np.testing.assert_allclose(before.confidence, before.scores[:, 0])
+    score = model.predict_correctness(test, embedder=minilm, cache=embedding_cache)
+    np.testing.assert_array_equal(accepted, score >= model.thresholds_.for_nodes(before.leaf_ids))
     truth = np.asarray(test.get_column("category_path").to_list(), dtype=object)
     got = np.asarray([model.index_.paths[model.index_.position([i])[0]] for i in before.leaf_ids])
     assert (got == truth)[accepted].mean() >= 0.9
