@@ -406,13 +406,17 @@ def _warn_kept(keep: list[int], joined: pl.DataFrame, plan: Plan, parsed: _Parse
 
 def _finish(good: pl.DataFrame, resolve_image: ImageResolver) -> pl.DataFrame:
     """Resolve image files, hash the content (the image's file name, not its path), order the columns."""
-    refs = good.get_column("image_ref").to_list()
-    names = pl.Series("_image_name", [image_name(r) for r in refs], dtype=pl.String)
+    column = good.get_column("image_ref")
+    if column.null_count() == good.height:  # no image at all: no per-row work
+        names = images = pl.Series([None] * good.height, dtype=pl.String)
+    else:
+        refs = column.to_list()
+        names = pl.Series([image_name(r) for r in refs], dtype=pl.String)
+        images = pl.Series([resolve_image(r) for r in refs], dtype=pl.String)
     fields = ("title", "description", "brand", "attributes", "_image_name", "review_text")
-    hashes = hash_columns(good.with_columns(names), fields)
-    images = [resolve_image(r) for r in refs]
+    hashes = hash_columns(good.with_columns(names.alias("_image_name")), fields)
     return good.with_columns(
-        pl.Series("image_path", images, dtype=pl.String),
+        images.alias("image_path"),
         hashes,
         pl.col("review_count").fill_null(0),
     ).select([pl.col(name).cast(dtype) for name, dtype in SHARD_SCHEMA.items()])

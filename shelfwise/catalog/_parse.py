@@ -219,9 +219,15 @@ def hash_columns(frame: pl.DataFrame, columns: Sequence[str]) -> pl.Series:
             .fill_null("")
         )
         parts.append(pl.lit(f"{name}=") + norm)
-    payload = frame.select(pl.concat_str(parts, separator="\x1f").alias("p")).get_column("p").to_list()
+    payload = frame.select(pl.concat_str(parts, separator="\x1f").alias("p")).get_column("p")
     sha = hashlib.sha256
-    return pl.Series("content_hash", [sha(v.encode("utf-8")).hexdigest() for v in payload], dtype=pl.String)
+    distinct = payload.unique()
+    if distinct.len() < payload.len():  # a content repeated in the batch is hashed once
+        hashes = pl.Series([sha(v.encode("utf-8")).hexdigest() for v in distinct.to_list()], dtype=pl.String)
+        return payload.replace_strict(distinct, hashes, return_dtype=pl.String).alias("content_hash")
+    return pl.Series(
+        "content_hash", [sha(v.encode("utf-8")).hexdigest() for v in payload.to_list()], dtype=pl.String
+    )
 
 
 def to_text(value: Any) -> str | None:
