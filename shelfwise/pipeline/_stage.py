@@ -163,8 +163,11 @@ def night_key(
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
 
-#: Rows per distinct-content shard: small enough that the score step spreads over every worker.
-DISTINCT_SHARD_ROWS = 2_000
+#: Rows per distinct-content shard: small enough that the score step spreads over every worker and
+#: its last tasks end close together (at 2,000, a titles night's 6,327 new contents made tasks of 2,000,
+#: 2,000, 2,000 and 327 on two threads, and one thread ran the third 2,000 alone for 16 of the step's
+#: 51 s; benchmarks/scale.py, docs/scale.md). A task costs ~5 ms on threads, ~200 ms on Dask.
+DISTINCT_SHARD_ROWS = 1_000
 
 
 class DistinctContents:
