@@ -25,24 +25,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
 from classifiers.calibration import DELTA
-from classifiers.model import CategoryModel
+from classifiers.model import CategoryModel, shrunk_precision
 from classifiers.selective import BACKOFF_DELTA_SHARE, best_cut_share, fixed_sequence_test
 
-_SHRINK = 20.0  # prior rows of the parent's precision in a category's shrunk precision
 _LEAF_DELTA = DELTA * (1.0 - BACKOFF_DELTA_SHARE)
-
-
-def _shrunk_precision(top: np.ndarray, ok: np.ndarray, parent: np.ndarray, tr: np.ndarray) -> np.ndarray:
-    """Per label: its precision on rows ``tr``, shrunk to its parent's, shrunk to the global one."""
-    k = len(parent)
-    right = np.bincount(top[tr], weights=ok[tr].astype(float), minlength=k)
-    seen = np.bincount(top[tr], minlength=k).astype(float)
-    groups, inv = np.unique(parent, return_inverse=True)
-    g_right = np.bincount(inv, weights=right, minlength=len(groups))
-    g_seen = np.bincount(inv, weights=seen, minlength=len(groups))
-    glob = float(ok[tr].mean())
-    par = (g_right + _SHRINK * glob) / (g_seen + _SHRINK)
-    return np.asarray((right + _SHRINK * par[inv]) / (seen + _SHRINK))
 
 
 def _agreement(path: Path, top: np.ndarray) -> np.ndarray | None:
@@ -75,9 +61,9 @@ def _cross_fit(
     for tr, va in KFold(5, shuffle=True, random_state=0).split(x):
         prec_tr = np.zeros(len(tr))
         for itr, iva in KFold(5, shuffle=True, random_state=1).split(tr):
-            prec_tr[iva] = _shrunk_precision(top, ok, parent, tr[itr])[top[tr[iva]]]
+            prec_tr[iva] = shrunk_precision(top, ok, parent, tr[itr])[top[tr[iva]]]
         x_tr = np.column_stack([x[tr], prec_tr])
-        x_va = np.column_stack([x[va], _shrunk_precision(top, ok, parent, tr)[top[va]]])
+        x_va = np.column_stack([x[va], shrunk_precision(top, ok, parent, tr)[top[va]]])
         gbm = HistGradientBoostingClassifier(
             max_iter=150, learning_rate=0.05, min_samples_leaf=40, random_state=0
         )

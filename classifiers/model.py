@@ -59,7 +59,13 @@ from classifiers._model.bank import (
     stratified_folds,
 )
 from classifiers._model.checks import HIERARCHY, check_enough_classes, check_params
-from classifiers._model.correctness import CORRECTNESS, CorrectnessModel, check_rankings, fit_correctness
+from classifiers._model.correctness import (
+    CORRECTNESS,
+    CorrectnessModel,
+    check_rankings,
+    fit_correctness,
+    shrunk_precision,
+)
 from classifiers._model.predict import assemble_prediction, concat_predictions, empty_prediction
 from classifiers._model.proof import AcceptFit, OutOfFold, fit_model_thresholds
 from classifiers._model.report import manifest_of, out_of_fold_report
@@ -69,7 +75,7 @@ from classifiers._model.text import TEXT_FIELDS, build_inputs, embed_chunks
 from classifiers.hierarchy import NodeIndex
 from shelfwise.errors import ConfigError, ModelError
 
-__all__ = ["MODEL_FORMAT_VERSION", "CategoryModel", "Prediction"]
+__all__ = ["MODEL_FORMAT_VERSION", "CategoryModel", "Prediction", "shrunk_precision"]
 
 log = logging.getLogger("shelfwise.model")
 

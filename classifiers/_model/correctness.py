@@ -39,6 +39,7 @@ __all__ = [
     "check_rankings",
     "correctness_features",
     "fit_correctness",
+    "shrunk_precision",
 ]
 
 CONFIDENCE = "confidence"
@@ -86,7 +87,7 @@ def correctness_features(
     return np.column_stack([*cols, agree])
 
 
-def _shrunk_precision(top: np.ndarray, ok: np.ndarray, parent: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def shrunk_precision(top: np.ndarray, ok: np.ndarray, parent: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Per label: its precision on ``rows``, shrunk to its parent group's, shrunk to the global one."""
     k = len(parent)
     right = np.bincount(top[rows], weights=ok[rows].astype(float), minlength=k)
@@ -105,7 +106,7 @@ def _inner_precision(
     """Each of ``rows``' shrunk precision of its top label, from the other rows of ``rows`` only."""
     out = np.zeros(len(rows))
     for itr, iva in KFold(_FOLDS, shuffle=True, random_state=seed + 1).split(rows):
-        out[iva] = _shrunk_precision(top, ok, parent, rows[itr])[top[rows[iva]]]
+        out[iva] = shrunk_precision(top, ok, parent, rows[itr])[top[rows[iva]]]
     return out
 
 
@@ -160,9 +161,9 @@ def fit_correctness(
     oof = np.zeros(len(y))
     for tr, va in KFold(_FOLDS, shuffle=True, random_state=seed).split(x):
         x_tr = np.column_stack([x[tr], _inner_precision(top, ok, parent, tr, seed)])
-        x_va = np.column_stack([x[va], _shrunk_precision(top, ok, parent, tr)[top[va]]])
+        x_va = np.column_stack([x[va], shrunk_precision(top, ok, parent, tr)[top[va]]])
         oof[va] = _proba(_fit_lr(x_tr, ok[tr]), x_va)
     every = np.arange(len(y))
     final = _fit_lr(np.column_stack([x, _inner_precision(top, ok, parent, every, seed)]), ok)
-    precision = _shrunk_precision(top, ok, parent, every)
+    precision = shrunk_precision(top, ok, parent, every)
     return oof, CorrectnessModel(names, precision, final)
