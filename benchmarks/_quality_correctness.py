@@ -25,7 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
 from classifiers.calibration import DELTA
-from classifiers.model import CategoryModel, shrunk_precision
+from classifiers.model import CategoryModel, agreement_features, shrunk_precision
 from classifiers.selective import BACKOFF_DELTA_SHARE, best_cut_share, fixed_sequence_test
 
 _LEAF_DELTA = DELTA * (1.0 - BACKOFF_DELTA_SHARE)
@@ -37,18 +37,7 @@ def _agreement(path: Path, top: np.ndarray) -> np.ndarray | None:
     if not path.exists():
         return None
     d = np.load(path)
-    rows = np.arange(len(top))
-    cols = []
-    agree = np.zeros(len(top))
-    for name in sorted(d.files):
-        s = np.asarray(d[name], dtype=np.float64)
-        at_top = s[rows, top]
-        other = s.copy()
-        other[rows, top] = -np.inf
-        same = s.argmax(axis=1) == top
-        agree += same
-        cols += [same.astype(float), at_top - other.max(axis=1)]
-    return np.column_stack([*cols, agree])
+    return agreement_features({name: d[name] for name in d.files}, d.files, top)
 
 
 def _cross_fit(

@@ -62,6 +62,7 @@ from classifiers._model.checks import HIERARCHY, check_enough_classes, check_par
 from classifiers._model.correctness import (
     CORRECTNESS,
     CorrectnessModel,
+    agreement_features,
     check_rankings,
     fit_correctness,
     shrunk_precision,
@@ -75,7 +76,7 @@ from classifiers._model.text import TEXT_FIELDS, build_inputs, embed_chunks
 from classifiers.hierarchy import NodeIndex
 from shelfwise.errors import ConfigError, ModelError
 
-__all__ = ["MODEL_FORMAT_VERSION", "CategoryModel", "Prediction", "shrunk_precision"]
+__all__ = ["MODEL_FORMAT_VERSION", "CategoryModel", "Prediction", "agreement_features", "shrunk_precision"]
 
 log = logging.getLogger("shelfwise.model")
 

@@ -21,7 +21,7 @@ its cut is on its own scale (`classifiers._model.predict.assemble_prediction` ap
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +36,7 @@ __all__ = [
     "CORRECTNESS",
     "RANKINGS",
     "CorrectnessModel",
+    "agreement_features",
     "check_rankings",
     "correctness_features",
     "fit_correctness",
@@ -68,12 +69,20 @@ def correctness_features(
 ) -> np.ndarray:
     """(n, 7 + 2 * len(names)) features of the module docstring, without the shrunk precision."""
     n = len(p_raw)
-    rows = np.arange(n)
     top = p_raw.argmax(axis=1)
     srt = np.sort(p_raw, axis=1)
     second = srt[:, -2] if p_raw.shape[1] > 1 else np.zeros(n)
     entropy = -(p_raw * np.log(np.clip(p_raw, 1e-12, 1.0))).sum(axis=1)
     cols = [srt[:, -1], second, srt[:, -1] - second, entropy, info.depth[top], info.log_count[top]]
+    return np.column_stack([*cols, agreement_features(scores, names, top)])
+
+
+def agreement_features(scores: Mapping[str, np.ndarray], names: Sequence[str], top: np.ndarray) -> np.ndarray:
+    """(n, 2 * len(names) + 1): per base scorer (sorted by name), whether its own top label is ``top``
+    and its own margin for ``top`` (its score there minus its best other label's); then how many agree."""
+    n = len(top)
+    rows = np.arange(n)
+    cols: list[np.ndarray] = []
     agree = np.zeros(n)
     for name in sorted(names):
         s = np.asarray(scores[name], dtype=np.float64)
